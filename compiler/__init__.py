@@ -1,0 +1,1 @@
+"""IR, ONNX import/export, pass infrastructure, lowering, driver and CLI."""

@@ -1,0 +1,206 @@
+"""The compiled artifact: a directory with the library and its metadata.
+
+    OUT/
+      model.so      the compiled Relax executable (weights inside)
+      ember.json    signature, target, versions, pipeline, sha256 of model.so
+
+`load(dir)` needs only the TVM runtime. `CompiledModel.run` checks inputs
+against the signature before anything reaches TVM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ArtifactError, RuntimeInputError
+from .fileutil import atomic_write_text
+
+FORMAT_VERSION = 1
+LIBRARY = "model.so"
+METADATA = "ember.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class CompiledModel:
+    """A model built for one target. Callable on this machine when the
+    target is the host (or compatible with it)."""
+
+    def __init__(self, module, metadata: dict[str, Any], executable=None, target=None):
+        self._module = module  # runtime.Module (loaded) or relax Executable (fresh)
+        self._executable = executable
+        self._target = target  # ember Target, for cross-linking on save
+        self.metadata = metadata
+        self._vm = None
+
+    # ---- signature ----------------------------------------------------
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return self.metadata["inputs"]
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        return self.metadata["outputs"]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i["name"] for i in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o["name"] for o in self.outputs]
+
+    def _vm_instance(self):
+        if self._vm is None:
+            import tvm
+            from tvm.runtime.vm import VirtualMachine
+
+            dev = tvm.cuda(0) if self.metadata["target"].get("tvm", {}).get("kind") == "cuda" else tvm.cpu(0)
+            self._device = dev
+            self._vm = VirtualMachine(self._module, dev)
+        return self._vm
+
+    def check_inputs(self, inputs: dict[str, Any]) -> list[np.ndarray]:
+        expected = self.input_names
+        unknown = [k for k in inputs if k not in expected]
+        if unknown:
+            raise RuntimeInputError(f"unknown input {unknown[0]!r}; the model takes {', '.join(expected) or 'no inputs'}")
+        missing = [k for k in expected if k not in inputs]
+        if missing:
+            raise RuntimeInputError(f"missing input {missing[0]!r}; the model takes {', '.join(expected)}")
+        arrays = []
+        for spec in self.inputs:
+            a = np.asarray(inputs[spec["name"]])
+            if spec["dtype"] and a.dtype != np.dtype(spec["dtype"]):
+                raise RuntimeInputError(f"input {spec['name']!r} must be {spec['dtype']}, got {a.dtype}")
+            shape = spec["shape"]
+            if shape is not None:
+                if a.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, a.shape)):
+                    want = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+                    raise RuntimeInputError(f"input {spec['name']!r} must have shape {want}, got {list(a.shape)}")
+            arrays.append(np.ascontiguousarray(a))
+        return arrays
+
+    def run(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Run on named numpy inputs; returns outputs by name."""
+        import tvm
+
+        arrays = self.check_inputs(inputs)
+        vm = self._vm_instance()
+        args = [tvm.runtime.tensor(a, self._device) for a in arrays]
+        result = vm["main"](*args)
+        flat = _flatten(result)
+        if len(flat) != len(self.outputs):
+            raise ArtifactError(f"model returned {len(flat)} outputs, metadata lists {len(self.outputs)}")
+        return {o["name"]: v for o, v in zip(self.outputs, flat)}
+
+    __call__ = run
+
+    def time(self, inputs: dict[str, Any], repeat: int = 20, warmup: int = 3) -> list[float]:
+        """Wall-clock seconds of `repeat` runs (inputs already on the device)."""
+        import time
+
+        import tvm
+
+        arrays = self.check_inputs(inputs)
+        vm = self._vm_instance()
+        args = [tvm.runtime.tensor(a, self._device) for a in arrays]
+        fn = vm["main"]
+        for _ in range(warmup):
+            fn(*args)
+        out = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            r = fn(*args)
+            _sync(r, self._device)
+            out.append(time.perf_counter() - t0)
+        return out
+
+    # ---- persistence --------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise ArtifactError(f"{directory} exists and is not a directory")
+        if self._executable is None:
+            raise ArtifactError("this model was loaded from disk; copy its directory instead")
+        directory.mkdir(parents=True, exist_ok=True)
+        fcompile = self._target.cross_compiler() if self._target is not None else None
+        from .lower import quiet_native_stderr
+
+        with tempfile.TemporaryDirectory(dir=directory) as tmp, quiet_native_stderr():
+            lib_tmp = Path(tmp) / LIBRARY
+            if fcompile is not None:
+                self._executable.export_library(str(lib_tmp), fcompile=fcompile)
+            else:
+                self._executable.export_library(str(lib_tmp))
+            shutil.move(str(lib_tmp), directory / LIBRARY)
+        meta = dict(self.metadata)
+        meta["library_sha256"] = _sha256(directory / LIBRARY)
+        atomic_write_text(directory / METADATA, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return directory
+
+
+def _flatten(result) -> list[np.ndarray]:
+    if hasattr(result, "numpy"):
+        return [result.numpy()]
+    out: list[np.ndarray] = []
+    for r in result:
+        out.extend(_flatten(r))
+    return out
+
+
+def _sync(result, device) -> None:
+    device.sync()
+
+
+def load(directory: str | Path) -> CompiledModel:
+    """Load an artifact directory (needs only the TVM runtime)."""
+    directory = Path(directory)
+    meta_path = directory / METADATA
+    lib_path = directory / LIBRARY
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: not an artifact directory (compile a model with `ember compile`)")
+    if not meta_path.is_file() or not lib_path.is_file():
+        raise ArtifactError(f"{directory}: incomplete artifact (needs {METADATA} and {LIBRARY})")
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{meta_path}: corrupt metadata ({e})") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{directory}: artifact format {meta.get('format_version')!r}, "
+                            f"this ember reads format {FORMAT_VERSION}; recompile the model")
+    for key in ("inputs", "outputs", "target", "library_sha256"):
+        if key not in meta:
+            raise ArtifactError(f"{meta_path}: corrupt metadata (no {key!r})")
+    if _sha256(lib_path) != meta["library_sha256"]:
+        raise ArtifactError(f"{lib_path}: library does not match its metadata (changed or corrupt)")
+    import tvm
+
+    if meta.get("tvm_version") and meta["tvm_version"] != tvm.__version__:
+        raise ArtifactError(f"{directory}: built with TVM {meta['tvm_version']}, this is TVM "
+                            f"{tvm.__version__}; recompile the model")
+    from .lower import quiet_native_stderr
+
+    try:
+        with quiet_native_stderr():
+            module = tvm.runtime.load_module(str(lib_path))
+    except Exception as e:
+        from .lower import first_line
+
+        raise ArtifactError(f"{lib_path}: cannot load the library ({first_line(e)})") from None
+    return CompiledModel(module, meta)

@@ -1,0 +1,349 @@
+"""The `ember` command line.
+
+    ember compile MODEL.onnx [--target TRIPLE] -o OUT [--pipeline SPEC] [--print-pass-times]
+                  [--dump-ir-after PASS]
+    ember run OUT [--input NAME=FILE.npy ... | --inputs FILE.npz | --random-inputs]
+                  [--save outputs.npz] [--check MODEL.onnx] [--time N]
+    ember inspect MODEL.onnx
+    ember passes | ember targets
+
+Every error is one line on stderr and a non-zero exit code. Steps that can
+crash inside TVM run in a child process (disable with --no-isolate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import EmberError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + error
+        sys.stderr.write(f"ember: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+class _Progress:
+    """Progress lines on stderr with elapsed time, so long steps are visible."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            sys.stderr.write(f"[{time.perf_counter() - self.t0:6.1f}s] {msg}\n")
+            sys.stderr.flush()
+
+
+# ---------------------------------------------------------------- compile
+def _load_plugins(paths: Sequence[str]) -> None:
+    """Import user modules (files or module names) that register passes."""
+    for p in paths or ():
+        if p.endswith(".py") or "/" in p:
+            path = Path(p)
+            if not path.is_file():
+                raise EmberError(f"plugin {p}: no such file")
+            spec = importlib.util.spec_from_file_location(f"ember_plugin_{path.stem}", path)
+            mod = importlib.util.module_from_spec(spec)
+            try:
+                spec.loader.exec_module(mod)  # type: ignore[union-attr]
+            except EmberError:
+                raise
+            except Exception as e:
+                raise EmberError(f"plugin {p} failed to load: {type(e).__name__}: {e}") from None
+        else:
+            try:
+                importlib.import_module(p)
+            except ImportError as e:
+                raise EmberError(f"plugin {p}: {e}") from None
+
+
+def _compile_and_save(args: argparse.Namespace, progress) -> dict[str, Any]:
+    from .driver import compile as ember_compile
+    from .pass_manager import DumpIR, PassTiming
+
+    _load_plugins(args.plugin)
+    timing = PassTiming()
+    instruments: list = [timing]
+    if args.dump_ir_after:
+        def sink(label: str, text: str) -> None:
+            sys.stderr.write(f"// ---- IR after {label}\n{text}\n")
+
+        instruments.append(DumpIR(frozenset("*" if a == "all" else a for a in args.dump_ir_after),
+                                  Path(args.dump_dir) if args.dump_dir else None,
+                                  None if args.dump_dir else sink))
+    cm = ember_compile(args.model, target=args.target, pipeline=args.pipeline, mcpu=args.mcpu,
+                       features=args.mattr, instruments=instruments, disabled=args.disable or (),
+                       progress=progress)
+    progress(f"writing {args.output}")
+    cm.save(args.output)
+    return {"pass_times": timing.table(), "metadata": cm.metadata}
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    progress = _Progress(args.quiet)
+    if args.isolate:
+        from .isolate import run_isolated
+
+        result = run_isolated(_compile_and_save, args, what="compilation", progress=progress,
+                              timeout=args.timeout)
+    else:
+        result = _compile_and_save(args, progress)
+    if args.print_pass_times:
+        print(result["pass_times"])
+    meta = result["metadata"]
+    print(f"compiled {args.model} for {meta['target']['triple']} in {meta['compile_seconds']:.1f} s -> {args.output}")
+    return 0
+
+
+# ---------------------------------------------------------------- run
+def _read_array(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise EmberError(f"{what}: no such file {path}")
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as e:
+        raise EmberError(f"{what}: cannot read {path} as .npy ({type(e).__name__}: {e})") from None
+
+
+def _gather_inputs(args: argparse.Namespace, specs: list[dict]) -> dict[str, np.ndarray]:
+    inputs: dict[str, np.ndarray] = {}
+    if args.inputs:
+        p = Path(args.inputs)
+        if not p.is_file():
+            raise EmberError(f"--inputs: no such file {args.inputs}")
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                inputs.update({k: z[k] for k in z.files})
+        except Exception as e:
+            raise EmberError(f"--inputs: cannot read {args.inputs} as .npz ({type(e).__name__}: {e})") from None
+    for item in args.input or ():
+        if "=" not in item:
+            raise EmberError(f"--input {item!r}: expected NAME=FILE.npy")
+        name, path = item.split("=", 1)
+        inputs[name] = _read_array(path, f"--input {name}")
+    if args.random_inputs is not None:
+        rng = np.random.default_rng(args.random_inputs)
+        for s in specs:
+            if s["name"] in inputs:
+                continue
+            shape = [d if isinstance(d, int) else 1 for d in (s["shape"] or [])]
+            dt = np.dtype(s["dtype"] or "float32")
+            inputs[s["name"]] = (rng.standard_normal(shape).astype(dt) if np.issubdtype(dt, np.floating)
+                                 else rng.integers(0, 2, shape).astype(dt))
+    if not inputs and specs:
+        raise EmberError("no inputs given: use --input NAME=FILE.npy, --inputs FILE.npz or --random-inputs "
+                         f"(the model takes {', '.join(s['name'] for s in specs)})")
+    return inputs
+
+
+def _run_artifact(path: str, inputs: dict, repeat: int, progress) -> dict[str, Any]:
+    from .artifact import load
+
+    progress(f"loading {path}")
+    cm = load(path)
+    progress("running")
+    outputs = cm.run(inputs)
+    times = cm.time(inputs, repeat=repeat) if repeat else []
+    return {"outputs": outputs, "times": times}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import json
+
+    from .artifact import METADATA
+
+    progress = _Progress(args.quiet)
+    meta_path = Path(args.artifact) / METADATA
+    if not Path(args.artifact).is_dir():
+        raise EmberError(f"{args.artifact}: not an artifact directory (compile a model with `ember compile`)")
+    try:
+        specs = json.loads(meta_path.read_text())["inputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EmberError(f"{args.artifact}: missing or corrupt {METADATA}") from None
+    inputs = _gather_inputs(args, specs)
+    if args.isolate:
+        from .isolate import run_isolated
+
+        result = run_isolated(_run_artifact, args.artifact, inputs, args.time, what="running the model",
+                              progress=progress, timeout=args.timeout)
+    else:
+        result = _run_artifact(args.artifact, inputs, args.time, progress)
+    outputs: dict[str, np.ndarray] = result["outputs"]
+    for name, v in outputs.items():
+        finite = v[np.isfinite(v)] if np.issubdtype(v.dtype, np.floating) else v
+        stats = (f" min {finite.min():.6g} max {finite.max():.6g} mean {finite.mean():.6g}"
+                 if v.size and finite.size and np.issubdtype(v.dtype, np.number) else "")
+        print(f"output {name}: {v.dtype}{list(v.shape)}{stats}")
+    if args.save:
+        np.savez(args.save, **outputs)
+        print(f"saved outputs to {args.save}")
+    if result["times"]:
+        print(f"latency: median {np.median(result['times']) * 1e3:.3f} ms over {len(result['times'])} runs")
+    if args.check:
+        return _check(args, inputs, outputs, result["times"])
+    return 0
+
+
+def _check(args, inputs, outputs, times) -> int:
+    from .reference import run_onnxruntime
+
+    ref, ref_times = run_onnxruntime(args.check, inputs, repeat=args.time)
+    worst, ok = 0.0, True
+    for name, r in ref.items():
+        if name not in outputs:
+            raise EmberError(f"--check: output {name!r} of {args.check} is not an output of the artifact")
+        got = outputs[name]
+        if got.shape != r.shape:
+            print(f"check {name}: shape {list(got.shape)} != onnxruntime {list(r.shape)}")
+            ok = False
+            continue
+        err = float(np.max(np.abs(got.astype(np.float64) - r.astype(np.float64)))) if r.size else 0.0
+        close = np.allclose(got, r, rtol=args.rtol, atol=args.atol, equal_nan=True)
+        worst = max(worst, err)
+        ok &= bool(close)
+        print(f"check {name}: max |error| vs onnxruntime {err:.3g} ({'ok' if close else 'MISMATCH'} at "
+              f"rtol={args.rtol:g}, atol={args.atol:g})")
+    if times and ref_times:
+        e, o = np.median(times), np.median(ref_times)
+        print(f"speed: ember {e * 1e3:.3f} ms, onnxruntime {o * 1e3:.3f} ms "
+              f"(ember takes {e / o:.2f}x onnxruntime's time)")
+    if not ok:
+        print("ember: error: outputs differ from onnxruntime", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+# ---------------------------------------------------------------- inspect / lists
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from . import onnx_io
+    from .stats import collect, format_stats
+
+    model = onnx_io.load(args.model)
+    print(format_stats(collect(model)))
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import ember.passes  # noqa: F401
+
+    from .pass_manager import registry
+
+    _load_plugins(args.plugin)
+    for name in registry.names():
+        cls = registry.get(name)
+        opts = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name:24s} {doc}" + (f"  [{opts}]" if opts else ""))
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from ember import targets
+
+    h = targets.host()
+    print(f"host               {h.describe()} ({h.num_cores} cores)")
+    for triple, info in targets.TRIPLES.items():
+        link = info.linker or "host compiler"
+        print(f"{triple:18s} arch {info.arch}, TVM kind {info.tvm_kind}, linked with {link}")
+    return 0
+
+
+# ---------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ember", description="Compile ONNX models for a target triple (Ember IR + Apache TVM).")
+    p.add_argument("--version", action="store_true", help="print versions and exit")
+    p.add_argument("--traceback", action="store_true", help="show Python tracebacks of internal errors")
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
+
+    def common(sp):
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+        sp.add_argument("--no-isolate", dest="isolate", action="store_false",
+                        help="run TVM steps in this process (a TVM crash then kills ember)")
+        sp.add_argument("--timeout", type=float, default=None, help="seconds before an isolated step is stopped")
+
+    c = sub.add_parser("compile", help="compile an ONNX model into an artifact directory")
+    c.add_argument("model", help="ONNX model file")
+    c.add_argument("-o", "--output", required=True, help="artifact directory to write")
+    c.add_argument("--target", default="host", help="target triple or 'host' (default: host)")
+    c.add_argument("--mcpu", default=None, help="CPU to tune code generation for (e.g. skylake-avx512)")
+    c.add_argument("--mattr", default=None, help="comma-separated features, e.g. +avx512vnni or +neon,+dotprod")
+    c.add_argument("--pipeline", default=None, help="pass pipeline spec, e.g. 'cleanup' (default: cleanup)")
+    c.add_argument("--disable", action="append", help="skip this pass (repeatable)")
+    c.add_argument("--plugin", action="append", help="Python file or module that registers passes (repeatable)")
+    c.add_argument("--print-pass-times", action="store_true", help="print time spent in each pass")
+    c.add_argument("--dump-ir-after", action="append", metavar="PASS",
+                   help="print the IR after this pass ('all' for every pass; repeatable)")
+    c.add_argument("--dump-dir", default=None, help="write IR dumps to this directory instead of stderr")
+    common(c)
+    c.set_defaults(fn=cmd_compile)
+
+    r = sub.add_parser("run", help="run a compiled artifact on inputs")
+    r.add_argument("artifact", help="artifact directory written by `ember compile`")
+    r.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="one input (repeatable)")
+    r.add_argument("--inputs", metavar="FILE.npz", help="all inputs, by name, in one .npz")
+    r.add_argument("--random-inputs", type=int, nargs="?", const=0, default=None, metavar="SEED",
+                   help="fill missing inputs with seeded random data (symbolic dims = 1)")
+    r.add_argument("--save", metavar="FILE.npz", help="write the outputs to this .npz")
+    r.add_argument("--check", metavar="MODEL.onnx", help="compare with onnxruntime running this model")
+    r.add_argument("--rtol", type=float, default=1e-3)
+    r.add_argument("--atol", type=float, default=1e-5)
+    r.add_argument("--time", type=int, default=0, metavar="N", help="also time N runs (and onnxruntime with --check)")
+    common(r)
+    r.set_defaults(fn=cmd_run)
+
+    i = sub.add_parser("inspect", help="summarise an ONNX model: ops, parameters, FLOPs")
+    i.add_argument("model")
+    i.set_defaults(fn=cmd_inspect)
+
+    ps = sub.add_parser("passes", help="list the registered passes and their options")
+    ps.add_argument("--plugin", action="append", help="Python file or module that registers passes")
+    ps.set_defaults(fn=cmd_passes)
+    t = sub.add_parser("targets", help="list the known target triples")
+    t.set_defaults(fn=cmd_targets)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        import ember
+
+        print(f"ember {ember.__version__}")
+        return 0
+    if not getattr(args, "cmd", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.fn(args)
+    except EmberError as e:
+        sys.stderr.write(f"ember: error: {e}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("ember: interrupted\n")
+        return 130
+    except Exception as e:  # a bug in ember: still one line unless asked
+        if args.traceback:
+            raise
+        sys.stderr.write(f"ember: internal error: {type(e).__name__}: {e} (rerun with --traceback)\n")
+        return EXIT_USAGE + 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""The compile driver: model -> IR -> passes -> Relax -> built CompiledModel.
+
+`compile()` is the one entry point the CLI, the Python API and the ONNX
+backend share.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import onnx
+
+import ember.passes  # noqa: F401  (registers the built-in passes)
+
+from . import ir, lower, onnx_io
+from .artifact import FORMAT_VERSION, CompiledModel
+from .pass_manager import Instrument, Pass, PassContext, PassManager, format_pipeline, parse_pipeline
+
+DEFAULT_PIPELINE = "cleanup"
+
+ModelLike = "str | os.PathLike | onnx.ModelProto | ir.Model"
+
+
+def as_ir(model: Any) -> ir.Model:
+    """Path, ModelProto or ir.Model -> a fresh ir.Model (the caller's object is never changed)."""
+    if isinstance(model, ir.Model):
+        return onnx_io.import_model(onnx_io.export_model(model), infer_shapes=False)
+    if isinstance(model, onnx.ModelProto):
+        return onnx_io.import_model(model)
+    if isinstance(model, (str, os.PathLike)):
+        return onnx_io.load(model)
+    raise TypeError(f"expected a path, onnx.ModelProto or ember IR Model, got {type(model).__name__}")
+
+
+def optimize(model: ir.Model, pipeline: str | Sequence[Pass] | None = None, *,
+             instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
+             verify_each: bool = True) -> list[Pass]:
+    """Run a pipeline on the IR in place; returns the passes that were run."""
+    passes = parse_pipeline(DEFAULT_PIPELINE if pipeline is None else pipeline) \
+        if pipeline is None or isinstance(pipeline, str) else list(pipeline)
+    model.verify()
+    ctx = PassContext(disabled=frozenset(disabled), instruments=tuple(instruments), verify_each=verify_each)
+    PassManager(passes, ctx).run(model)
+    return passes
+
+
+def _dtype_name(v: ir.Value) -> str:
+    if not v.dtype:
+        return ""
+    return onnx.helper.tensor_dtype_to_np_dtype(v.dtype).name
+
+
+def signature(graph: ir.Graph) -> tuple[list[dict], list[dict]]:
+    def spec(v: ir.Value) -> dict[str, Any]:
+        return {"name": v.name, "dtype": _dtype_name(v),
+                "shape": None if v.shape is None else [d if isinstance(d, int) else (d or None) for d in v.shape]}
+
+    return [spec(v) for v in graph.inputs if v.const is None], [spec(v) for v in graph.outputs]
+
+
+def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | None = None, *,
+            mcpu: str | None = None, features: str | Sequence[str] | None = None,
+            instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
+            verify_each: bool = True, progress: Callable[[str], None] | None = None) -> CompiledModel:
+    """Compile an ONNX model (path, ModelProto or ember IR) for a target triple."""
+    import tvm
+
+    import ember
+    from ember import targets
+
+    say = progress or (lambda msg: None)
+    t0 = time.perf_counter()
+    tgt = targets.parse(target, mcpu=mcpu, features=features)
+    say(f"importing model")
+    m = as_ir(model)
+    say(f"optimizing ({len(m.graph.nodes)} nodes)")
+    passes = optimize(m, pipeline, instruments=instruments, disabled=disabled, verify_each=verify_each)
+    say(f"lowering to Relax ({len(m.graph.nodes)} nodes)")
+    mod = lower.to_relax(m)
+    say(f"building for {tgt.describe()}")
+    ex = lower.build(mod, tgt)
+    inputs, outputs = signature(m.graph)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "ember_version": ember.__version__,
+        "tvm_version": tvm.__version__,
+        "target": tgt.to_json(),
+        "pipeline": format_pipeline(passes),
+        "inputs": inputs,
+        "outputs": outputs,
+        "source": str(model) if isinstance(model, (str, Path)) else "",
+        "compile_seconds": round(time.perf_counter() - t0, 3),
+    }
+    return CompiledModel(ex, meta, executable=ex, target=tgt)

@@ -1,0 +1,113 @@
+"""Ember IR -> Relax IRModule -> built executable.
+
+Standard operators go through TVM's own Relax ONNX frontend (one copy of the
+conversion rules, not two). Before handing the graph over, Ember checks what
+the frontend cannot take, so the user gets one clear message naming the node
+instead of an error from deep inside TVM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from functools import lru_cache
+
+import onnx
+
+from . import ir, onnx_io
+from .errors import CompileError, UnsupportedError
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+@lru_cache(maxsize=1)
+def supported_ops() -> frozenset[str]:
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    return frozenset(onnx_frontend._get_convert_map()) | {"If", "Constant"}
+
+
+def check_supported(model: ir.Model) -> None:
+    """Refuse what TVM's frontend would reject or, worse, misread: operators
+    it has no converter for, and standard op names in foreign domains."""
+    ops = supported_ops()
+    local_functions = {(f.domain, f.name) for f in model.functions}
+    for node in model.graph.all_nodes():
+        where = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node"
+        if (node.domain, node.op_type) in local_functions:
+            continue  # inlined before lowering
+        if node.domain not in STANDARD_DOMAINS:
+            raise UnsupportedError(f"unsupported operator {node.domain}::{node.op_type} ({where}): "
+                                   f"domain {node.domain!r} is not supported")
+        if node.op_type not in ops:
+            raise UnsupportedError(f"unsupported operator {node.op_type} ({where})")
+    for v in model.graph.inputs:
+        if v.const is None and not v.is_tensor:
+            raise UnsupportedError(f"input {v.name!r} has a non-tensor type "
+                                   f"({onnx.helper.printable_type(v.type_proto)}); only tensors are supported")
+
+
+def to_relax(model: ir.Model):
+    """Lower the (optimised) IR to a Relax IRModule."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    check_supported(model)
+    proto = onnx_io.export_model(model)
+    if proto.functions:
+        from onnx import inliner
+
+        proto = inliner.inline_local_functions(proto)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return from_onnx(proto, opset=model.opset, keep_params_in_input=False)
+    except Exception as e:  # TVM raises many types; all mean "could not import"
+        raise CompileError(f"TVM's ONNX importer failed: {first_line(e)}") from None
+
+
+def build(mod, target):
+    """Compile a Relax module for an ember Target; returns a relax Executable."""
+    import tvm
+
+    tvm_target = target.tvm_target()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with tvm.transform.PassContext(opt_level=3), quiet_native_stderr():
+                return tvm.compile(mod, target=tvm_target)
+    except Exception as e:
+        raise CompileError(f"TVM build failed for {target.describe()}: {first_line(e)}") from None
+
+
+def first_line(e: BaseException) -> str:
+    """The informative line of a (often multi-line, traceback-laden) TVM error."""
+    for ln in str(e).splitlines():
+        s = ln.strip()
+        if s and not s.startswith(("Traceback", "File ", "0:", "1:", "2:")):
+            return f"{type(e).__name__}: {s[:400]}"
+    return type(e).__name__
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what TVM's C++ side logs to fd 2 (e.g. one 'Scope Saving'
+    warning per function on export); replay it if the block fails."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as buf:
+        os.dup2(buf.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            os.dup2(fd, 2)
+            os.close(fd)
+            if not ok:
+                buf.seek(0)
+                os.write(2, buf.read()[-4000:])

@@ -1,0 +1,47 @@
+"""Human-readable text form of the IR, used for IR dumps and `print(graph)`."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from . import ir
+
+
+def _type(v: ir.Value) -> str:
+    if not v.is_tensor:
+        return onnx.helper.printable_type(v.type_proto)
+    dt = onnx.TensorProto.DataType.Name(v.dtype).lower() if v.dtype else "?"
+    if v.shape is None:
+        return f"{dt}[...]"
+    return f"{dt}[{','.join('?' if d is None else str(d) for d in v.shape)}]"
+
+
+def _attr(value) -> str:
+    if isinstance(value, ir.Graph):
+        return f"<graph {value.name}>"
+    if isinstance(value, ir.Tensor):
+        return f"<tensor {list(value.shape)}>"
+    if isinstance(value, list):
+        return "[" + ", ".join(_attr(x) for x in value) + "]"
+    if isinstance(value, bytes):
+        return repr(value.decode("utf-8", "replace"))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value)
+
+
+def format_graph(graph: ir.Graph, indent: str = "") -> str:
+    lines = [f"{indent}graph {graph.name} ("
+             + ", ".join(f"%{v.name}: {_type(v)}" for v in graph.inputs if not v.is_const) + ") {"]
+    for v in graph.initializers.values():
+        t = v.const
+        lines.append(f"{indent}  %{v.name}: {_type(v)} = <const {np.prod(t.shape, dtype=np.int64)} elems>")
+    for n in graph.nodes:
+        attrs = ", ".join(f"{k}={_attr(a)}" for k, a in sorted(n.attrs.items()))
+        lines.append(f"{indent}  {n!r}" + (f" {{{attrs}}}" if attrs else "") + (f"  # {n.name}" if n.name else ""))
+        for g in n.subgraphs():
+            lines.append(format_graph(g, indent + "    "))
+    lines.append(f"{indent}  return " + ", ".join(f"%{v.name}: {_type(v)}" for v in graph.outputs))
+    lines.append(f"{indent}}}")
+    return "\n".join(lines)

@@ -1,0 +1,3 @@
+from ember.compiler.cli import main
+
+raise SystemExit(main())
