@@ -91,7 +91,7 @@ class CompiledModel:
                 if a.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, a.shape)):
                     want = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
                     raise RuntimeInputError(f"input {spec['name']!r} must have shape {want}, got {list(a.shape)}")
-            arrays.append(np.ascontiguousarray(a))
+            arrays.append(np.require(a, requirements="C"))  # keeps 0-d arrays 0-d
         return arrays
 
     def run(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:

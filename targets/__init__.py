@@ -144,13 +144,8 @@ def parse(triple: str = "host", mcpu: str | None = None, features: str | list[st
         features = [f.strip() for f in features.split(",") if f.strip()]
     features = tuple(features or ())
     name = (triple or "host").strip()
-    if name == "host":
-        h = host()
-        if mcpu is None and not features and num_cores is None:
-            return h
-        return Target(h.triple, mcpu=mcpu if mcpu is not None else h.mcpu, features=features or h.features,
-                      num_cores=num_cores or h.num_cores, is_host=mcpu is None, info=h.info)
-    canon = ALIASES.get(name, name)
+    h = host()
+    canon = h.triple if name == "host" else ALIASES.get(name, name)
     info = TRIPLES.get(canon)
     if info is None:
         close = difflib.get_close_matches(name, list(TRIPLES) + list(ALIASES) + ["host"], n=3, cutoff=0.5)
@@ -158,8 +153,10 @@ def parse(triple: str = "host", mcpu: str | None = None, features: str | list[st
         raise TargetError(f"unknown target triple {name!r}{hint} (known: host, {', '.join(TRIPLES)})")
     if mcpu:
         _check_cpu(canon, mcpu)
-    h = host()
+    # the host's own CPU and features apply unless the user names others
     is_host = canon == h.triple and not mcpu and not features
+    if is_host and num_cores is None:
+        return h
     return Target(canon, mcpu=mcpu or (h.mcpu if is_host else ""), features=features or (h.features if is_host else ()),
                   num_cores=num_cores or (h.num_cores if canon == h.triple else 0), is_host=is_host, info=info)
 

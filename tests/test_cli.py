@@ -1,0 +1,159 @@
+"""The command line: main paths and broken inputs (one clear line, non-zero exit, no traceback)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from helpers import conv_relu_gemm, model, tensor
+from onnx import helper as h
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ember(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ember", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ember: ")]
+    assert len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for f in fragments:
+        assert f in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "model.onnx"
+    onnx.save(conv_relu_gemm(), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def artifact(model_file):
+    out = model_file.parent / "art"
+    proc = ember("compile", model_file, "-o", out, "--print-pass-times")
+    assert proc.returncode == 0, proc.stderr
+    assert "cleanup" in proc.stdout and "compiled" in proc.stdout
+    assert "building for x86_64-linux-gnu" in proc.stderr  # progress lines
+    return out
+
+
+def test_run_check_save(artifact, model_file, tmp_path):
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    proc = ember("run", artifact, "--input", f"x={tmp_path / 'x.npy'}", "--save", tmp_path / "o.npz",
+                 "--check", model_file, "--time", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "max |error| vs onnxruntime" in proc.stdout and "(ok at" in proc.stdout
+    assert "speed: ember" in proc.stdout
+    with np.load(tmp_path / "o.npz") as z:
+        assert z["y"].shape == (1, 10)
+
+
+def test_check_reports_mismatch(artifact, tmp_path):
+    other = tmp_path / "other.onnx"
+    onnx.save(conv_relu_gemm(seed=5), str(other))
+    proc = ember("run", artifact, "--random-inputs", "--check", other)
+    assert "MISMATCH" in proc.stdout
+    assert_one_line_error(proc, "differ from onnxruntime")
+
+
+def test_inspect(model_file):
+    proc = ember("inspect", model_file)
+    assert proc.returncode == 0, proc.stderr
+    assert "Conv" in proc.stdout and "parameters: 2,682" in proc.stdout and "FLOPs:      19.2 K" in proc.stdout
+
+
+def test_passes_and_targets_lists():
+    assert "drop-identity" in ember("passes").stdout
+    assert "x86_64-linux-gnu" in ember("targets").stdout
+
+
+def test_truncated_file(tmp_path, model_file):
+    bad = tmp_path / "trunc.onnx"
+    bad.write_bytes(model_file.read_bytes()[:300])
+    assert_one_line_error(ember("compile", bad, "-o", tmp_path / "o"), "trunc.onnx")
+
+
+def test_not_onnx(tmp_path):
+    bad = tmp_path / "readme.onnx"
+    bad.write_text("hello, I am a text file\n" * 20)
+    assert_one_line_error(ember("compile", bad, "-o", tmp_path / "o"), "not")
+    assert_one_line_error(ember("inspect", bad), "not")
+
+
+def test_missing_model(tmp_path):
+    assert_one_line_error(ember("compile", tmp_path / "nope.onnx", "-o", tmp_path / "o"), "no such file")
+
+
+def test_unknown_op(tmp_path):
+    path = tmp_path / "unknown.onnx"
+    onnx.save(model([h.make_node("FrobnicateV2", ["x"], ["y"], name="frob")], [tensor("x", [2])],
+                    [tensor("y", [2])]), str(path))
+    assert_one_line_error(ember("compile", path, "-o", tmp_path / "o"), "unsupported operator FrobnicateV2", "frob")
+
+
+def test_unknown_target(model_file, tmp_path):
+    assert_one_line_error(ember("compile", model_file, "-o", tmp_path / "o", "--target", "x86-64-linux-gnu"),
+                          "unknown target triple", "did you mean")
+
+
+def test_unknown_cpu(model_file, tmp_path):
+    assert_one_line_error(ember("compile", model_file, "-o", tmp_path / "o", "--mcpu", "skylake-avx513"),
+                          "unknown CPU", "skylake-avx512")
+
+
+def test_bad_pipeline(model_file, tmp_path):
+    assert_one_line_error(ember("compile", model_file, "-o", tmp_path / "o", "--pipeline", "cleanup,fold-nothing"),
+                          "unknown pass 'fold-nothing'")
+
+
+def test_run_missing_input_file(artifact, tmp_path):
+    assert_one_line_error(ember("run", artifact, "--input", f"x={tmp_path / 'missing.npy'}"), "no such file")
+
+
+def test_run_wrong_shape_and_name(artifact, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 3), np.float32))
+    assert_one_line_error(ember("run", artifact, "--input", f"x={tmp_path / 'x.npy'}"), "must have shape [1, 3, 8, 8]")
+    assert_one_line_error(ember("run", artifact, "--input", f"q={tmp_path / 'x.npy'}"), "unknown input 'q'")
+    assert_one_line_error(ember("run", artifact), "no inputs given")
+
+
+def test_run_not_an_artifact(tmp_path):
+    assert_one_line_error(ember("run", tmp_path, "--random-inputs"), "corrupt")
+    assert_one_line_error(ember("run", tmp_path / "nope", "--random-inputs"), "not an artifact directory")
+
+
+def test_tampered_artifact(artifact, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(artifact, copy)
+    with open(copy / "model.so", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    assert_one_line_error(ember("run", copy, "--random-inputs"), "does not match its metadata")
+
+
+def test_usage_error_is_one_line():
+    proc = ember("compile")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "required" in proc.stderr
+
+
+def test_custom_pass_example_from_cli(tmp_path):
+    path = tmp_path / "negneg.onnx"
+    onnx.save(model([h.make_node("Neg", ["x"], ["a"]), h.make_node("Neg", ["a"], ["b"]),
+                     h.make_node("Relu", ["b"], ["y"])], [tensor("x", [4])], [tensor("y", [4])]), str(path))
+    proc = ember("compile", path, "-o", tmp_path / "o", "--plugin", ROOT / "examples" / "custom_pass.py",
+                 "--pipeline", "drop-double-neg,cleanup", "--dump-ir-after", "cleanup")
+    assert proc.returncode == 0, proc.stderr
+    dump = proc.stderr.split("IR after")[1]
+    assert "Neg" not in dump and "Relu(%x)" in dump
+    proc = ember("run", tmp_path / "o", "--random-inputs", "--check", path)
+    assert proc.returncode == 0 and "(ok at" in proc.stdout
