@@ -91,6 +91,7 @@ class Value:
     type_proto: onnx.TypeProto | None = None
     const: Tensor | None = None
     doc_string: str = ""
+    omitted: bool = False  # an optional output left unnamed in the source ("" in ONNX)
     producer: "Node | None" = field(default=None, repr=False)
     uses: list[tuple["Node", int]] = field(default_factory=list, repr=False)
 

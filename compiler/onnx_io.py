@@ -234,7 +234,7 @@ def _import_graph(gp: onnx.GraphProto, parent: ir.Graph | None, outer: dict[str,
         values = []
         for name in outs:
             if name == "":
-                v = ir.Value(g.fresh_name("unused"))
+                v = ir.Value(g.fresh_name("unused"), omitted=True)
             else:
                 v = ir.Value(name)
                 if name in vinfo:
@@ -371,7 +371,7 @@ def export_graph(g: ir.Graph) -> onnx.GraphProto:
     for n in g.nodes:
         gp.node.append(_export_node(n))
         for v in n.outputs:
-            if id(v) not in outputs and (v.dtype or v.type_proto is not None or v.shape is not None):
+            if id(v) not in outputs and not v.omitted and (v.dtype or v.type_proto is not None or v.shape is not None):
                 gp.value_info.append(_value_info(v))
     gp.output.extend(_value_info(v) for v in g.outputs)
     return gp
@@ -380,7 +380,9 @@ def export_graph(g: ir.Graph) -> onnx.GraphProto:
 def _export_node(n: ir.Node) -> onnx.NodeProto:
     np_ = onnx.NodeProto(op_type=n.op_type, domain=n.domain, name=n.name, doc_string=n.doc_string)
     np_.input.extend("" if v is None else v.name for v in n.inputs)
-    np_.output.extend(v.name for v in n.outputs)
+    g = n.graph
+    np_.output.extend("" if v.omitted and not v.uses and not (g and g.is_output(v)) else v.name
+                      for v in n.outputs)
     if n.overload:
         np_.overload = n.overload
     for k, val in n.metadata.items():

@@ -1,0 +1,72 @@
+"""End to end through the CLI on real architectures: `ember compile` then
+`ember run --check` against onnxruntime (rtol 1e-3, atol 1e-5)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from helpers import if_model
+
+from ember.compiler import zoo
+
+
+def ember(*args):
+    return subprocess.run([sys.executable, "-m", "ember", *map(str, args)], capture_output=True, text=True,
+                          timeout=1200)
+
+
+def compile_and_check(tmp_path, m: onnx.ModelProto, feeds: dict):
+    path = tmp_path / "model.onnx"
+    onnx.save(m, str(path))
+    proc = ember("compile", path, "-o", tmp_path / "art")
+    assert proc.returncode == 0, proc.stderr
+    np.savez(tmp_path / "in.npz", **feeds)
+    proc = ember("run", tmp_path / "art", "--inputs", tmp_path / "in.npz", "--check", path,
+                 "--rtol", "1e-3", "--atol", "1e-5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "(ok at rtol=0.001, atol=1e-05)" in proc.stdout
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", zoo.LIGHT_MODELS)
+def test_light_models(tmp_path, name):
+    m = zoo.light_model(name, seed=0)
+    compile_and_check(tmp_path, m, zoo.random_inputs(m, seed=1))
+
+
+@pytest.mark.parametrize("cond", [True, False])
+def test_if_subgraph_model(tmp_path, cond):
+    x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+    compile_and_check(tmp_path, if_model(), {"c": np.array(cond), "x": x})
+
+
+def test_python_api_roundtrip(tmp_path):
+    import ember
+
+    m = zoo.light_model("squeezenet")
+    feeds = zoo.random_inputs(m)
+    cm = ember.compile(m, target="x86_64-linux-gnu", pipeline="cleanup")
+    out = cm.run(feeds)
+    cm.save(tmp_path / "sq")
+    again = ember.load(tmp_path / "sq")
+    assert again.metadata["pipeline"] == "cleanup"
+    assert again.metadata["inputs"] == [{"name": "data_0", "dtype": "float32", "shape": [1, 3, 224, 224]}]
+    for k, v in again.run(feeds).items():
+        np.testing.assert_array_equal(v, out[k])
+
+
+def test_symbolic_batch(tmp_path):
+    import ember
+    from helpers import model, tensor
+    from onnx import helper as h
+
+    m = model([h.make_node("Relu", ["x"], ["r"]), h.make_node("ReduceSum", ["r"], ["y"], keepdims=0)],
+              [tensor("x", ["batch", 4])], [tensor("y", [])], opset=11)
+    cm = ember.compile(m)
+    assert cm.inputs[0]["shape"] == ["batch", 4]  # symbolic dims keep their names
+    for batch in (1, 5):
+        x = np.arange(batch * 4, dtype=np.float32).reshape(batch, 4) - 3
+        np.testing.assert_allclose(cm.run({"x": x})["y"], np.maximum(x, 0).sum(), rtol=1e-6)
