@@ -392,7 +392,7 @@ def fmt_time(seconds: float) -> str:
 
 # ----------------------------------------------------------------------------- reporting
 NORMALISE = (  # (pattern, replacement), in order: turns a detail line into its cause template
-    (re.compile(r"(?<=operator )[\w.:]+"), "<op>"),
+    (re.compile(r"(?<=unsupported operator )[\w.:]+"), "<op>"),
     (re.compile(r"\b[A-Z]\w* node\b"), "<op> node"),
     (re.compile(r"(?<!\w)'[^']*'(?!\w)|\"[^\"]*\""), "'…'"),
     (re.compile(r"(?:/[\w.@+-]+){2,}/?"), "<path>"),
