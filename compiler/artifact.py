@@ -154,8 +154,12 @@ class CompiledModel:
 
 
 def _flatten(result) -> list[np.ndarray]:
+    from tvm.runtime import ShapeTuple
+
     if hasattr(result, "numpy"):
         return [result.numpy()]
+    if isinstance(result, ShapeTuple):  # a shape computed at run time (e.g. a Shape output)
+        return [np.array(list(result), dtype=np.int64)]
     out: list[np.ndarray] = []
     for r in result:
         out.extend(_flatten(r))

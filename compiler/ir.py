@@ -293,6 +293,35 @@ class Graph:
         self.nodes.remove(node)
         node.graph = None
 
+    def substitute(self, old: Value, new: Value) -> None:
+        """Make `new` take `old`'s place everywhere, keeping graph output
+        names: when `old` is a graph output, `new` takes its name if `new` is
+        a private node output, else an Identity carrying the name is added."""
+        if old is new:
+            return
+        if not self.is_output(old):
+            self.replace_all_uses(old, new)
+            return
+        name = old.name
+        old.name = self.fresh_name(name)
+        private = (new.producer is not None and new.producer.graph is self and not self.is_output(new))
+        if private:
+            new.name = name
+            self.replace_all_uses(old, new)
+        else:
+            ident = Node("Identity", [new], [Value(name, dtype=old.dtype, shape=old.shape,
+                                                   type_proto=old.type_proto)], name=self.fresh_name("Identity"))
+            self.replace_all_uses(old, ident.outputs[0])
+            p = new.producer
+            if p is not None and p.graph is self:
+                self.insert(ident, after=p)
+            elif self.nodes:
+                self.insert(ident, before=self.nodes[0])
+            else:
+                self.insert(ident)
+        if not new.dtype and new.type_proto is None:
+            new.dtype, new.shape = old.dtype, old.shape
+
     def forward(self, node: Node, in_index: int = 0, out_index: int = 0) -> bool:
         """Remove a node whose output `out_index` equals its input `in_index`
         (Identity, Dropout, no-op Reshape...), rewiring users to the input.

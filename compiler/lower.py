@@ -16,10 +16,12 @@ from functools import lru_cache
 
 import onnx
 
-from . import ir, onnx_io
+from . import custom_ops, ir, onnx_io
 from .errors import CompileError, UnsupportedError
 
 STANDARD_DOMAINS = ("", "ai.onnx")
+SUB_BYTE_TYPES = frozenset(getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+                           if hasattr(onnx.TensorProto, n))
 
 
 @lru_cache(maxsize=1)
@@ -38,15 +40,28 @@ def check_supported(model: ir.Model) -> None:
         where = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node"
         if (node.domain, node.op_type) in local_functions:
             continue  # inlined before lowering
+        if node.domain == custom_ops.DOMAIN and node.op_type in custom_ops.OPS:
+            continue  # ember's own converters
         if node.domain not in STANDARD_DOMAINS:
             raise UnsupportedError(f"unsupported operator {node.domain}::{node.op_type} ({where}): "
                                    f"domain {node.domain!r} is not supported")
         if node.op_type not in ops:
             raise UnsupportedError(f"unsupported operator {node.op_type} ({where})")
-    for v in model.graph.inputs:
-        if v.const is None and not v.is_tensor:
-            raise UnsupportedError(f"input {v.name!r} has a non-tensor type "
-                                   f"({onnx.helper.printable_type(v.type_proto)}); only tensors are supported")
+        to = node.attrs.get("to") if node.op_type in ("Cast", "CastLike") else None
+        if to in SUB_BYTE_TYPES:
+            raise UnsupportedError(f"{where}: casts to {onnx.TensorProto.DataType.Name(to)} are not supported")
+    from .printer import type_proto_str
+
+    g = model.graph
+    for kind, values in (("input", [v for v in g.inputs if v.const is None]), ("output", g.outputs)):
+        for v in values:
+            if not v.is_tensor:
+                raise UnsupportedError(f"{kind} {v.name!r} has type {type_proto_str(v.type_proto)}; "
+                                       "only tensors are supported")
+    for v in g.values():
+        if v.dtype in SUB_BYTE_TYPES:
+            raise UnsupportedError(f"value {v.name!r} has type {onnx.TensorProto.DataType.Name(v.dtype)}; "
+                                   "sub-byte types are not supported")
 
 
 def to_relax(model: ir.Model):
@@ -58,13 +73,29 @@ def to_relax(model: ir.Model):
     if proto.functions:
         from onnx import inliner
 
-        proto = inliner.inline_local_functions(proto)
+        keep = [(custom_ops.DOMAIN, name) for name in custom_ops.OPS]
+        proto = inliner.inline_selected_functions(proto, keep, exclude=True)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _ember_converters():
             warnings.simplefilter("ignore")
             return from_onnx(proto, opset=model.opset, keep_params_in_input=False)
     except Exception as e:  # TVM raises many types; all mean "could not import"
         raise CompileError(f"TVM's ONNX importer failed: {first_line(e)}") from None
+
+
+@contextlib.contextmanager
+def _ember_converters():
+    """TVM's frontend looks converters up by op type through a module-level
+    function; extend its table with ember's own ops for this one import."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    original = onnx_frontend._get_convert_map
+    extra = custom_ops.relax_converters()
+    onnx_frontend._get_convert_map = lambda: {**original(), **extra}
+    try:
+        yield
+    finally:
+        onnx_frontend._get_convert_map = original
 
 
 def build(mod, target):

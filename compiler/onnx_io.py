@@ -326,10 +326,26 @@ def export_model(model: ir.Model) -> onnx.ModelProto:
     for k, val in model.metadata_props.items():
         proto.metadata_props.add(key=k, value=val)
     proto.functions.extend(model.functions)
+    _add_custom_op_functions(model, proto)
     for t in model.extra.get("training_info", []):
         proto.training_info.add().CopyFrom(t)
     proto.graph.CopyFrom(export_graph(model.graph))
     return proto
+
+
+def _add_custom_op_functions(model: ir.Model, proto: onnx.ModelProto) -> None:
+    """Ember's own ops travel with their ONNX function definitions, so any
+    ONNX runtime can run the exported graph."""
+    from . import custom_ops
+
+    used = {(n.domain, n.op_type) for n in model.graph.all_nodes() if n.domain == custom_ops.DOMAIN}
+    have = {(f.domain, f.name) for f in model.functions}
+    ops = [op for op in custom_ops.used_ops(used) if (custom_ops.DOMAIN, op.op_type) not in have]
+    if not ops:
+        return
+    proto.functions.extend(op.function() for op in ops)
+    if custom_ops.DOMAIN not in model.opset_imports:
+        proto.opset_import.add(domain=custom_ops.DOMAIN, version=custom_ops.VERSION)
 
 
 def _type_proto(v: ir.Value) -> onnx.TypeProto | None:

@@ -8,9 +8,24 @@ import onnx
 from . import ir
 
 
+def type_proto_str(tp: onnx.TypeProto) -> str:
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type":
+        dt = onnx.TensorProto.DataType.Name(tp.tensor_type.elem_type).lower()
+        return f"tensor({dt})"
+    if kind == "sequence_type":
+        return f"seq({type_proto_str(tp.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({type_proto_str(tp.optional_type.elem_type)})"
+    if kind == "map_type":
+        key = onnx.TensorProto.DataType.Name(tp.map_type.key_type).lower()
+        return f"map({key}, {type_proto_str(tp.map_type.value_type)})"
+    return kind or "?"
+
+
 def _type(v: ir.Value) -> str:
     if not v.is_tensor:
-        return onnx.helper.printable_type(v.type_proto)
+        return type_proto_str(v.type_proto)
     dt = onnx.TensorProto.DataType.Name(v.dtype).lower() if v.dtype else "?"
     if v.shape is None:
         return f"{dt}[...]"

@@ -226,7 +226,8 @@ def describe(e: BaseException) -> str:
     """One line for an exception: its type and the first informative line of its message."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.startswith(("Traceback", "File "))] or [""]
-    return f"{type(e).__name__}: " + re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", lines[0])[:300]
+    text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", lines[0])[:300]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def check_outputs(run, test: Test, data_sets) -> tuple[str, str]:
@@ -391,8 +392,9 @@ def fmt_time(seconds: float) -> str:
 
 
 # ----------------------------------------------------------------------------- reporting
+UNSUPPORTED_OP = re.compile(r"(?<=unsupported operator )[\w.:]+")
 NORMALISE = (  # (pattern, replacement), in order: turns a detail line into its cause template
-    (re.compile(r"(?<=unsupported operator )[\w.:]+"), "<op>"),
+    (UNSUPPORTED_OP, "<op>"),
     (re.compile(r"\b[A-Z]\w* node\b"), "<op> node"),
     (re.compile(r"(?<!\w)'[^']*'(?!\w)|\"[^\"]*\""), "'…'"),
     (re.compile(r"(?:/[\w.@+-]+){2,}/?"), "<path>"),
@@ -429,13 +431,18 @@ def print_summary(results: dict[Test, dict], sides, verbose: bool) -> None:
                                                for s in sides))
     for side in sides:
         for cat in CATEGORIES[1:]:
-            causes = Counter(cause_of(r[side][1]) for r in results.values() if r[side][0] == cat)
+            details = [r[side][1] for r in results.values() if r[side][0] == cat]
+            causes = Counter(cause_of(d) for d in details)
             if not causes:
                 continue
             shown = causes.most_common(None if verbose else TOP_CAUSES)
             print(f"\n{LABELS[side]} {cat}: {counts[side][cat]} tests, {len(causes)} causes")
             for cause, n in shown:
                 print(f"  {n:5d}  {cause}")
+                ops = Counter(op for d in details if cause_of(d) == cause for op in UNSUPPORTED_OP.findall(d))
+                if ops:  # which operators, most common first
+                    print("         " + ", ".join(f"{op} {k}" for op, k in ops.most_common(None if verbose else 12))
+                          + (" ..." if len(ops) > 12 and not verbose else ""))
             if len(shown) < len(causes):
                 print(f"         ... {len(causes) - len(shown)} more (--verbose lists them)")
 
@@ -486,7 +493,8 @@ def main(argv=None) -> None:
     """Build the test set, run it, print the summary and write the JSON."""
     args = parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM's thread pool starts
-    tests = collect_tests(args.cache, args.suite or SUITES, args.patterns, args.limit)
+    suites = [s for s in SUITES if not args.suite or s in args.suite]
+    tests = collect_tests(args.cache, suites, args.patterns, args.limit)
     if not tests:
         sys.exit("conformance: no tests selected")
     import onnxruntime  # noqa: F401  (imported once here: every child is a fork of this process)
@@ -495,8 +503,8 @@ def main(argv=None) -> None:
     import ember.backend  # noqa: F401
 
     sides = ("ember",) if args.no_ort else SIDES
-    suites = ", ".join(f"{s} {n}" for s, n in Counter(t.suite for t in tests).items())
-    print(f"conformance: {len(tests)} tests ({suites}), {args.jobs} jobs, {args.timeout:g} s timeout",
+    per_suite = ", ".join(f"{s} {n}" for s, n in Counter(t.suite for t in tests).items())
+    print(f"conformance: {len(tests)} tests ({per_suite}), {args.jobs} jobs, {args.timeout:g} s timeout",
           file=sys.stderr)
     t0 = time.monotonic()
     results = run_all(tests, sides, max(1, args.jobs), args.timeout, max(1, args.threads))

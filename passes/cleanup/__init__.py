@@ -8,29 +8,41 @@ from typing import ClassVar
 from ember.compiler.ir import Graph
 from ember.compiler.pass_manager import Pass, register_pass
 
+from .cse import CommonSubexpressionElimination
 from .dce import DeadCodeElimination
 from .drop_identity import DropIdentity
+from .drop_noops import DropNoops
+from .fold_constants import FoldConstants
+from .fold_shapes import FoldShapes
 
 
 @register_pass
 @dataclass(frozen=True)
 class Cleanup(Pass):
-    """The cleanup family run together until nothing changes."""
+    """drop-identity, drop-noops, fold-shapes, fold-constants, cse, dce until nothing changes."""
 
     name: ClassVar[str] = "cleanup"
     max_rounds: int = 8
 
+    def run_model(self, model) -> bool:
+        return self._run(model, model.graph)
+
     def run(self, graph: Graph) -> bool:
-        members: list[Pass] = [DropIdentity(), DeadCodeElimination()]
+        return self._run(None, graph)
+
+    def _run(self, model, graph: Graph) -> bool:
+        members: list[Pass] = [DropIdentity(), DropNoops(), FoldShapes(), FoldConstants(),
+                               CommonSubexpressionElimination(), DeadCodeElimination()]
         changed = False
         for _ in range(self.max_rounds):
             round_changed = False
             for p in members:
-                round_changed |= p.run(graph)
+                round_changed |= p.run_model(model) if model is not None else p.run(graph)
             changed |= round_changed
             if not round_changed:
                 break
         return changed
 
 
-__all__ = ["Cleanup", "DeadCodeElimination", "DropIdentity"]
+__all__ = ["Cleanup", "CommonSubexpressionElimination", "DeadCodeElimination", "DropIdentity", "DropNoops",
+           "FoldConstants", "FoldShapes"]
