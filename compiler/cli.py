@@ -1,7 +1,8 @@
 """The `ember` command line.
 
-    ember compile MODEL.onnx [--target TRIPLE] -o OUT [--pipeline SPEC] [--print-pass-times]
+    ember compile MODEL.onnx [--target TRIPLE] -o OUT [-O0..3 | --pipeline SPEC] [--print-pass-times]
                   [--dump-ir-after PASS]
+    ember optimize MODEL.onnx -o OUT.onnx [-O0..3 | --pipeline SPEC]
     ember run OUT [--input NAME=FILE.npy ... | --inputs FILE.npz | --random-inputs]
                   [--save outputs.npz] [--check MODEL.onnx] [--time N]
     ember inspect MODEL.onnx
@@ -84,7 +85,8 @@ def _compile_and_save(args: argparse.Namespace, progress) -> dict[str, Any]:
         instruments.append(DumpIR(frozenset("*" if a == "all" else a for a in args.dump_ir_after),
                                   Path(args.dump_dir) if args.dump_dir else None,
                                   None if args.dump_dir else sink))
-    cm = ember_compile(args.model, target=args.target, pipeline=args.pipeline, mcpu=args.mcpu,
+    cm = ember_compile(args.model, target=args.target, pipeline=args.pipeline, opt_level=args.opt_level,
+                       mcpu=args.mcpu,
                        features=args.mattr, instruments=instruments, disabled=args.disable or (),
                        progress=progress)
     progress(f"writing {args.output}")
@@ -227,6 +229,26 @@ def _check(args, inputs, outputs, times) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- optimize
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from . import onnx_io
+    from .driver import optimize
+    from .pass_manager import PassTiming, format_pipeline
+
+    _load_plugins(args.plugin)
+    model = onnx_io.load(args.model)
+    before = len(list(model.graph.all_nodes()))
+    timing = PassTiming()
+    passes = optimize(model, args.pipeline, opt_level=args.opt_level, instruments=[timing],
+                      disabled=args.disable or ())
+    onnx_io.save(model, args.output)
+    if args.print_pass_times:
+        print(timing.table())
+    after = len(list(model.graph.all_nodes()))
+    print(f"optimized {args.model}: {before} -> {after} nodes with '{format_pipeline(passes)}' -> {args.output}")
+    return 0
+
+
 # ---------------------------------------------------------------- inspect / lists
 def cmd_inspect(args: argparse.Namespace) -> int:
     from . import onnx_io
@@ -244,7 +266,12 @@ def cmd_passes(args: argparse.Namespace) -> int:
 
     from .pass_manager import registry
 
+    from ember.passes import DEFAULT_LEVEL, LEVELS
+
     _load_plugins(args.plugin)
+    for level, spec in LEVELS.items():
+        print(f"-O{level}{' (default)' if level == DEFAULT_LEVEL else '':10s} {spec or '(no passes)'}")
+    print()
     for name in registry.names():
         cls = registry.get(name)
         opts = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))
@@ -283,15 +310,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", default="host", help="target triple or 'host' (default: host)")
     c.add_argument("--mcpu", default=None, help="CPU to tune code generation for (e.g. skylake-avx512)")
     c.add_argument("--mattr", default=None, help="comma-separated features, e.g. +avx512vnni or +neon,+dotprod")
-    c.add_argument("--pipeline", default=None, help="pass pipeline spec, e.g. 'cleanup' (default: cleanup)")
-    c.add_argument("--disable", action="append", help="skip this pass (repeatable)")
-    c.add_argument("--plugin", action="append", help="Python file or module that registers passes (repeatable)")
-    c.add_argument("--print-pass-times", action="store_true", help="print time spent in each pass")
+    _pipeline_options(c)
     c.add_argument("--dump-ir-after", action="append", metavar="PASS",
                    help="print the IR after this pass ('all' for every pass; repeatable)")
     c.add_argument("--dump-dir", default=None, help="write IR dumps to this directory instead of stderr")
     common(c)
     c.set_defaults(fn=cmd_compile)
+
+    o = sub.add_parser("optimize", help="run graph passes and write the optimized model as ONNX")
+    o.add_argument("model", help="ONNX model file")
+    o.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    _pipeline_options(o)
+    o.set_defaults(fn=cmd_optimize)
 
     r = sub.add_parser("run", help="run a compiled artifact on inputs")
     r.add_argument("artifact", help="artifact directory written by `ember compile`")
@@ -317,6 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("targets", help="list the known target triples")
     t.set_defaults(fn=cmd_targets)
     return p
+
+
+def _pipeline_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("-O", dest="opt_level", type=int, choices=[0, 1, 2, 3], default=None,
+                    help="optimization level: 0 none, 1 cleanup, 2 cleanup+fusion (default), 3 = 2 for now; "
+                         "`ember passes` prints each level's pipeline")
+    sp.add_argument("--pipeline", default=None, help="explicit pass pipeline spec (overrides -O), "
+                                                     "e.g. 'cleanup,fold-batchnorm'")
+    sp.add_argument("--disable", action="append", help="skip this pass (repeatable)")
+    sp.add_argument("--plugin", action="append", help="Python file or module that registers passes (repeatable)")
+    sp.add_argument("--print-pass-times", action="store_true", help="print time spent in each pass")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -119,16 +119,16 @@ def relax_converters() -> dict[str, type]:
 
         @classmethod
         def _impl_v1(cls, bb, inputs, attr, params):
-            q = bb.normalize(relax.op.permute_dims(inputs[0], [0, 2, 1, 3]))
-            k = bb.normalize(relax.op.permute_dims(inputs[1], [0, 3, 1, 2]))
-            v = bb.normalize(relax.op.permute_dims(inputs[2], [0, 2, 1, 3]))
+            q = bb.emit(relax.op.permute_dims(inputs[0], [0, 2, 1, 3]))
+            k = bb.emit(relax.op.permute_dims(inputs[1], [0, 3, 1, 2]))
+            v = bb.emit(relax.op.permute_dims(inputs[2], [0, 2, 1, 3]))
             bias = None
             if len(inputs) > 3 and inputs[3] is not None:
-                b, s, hh = q.struct_info.shape[0], q.struct_info.shape[1], q.struct_info.shape[2]
-                t = k.struct_info.shape[1]
-                bias = bb.normalize(relax.op.broadcast_to(inputs[3], relax.ShapeExpr([b, hh, s, t])))
+                b, s, hh = q.ty.shape.values[0], q.ty.shape.values[1], q.ty.shape.values[2]
+                t = k.ty.shape.values[1]
+                bias = bb.emit(relax.op.broadcast_to(inputs[3], relax.ShapeExpr([b, hh, s, t])))
             scale = attr.get("scale")
-            out = bb.normalize(relax.op.nn.attention(q, k, v, bias=bias, scale=scale))
+            out = bb.emit(relax.op.nn.attention(q, k, v, bias=bias, scale=scale))
             return relax.op.permute_dims(out, [0, 2, 1, 3])
 
     return {"GeluErf": Gelu, "GeluTanh": GeluTanh, "Silu": Silu, "SDPA": Attention, "SDPAMasked": Attention}

@@ -19,7 +19,7 @@ from . import ir, lower, onnx_io
 from .artifact import FORMAT_VERSION, CompiledModel
 from .pass_manager import Instrument, Pass, PassContext, PassManager, format_pipeline, parse_pipeline
 
-DEFAULT_PIPELINE = "cleanup"
+from ember.passes import DEFAULT_LEVEL, LEVELS
 
 ModelLike = "str | os.PathLike | onnx.ModelProto | ir.Model"
 
@@ -35,12 +35,23 @@ def as_ir(model: Any) -> ir.Model:
     raise TypeError(f"expected a path, onnx.ModelProto or ember IR Model, got {type(model).__name__}")
 
 
-def optimize(model: ir.Model, pipeline: str | Sequence[Pass] | None = None, *,
+def resolve_pipeline(pipeline: str | Sequence[Pass] | None = None, opt_level: int | None = None) -> list[Pass]:
+    """An explicit pipeline wins; else the -O level's pipeline (default -O2)."""
+    if pipeline is not None:
+        return parse_pipeline(pipeline) if isinstance(pipeline, str) else list(pipeline)
+    level = DEFAULT_LEVEL if opt_level is None else opt_level
+    if level not in LEVELS:
+        from .errors import PassError
+
+        raise PassError(f"no optimization level -O{level}; levels are {', '.join(f'-O{k}' for k in LEVELS)}")
+    return parse_pipeline(LEVELS[level])
+
+
+def optimize(model: ir.Model, pipeline: str | Sequence[Pass] | None = None, *, opt_level: int | None = None,
              instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
              verify_each: bool = True) -> list[Pass]:
-    """Run a pipeline on the IR in place; returns the passes that were run."""
-    passes = parse_pipeline(DEFAULT_PIPELINE if pipeline is None else pipeline) \
-        if pipeline is None or isinstance(pipeline, str) else list(pipeline)
+    """Run a pipeline (or the -O level's) on the IR in place; returns the passes run."""
+    passes = resolve_pipeline(pipeline, opt_level)
     model.verify()
     ctx = PassContext(disabled=frozenset(disabled), instruments=tuple(instruments), verify_each=verify_each)
     PassManager(passes, ctx).run(model)
@@ -62,7 +73,7 @@ def signature(graph: ir.Graph) -> tuple[list[dict], list[dict]]:
 
 
 def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | None = None, *,
-            mcpu: str | None = None, features: str | Sequence[str] | None = None,
+            opt_level: int | None = None, mcpu: str | None = None, features: str | Sequence[str] | None = None,
             instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
             verify_each: bool = True, progress: Callable[[str], None] | None = None) -> CompiledModel:
     """Compile an ONNX model (path, ModelProto or ember IR) for a target triple."""
@@ -74,10 +85,11 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     tgt = targets.parse(target, mcpu=mcpu, features=features)
-    say(f"importing model")
+    say("importing model")
     m = as_ir(model)
     say(f"optimizing ({len(m.graph.nodes)} nodes)")
-    passes = optimize(m, pipeline, instruments=instruments, disabled=disabled, verify_each=verify_each)
+    passes = optimize(m, pipeline, opt_level=opt_level, instruments=instruments, disabled=disabled,
+                      verify_each=verify_each)
     say(f"lowering to Relax ({len(m.graph.nodes)} nodes)")
     mod = lower.to_relax(m)
     say(f"building for {tgt.describe()}")

@@ -72,6 +72,7 @@ class Match:
     values: dict[str, Value | None] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
     matched: list[Node] = field(default_factory=list)  # every node of the pattern
+    opset: int = 17  # the model's default-domain opset (rules may depend on it)
 
     def __getitem__(self, name: str) -> Any:
         if name in self.values:
@@ -132,7 +133,7 @@ def _match_node(pat: Op, node: Node, m: Match, graph: Graph) -> None:
         orders.append(inputs[::-1])
     last: NoMatch | None = None
     for order in orders:
-        trial = Match(m.root, dict(m.values), dict(m.nodes), list(m.matched))
+        trial = Match(m.root, dict(m.values), dict(m.nodes), list(m.matched), m.opset)
         try:
             for p, v in zip(pat.inputs, order):
                 _match(p, v, trial, graph)
@@ -148,11 +149,11 @@ def _match_node(pat: Op, node: Node, m: Match, graph: Graph) -> None:
     raise last  # type: ignore[misc]
 
 
-def match(pattern: Op, node: Node) -> Match:
+def match(pattern: Op, node: Node, opset: int = 17) -> Match:
     """Match a pattern rooted at `node`; raises NoMatch with the reason."""
     if node.graph is None:
         raise NoMatch("node is not in a graph")
-    m = Match(node)
+    m = Match(node, opset=opset)
     graph = node.graph
     _match_node(pattern, node, m, graph)
     inside = {id(n) for n in m.matched}
@@ -188,10 +189,10 @@ class Rule:
         return self.name or type(self).__name__
 
 
-def explain(rule: Rule, node: Node) -> str:
+def explain(rule: Rule, node: Node, opset: int = 17) -> str:
     """Why `rule` does (not) fire on `node`, in one line."""
     try:
-        m = match(rule.pattern, node)
+        m = match(rule.pattern, node, opset)
     except NoMatch as e:
         return f"{rule!r} does not match: {e}"
     reason = rule.check(m)
@@ -200,10 +201,10 @@ def explain(rule: Rule, node: Node) -> str:
     return f"{rule!r} fires"
 
 
-def apply_rule(rule: Rule, node: Node) -> bool:
+def apply_rule(rule: Rule, node: Node, opset: int = 17) -> bool:
     graph = node.graph
     try:
-        m = match(rule.pattern, node)
+        m = match(rule.pattern, node, opset)
     except NoMatch:
         return False
     if rule.check(m):
@@ -234,7 +235,13 @@ class RuleSet(Pass):
     rules: ClassVar[Sequence[Rule]] = ()
     max_rounds: ClassVar[int] = 16
 
+    def run_model(self, model) -> bool:
+        return self._run(model.graph, model.opset)
+
     def run(self, graph: Graph) -> bool:
+        return self._run(graph, 17)
+
+    def _run(self, graph: Graph, opset: int) -> bool:
         changed = False
         for _ in range(self.max_rounds):
             round_changed = False
@@ -243,7 +250,7 @@ class RuleSet(Pass):
                     if node.graph is not g:
                         continue  # removed by an earlier rewrite
                     for rule in self.rules:
-                        if node.op_type in rule.pattern.op_types and apply_rule(rule, node):
+                        if node.op_type in rule.pattern.op_types and apply_rule(rule, node, opset):
                             round_changed = True
                             break
             changed |= round_changed
@@ -251,5 +258,5 @@ class RuleSet(Pass):
                 break
         return changed
 
-    def explain(self, node: Node) -> list[str]:
-        return [explain(r, node) for r in self.rules]
+    def explain(self, node: Node, opset: int = 17) -> list[str]:
+        return [explain(r, node, opset) for r in self.rules]

@@ -1,4 +1,14 @@
 """Ember's built-in passes, one module per pass, grouped by family.
-Importing this package registers them in the default registry."""
+Importing this package registers them in the default registry.
 
-from . import cleanup  # noqa: F401
+Optimization levels are pipeline strings (print one with `ember passes`):"""
+
+from . import cleanup, fusion  # noqa: F401
+
+LEVELS: dict[int, str] = {
+    0: "",
+    1: "cleanup",
+    2: "cleanup,fold-batchnorm,fold-affine,merge-transposes,fuse-layernorm,fuse-gelu,fuse-silu,fuse-attention,cleanup",
+}
+LEVELS[3] = LEVELS[2]  # later issues (layout, quantization) extend -O3
+DEFAULT_LEVEL = 2

@@ -256,13 +256,13 @@ def run_ort(test: Test, model: onnx.ModelProto, data_sets, threads: int) -> tupl
     return check_outputs(lambda inputs: sess.run(None, dict(zip(names, inputs))), test, data_sets)
 
 
-def run_ember(test: Test, model: onnx.ModelProto, data_sets) -> tuple[str, str]:
+def run_ember(test: Test, model: onnx.ModelProto, data_sets, pipeline: str | None) -> tuple[str, str]:
     """(category, detail) of the test on Ember's ONNX backend."""
     import ember.backend as eb
     from ember.compiler.errors import ModelLoadError, UnsupportedError
 
     try:
-        rep = eb.prepare(model, "CPU")
+        rep = eb.prepare(model, "CPU", pipeline=pipeline)
     except (ModelLoadError, UnsupportedError) as e:
         return "import error", describe(e)
     except Exception as e:  # noqa: BLE001 - CompileError, or anything else while preparing
@@ -270,7 +270,7 @@ def run_ember(test: Test, model: onnx.ModelProto, data_sets) -> tuple[str, str]:
     return check_outputs(lambda inputs: rep.run(list(inputs)), test, data_sets)
 
 
-def child_main(conn, test: Test, sides: tuple[str, ...], threads: int, log) -> None:
+def child_main(conn, test: Test, sides: tuple[str, ...], threads: int, pipeline: str | None, log) -> None:
     """In the forked child: ORT first, then Ember, sending each (side, category, detail) as soon
     as it is known, so a crash in Ember still leaves ORT's result. Output goes to `log`."""
     os.dup2(log.fileno(), 1)
@@ -279,17 +279,17 @@ def child_main(conn, test: Test, sides: tuple[str, ...], threads: int, log) -> N
     if "ort" in sides:
         conn.send(("ort", *run_ort(test, model, data_sets, threads)))
     if "ember" in sides:
-        conn.send(("ember", *run_ember(test, model, data_sets)))
+        conn.send(("ember", *run_ember(test, model, data_sets, pipeline)))
     conn.close()
     os._exit(0)  # skip interpreter teardown: TVM can crash there too
 
 
 # ----------------------------------------------------------------------------- scheduling
-def start(ctx, test: Test, sides: tuple[str, ...], threads: int, timeout: float) -> dict:
+def start(ctx, test: Test, sides: tuple[str, ...], threads: int, timeout: float, pipeline: str | None) -> dict:
     """Fork a child for one test; returns its bookkeeping record."""
     log = tempfile.TemporaryFile()
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=child_main, args=(send, test, sides, threads, log), daemon=True)
+    proc = ctx.Process(target=child_main, args=(send, test, sides, threads, pipeline, log), daemon=True)
     proc.start()
     send.close()
     now = time.monotonic()
@@ -339,7 +339,8 @@ def crash_hint(log: str) -> str:
     return text[-1] if text else ""
 
 
-def run_all(tests: list[Test], sides, jobs: int, timeout: float, threads: int) -> dict[Test, dict]:
+def run_all(tests: list[Test], sides, jobs: int, timeout: float, threads: int,
+            pipeline: str | None = None) -> dict[Test, dict]:
     """Run the tests, `jobs` children at a time: {test: {side: (category, detail), "seconds": s}}.
     A test whose child dies before ORT reports is rerun for Ember alone. Ctrl-C stops early."""
     ctx = mp.get_context("fork")
@@ -350,7 +351,7 @@ def run_all(tests: list[Test], sides, jobs: int, timeout: float, threads: int) -
     try:
         while queue or running:
             while queue and len(running) < jobs:
-                running.append(start(ctx, *queue.pop(), threads, timeout))
+                running.append(start(ctx, *queue.pop(), threads, timeout, pipeline))
             wait([j["conn"] for j in running if not j["eof"]] + [j["proc"].sentinel for j in running],
                  timeout=max(0.0, min(j["deadline"] for j in running) - time.monotonic()))
             for job in list(running):
@@ -481,6 +482,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=60, help="seconds per test (default 60)")
     p.add_argument("--threads", type=int, default=1, help="threads per test for TVM and ORT (default 1)")
     p.add_argument("--no-ort", action="store_true", help="do not run onnxruntime as the anchor")
+    p.add_argument("--pipeline", default=None, help="Ember pass pipeline (default: ember's default)")
     p.add_argument("--cache", type=Path, default=Path("~/.cache/ember/conformance").expanduser(),
                    help="where the test set is built (default %(default)s)")
     p.add_argument("--json", type=Path, default=Path("conformance-results.json"),
@@ -507,7 +509,7 @@ def main(argv=None) -> None:
     print(f"conformance: {len(tests)} tests ({per_suite}), {args.jobs} jobs, {args.timeout:g} s timeout",
           file=sys.stderr)
     t0 = time.monotonic()
-    results = run_all(tests, sides, max(1, args.jobs), args.timeout, max(1, args.threads))
+    results = run_all(tests, sides, max(1, args.jobs), args.timeout, max(1, args.threads), args.pipeline)
     print_summary(results, sides, args.verbose)
     write_json(args.json, results, sides, time.monotonic() - t0)
     print(f"\nresults: {args.json}  ({fmt_time(time.monotonic() - t0)})")
