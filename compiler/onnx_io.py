@@ -178,10 +178,27 @@ def _inferred_types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
         del light.graph.input[:]
         light.graph.input.extend(runtime)
         light.ir_version = max(light.ir_version, 4)
-        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=False)
+        # data propagation (Shape -> Concat -> Reshape chains) materialises tensors,
+        # so it only runs when no value of the model is huge (a ConstantOfShape bomb
+        # would make onnx allocate terabytes)
+        if _max_elements(inferred) <= DATA_PROP_MAX_ELEMENTS:
+            inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
     except Exception:
         return {}
     return {vi.name: vi.type for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+
+
+DATA_PROP_MAX_ELEMENTS = 1 << 26
+
+
+def _max_elements(model: onnx.ModelProto) -> int:
+    biggest = 0
+    for vi in list(model.graph.value_info) + list(model.graph.output):
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim if d.HasField("dim_value")]
+        if dims:
+            biggest = max(biggest, int(np.prod(dims, dtype=np.float64)))
+    return biggest
 
 
 def _strip_payload(t: onnx.TensorProto) -> None:

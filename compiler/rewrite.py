@@ -99,8 +99,11 @@ def _check_attrs(pat: Op, node: Node) -> None:
 
 def _match(pat: Pattern, value: Value | None, m: Match, graph: Graph) -> None:
     if isinstance(pat, Var):
-        if value is None and not pat.optional:
-            raise NoMatch(f"variable {pat.name!r}: input is omitted")
+        if value is None:
+            if not pat.optional:
+                raise NoMatch(f"variable {pat.name!r}: input is omitted")
+            m.values.setdefault(pat.name, None)
+            return
         if pat.const and (value is None or value.const is None):
             raise NoMatch(f"variable {pat.name!r}: %{getattr(value, 'name', '?')} is not a constant")
         bound = m.values.get(pat.name, value)
@@ -131,14 +134,14 @@ def _match_node(pat: Op, node: Node, m: Match, graph: Graph) -> None:
     orders = [inputs]
     if pat.commutative and len(inputs) == 2:
         orders.append(inputs[::-1])
-    last: NoMatch | None = None
+    first: NoMatch | None = None
     for order in orders:
         trial = Match(m.root, dict(m.values), dict(m.nodes), list(m.matched), m.opset)
         try:
             for p, v in zip(pat.inputs, order):
                 _match(p, v, trial, graph)
         except NoMatch as e:
-            last = e
+            first = first or e  # report why the inputs as written did not match
             continue
         m.values, m.nodes, m.matched = trial.values, trial.nodes, trial.matched
         if pat.name:
@@ -146,7 +149,7 @@ def _match_node(pat: Op, node: Node, m: Match, graph: Graph) -> None:
         if not any(n is node for n in m.matched):  # shared sub-patterns (x - mean in LayerNorm) match once
             m.matched.append(node)
         return
-    raise last  # type: ignore[misc]
+    raise first  # type: ignore[misc]
 
 
 def match(pattern: Op, node: Node, opset: int = 17) -> Match:
@@ -230,7 +233,8 @@ def apply_rule(rule: Rule, node: Node, opset: int = 17) -> bool:
 @dataclass(frozen=True)
 class RuleSet(Pass):
     """A pass that applies its rules everywhere until nothing changes.
-    Subclasses set `rules`; each is tried on every node (subgraphs too)."""
+    Subclasses set `rules`; each is tried on every node (subgraphs too),
+    from the graph's outputs backwards, in the order the rules are listed."""
 
     rules: ClassVar[Sequence[Rule]] = ()
     max_rounds: ClassVar[int] = 16
@@ -246,7 +250,8 @@ class RuleSet(Pass):
         for _ in range(self.max_rounds):
             round_changed = False
             for g in list(graph.all_graphs()):
-                for node in list(g.nodes):
+                # consumers first: a rule rooted at the last node of a chain gets the largest match
+                for node in reversed(list(g.nodes)):
                     if node.graph is not g:
                         continue  # removed by an earlier rewrite
                     for rule in self.rules:

@@ -51,3 +51,43 @@ def ort_run(m: onnx.ModelProto, feeds: dict) -> list:
 
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
+
+
+def run_pass(m: onnx.ModelProto, spec: str):
+    """Import, run a pipeline, verify; returns (ir_model, changed)."""
+    import ember.passes  # noqa: F401
+    from ember.compiler import onnx_io
+    from ember.compiler.pass_manager import PassManager
+
+    ir_model = onnx_io.import_model(m)
+    changed = PassManager(spec).run(ir_model)
+    ir_model.verify()
+    return ir_model, changed
+
+
+def op_types(ir_model) -> list[str]:
+    return [n.op_type for n in ir_model.graph.nodes]
+
+
+def assert_pass(m: onnx.ModelProto, spec: str, feeds: dict, expect_ops=None, rtol=1e-5, atol=1e-6):
+    """The pass fires, the result runs in onnxruntime with the same outputs,
+    and a second run changes nothing. Returns the optimised IR model."""
+    from ember.compiler import onnx_io
+
+    out, changed = run_pass(m, spec)
+    assert changed, f"{spec} did not fire"
+    if expect_ops is not None:
+        assert op_types(out) == expect_ops
+    exported = onnx_io.export_model(out)
+    onnx.checker.check_model(exported)
+    for a, b in zip(ort_run(m, feeds), ort_run(exported, feeds)):
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=atol)
+    again, changed_again = run_pass(exported, spec)
+    assert not changed_again, f"{spec} is not idempotent"
+    return out
+
+
+def assert_no_fire(m: onnx.ModelProto, spec: str):
+    out, changed = run_pass(m, spec)
+    assert not changed, f"{spec} fired: {op_types(out)}"
+    return out
