@@ -240,3 +240,83 @@ _SENTENCES = (
     "The old lighthouse has guided ships safely into the harbor for a century.",
     "Is it safe to drink tap water in this part of the country?",
 )
+
+
+def mobilenet_v2_onnx(path: Path | None = None, batch: int = 1, seed: int = 0, opset: int = 17) -> Path:
+    """MobileNetV2 (torchvision's architecture: inverted residuals, ReLU6,
+    BatchNorm) with seeded random weights and random BatchNorm statistics,
+    exported from PyTorch to ONNX at [batch, 3, 224, 224].
+
+    torchvision itself cannot be installed beside the CPU build of torch on
+    this machine, so the architecture is written out here (same layer
+    configuration as torchvision.models.mobilenet_v2)."""
+    if path is None:
+        path = cache_dir() / f"mobilenet_v2_b{batch}_seed{seed}_op{opset}.onnx"
+        if path.is_file():
+            return path
+    path = Path(path)
+    try:
+        import torch
+        from torch import nn
+    except ImportError as e:
+        raise _missing("torch", e) from e
+
+    def conv_bn(inp, out, k=3, stride=1, groups=1, act=True):
+        layers = [nn.Conv2d(inp, out, k, stride, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(out)]
+        return nn.Sequential(*layers, *([nn.ReLU6(inplace=True)] if act else []))
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, inp, oup, stride, expand):
+            super().__init__()
+            hidden = int(round(inp * expand))
+            self.use_res = stride == 1 and inp == oup
+            layers = [conv_bn(inp, hidden, 1)] if expand != 1 else []
+            layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden), conv_bn(hidden, oup, 1, act=False)]
+            self.conv = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.conv(x) if self.use_res else self.conv(x)
+
+    class MobileNetV2(nn.Module):
+        def __init__(self):
+            super().__init__()
+            settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                        (6, 160, 3, 2), (6, 320, 1, 1)]
+            layers, inp = [conv_bn(3, 32, 3, 2)], 32
+            for t, c, n, s in settings:
+                for i in range(n):
+                    layers.append(InvertedResidual(inp, c, s if i == 0 else 1, t))
+                    inp = c
+            layers.append(conv_bn(inp, 1280, 1))
+            self.features = nn.Sequential(*layers)
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))
+
+        def forward(self, x):
+            x = self.features(x)
+            x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+            return self.classifier(x)
+
+    torch.manual_seed(seed)
+    net = MobileNetV2()
+    with torch.no_grad():
+        for mod in net.modules():
+            if isinstance(mod, nn.Conv2d):
+                nn.init.kaiming_normal_(mod.weight, mode="fan_out")
+            elif isinstance(mod, nn.BatchNorm2d):  # non-trivial statistics, so BN folding matters
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.1, 0.1)
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+            elif isinstance(mod, nn.Linear):
+                nn.init.normal_(mod.weight, 0, 0.01)
+                nn.init.zeros_(mod.bias)
+    net.eval()
+    x = torch.randn(batch, 3, 224, 224)
+    with torch.no_grad():
+        program = torch.onnx.export(net, (x,), dynamo=True, opset_version=opset, input_names=["input"],
+                                    output_names=["logits"], verbose=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    program.save(str(tmp), external_data=False)
+    os.replace(tmp, path)
+    return path
