@@ -157,3 +157,29 @@ def test_custom_pass_example_from_cli(tmp_path):
     assert "Neg" not in dump and "Relu(%x)" in dump
     proc = ember("run", tmp_path / "o", "--random-inputs", "--check", path)
     assert proc.returncode == 0 and "(ok at" in proc.stdout
+
+
+def test_custom_rule_example_and_optimize(tmp_path):
+    path = tmp_path / "rr.onnx"
+    onnx.save(model([h.make_node("Relu", ["x"], ["a"]), h.make_node("Relu", ["a"], ["b"]),
+                     h.make_node("Relu", ["b"], ["y"])], [tensor("x", [4])], [tensor("y", [4])]), str(path))
+    out = tmp_path / "opt.onnx"
+    proc = ember("optimize", path, "-o", out, "--plugin", ROOT / "examples" / "custom_rule.py",
+                 "--pipeline", "fold-double-relu,dce")
+    assert proc.returncode == 0, proc.stderr
+    assert "3 -> 1 nodes" in proc.stdout
+    opt = onnx.load(str(out))
+    assert [n.op_type for n in opt.graph.node] == ["Relu"] and opt.graph.output[0].name == "y"
+    proc = ember("compile", path, "-o", tmp_path / "art", "--plugin", ROOT / "examples" / "custom_rule.py",
+                 "--pipeline", "fold-double-relu,cleanup")
+    assert proc.returncode == 0, proc.stderr
+    assert ember("run", tmp_path / "art", "--random-inputs", "--check", path).returncode == 0
+
+
+def test_optimize_levels(model_file, tmp_path):
+    for level in ("-O0", "-O1", "-O2", "-O3"):
+        out = tmp_path / f"m{level}.onnx"
+        proc = ember("optimize", model_file, "-o", out, level)
+        assert proc.returncode == 0, proc.stderr
+        onnx.checker.check_model(onnx.load(str(out)))
+    assert_one_line_error(ember("optimize", model_file, "-o", tmp_path / "x.onnx", "-O7"), "invalid choice")
