@@ -14,6 +14,7 @@ from .drop_identity import DropIdentity
 from .drop_noops import DropNoops
 from .fold_constants import FoldConstants
 from .fold_shapes import FoldShapes
+from .prune_inputs import PruneInputs
 
 
 @register_pass
@@ -45,4 +46,4 @@ class Cleanup(Pass):
 
 
 __all__ = ["Cleanup", "CommonSubexpressionElimination", "DeadCodeElimination", "DropIdentity", "DropNoops",
-           "FoldConstants", "FoldShapes"]
+           "FoldConstants", "FoldShapes", "PruneInputs"]

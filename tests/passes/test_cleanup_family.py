@@ -98,3 +98,12 @@ def test_drop_noops_fires(node, inits):
 def test_drop_noops_must_not_fire(node, inits):
     m = model([h.make_node("Relu", ["x0"], ["x"]), node], [tensor("x0", [2, 3, 4])], [tensor("y", None)], inits)
     assert_no_fire(m, "drop-noops")
+
+
+def test_prune_inputs():
+    m = model([h.make_node("Relu", ["x"], ["y"])], [tensor("x", [2]), tensor("unused", [3]), tensor("w", [1])],
+              [tensor("y", [2])], [init("w", np.ones(1, np.float32))])
+    out, changed = run_pass(m, "prune-inputs")
+    assert changed and [v.name for v in out.graph.inputs] == ["x"] and not out.graph.initializers
+    assert not run_pass(m, "dce")[1]  # dce keeps the signature
+    assert_no_fire(model([h.make_node("Relu", ["x"], ["y"])], [tensor("x", [2])], [tensor("y", [2])]), "prune-inputs")
