@@ -68,7 +68,12 @@ class CompiledModel:
             import tvm
             from tvm.runtime.vm import VirtualMachine
 
-            dev = tvm.cuda(0) if self.metadata["target"].get("tvm", {}).get("kind") == "cuda" else tvm.cpu(0)
+            target = self.metadata["target"]
+            if self._module is None:
+                where = "a CUDA GPU" if target.get("runner") == "gpu" else target.get("triple")
+                raise ArtifactError(f"this model is compiled for {where}; it cannot run on this machine "
+                                    "directly (use `ember run --emulate` or `--rpc`)")
+            dev = tvm.cuda(0) if target.get("tvm", {}).get("kind") == "cuda" else tvm.cpu(0)
             self._device = dev
             self._vm = VirtualMachine(self._module, dev)
         return self._vm
@@ -198,6 +203,9 @@ def load(directory: str | Path) -> CompiledModel:
     if meta.get("tvm_version") and meta["tvm_version"] != tvm.__version__:
         raise ArtifactError(f"{directory}: built with TVM {meta['tvm_version']}, this is TVM "
                             f"{tvm.__version__}; recompile the model")
+    runner = meta["target"].get("runner", "local")
+    if runner not in ("local", "gpu") or (runner == "gpu" and not tvm.cuda(0).exist):
+        return CompiledModel(None, meta)  # signature only: runs under emulation, over RPC or on a GPU elsewhere
     from .lower import quiet_native_stderr
 
     try:

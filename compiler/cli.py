@@ -163,6 +163,32 @@ def _run_artifact(path: str, inputs: dict, repeat: int, progress) -> dict[str, A
     return {"outputs": outputs, "times": times}
 
 
+def _run_elsewhere(args: argparse.Namespace, meta: dict, inputs: dict, progress) -> dict[str, Any]:
+    """Emulated or RPC runs: the library runs in another process or machine."""
+    from .artifact import LIBRARY, CompiledModel
+
+    signature = CompiledModel(None, meta)
+    arrays = signature.check_inputs(inputs)
+    library = Path(args.artifact) / LIBRARY
+    if args.rpc or args.tracker:
+        from ember.targets import remote
+
+        progress(f"running on {args.tracker or args.rpc} over RPC")
+        device = "cuda" if meta["target"].get("tvm", {}).get("kind") == "cuda" else "cpu"
+        outs, times = remote.run(library, arrays, device=device, rpc=args.rpc, tracker=args.tracker,
+                                 key=args.key, repeat=args.time)
+    else:
+        from ember.targets import emulation
+
+        cpu = args.qemu_cpu or emulation.qemu_cpu(meta["target"].get("mcpu", ""), meta["target"].get("features", []))
+        progress(f"running under emulation (qemu-aarch64, CPU {cpu})")
+        (outs,) = emulation.run([(library, dict(zip(signature.input_names, arrays)), signature.input_names)], cpu)
+        times = []
+    if len(outs) != len(signature.outputs):
+        raise EmberError(f"model returned {len(outs)} outputs, metadata lists {len(signature.outputs)}")
+    return {"outputs": dict(zip(signature.output_names, outs)), "times": times}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import json
 
@@ -173,11 +199,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not Path(args.artifact).is_dir():
         raise EmberError(f"{args.artifact}: not an artifact directory (compile a model with `ember compile`)")
     try:
-        specs = json.loads(meta_path.read_text())["inputs"]
+        meta = json.loads(meta_path.read_text())
+        specs, target = meta["inputs"], meta["target"]
     except (OSError, ValueError, KeyError, TypeError):
         raise EmberError(f"{args.artifact}: missing or corrupt {METADATA}") from None
+    if args.target:
+        from ember import targets
+
+        want = targets.parse(args.target).triple
+        if want != target.get("triple"):
+            raise EmberError(f"{args.artifact} was compiled for {target.get('triple')}, not {want}")
+    runner = target.get("runner", "local")
+    remote = bool(args.rpc or args.tracker)
+    if runner == "emulated" and not (args.emulate or remote):
+        raise EmberError(f"{args.artifact} is for {target.get('triple')}: run it with --emulate "
+                         "(qemu, see scripts/setup_arm_emulation.sh) or on a device with --rpc HOST:PORT")
+    if runner == "gpu" and not remote:
+        import tvm
+
+        if not tvm.cuda(0).exist:
+            raise EmberError(f"{args.artifact} is for CUDA and this machine has no CUDA GPU; "
+                             "run it where one is, or over --rpc HOST:PORT")
+    if args.emulate and runner != "emulated":
+        raise EmberError(f"--emulate runs aarch64 artifacts; {args.artifact} is for {target.get('triple')}")
     inputs = _gather_inputs(args, specs)
-    if args.isolate:
+    if remote or args.emulate:
+        result = _run_elsewhere(args, meta, inputs, progress)
+    elif args.isolate:
         from .isolate import run_isolated
 
         result = run_isolated(_run_artifact, args.artifact, inputs, args.time, what="running the model",
@@ -283,11 +331,7 @@ def cmd_passes(args: argparse.Namespace) -> int:
 def cmd_targets(args: argparse.Namespace) -> int:
     from ember import targets
 
-    h = targets.host()
-    print(f"host               {h.describe()} ({h.num_cores} cores)")
-    for triple, info in targets.TRIPLES.items():
-        link = info.linker or "host compiler"
-        print(f"{triple:18s} arch {info.arch}, TVM kind {info.tvm_kind}, linked with {link}")
+    print("\n".join(targets.describe_all()))
     return 0
 
 
@@ -334,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rtol", type=float, default=1e-3)
     r.add_argument("--atol", type=float, default=1e-5)
     r.add_argument("--time", type=int, default=0, metavar="N", help="also time N runs (and onnxruntime with --check)")
+    r.add_argument("--target", default=None, help="expected target triple of the artifact (checked)")
+    r.add_argument("--emulate", action="store_true", help="run an aarch64 artifact under qemu on this machine")
+    r.add_argument("--qemu-cpu", default=None, help="core qemu emulates (default: the artifact's --mcpu)")
+    r.add_argument("--rpc", metavar="HOST:PORT", help="run on a remote device through a TVM RPC server")
+    r.add_argument("--tracker", metavar="HOST:PORT", help="run through a TVM RPC tracker (with --key)")
+    r.add_argument("--key", help="device key registered with the tracker")
     common(r)
     r.set_defaults(fn=cmd_run)
 

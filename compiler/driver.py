@@ -85,6 +85,7 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     tgt = targets.parse(target, mcpu=mcpu, features=features)
+    tgt.check_toolchain()
     say("importing model")
     m = as_ir(model)
     say(f"optimizing ({len(m.graph.nodes)} nodes)")

@@ -1,0 +1,81 @@
+"""Run aarch64 artifacts on this x86-64 machine under qemu user-mode emulation.
+
+`scripts/setup_arm_emulation.sh` prepares the emulated tree (qemu-aarch64, a
+minimal Debian arm64 Python, the TVM runtime). qemu emulates the artifact's
+named core (`QEMU_CPU`), so code using a feature that core lacks dies with
+SIGILL instead of passing silently (qemu's default CPU accepts everything).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ember.compiler.errors import EmberError
+
+DEFAULT_ROOTFS = Path.home() / ".cache" / "ember" / "arm64-rootfs"
+SETUP_HINT = "run scripts/setup_arm_emulation.sh first"
+# qemu CPU models for the LLVM CPUs it knows; anything else runs as a generic v8 core
+QEMU_CPUS = {"cortex-a53", "cortex-a57", "cortex-a72", "cortex-a76", "cortex-a710", "neoverse-n1", "neoverse-v1",
+             "neoverse-n2", "a64fx"}
+
+
+class EmulationError(EmberError):
+    """The emulated runtime is missing, or the artifact failed under emulation."""
+
+
+def rootfs_ready(rootfs: Path = DEFAULT_ROOTFS) -> bool:
+    return (rootfs / ".ember-ready").is_file() and shutil.which("qemu-aarch64") is not None
+
+
+def qemu_cpu(mcpu: str, features: list[str]) -> str:
+    """The qemu core to emulate: the artifact's CPU when qemu knows it; 'max'
+    only when the artifact names no CPU but needs optional extensions."""
+    if mcpu in QEMU_CPUS:
+        return mcpu
+    if not mcpu and any(f in ("sve", "sve2", "i8mm", "sme") for f in features):
+        return "max"
+    return "cortex-a76" if "dotprod" in features or "fullfp16" in features else "cortex-a72"
+
+
+def run(jobs: list[tuple[Path, dict[str, np.ndarray], list[str]]], cpu: str,
+        rootfs: Path = DEFAULT_ROOTFS, timeout: float = 900) -> list[list[np.ndarray]]:
+    """Run (library, inputs, input_names) jobs in one emulated process (its
+    ~3 s start-up is paid once); returns each job's outputs."""
+    if not rootfs_ready(rootfs):
+        raise EmulationError(f"no emulated aarch64 runtime at {rootfs}; {SETUP_HINT}")
+    with tempfile.TemporaryDirectory(prefix="ember-arm-") as tmp:
+        spec = []
+        for i, (lib, inputs, names) in enumerate(jobs):
+            np.savez(f"{tmp}/in{i}.npz", **inputs)
+            spec.append({"library": str(Path(lib).resolve()), "inputs": f"{tmp}/in{i}.npz",
+                         "outputs": f"{tmp}/out{i}.npz", "input_names": names})
+        Path(tmp, "jobs.json").write_text(json.dumps(spec))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        env.update(QEMU_CPU=cpu, TVM_USE_RUNTIME_LIB="1", PYTHONNOUSERSITE="1")
+        cmd = ["qemu-aarch64", "-L", str(rootfs), str(rootfs / "usr/bin/python3.11"),
+               str(Path(__file__).with_name("arm_runner.py")), f"{tmp}/jobs.json"]
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise EmulationError(f"emulated run timed out after {timeout:.0f} s") from None
+        if proc.returncode != 0:
+            if proc.returncode < 0:
+                name = signal.Signals(-proc.returncode).name
+                hint = (" (an instruction this CPU lacks: the artifact was built for features "
+                        f"the emulated {cpu} does not have)") if name == "SIGILL" else ""
+                raise EmulationError(f"artifact killed by {name} on emulated {cpu}{hint}")
+            tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+            raise EmulationError(f"emulated run failed on {cpu}: {tail[0][:300]}")
+        results = []
+        for s in spec:
+            with np.load(s["outputs"]) as z:
+                results.append([z[f"arr_{k}"] for k in range(len(z.files))])
+        return results

@@ -1,0 +1,71 @@
+"""AArch64 artifacts, cross-compiled here and run for real under qemu
+(scripts/setup_arm_emulation.sh prepares the emulated runtime; CI runs it).
+Outputs must match onnxruntime on x86 within rtol 1e-3 / atol 1e-5."""
+
+import numpy as np
+import onnx
+import pytest
+from helpers import conv_relu_gemm, if_model, ort_run
+
+import ember
+from ember.compiler import zoo
+from ember.targets import emulation
+
+pytestmark = [pytest.mark.arm, pytest.mark.skipif(not emulation.rootfs_ready(),
+                                                  reason="emulated aarch64 runtime not set up "
+                                                         "(scripts/setup_arm_emulation.sh)")]
+
+LIGHT = ("squeezenet", "shufflenet", "bvlc_alexnet", "inception_v1")
+
+
+def cases():
+    for name in LIGHT:
+        m = zoo.light_model(name, seed=0)
+        yield name, m, zoo.random_inputs(m, seed=1)
+    yield "conv_relu_gemm", conv_relu_gemm(), {"x": np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+    yield "if_true", if_model(), {"c": np.array(True), "x": x}
+    yield "if_false", if_model(), {"c": np.array(False), "x": x}
+
+
+@pytest.mark.parametrize("mcpu, features, cpu", [
+    (None, "+neon", "cortex-a72"),
+    ("cortex-a76", "+dotprod", "cortex-a76"),
+])
+def test_models_match_onnxruntime_under_emulation(tmp_path, mcpu, features, cpu):
+    jobs, refs = [], []
+    for name, m, feeds in cases():
+        cm = ember.compile(m, target="aarch64-linux-gnu", mcpu=mcpu, features=features)
+        out = cm.save(tmp_path / name)
+        jobs.append((out / "model.so", feeds, cm.input_names))
+        refs.append((name, ort_run(m, feeds)))
+    results = emulation.run(jobs, cpu=cpu)
+    for (name, ref), got in zip(refs, results):
+        assert len(got) == len(ref), name
+        for g, r in zip(got, ref):
+            np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+def test_sve_build_is_refused_on_cortex_a72(tmp_path):
+    m = zoo.light_model("squeezenet")
+    feeds = zoo.random_inputs(m)
+    cm = ember.compile(m, target="aarch64-linux-gnu", features="+sve")
+    lib = cm.save(tmp_path / "sve") / "model.so"
+    with pytest.raises(emulation.EmulationError, match="SIGILL on emulated cortex-a72"):
+        emulation.run([(lib, feeds, cm.input_names)], cpu="cortex-a72")
+    (out,) = emulation.run([(lib, feeds, cm.input_names)], cpu="max")  # a core with SVE runs it
+    np.testing.assert_allclose(out[0], ort_run(m, feeds)[0], rtol=1e-3, atol=1e-5)
+
+
+def test_cli_emulate(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.onnx"
+    onnx.save(conv_relu_gemm(), str(path))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ember", *map(str, a)], capture_output=True, text=True)
+    assert run("compile", path, "-o", tmp_path / "a", "--target", "aarch64-linux-gnu", "--mcpu", "cortex-a72").returncode == 0
+    proc = run("run", tmp_path / "a", "--random-inputs", "--emulate", "--check", path, "--target", "aarch64-linux-gnu")
+    assert proc.returncode == 0 and "(ok at" in proc.stdout, proc.stderr
+    proc = run("run", tmp_path / "a", "--random-inputs")
+    assert proc.returncode == 1 and "run it with --emulate" in proc.stderr

@@ -1,0 +1,173 @@
+"""Target triples: parsing, capabilities, clear errors, CUDA builds, RPC."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import pytest
+from helpers import conv_relu_gemm
+
+from ember import targets
+from ember.compiler.errors import TargetError
+
+
+def test_host_is_detected():
+    h = targets.parse("host")
+    assert h.is_host and h.triple == "x86_64-linux-gnu" and h.num_cores >= 1
+    assert h.runner == "local" and h.tvm_dict["kind"] == "llvm"
+
+
+@pytest.mark.parametrize("triple, mcpu, features, message", [
+    ("x86-64-linux-gnu", None, None, "did you mean x86_64-linux-gnu"),
+    ("riscv64-linux-gnu", None, None, "unknown target triple"),
+    ("aarch64-linux-gnu", "cortex-a72x", None, "did you mean cortex-a72"),
+    ("aarch64-linux-gnu", None, "+neom", "did you mean neon"),
+    ("aarch64-linux-gnu", "cortex-a72", "+sve", "cortex-a72 does not support +sve"),
+    ("cuda", None, None, "--mcpu sm_XX"),
+    ("cuda", "sm_91", None, "unknown CUDA architecture"),
+    ("nvptx64-nvidia-cuda", "sm_80", "+neon", "takes no features"),
+])
+def test_bad_targets(triple, mcpu, features, message):
+    with pytest.raises(TargetError, match=re.escape(message)):
+        targets.parse(triple, mcpu=mcpu, features=features)
+
+
+def test_capabilities():
+    a72 = targets.parse("aarch64-linux-gnu", mcpu="cortex-a72")
+    n1 = targets.parse("aarch64", mcpu="neoverse-n1")
+    assert not a72.int8_dot and n1.int8_dot and "dotprod" in n1.all_features
+    assert targets.parse("aarch64-linux-gnu", features="+neon,+dotprod").int8_dot
+    assert a72.runner == "emulated" and a72.vector_bits == 128 and a72.info.linker == "aarch64-linux-gnu-g++"
+    skx = targets.parse("x86_64-linux-gnu", mcpu="skylake-avx512")
+    assert skx.vector_bits == 512 and not skx.int8_dot
+    assert targets.parse("x86_64-linux-gnu", mcpu="sapphirerapids").int8_dot
+    cuda = targets.parse("cuda", mcpu="sm_90")
+    assert cuda.runner == "gpu" and cuda.tensor_cores and cuda.int8_dot
+    assert cuda.tvm_dict["arch"] == "sm_90" and cuda.tvm_dict["host"]["kind"] == "llvm"
+    assert not targets.parse("cuda", mcpu="sm_60").tensor_cores
+    assert a72.tvm_dict == {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"}
+
+
+def ember_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "ember", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def one_error_line(proc, fragment):
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ember: ")]
+    assert len(errors) == 1 and fragment in errors[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("t") / "m.onnx"
+    onnx.save(conv_relu_gemm(), str(path))
+    return path
+
+
+def _path_without(*tools):
+    """A PATH where none of `tools` can be found (python itself stays reachable)."""
+    keep = []
+    for d in os.environ["PATH"].split(os.pathsep):
+        if not any(os.path.exists(os.path.join(d, t)) for t in tools):
+            keep.append(d)
+    return {**os.environ, "PATH": os.pathsep.join(keep)}
+
+
+def test_missing_cross_compiler_and_nvcc(model_file, tmp_path):
+    env = _path_without("aarch64-linux-gnu-g++")
+    one_error_line(ember_cli("compile", model_file, "-o", tmp_path / "a", "--target", "aarch64-linux-gnu", env=env),
+                   "apt-get install g++-aarch64-linux-gnu")
+    env = _path_without("nvcc")
+    one_error_line(ember_cli("compile", model_file, "-o", tmp_path / "c", "--target", "cuda", "--mcpu", "sm_80",
+                             env=env), "needs nvcc")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) not installed")
+@pytest.mark.parametrize("sm", ["sm_80", "sm_90"])
+def test_cuda_artifacts_build_here(model_file, tmp_path, sm):
+    """CUDA code generation needs no GPU: the artifact is built and its kernels are CUDA."""
+    import ember
+
+    cm = ember.compile(model_file, target="cuda", mcpu=sm)
+    cuda_modules = [m for m in cm._executable.mod.imports[0].imports if m.kind == "cuda"]
+    assert cuda_modules and "__global__" in cuda_modules[0].inspect_source()
+    cm.save(tmp_path / sm)
+    meta = ember.load(tmp_path / sm).metadata
+    assert meta["target"]["tvm"]["arch"] == sm and meta["target"]["runner"] == "gpu"
+    assert (tmp_path / sm / "model.so").stat().st_size > 100_000
+    import tvm
+
+    if not tvm.cuda(0).exist:
+        one_error_line(ember_cli("run", tmp_path / sm, "--random-inputs"), "no CUDA GPU")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args):
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _wait_port(port: int, timeout: float = 60) -> None:
+    import socket
+
+    t_end = time.time() + timeout
+    while time.time() < t_end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@pytest.fixture(scope="module")
+def rpc_servers():
+    """An RPC server on loopback, and a tracker with one server registered under key 'ember-test'."""
+    import signal
+
+    port, tracker_port = _free_port(), _free_port()
+    procs = [_start(["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)]),
+             _start(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(tracker_port),
+                     "--port-end", str(tracker_port + 1)])]
+    try:
+        _wait_port(port)
+        _wait_port(tracker_port)
+        third = _free_port()
+        procs.append(_start(["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(third),
+                             "--port-end", str(third + 1), "--tracker", f"127.0.0.1:{tracker_port}",
+                             "--key", "ember-test"]))
+        time.sleep(3)
+        yield f"127.0.0.1:{port}", f"127.0.0.1:{tracker_port}"
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=10)
+
+
+def test_run_over_rpc(model_file, tmp_path, rpc_servers):
+    server, tracker = rpc_servers
+    assert ember_cli("compile", model_file, "-o", tmp_path / "art").returncode == 0
+    proc = ember_cli("run", tmp_path / "art", "--random-inputs", "--rpc", server, "--check", model_file, "--time", "3")
+    assert proc.returncode == 0 and "(ok at" in proc.stdout and "latency" in proc.stdout, proc.stderr
+    proc = ember_cli("run", tmp_path / "art", "--random-inputs", "--tracker", tracker, "--key", "ember-test",
+                     "--check", model_file)
+    assert proc.returncode == 0 and "(ok at" in proc.stdout, proc.stderr
+    one_error_line(ember_cli("run", tmp_path / "art", "--random-inputs", "--rpc", f"127.0.0.1:{_free_port()}"),
+                   "cannot reach the RPC server")
+    one_error_line(ember_cli("run", tmp_path / "art", "--random-inputs", "--tracker", tracker), "needs --key")
