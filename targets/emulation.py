@@ -79,3 +79,30 @@ def run(jobs: list[tuple[Path, dict[str, np.ndarray], list[str]]], cpu: str,
             with np.load(s["outputs"]) as z:
                 results.append([z[f"arr_{k}"] for k in range(len(z.files))])
         return results
+
+
+def start_rpc_server(port: int, cpu: str = "cortex-a72", rootfs: Path = DEFAULT_ROOTFS,
+                     workdir: Path | None = None) -> subprocess.Popen:
+    """Start a TVM RPC server inside the emulated aarch64 Python, listening on
+    127.0.0.1:`port`, in its own process group (stop it with os.killpg).
+
+    The server runs each session in a worker it starts through sys.executable,
+    which inside qemu (no binfmt) cannot exec an aarch64 binary; sys.executable
+    is pointed at a host shell script that starts the emulated interpreter."""
+    if not rootfs_ready(rootfs):
+        raise EmulationError(f"no emulated aarch64 runtime at {rootfs}; {SETUP_HINT}")
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="ember-arm-rpc-"))
+    python = rootfs / "usr/bin/python3.11"
+    wrapper = workdir / "python-aarch64"
+    wrapper.write_text(f'#!/bin/sh\nexec qemu-aarch64 -L "{rootfs}" "{python}" "$@"\n')
+    wrapper.chmod(0o755)
+    launcher = workdir / "rpc_server.py"
+    launcher.write_text("import runpy, sys\n"
+                        f"sys.executable = {str(wrapper)!r}\n"
+                        "sys.argv = ['rpc_server'] + sys.argv[1:]\n"
+                        "runpy.run_module('tvm.exec.rpc_server', run_name='__main__')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(QEMU_CPU=cpu, TVM_USE_RUNTIME_LIB="1", PYTHONNOUSERSITE="1")
+    return subprocess.Popen([str(wrapper), str(launcher), "--host", "127.0.0.1", "--port", str(port),
+                             "--port-end", str(port + 1)], env=env, cwd=workdir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)

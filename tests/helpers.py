@@ -91,3 +91,35 @@ def assert_no_fire(m: onnx.ModelProto, spec: str):
     out, changed = run_pass(m, spec)
     assert not changed, f"{spec} fired: {op_types(out)}"
     return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    import socket
+    import time
+
+    t_end = time.time() + timeout
+    while time.time() < t_end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def stop_group(proc) -> None:
+    import os
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)

@@ -5,7 +5,7 @@ Outputs must match onnxruntime on x86 within rtol 1e-3 / atol 1e-5."""
 import numpy as np
 import onnx
 import pytest
-from helpers import conv_relu_gemm, if_model, ort_run
+from helpers import conv_relu_gemm, free_port, if_model, ort_run, stop_group, wait_port
 
 import ember
 from ember.compiler import zoo
@@ -69,3 +69,29 @@ def test_cli_emulate(tmp_path):
     assert proc.returncode == 0 and "(ok at" in proc.stdout, proc.stderr
     proc = run("run", tmp_path / "a", "--random-inputs")
     assert proc.returncode == 1 and "run it with --emulate" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def arm_rpc_server():
+    """A TVM RPC server running inside the emulated aarch64 Python (Cortex-A72)."""
+    port = free_port()
+    proc = emulation.start_rpc_server(port, cpu="cortex-a72")
+    try:
+        wait_port(port, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_group(proc)
+
+
+@pytest.mark.parametrize("name", ["squeezenet", "conv_relu_gemm"])
+def test_run_over_rpc_on_emulated_arm(tmp_path, arm_rpc_server, name):
+    import subprocess
+    import sys
+
+    m = zoo.light_model(name) if name in zoo.LIGHT_MODELS else conv_relu_gemm()
+    path = tmp_path / "m.onnx"
+    onnx.save(m, str(path))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ember", *map(str, a)], capture_output=True, text=True)
+    assert run("compile", path, "-o", tmp_path / "a", "--target", "aarch64-linux-gnu", "--mcpu", "cortex-a72").returncode == 0
+    proc = run("run", tmp_path / "a", "--random-inputs", "--rpc", arm_rpc_server, "--check", path)
+    assert proc.returncode == 0 and "(ok at" in proc.stdout, proc.stderr

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import onnx
 import pytest
-from helpers import conv_relu_gemm
+from helpers import conv_relu_gemm, free_port, stop_group, wait_port
 
 from ember import targets
 from ember.compiler.errors import TargetError
@@ -108,44 +108,22 @@ def test_cuda_artifacts_build_here(model_file, tmp_path, sm):
         one_error_line(ember_cli("run", tmp_path / sm, "--random-inputs"), "no CUDA GPU")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(args):
     return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
 
-def _wait_port(port: int, timeout: float = 60) -> None:
-    import socket
-
-    t_end = time.time() + timeout
-    while time.time() < t_end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.3)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
 @pytest.fixture(scope="module")
 def rpc_servers():
     """An RPC server on loopback, and a tracker with one server registered under key 'ember-test'."""
-    import signal
-
-    port, tracker_port = _free_port(), _free_port()
+    port, tracker_port = free_port(), free_port()
     procs = [_start(["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)]),
              _start(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(tracker_port),
                      "--port-end", str(tracker_port + 1)])]
     try:
-        _wait_port(port)
-        _wait_port(tracker_port)
-        third = _free_port()
+        wait_port(port)
+        wait_port(tracker_port)
+        third = free_port()
         procs.append(_start(["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(third),
                              "--port-end", str(third + 1), "--tracker", f"127.0.0.1:{tracker_port}",
                              "--key", "ember-test"]))
@@ -153,11 +131,7 @@ def rpc_servers():
         yield f"127.0.0.1:{port}", f"127.0.0.1:{tracker_port}"
     finally:
         for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            p.wait(timeout=10)
+            stop_group(p)
 
 
 def test_run_over_rpc(model_file, tmp_path, rpc_servers):
@@ -168,6 +142,6 @@ def test_run_over_rpc(model_file, tmp_path, rpc_servers):
     proc = ember_cli("run", tmp_path / "art", "--random-inputs", "--tracker", tracker, "--key", "ember-test",
                      "--check", model_file)
     assert proc.returncode == 0 and "(ok at" in proc.stdout, proc.stderr
-    one_error_line(ember_cli("run", tmp_path / "art", "--random-inputs", "--rpc", f"127.0.0.1:{_free_port()}"),
+    one_error_line(ember_cli("run", tmp_path / "art", "--random-inputs", "--rpc", f"127.0.0.1:{free_port()}"),
                    "cannot reach the RPC server")
     one_error_line(ember_cli("run", tmp_path / "art", "--random-inputs", "--tracker", tracker), "needs --key")
