@@ -19,7 +19,6 @@ from onnx import helper as h
 
 DOMAIN = "com.ember"
 VERSION = 1
-STD = [h.make_opsetid("", 17)]
 
 
 @dataclass(frozen=True)
@@ -31,9 +30,11 @@ class CustomOp:
     body: Callable[[], list[onnx.NodeProto]]
     doc: str
 
-    def function(self) -> onnx.FunctionProto:
-        return h.make_function(DOMAIN, self.op_type, list(self.inputs), list(self.outputs), self.body(), STD,
-                               attributes=list(self.attributes), doc_string=self.doc)
+    def function(self, opset: int = 17) -> onnx.FunctionProto:
+        """The ONNX definition, importing the model's own default-domain opset
+        (ONNX requires functions and model to agree)."""
+        return h.make_function(DOMAIN, self.op_type, list(self.inputs), list(self.outputs), self.body(),
+                               [h.make_opsetid("", opset)], attributes=list(self.attributes), doc_string=self.doc)
 
 
 def _const(name: str, value: float) -> onnx.NodeProto:

@@ -360,7 +360,7 @@ def _add_custom_op_functions(model: ir.Model, proto: onnx.ModelProto) -> None:
     ops = [op for op in custom_ops.used_ops(used) if (custom_ops.DOMAIN, op.op_type) not in have]
     if not ops:
         return
-    proto.functions.extend(op.function() for op in ops)
+    proto.functions.extend(op.function(model.opset) for op in ops)
     if custom_ops.DOMAIN not in model.opset_imports:
         proto.opset_import.add(domain=custom_ops.DOMAIN, version=custom_ops.VERSION)
 

@@ -209,3 +209,18 @@ def test_fused_gelu_silu_compile_and_match():
         feeds = {"x": rand(*[d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim])}
         out = ember.compile(m, pipeline=spec).run(feeds)["y"]
         np.testing.assert_allclose(out, ort_run(m, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_ember_ops_follow_the_model_opset():
+    """The function definitions of ember's ops import the model's own opset
+    (onnx refuses a model whose functions and graph disagree)."""
+    import ember
+    from ember.compiler import onnx_io
+
+    m = gelu_erf(0)
+    m.opset_import[0].version = 21
+    out = assert_pass(m, "fuse-gelu", {"x": rand(3, 7)}, ["GeluErf"])
+    exported = onnx_io.export_model(out)
+    assert [o.version for o in exported.functions[0].opset_import] == [21]
+    feeds = {"x": rand(3, 7)}
+    np.testing.assert_allclose(ember.compile(m).run(feeds)["y"], ort_run(m, feeds)[0], rtol=1e-4, atol=1e-5)
