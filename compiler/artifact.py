@@ -43,6 +43,7 @@ class CompiledModel:
         self._module = module  # runtime.Module (loaded) or relax Executable (fresh)
         self._executable = executable
         self._target = target  # ember Target, for cross-linking on save
+        self.compile_seconds: float | None = None
         self.metadata = metadata
         self._vm = None
 

@@ -70,3 +70,13 @@ def test_symbolic_batch(tmp_path):
     for batch in (1, 5):
         x = np.arange(batch * 4, dtype=np.float32).reshape(batch, 4) - 3
         np.testing.assert_allclose(cm.run({"x": x})["y"], np.maximum(x, 0).sum(), rtol=1e-6)
+
+
+def test_artifacts_are_byte_identical(tmp_path):
+    """Same model, same options: the same bytes (library and metadata)."""
+    path = tmp_path / "m.onnx"
+    onnx.save(zoo.light_model("squeezenet"), str(path))
+    for out in ("a", "b"):
+        assert ember("compile", path, "-o", tmp_path / out, "-q").returncode == 0
+    for name in ("model.so", "ember.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
