@@ -86,7 +86,7 @@ def _compile_and_save(args: argparse.Namespace, progress) -> dict[str, Any]:
                                   Path(args.dump_dir) if args.dump_dir else None,
                                   None if args.dump_dir else sink))
     cm = ember_compile(args.model, target=args.target, pipeline=args.pipeline, opt_level=args.opt_level,
-                       mcpu=args.mcpu,
+                       memory_budget=args.memory_budget, mcpu=args.mcpu,
                        features=args.mattr, instruments=instruments, disabled=args.disable or (),
                        progress=progress)
     progress(f"writing {args.output}")
@@ -284,7 +284,10 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from .pass_manager import PassTiming, format_pipeline
 
     _load_plugins(args.plugin)
+    from .validate import Limits, validate
+
     model = onnx_io.load(args.model)
+    validate(model, Limits(memory_budget=args.memory_budget) if args.memory_budget else Limits())
     before = len(list(model.graph.all_nodes()))
     timing = PassTiming()
     passes = optimize(model, args.pipeline, opt_level=args.opt_level, instruments=[timing],
@@ -408,6 +411,21 @@ def _pipeline_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--disable", action="append", help="skip this pass (repeatable)")
     sp.add_argument("--plugin", action="append", help="Python file or module that registers passes (repeatable)")
     sp.add_argument("--print-pass-times", action="store_true", help="print time spent in each pass")
+    sp.add_argument("--memory-budget", type=_size, default=None, metavar="SIZE",
+                    help="largest tensor a model may declare or make (e.g. 2G, 512M; default 8G)")
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().rstrip("B")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        value = float(num) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 512M or 2G") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the budget must be positive")
+    return int(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

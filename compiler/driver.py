@@ -16,6 +16,7 @@ import onnx
 import ember.passes  # noqa: F401  (registers the built-in passes)
 
 from . import ir, lower, onnx_io
+from .validate import Limits, validate
 from .artifact import FORMAT_VERSION, CompiledModel
 from .pass_manager import Instrument, Pass, PassContext, PassManager, format_pipeline, parse_pipeline
 
@@ -73,7 +74,7 @@ def signature(graph: ir.Graph) -> tuple[list[dict], list[dict]]:
 
 
 def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | None = None, *,
-            opt_level: int | None = None, mcpu: str | None = None, features: str | Sequence[str] | None = None,
+            opt_level: int | None = None, memory_budget: int | None = None, mcpu: str | None = None, features: str | Sequence[str] | None = None,
             instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
             verify_each: bool = True, progress: Callable[[str], None] | None = None) -> CompiledModel:
     """Compile an ONNX model (path, ModelProto or ember IR) for a target triple."""
@@ -88,6 +89,7 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     tgt.check_toolchain()
     say("importing model")
     m = as_ir(model)
+    validate(m, Limits(memory_budget=memory_budget) if memory_budget else Limits())
     say(f"optimizing ({len(m.graph.nodes)} nodes)")
     passes = optimize(m, pipeline, opt_level=opt_level, instruments=instruments, disabled=disabled,
                       verify_each=verify_each)
