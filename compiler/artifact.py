@@ -107,7 +107,14 @@ class CompiledModel:
         arrays = self.check_inputs(inputs)
         vm = self._vm_instance()
         args = [tvm.runtime.tensor(a, self._device) for a in arrays]
-        result = vm["main"](*args)
+        try:
+            result = vm["main"](*args)
+        except AssertionError as e:  # ember's runtime checks (index bounds, division by zero)
+            raise RuntimeInputError(str(e).strip().splitlines()[0]) from None
+        except Exception as e:
+            from .lower import first_line
+
+            raise RuntimeInputError(f"the model failed at run time: {first_line(e)}") from None
         flat = _flatten(result)
         if len(flat) != len(self.outputs):
             raise ArtifactError(f"model returned {len(flat)} outputs, metadata lists {len(self.outputs)}")

@@ -90,6 +90,10 @@ OPS: dict[str, CustomOp] = {op.op_type: op for op in (
 )}
 
 
+# ops only lowering adds (runtime checks); they never appear in an exported graph
+LOWERING_ONLY = frozenset({"CheckBounds"})
+
+
 def used_ops(op_types: set[tuple[str, str]]) -> list[CustomOp]:
     return [OPS[t] for d, t in sorted(op_types) if d == DOMAIN and t in OPS]
 
@@ -132,4 +136,24 @@ def relax_converters() -> dict[str, type]:
             out = bb.emit(relax.op.nn.attention(q, k, v, bias=bias, scale=scale))
             return relax.op.permute_dims(out, [0, 2, 1, 3])
 
-    return {"GeluErf": Gelu, "GeluTanh": GeluTanh, "Silu": Silu, "SDPA": Attention, "SDPAMasked": Attention}
+    class CheckBounds(OnnxOpConverter):
+        """x -> x, asserting at run time that x is within [-b, b) (indices)
+        or has no zero (divisors, when no bound is given)."""
+
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            dtype = x.ty.dtype
+            if len(inputs) > 1 and inputs[1] is not None:
+                b = bb.emit(relax.op.astype(inputs[1], dtype))
+                ok = relax.op.logical_and(relax.op.greater_equal(x, relax.op.negative(b)), relax.op.less(x, b))
+            else:
+                ok = relax.op.not_equal(x, relax.const(0, dtype))
+            flag = bb.emit(relax.op.min(relax.op.astype(ok, "int32")))
+            cond = bb.emit(relax.op.not_equal(flag, relax.const(0, "int32")))
+            what = attr.get("what", "runtime check failed")
+            bb.emit(relax.op.assert_op(cond, [], what.decode() if isinstance(what, bytes) else str(what)))
+            return x
+
+    return {"GeluErf": Gelu, "GeluTanh": GeluTanh, "Silu": Silu, "SDPA": Attention, "SDPAMasked": Attention,
+            "CheckBounds": CheckBounds}

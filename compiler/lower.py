@@ -40,7 +40,8 @@ def check_supported(model: ir.Model) -> None:
         where = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node"
         if (node.domain, node.op_type) in local_functions:
             continue  # inlined before lowering
-        if node.domain == custom_ops.DOMAIN and node.op_type in custom_ops.OPS:
+        if node.domain == custom_ops.DOMAIN and (node.op_type in custom_ops.OPS
+                                                 or node.op_type in custom_ops.LOWERING_ONLY):
             continue  # ember's own converters
         if node.domain not in STANDARD_DOMAINS:
             raise UnsupportedError(f"unsupported operator {node.domain}::{node.op_type} ({where}): "
@@ -68,7 +69,11 @@ def to_relax(model: ir.Model):
     """Lower the (optimised) IR to a Relax IRModule."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    from .guards import insert_guards
+
     check_supported(model)
+    if insert_guards(model):
+        model.verify()
     proto = onnx_io.export_model(model)
     if proto.functions:
         from onnx import inliner

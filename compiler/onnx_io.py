@@ -356,11 +356,11 @@ def _add_custom_op_functions(model: ir.Model, proto: onnx.ModelProto) -> None:
     from . import custom_ops
 
     used = {(n.domain, n.op_type) for n in model.graph.all_nodes() if n.domain == custom_ops.DOMAIN}
-    have = {(f.domain, f.name) for f in model.functions}
-    ops = [op for op in custom_ops.used_ops(used) if (custom_ops.DOMAIN, op.op_type) not in have]
-    if not ops:
+    if not used:
         return
-    proto.functions.extend(op.function(model.opset) for op in ops)
+    have = {(f.domain, f.name) for f in model.functions}
+    proto.functions.extend(op.function(model.opset) for op in custom_ops.used_ops(used)
+                           if (custom_ops.DOMAIN, op.op_type) not in have)
     if custom_ops.DOMAIN not in model.opset_imports:
         proto.opset_import.add(domain=custom_ops.DOMAIN, version=custom_ops.VERSION)
 

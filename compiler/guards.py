@@ -1,0 +1,143 @@
+"""Runtime safety, applied to every model right before lowering (at every -O
+level; never part of an exported ONNX graph):
+
+- indices that reach Gather, GatherElements, GatherND, ScatterElements and
+  ScatterND at run time are checked against the data's (static) bounds, and
+  integer Div/Mod divisors against zero: a bad input raises a clear error,
+  as in onnxruntime, instead of reading out of bounds or killing the
+  process with SIGFPE (constant indices and divisors are checked at compile
+  time by `validate`);
+- NaN propagates as ONNX specifies through Relu, Max, Min, ReduceMax and
+  ReduceMin (TVM's max/min drop NaN);
+- reductions over an empty axis give the reduction's identity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from . import custom_ops, ir
+
+FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+INTS = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+        onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
+INDEXED_BY_AXIS = {"Gather", "GatherElements", "ScatterElements"}
+EMPTY_IDENTITY = {"ReduceSum": 0.0, "ReduceSumSquare": 0.0, "ReduceL1": 0.0, "ReduceL2": 0.0, "ReduceProd": 1.0,
+                  "ReduceMax": -np.inf, "ReduceMin": np.inf, "ReduceMean": np.nan, "ReduceLogSum": -np.inf,
+                  "ReduceLogSumExp": -np.inf}
+
+
+def _where(node: ir.Node) -> str:
+    return f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node"
+
+
+def _static(v: ir.Value | None) -> tuple[int, ...] | None:
+    if v is None or v.shape is None or not all(isinstance(d, int) for d in v.shape):
+        return None
+    return tuple(v.shape)  # type: ignore[return-value]
+
+
+def _check(g: ir.Graph, node: ir.Node, index: int, bounds: np.ndarray | None, what: str) -> None:
+    """Route input `index` of `node` through an ember CheckBounds op: indices
+    within [-bounds, bounds), or (bounds None) a divisor without zeros."""
+    v = node.inputs[index]
+    inputs = [v] if bounds is None else [v, g.make_const(bounds.astype(np.int64), "bounds")]
+    check = g.make_node("CheckBounds", inputs, attrs={"what": what}, domain=custom_ops.DOMAIN, before=node)
+    out = check.outputs[0]
+    out.dtype, out.shape = v.dtype, v.shape
+    g.set_input(node, index, out)
+
+
+def _index_checks(g: ir.Graph, node: ir.Node) -> bool:
+    if len(node.inputs) < 2 or node.inputs[1] is None or node.inputs[1].const is not None:
+        return False
+    data, where = _static(node.inputs[0]), _where(node)
+    if data is None:
+        return False
+    if node.op_type in INDEXED_BY_AXIS:
+        axis = node.attrs.get("axis", 0) % len(data)
+        _check(g, node, 1, np.array(data[axis]), f"{where}: index out of range for axis {axis} of size {data[axis]}")
+        return True
+    if node.op_type in ("GatherND", "ScatterND"):
+        idx = _static(node.inputs[1])
+        if idx is None or not idx:
+            return False
+        b = node.attrs.get("batch_dims", 0)
+        _check(g, node, 1, np.array(data[b:b + idx[-1]]), f"{where}: index out of range for dimensions {data[b:b + idx[-1]]}")
+        return True
+    return False
+
+
+def _nan_safe(g: ir.Graph, node: ir.Node) -> bool:
+    """Wrap a NaN-dropping op: where(any input is NaN, NaN, op)."""
+    out = node.outputs[0]
+    if out.dtype not in FLOATS:
+        return False
+    ins = [v for v in node.inputs if v is not None]
+    if node.op_type in ("ReduceMax", "ReduceMin"):
+        # NaN in a reduced slice: the same reduction over IsNaN (as float) is 1 there
+        isnan = g.make_node("IsNaN", [ins[0]], after=node)
+        as_float = g.make_node("Cast", [isnan.outputs[0]], attrs={"to": out.dtype}, after=isnan)
+        flag = g.make_node("ReduceMax", [as_float.outputs[0], *node.inputs[1:]], attrs=dict(node.attrs), after=as_float)
+        flag.attr_types.update(node.attr_types)
+        test = g.make_node("Cast", [flag.outputs[0]], attrs={"to": onnx.TensorProto.BOOL}, after=flag)
+        cond = test.outputs[0]
+        last = test
+    else:
+        last = g.make_node("IsNaN", [ins[0]], after=node)
+        cond = last.outputs[0]
+        for v in ins[1:]:
+            flag = g.make_node("IsNaN", [v], after=last)
+            last = g.make_node("Or", [cond, flag.outputs[0]], after=flag)
+            cond = last.outputs[0]
+    nan = g.make_const(np.array(np.nan, dtype=onnx.helper.tensor_dtype_to_np_dtype(out.dtype)), "nan")
+    result = ir.Value(g.fresh_name(out.name), dtype=out.dtype, shape=out.shape)
+    where = ir.Node("Where", [cond, nan, result], [], name=g.fresh_name("nan_guard"))
+    # the original op now writes `result`; Where takes over the original output value
+    node.outputs[0] = result
+    result.producer, out.producer = node, None
+    where.outputs.append(out)
+    g.insert(where, after=last)
+    return True
+
+
+def _empty_reduction(g: ir.Graph, node: ir.Node) -> bool:
+    x, out = node.inputs[0], node.outputs[0]
+    shape, out_shape = _static(x), _static(out)
+    if shape is None or out_shape is None or 0 not in shape or out.dtype not in FLOATS:
+        return False
+    axes = node.attrs.get("axes")
+    if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].const is not None:
+        axes = node.inputs[1].const.numpy().reshape(-1).tolist()
+    if axes is None:
+        if node.attrs.get("noop_with_empty_axes", 0):
+            return False
+        axes = list(range(len(shape)))
+    if not any(shape[a % len(shape)] == 0 for a in axes) or 0 in out_shape:
+        return False
+    value = np.full(out_shape, EMPTY_IDENTITY[node.op_type], dtype=onnx.helper.tensor_dtype_to_np_dtype(out.dtype))
+    g.substitute(out, g.make_const(value, "empty_reduction"))
+    g.remove(node)
+    return True
+
+
+def insert_guards(model: ir.Model) -> int:
+    """Add the runtime checks and NaN/empty-reduction fixes; returns how many nodes were guarded."""
+    count = 0
+    for g in list(model.graph.all_graphs()):
+        for node in list(g.nodes):
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            op = node.op_type
+            if op in INDEXED_BY_AXIS or op in ("GatherND", "ScatterND"):
+                count += _index_checks(g, node)
+            elif op in ("Div", "Mod") and len(node.inputs) == 2 and node.inputs[1] is not None \
+                    and node.inputs[1].dtype in INTS and node.inputs[1].const is None:
+                _check(g, node, 1, None, f"{_where(node)}: integer division by zero")
+                count += 1
+            elif op in EMPTY_IDENTITY and _empty_reduction(g, node):
+                count += 1
+            elif op in ("Relu", "Max", "Min", "ReduceMax", "ReduceMin"):
+                count += _nan_safe(g, node)
+    return count
