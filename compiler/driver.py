@@ -30,7 +30,8 @@ def as_ir(model: Any) -> ir.Model:
     if isinstance(model, ir.Model):
         return onnx_io.import_model(onnx_io.export_model(model), infer_shapes=False)
     if isinstance(model, onnx.ModelProto):
-        return onnx_io.import_model(model)
+        # re-parse: the same checks as a file, and an in-memory proto may be deeper than protobuf allows
+        return onnx_io.import_model(onnx_io.parse_proto(_serialize(model), "model"))
     if isinstance(model, (str, os.PathLike)):
         return onnx_io.load(model)
     raise TypeError(f"expected a path, onnx.ModelProto or ember IR Model, got {type(model).__name__}")
@@ -46,6 +47,15 @@ def resolve_pipeline(pipeline: str | Sequence[Pass] | None = None, opt_level: in
 
         raise PassError(f"no optimization level -O{level}; levels are {', '.join(f'-O{k}' for k in LEVELS)}")
     return parse_pipeline(LEVELS[level])
+
+
+def _serialize(model: onnx.ModelProto) -> bytes:
+    from .errors import ModelLoadError
+
+    try:
+        return model.SerializeToString()
+    except Exception as e:
+        raise ModelLoadError(f"model cannot be serialized: {e}") from None
 
 
 def optimize(model: ir.Model, pipeline: str | Sequence[Pass] | None = None, *, opt_level: int | None = None,

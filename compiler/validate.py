@@ -33,11 +33,11 @@ class InvalidModelError(EmberError):
 @dataclass(frozen=True)
 class Limits:
     memory_budget: int = 8 << 30  # bytes any one tensor (constant, declared or folded) may take
-    max_subgraph_depth: int = 32
+    max_subgraph_depth: int = 16
 
 
 def _itemsize(dtype: int) -> int:
-    if dtype in (0, onnx.TensorProto.STRING) or dtype in SUB_BYTE:
+    if dtype in (0, onnx.TensorProto.STRING) or dtype in SUB_BYTE or dtype not in onnx.TensorProto.DataType.values():
         return 1
     return onnx.helper.tensor_dtype_to_np_dtype(dtype).itemsize
 
@@ -97,14 +97,14 @@ def _initializer(v: ir.Value, limits: Limits) -> None:
     if proto is None:
         return
     dims = list(proto.dims)
+    if proto.data_type == 0 or proto.data_type not in onnx.TensorProto.DataType.values():
+        raise InvalidModelError(f"initializer {v.name!r} has an invalid data type {proto.data_type}")
     if any(d < 0 for d in dims):
         raise InvalidModelError(f"initializer {v.name!r} has a negative dimension: {dims}")
     numel = int(np.prod(dims, dtype=np.float64))
     size = float(numel) * _itemsize(proto.data_type)
     if size > limits.memory_budget:
         raise InvalidModelError(f"initializer {v.name!r} would take {_gb(size)}, over the memory budget")
-    if proto.data_type == 0 or proto.data_type not in onnx.TensorProto.DataType.values():
-        raise InvalidModelError(f"initializer {v.name!r} has an invalid data type {proto.data_type}")
     if proto.data_location == onnx.TensorProto.EXTERNAL or proto.data_type in SUB_BYTE:
         return
     if proto.data_type == onnx.TensorProto.STRING:
