@@ -20,8 +20,34 @@ from . import custom_ops, ir, onnx_io
 from .errors import CompileError, UnsupportedError
 
 STANDARD_DOMAINS = ("", "ai.onnx")
-SUB_BYTE_TYPES = frozenset(getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
-                           if hasattr(onnx.TensorProto, n))
+# TVM miscomputes or cannot hold these element types: refused, never silently wrong
+SUB_BYTE_TYPES = frozenset(getattr(onnx.TensorProto, n) for n in (
+    "INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
+    "FLOAT8E5M2FNUZ", "FLOAT8E8M0") if hasattr(onnx.TensorProto, n))
+
+
+def _used(node: ir.Node, index: int) -> bool:
+    if index >= len(node.outputs):
+        return False
+    v = node.outputs[index]
+    return bool(v.uses) or (node.graph is not None and node.graph.is_output(v))
+
+
+def known_wrong(node: ir.Node) -> str | None:
+    """Why TVM's converter would give wrong results for this node (measured on
+    the ONNX conformance suite), or None."""
+    op = node.op_type
+    if op == "LayerNormalization" and (_used(node, 1) or _used(node, 2)):
+        return "its Mean/InvStdDev outputs are not supported"
+    if op == "BatchNormalization" and (node.attrs.get("training_mode", 0) or any(_used(node, i) for i in (1, 2))):
+        return "training mode (running statistics outputs) is not supported"
+    if op == "Dropout" and _used(node, 1):
+        return "its mask output is not supported"
+    if op == "ConvTranspose" and "output_shape" in node.attrs:
+        return "the output_shape attribute is not supported"
+    if op == "NonMaxSuppression" and len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].const is None:
+        return "a run-time max_output_boxes_per_class is not supported"
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -48,9 +74,15 @@ def check_supported(model: ir.Model) -> None:
                                    f"domain {node.domain!r} is not supported")
         if node.op_type not in ops:
             raise UnsupportedError(f"unsupported operator {node.op_type} ({where})")
+        reason = known_wrong(node)
+        if reason:
+            raise UnsupportedError(f"unsupported use of {node.op_type} ({where}): {reason}")
         to = node.attrs.get("to") if node.op_type in ("Cast", "CastLike") else None
         if to in SUB_BYTE_TYPES:
             raise UnsupportedError(f"{where}: casts to {onnx.TensorProto.DataType.Name(to)} are not supported")
+        if node.op_type == "CastLike" and node.inputs[1] is not None and node.inputs[1].dtype in SUB_BYTE_TYPES:
+            raise UnsupportedError(f"{where}: casts to {onnx.TensorProto.DataType.Name(node.inputs[1].dtype)} "
+                                   "are not supported")
     from .printer import type_proto_str
 
     g = model.graph
@@ -61,8 +93,8 @@ def check_supported(model: ir.Model) -> None:
                                        "only tensors are supported")
     for v in g.values():
         if v.dtype in SUB_BYTE_TYPES:
-            raise UnsupportedError(f"value {v.name!r} has type {onnx.TensorProto.DataType.Name(v.dtype)}; "
-                                   "sub-byte types are not supported")
+            raise UnsupportedError(f"value {v.name!r} has type {onnx.TensorProto.DataType.Name(v.dtype)}, "
+                                   "which is not supported")
 
 
 def to_relax(model: ir.Model):

@@ -308,3 +308,18 @@ def test_corrupt_artifacts(artifact, tmp_path, how, fragment):
     with pytest.raises(ArtifactError) as info:
         ember.load(_corrupt(artifact, tmp_path, how))
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("build, fragment", [
+    (lambda: model([h.make_node("LayerNormalization", ["x", "s"], ["y", "mean"])], [tensor("x", [2, 3])],
+                   [tensor("y", [2, 3]), tensor("mean", None)], [init("s", np.ones(3, np.float32))]), "Mean/InvStdDev"),
+    (lambda: model([h.make_node("Dropout", ["x"], ["y", "mask"])], X2, [tensor("y", [2]), tensor("mask", [2], T.BOOL)]),
+     "mask output"),
+    (lambda: model([h.make_node("Cast", ["x"], ["y"], to=T.FLOAT8E4M3FN)], X2, [tensor("y", [2], T.FLOAT8E4M3FN)]),
+     "FLOAT8E4M3FN"),
+], ids=["layernorm-stats", "dropout-mask", "float8-cast"])
+def test_known_wrong_uses_are_refused(build, fragment):
+    """What TVM computes wrongly is refused with a reason, never answered silently wrong."""
+    with pytest.raises(UnsupportedError) as info:
+        compile_model(build())
+    assert fragment in str(info.value)
