@@ -33,6 +33,26 @@ def _used(node: ir.Node, index: int) -> bool:
     return bool(v.uses) or (node.graph is not None and node.graph.is_output(v))
 
 
+def _default_convtranspose_shape(node: ir.Node) -> bool:
+    """Whether output_shape asks for the shape ConvTranspose gives anyway (TVM ignores the attribute)."""
+    x, w = node.inputs[0], node.inputs[1]
+    if x is None or w is None or x.shape is None or w.shape is None:
+        return False
+    spatial, kernel = list(x.shape[2:]), list(node.attrs.get("kernel_shape", w.shape[2:]))
+    if not all(isinstance(d, int) for d in spatial + kernel):
+        return False
+    n = len(spatial)
+    strides = node.attrs.get("strides", [1] * n)
+    dil = node.attrs.get("dilations", [1] * n)
+    outpad = node.attrs.get("output_padding", [0] * n)
+    pads = node.attrs.get("pads", [0] * 2 * n)
+    if node.attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return False
+    default = [strides[i] * (spatial[i] - 1) + outpad[i] + (kernel[i] - 1) * dil[i] + 1 - pads[i] - pads[i + n]
+               for i in range(n)]
+    return list(node.attrs["output_shape"])[-n:] == default
+
+
 def known_wrong(node: ir.Node) -> str | None:
     """Why TVM's converter would give wrong results for this node (measured on
     the ONNX conformance suite), or None."""
@@ -43,8 +63,8 @@ def known_wrong(node: ir.Node) -> str | None:
         return "training mode (running statistics outputs) is not supported"
     if op == "Dropout" and _used(node, 1):
         return "its mask output is not supported"
-    if op == "ConvTranspose" and "output_shape" in node.attrs:
-        return "the output_shape attribute is not supported"
+    if op == "ConvTranspose" and "output_shape" in node.attrs and not _default_convtranspose_shape(node):
+        return "an output_shape other than the default one is not supported"
     if op == "NonMaxSuppression" and len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].const is None:
         return "a run-time max_output_boxes_per_class is not supported"
     return None
