@@ -8,17 +8,12 @@ CI runs a bounded number of examples; a longer run by hand:
 import numpy as np
 import onnx
 from helpers import ort_run
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto as T
 from onnx import helper as h
 
 import ember
-
-settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("ci")
 
 UNARY = ["Relu", "Sigmoid", "Tanh", "Neg", "Abs", "Softsign", "Erf", "Floor", "Ceil", "Identity"]
 BINARY = ["Add", "Sub", "Mul", "Max", "Min"]
