@@ -349,7 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
         sp.add_argument("--no-isolate", dest="isolate", action="store_false",
                         help="run TVM steps in this process (a TVM crash then kills ember)")
-        sp.add_argument("--timeout", type=float, default=None, help="seconds before an isolated step is stopped")
+        sp.add_argument("--timeout", type=float, default=3600,
+                        help="seconds before an isolated step (a TVM build or run that may hang) is stopped "
+                             "(default 3600)")
 
     c = sub.add_parser("compile", help="compile an ONNX model into an artifact directory")
     c.add_argument("model", help="ONNX model file")

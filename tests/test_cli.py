@@ -183,3 +183,26 @@ def test_optimize_levels(model_file, tmp_path):
         assert proc.returncode == 0, proc.stderr
         onnx.checker.check_model(onnx.load(str(out)))
     assert_one_line_error(ember("optimize", model_file, "-o", tmp_path / "x.onnx", "-O7"), "invalid choice")
+
+
+def test_hung_step_is_stopped(model_file, tmp_path):
+    """A step that does not finish within --timeout ends with one clear line (here a 0.01 s budget)."""
+    proc = ember("compile", model_file, "-o", tmp_path / "o", "--timeout", "0.01")
+    assert_one_line_error(proc, "timed out after")
+
+
+def test_crash_in_child_is_reported(tmp_path):
+    """A signal in the isolated step (what a TVM segfault looks like) is reported, not fatal."""
+    import signal
+
+    from ember.compiler.errors import EmberError
+    from ember.compiler.isolate import run_isolated
+
+    def boom(progress):
+        progress("building node 'conv1'")
+        import os
+
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    with pytest.raises(EmberError, match=r"crashed in TVM while building node 'conv1' \(signal SIGSEGV\)"):
+        run_isolated(boom, what="compilation")
