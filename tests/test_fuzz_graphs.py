@@ -53,8 +53,13 @@ def graphs(draw):
             shape = [shape[p] for p in perm]
         elif kind == "reduce":
             axis = draw(st.integers(-len(shape), len(shape) - 1))
-            nodes.append(h.make_node(draw(st.sampled_from(["ReduceSum", "ReduceMean", "ReduceMax"])), [cur], [out],
-                                     axes=[axis], keepdims=1))
+            op = draw(st.sampled_from(["ReduceSum", "ReduceMean", "ReduceMax"]))
+            if op == "ReduceSum":  # axes is an input from opset 13 on
+                ax = fresh()
+                inits.append(onnx.numpy_helper.from_array(np.array([axis], np.int64), ax))
+                nodes.append(h.make_node(op, [cur, ax], [out], keepdims=1))
+            else:
+                nodes.append(h.make_node(op, [cur], [out], axes=[axis], keepdims=1))
             shape[axis] = 1
         elif kind == "softmax":
             nodes.append(h.make_node("Softmax", [cur], [out], axis=draw(st.integers(-len(shape), len(shape) - 1))))
