@@ -25,34 +25,8 @@ def _conv_like(m: Match, w, b, graph: Graph):
     return [new.outputs[0]]
 
 
-class ConvMul(Rule):
-    """Conv(x, W, b) * c  ->  Conv(x, W*c, b*c) for a per-channel or scalar c."""
-
-    name = "conv-mul"
-    pattern = Op("Mul", Op("Conv", X, W, B, name="op"), C, commutative=True)
-
-    def check(self, m: Match) -> str | None:
-        out = m["op"].outputs[0]
-        vec = channel_vector(m.const("c"), rank(out) or 0, m.const("w").shape[0])
-        if rank(out) is None or vec is None:
-            return "the constant is not per-channel (or the rank is unknown)"
-        if m.const("c").dtype != m.const("w").dtype:
-            return "dtypes differ"
-        return None
-
-    def rewrite(self, m: Match, graph: Graph):
-        w = m.const("w")
-        vec = channel_vector(m.const("c"), rank(m["op"].outputs[0]), w.shape[0])
-        b = m.const("b") if m["b"] is not None else np.zeros(w.shape[0], w.dtype)
-        return _conv_like(m, (w * vec.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype),
-                          (b * vec).astype(w.dtype), graph)
-
-
-class ConvAdd(Rule):
-    """Conv(x, W, b) + c  ->  Conv(x, W, b + c) for a per-channel or scalar c."""
-
-    name = "conv-add"
-    pattern = Op("Add", Op("Conv", X, W, B, name="op"), C, commutative=True)
+class _ConvChannelConstant(Rule):
+    """Conv(x, W, b) <op> c for a per-channel or scalar constant c."""
 
     def check(self, m: Match) -> str | None:
         out = m["op"].outputs[0]
@@ -62,11 +36,35 @@ class ConvAdd(Rule):
             return "dtypes differ"
         return None
 
+    def fold(self, w: np.ndarray, b: np.ndarray, vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
     def rewrite(self, m: Match, graph: Graph):
         w = m.const("w")
         vec = channel_vector(m.const("c"), rank(m["op"].outputs[0]), w.shape[0])
         b = m.const("b") if m["b"] is not None else np.zeros(w.shape[0], w.dtype)
-        return _conv_like(m, w, (b + vec).astype(w.dtype), graph)
+        new_w, new_b = self.fold(w, b, vec)
+        return _conv_like(m, new_w.astype(w.dtype), new_b.astype(w.dtype), graph)
+
+
+class ConvMul(_ConvChannelConstant):
+    """Conv(x, W, b) * c  ->  Conv(x, W*c, b*c)."""
+
+    name = "conv-mul"
+    pattern = Op("Mul", Op("Conv", X, W, B, name="op"), C, commutative=True)
+
+    def fold(self, w, b, vec):
+        return w * vec.reshape((-1,) + (1,) * (w.ndim - 1)), b * vec
+
+
+class ConvAdd(_ConvChannelConstant):
+    """Conv(x, W, b) + c  ->  Conv(x, W, b + c)."""
+
+    name = "conv-add"
+    pattern = Op("Add", Op("Conv", X, W, B, name="op"), C, commutative=True)
+
+    def fold(self, w, b, vec):
+        return w, b + vec
 
 
 class MatMulAddToGemm(Rule):
