@@ -221,6 +221,8 @@ def _import_graph(gp: onnx.GraphProto, parent: ir.Graph | None, outer: dict[str,
             raise ModelLoadError(f"graph {g.name!r}: value {v.name!r} is defined twice ({what})")
         scope[v.name] = v
 
+    _check_text(gp.name, *(vi.name for vi in gp.input), *(vi.name for vi in gp.output),
+                *(t.name for t in gp.initializer))
     for vi in gp.input:
         v = _value_from_info(vi)
         define(v, "graph input")
@@ -281,6 +283,7 @@ def _import_graph(gp: onnx.GraphProto, parent: ir.Graph | None, outer: dict[str,
             if id(v) in produced_ids and id(v) not in seen:
                 in_order = False
             inputs.append(v)
+        _check_text(np_.op_type, np_.domain, np_.name, *np_.input, *np_.output, *(a.name for a in np_.attribute))
         node = ir.Node(np_.op_type, inputs, outs, domain=np_.domain, name=np_.name,
                        doc_string=np_.doc_string)
         node.overload = getattr(np_, "overload", "")
@@ -304,6 +307,18 @@ def _import_graph(gp: onnx.GraphProto, parent: ir.Graph | None, outer: dict[str,
     if not in_order:
         g.sort()
     return g
+
+
+def _check_text(*texts: str) -> None:
+    """Names must be valid UTF-8 (protobuf hands malformed bytes through as lone surrogates)."""
+    for t in texts:
+        try:
+            if not isinstance(t, str):  # protobuf hands undecodable strings over as bytes
+                raise UnicodeError
+            t.encode("utf-8")
+        except UnicodeError:
+            shown = t[:40] if isinstance(t, bytes) else t.encode("utf-8", "replace")[:40]
+            raise ModelLoadError(f"malformed ONNX model: invalid UTF-8 in name {shown!r}") from None
 
 
 def _import_attr(a: onnx.AttributeProto, g: ir.Graph, scope: dict[str, ir.Value],

@@ -148,7 +148,9 @@ def test_compile_refuses(name, build, error, fragment):
     (b"ir_version: 7\ngraph { name: 'g' }\n", "not"),
     (onnx.numpy_helper.from_array(np.ones(3, np.float32), "t").SerializeToString(), "ONNX model"),
     (b"\x08\x07" + b"\x3a\x05\xff\xff\xff\xff\xff", "protobuf decode failed"),
-], ids=["empty", "random-bytes", "truncated", "text", "tensor-not-model", "garbage-graph-field"])
+    (model([h.make_node("Relu", ["x"], ["y"], name="QQQQ")], [tensor("x", [2])], [tensor("y", [2])])
+     .SerializeToString().replace(b"QQQQ", b"\xff\xfe\xb6\xfc"), "invalid UTF-8"),
+], ids=["empty", "random-bytes", "truncated", "text", "tensor-not-model", "garbage-graph-field", "invalid-utf8-name"])
 def test_malformed_files(tmp_path, data, fragment):
     with pytest.raises(ModelLoadError) as info:
         compile_bytes(data, tmp_path)
