@@ -22,9 +22,6 @@ from .pass_manager import Instrument, Pass, PassContext, PassManager, format_pip
 
 from ember.passes import DEFAULT_LEVEL, LEVELS
 
-ModelLike = "str | os.PathLike | onnx.ModelProto | ir.Model"
-
-
 def as_ir(model: Any) -> ir.Model:
     """Path, ModelProto or ir.Model -> a fresh ir.Model (the caller's object is never changed)."""
     if isinstance(model, ir.Model):

@@ -232,7 +232,7 @@ class Graph:
         for i, v in enumerate(node._inputs):
             if v is not None:
                 v.uses.append((node, i))
-        for i, v in enumerate(node.outputs):
+        for v in node.outputs:
             if v.producer is not None:
                 raise IRError(f"value {v.name!r} already has a producer")
             v.producer = node

@@ -24,9 +24,8 @@ would compute them twice); the engine checks this, not each rule.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence, Union
+from typing import Any, ClassVar, Sequence, Union
 
 from .ir import Graph, Node, Value
 from .pass_manager import Pass

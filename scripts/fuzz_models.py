@@ -19,7 +19,6 @@ import time
 from collections import Counter
 
 import numpy as np
-import onnx
 
 
 def seeds() -> list[bytes]:

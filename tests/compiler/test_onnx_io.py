@@ -4,7 +4,6 @@ import numpy as np
 import onnx
 import pytest
 from helpers import conv_relu_gemm, if_model, init, model, ort_run, tensor
-from onnx import TensorProto as T
 from onnx import helper as h
 
 from ember.compiler import onnx_io

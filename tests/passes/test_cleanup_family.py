@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import assert_no_fire, assert_pass, init, model, op_types, run_pass, tensor
+from helpers import assert_no_fire, assert_pass, init, model, run_pass, tensor
 from onnx import TensorProto as T
 from onnx import helper as h
 

@@ -4,7 +4,6 @@ exported graph, and Ember's compiled code for ember's own ops), idempotent."""
 import numpy as np
 import pytest
 from helpers import assert_no_fire, assert_pass, init, model, ort_run, tensor
-from onnx import TensorProto as T
 from onnx import helper as h
 
 RNG = np.random.default_rng(0)

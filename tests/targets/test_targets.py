@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import onnx
 import pytest
 from helpers import conv_relu_gemm, free_port, stop_group, wait_port
