@@ -169,6 +169,7 @@ class Graph:
         self.initializers: dict[str, Value] = {}
         self.doc_string = ""
         self.value_info_names: set[str] = set()  # intermediate values that carried value_info
+        self.opset = 17  # the model's default-domain opset, kept on the root graph by Model
         self.extra: dict[str, Any] = {}  # sparse initializers etc. carried verbatim
         self._names: set[str] = set()
         self._counter = itertools.count()
@@ -526,6 +527,9 @@ class Model:
     metadata_props: dict[str, str] = field(default_factory=dict)
     functions: list[onnx.FunctionProto] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # training_info etc., verbatim
+
+    def __post_init__(self) -> None:
+        self.graph.opset = self.opset  # passes that work on graphs read it from graph.root()
 
     def verify(self) -> None:
         self.graph.verify()

@@ -29,7 +29,8 @@ from .ir import Graph, Model
 class Pass:
     """Base class. Subclasses are frozen dataclasses with a kebab-case `name`
     and implement `run(graph) -> bool` (True when the graph changed).
-    A pass that needs model-level facts (opsets) overrides `run_model`."""
+    The model's default opset is `graph.root().opset`; a pass that needs other
+    model-level facts overrides `run_model`."""
 
     name: ClassVar[str] = ""
 

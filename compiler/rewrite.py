@@ -238,13 +238,8 @@ class RuleSet(Pass):
     rules: ClassVar[Sequence[Rule]] = ()
     max_rounds: ClassVar[int] = 16
 
-    def run_model(self, model) -> bool:
-        return self._run(model.graph, model.opset)
-
     def run(self, graph: Graph) -> bool:
-        return self._run(graph, 17)
-
-    def _run(self, graph: Graph, opset: int) -> bool:
+        opset = graph.root().opset
         changed = False
         for _ in range(self.max_rounds):
             round_changed = False

@@ -25,20 +25,14 @@ class Cleanup(Pass):
     name: ClassVar[str] = "cleanup"
     max_rounds: int = 8
 
-    def run_model(self, model) -> bool:
-        return self._run(model, model.graph)
-
     def run(self, graph: Graph) -> bool:
-        return self._run(None, graph)
-
-    def _run(self, model, graph: Graph) -> bool:
         members: list[Pass] = [DropIdentity(), DropNoops(), FoldShapes(), FoldConstants(),
                                CommonSubexpressionElimination(), DeadCodeElimination()]
         changed = False
         for _ in range(self.max_rounds):
             round_changed = False
             for p in members:
-                round_changed |= p.run_model(model) if model is not None else p.run(graph)
+                round_changed |= p.run(graph)
             changed |= round_changed
             if not round_changed:
                 break

@@ -78,13 +78,8 @@ class FoldConstants(Pass):
     name: ClassVar[str] = "fold-constants"
     max_elements: int = 1 << 20
 
-    def run_model(self, model) -> bool:
-        return self._run(model.graph, model.opset)
-
     def run(self, graph: Graph) -> bool:
-        return self._run(graph, 17)
-
-    def _run(self, graph: Graph, opset: int) -> bool:
+        opset = graph.root().opset
         changed = False
         for g in list(graph.all_graphs()):
             for node in list(g.nodes):
