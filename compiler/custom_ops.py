@@ -104,20 +104,13 @@ def relax_converters() -> dict[str, type]:
     from tvm import relax
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
-    class Gelu(OnnxOpConverter):
-        @classmethod
-        def _impl_v1(cls, bb, inputs, attr, params):
-            return relax.op.nn.gelu(inputs[0])
+    def unary(relax_op):
+        class Unary(OnnxOpConverter):
+            @classmethod
+            def _impl_v1(cls, bb, inputs, attr, params):
+                return relax_op(inputs[0])
 
-    class GeluTanh(OnnxOpConverter):
-        @classmethod
-        def _impl_v1(cls, bb, inputs, attr, params):
-            return relax.op.nn.gelu_tanh(inputs[0])
-
-    class Silu(OnnxOpConverter):
-        @classmethod
-        def _impl_v1(cls, bb, inputs, attr, params):
-            return relax.op.nn.silu(inputs[0])
+        return Unary
 
     class Attention(OnnxOpConverter):
         """Q [B,H,S,D], KT [B,H,D,T], V [B,H,T,Dv] -> relax nn.attention on [B,S,H,D]."""
@@ -155,5 +148,5 @@ def relax_converters() -> dict[str, type]:
             bb.emit(relax.op.assert_op(cond, [], what.decode() if isinstance(what, bytes) else str(what)))
             return x
 
-    return {"GeluErf": Gelu, "GeluTanh": GeluTanh, "Silu": Silu, "SDPA": Attention, "SDPAMasked": Attention,
-            "CheckBounds": CheckBounds}
+    return {"GeluErf": unary(relax.op.nn.gelu), "GeluTanh": unary(relax.op.nn.gelu_tanh),
+            "Silu": unary(relax.op.nn.silu), "SDPA": Attention, "SDPAMasked": Attention, "CheckBounds": CheckBounds}
