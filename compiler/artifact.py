@@ -137,8 +137,8 @@ class CompiledModel:
         out = []
         for _ in range(repeat):
             t0 = time.perf_counter()
-            r = fn(*args)
-            _sync(r, self._device)
+            fn(*args)
+            self._device.sync()
             out.append(time.perf_counter() - t0)
         return out
 
@@ -177,10 +177,6 @@ def _flatten(result) -> list[np.ndarray]:
     for r in result:
         out.extend(_flatten(r))
     return out
-
-
-def _sync(result, device) -> None:
-    device.sync()
 
 
 def load(directory: str | Path) -> CompiledModel:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-import traceback
 from typing import Any, Callable
 
 from . import errors
@@ -33,8 +32,7 @@ def _child(conn, fn, args, kwargs):
     except EmberError as e:
         conn.send(("error", type(e).__name__, str(e)))
     except BaseException as e:  # noqa: BLE001 - reported to the parent as one line
-        tb = traceback.format_exc(limit=-3)
-        conn.send(("internal", f"{type(e).__name__}: {e}", tb))
+        conn.send(("internal", f"{type(e).__name__}: {e}"))
     finally:
         conn.close()
         os._exit(0)

@@ -71,8 +71,8 @@ def randomize_constant_fills(model: onnx.ModelProto, seed: int = 0) -> onnx.Mode
     del g.initializer[:]
     g.initializer.extend(alive)
     names = {t.name for t in alive}
-    graph_inputs = [i for i in g.input if i.name in used or i.name not in inits]
-    graph_inputs = [i for i in graph_inputs if i.name not in inits or i.name in names]
+    # runtime inputs stay; inputs that named a constant fill stay only while that initializer does
+    graph_inputs = [i for i in g.input if i.name not in inits or i.name in names]
     del g.input[:]
     g.input.extend(graph_inputs)
     return model
