@@ -150,3 +150,20 @@ def relax_converters() -> dict[str, type]:
 
     return {"GeluErf": unary(relax.op.nn.gelu), "GeluTanh": unary(relax.op.nn.gelu_tanh),
             "Silu": unary(relax.op.nn.silu), "SDPA": Attention, "SDPAMasked": Attention, "CheckBounds": CheckBounds}
+
+
+def frontend_fixes() -> dict[str, type]:
+    """Replacements for TVM frontend converters whose output is correct but
+    hard to compile: Sum of N inputs becomes N-1 adds (TVM stacks the inputs
+    into one (N+1)-d tensor, which defeats layout conversion and fusion)."""
+    from functools import reduce
+
+    from tvm import relax
+    from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
+
+    class Sum(OnnxOpConverter):
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            return reduce(lambda a, b: bb.emit(relax.op.add(a, b)), inputs[1:], inputs[0])
+
+    return {"Sum": Sum}

@@ -7,8 +7,9 @@ level; never part of an exported ONNX graph):
   as in onnxruntime, instead of reading out of bounds or killing the
   process with SIGFPE (constant indices and divisors are checked at compile
   time by `validate`);
-- NaN propagates as ONNX specifies through Relu, Max, Min, ReduceMax and
-  ReduceMin (TVM's max/min drop NaN);
+- NaN propagates as ONNX specifies through Max, Min, ReduceMax and
+  ReduceMin (TVM's max/min drop NaN; Relu is made NaN-safe in its
+  legalization, `pipeline.py`);
 - reductions over an empty axis give the reduction's identity.
 """
 
@@ -139,6 +140,6 @@ def insert_guards(model: ir.Model) -> int:
                 count += 1
             elif op in EMPTY_IDENTITY and _empty_reduction(g, node):
                 count += 1
-            elif op in ("Relu", "Max", "Min", "ReduceMax", "ReduceMin"):
+            elif op in ("Max", "Min", "ReduceMax", "ReduceMin"):
                 count += _nan_safe(g, node)
     return count

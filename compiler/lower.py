@@ -147,7 +147,7 @@ def _ember_converters():
     from tvm.relax.frontend.onnx import onnx_frontend
 
     original = onnx_frontend._get_convert_map
-    extra = custom_ops.relax_converters()
+    extra = {**custom_ops.relax_converters(), **custom_ops.frontend_fixes()}
     onnx_frontend._get_convert_map = lambda: {**original(), **extra}
     try:
         yield
@@ -155,16 +155,19 @@ def _ember_converters():
         onnx_frontend._get_convert_map = original
 
 
-def build(mod, target):
-    """Compile a Relax module for an ember Target; returns a relax Executable."""
+def build(mod, target, database=None):
+    """Compile a Relax module for an ember Target (with tuned schedules from
+    a MetaSchedule `database`, if given); returns a relax Executable."""
     import tvm
+
+    from .pipeline import relax_pipeline
 
     tvm_target = target.tvm_target()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with tvm.transform.PassContext(opt_level=3), quiet_native_stderr():
-                return tvm.compile(mod, target=tvm_target)
+                return tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(target, database))
     except Exception as e:
         raise CompileError(f"TVM build failed for {target.describe()}: {first_line(e)}") from None
 

@@ -1,0 +1,175 @@
+"""The Relax -> TIR pipeline Ember compiles with, per target kind.
+
+It is TVM's own default pipeline (library dispatch, legalization, fusion,
+dataflow lowering, memory planning) with Ember's pieces put in:
+
+- CPU: convolutions are converted to NHWC (channels innermost: the vector
+  dimension of Ember's kernels), conv2d / depthwise conv2d / matmul are
+  legalized into Ember's GEMM kernels (`kernels.py`), and every PrimFunc
+  that no tuning record covers gets Ember's default schedule
+  (`schedule.py`);
+- CUDA: TVM's dlight GPU rules schedule what no tuning record covers;
+- all targets: Relu keeps NaN, as ONNX specifies (TVM's relu is max(x, 0),
+  which drops it).
+
+`database` (a MetaSchedule database) applies tuned schedules first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import kernels
+
+CONV2D = "relax.nn.conv2d"
+MATMUL = "relax.matmul"
+RELU = "relax.nn.relu"
+
+
+def _static_shape(expr) -> tuple[int, ...] | None:
+    from tvm import tirx
+
+    shape = getattr(expr.ty, "shape", None)
+    values = getattr(shape, "values", None)
+    if values is None or not all(isinstance(v, tirx.IntImm) for v in values):
+        return None
+    return tuple(int(v) for v in values)
+
+
+def _default_dtype(dtype) -> bool:
+    return dtype is None or str(dtype) in ("", "void", "float32")
+
+
+def _default(op: str):
+    import tvm
+
+    return tvm.ir.Op.get(op).get_attr("FLegalize")
+
+
+def _relu(bb, call):
+    from tvm import te, tirx
+
+    def nan_relu(x):
+        return te.compute(x.shape, lambda *i: tirx.Select(x(*i) < tirx.const(0, x.dtype), tirx.const(0, x.dtype),
+                                                          x(*i)), name="relu")
+
+    return bb.call_te(nan_relu, call.args[0], primfunc_name_hint="relu")
+
+
+def _conv2d(lanes: int):
+    def legalize(bb, call):
+        a = call.attrs
+        x, w = call.args
+        xs, ws = _static_shape(x), _static_shape(w)
+        usable = (a.data_layout == "NHWC" and a.kernel_layout == "OHWI" and a.out_layout == "NHWC"
+                  and xs is not None and ws is not None and x.ty.dtype == "float32" and w.ty.dtype == "float32"
+                  and _default_dtype(a.out_dtype))
+        if not usable:
+            return _default(CONV2D)(bb, call)
+        strides = tuple(int(s) for s in a.strides)
+        padding = tuple(int(p) for p in a.padding)
+        dilation = tuple(int(d) for d in a.dilation)
+        o, kh, kw, ci = ws
+        c = xs[3]
+        if a.groups == 1:
+            ow = (xs[2] + padding[1] + padding[3] - dilation[1] * (kw - 1) - 1) // strides[1] + 1
+            tiles = kernels.gemm_tiles(ow, o, lanes)
+            if tiles is None:
+                return _default(CONV2D)(bb, call)
+            wp = bb.emit_te(kernels.pack_weights, w, tiles.nr, "OHWI", primfunc_name_hint="ember_pack")
+            return bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr,
+                              primfunc_name_hint="ember_conv2d")
+        if a.groups == c == o and ci == 1:
+            return bb.call_te(kernels.depthwise_nhwc, x, w, strides, padding, dilation,
+                              primfunc_name_hint="ember_depthwise")
+        return _default(CONV2D)(bb, call)
+
+    return legalize
+
+
+def _matmul(lanes: int):
+    def legalize(bb, call):
+        a, b = call.args
+        as_, bs = _static_shape(a), _static_shape(b)
+        usable = (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) == 2
+                  and a.ty.dtype == "float32" and b.ty.dtype == "float32"
+                  and _default_dtype(call.attrs.out_dtype))
+        tiles = kernels.gemm_tiles(as_[-2], bs[1], lanes) if usable else None
+        if tiles is None:
+            return _default(MATMUL)(bb, call)
+        wp = bb.emit_te(kernels.pack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
+        return bb.call_te(kernels.matmul_packed, a, wp, tiles.mr, primfunc_name_hint="ember_matmul")
+
+    return legalize
+
+
+def legalize_overrides(target) -> dict[str, Any]:
+    if target.kind == "cuda":
+        return {RELU: _relu}
+    lanes = max(4, target.vector_bits // 32)
+    return {RELU: _relu, CONV2D: _conv2d(lanes), MATMUL: _matmul(lanes)}
+
+
+def relax_pipeline(target, database=None):
+    """The module pass tvm.compile runs for an ember Target."""
+    import tvm
+    from tvm import relax
+
+    cuda = target.kind == "cuda"
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.relax.backend.cuda import pipeline as gpu
+
+    backend = gpu if cuda else cpu
+    tvm_target = target.tvm_target()
+
+    def scheduling() -> list:
+        passes = []
+        if database is not None:
+            passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+        if cuda:
+            from tvm.s_tir import dlight as dl
+
+            passes.append(dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                                  dl.gpu.GeneralReduction(), dl.gpu.Fallback()))
+        else:
+            from .schedule import default_schedule_pass
+
+            passes.append(default_schedule_pass())
+        return passes
+
+    @tvm.transform.module_pass(opt_level=0, name="EmberPipeline")
+    def _pipeline(mod, _ctx):
+        with tvm_target:
+            seq = tvm.transform.Sequential(
+                legalize_passes(target)
+                + scheduling()
+                + backend.dataflow_lower_passes(tvm_target)
+                + backend.finalize_passes(tvm_target))
+            if database is not None:
+                with database:
+                    return seq(mod)
+            return seq(mod)
+
+    return _pipeline
+
+
+def legalize_passes(target) -> list:
+    """Everything up to (not including) scheduling: the module MetaSchedule extracts its tasks from."""
+    from tvm import relax
+
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.relax.backend.cuda import pipeline as gpu
+
+    backend = gpu if target.kind == "cuda" else cpu
+    tvm_target = target.tvm_target()
+    layout = [] if target.kind == "cuda" else [
+        relax.transform.ConvertLayout({CONV2D: ["NHWC", "OHWI"]}),
+        relax.transform.DeadCodeElimination(),
+    ]
+    return layout + backend.library_dispatch_passes(tvm_target) + [
+        relax.transform.LegalizeOps(legalize_overrides(target)),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]

@@ -1,0 +1,210 @@
+"""Default CPU schedules, applied to every PrimFunc after operator fusion.
+
+- functions holding an ember GEMM or depthwise block (`kernels.py`) get its
+  register-blocked schedule, with the fused epilogue (bias, activation,
+  residual add) inlined into the tile's writeback;
+- every other function gets a generic schedule: elementwise chains inlined,
+  outer loops of each remaining block run in parallel and its innermost
+  spatial loop vectorized when that is legal.
+
+Functions already scheduled (by a tuning database) are left alone. A
+schedule step that TVM refuses leaves that function as it was: correctness
+never depends on a schedule.
+"""
+
+from __future__ import annotations
+
+from . import kernels
+
+
+def _sch(func):
+    from tvm import s_tir
+
+    return s_tir.Schedule(func)
+
+
+def _extent(sch, loop) -> int | None:
+    from tvm import tirx
+
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, tirx.IntImm) else None
+
+
+def _inline_epilogue(sch, block) -> None:
+    """Fold the elementwise consumers of `block` into it, one after another."""
+    while True:
+        consumers = sch.get_consumers(block)
+        if len(consumers) != 1:
+            return
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:
+            return
+
+
+def _inline_producers(sch, block) -> None:
+    for p in sch.get_producers(block):
+        name = sch.get(p).name_hint
+        if name.startswith(("ember_", "T_pad")):
+            continue
+        try:
+            sch.compute_inline(p)
+        except Exception:
+            pass
+
+
+def _tail(sch, block, first: int) -> None:
+    """Vectorize the innermost loop of a block nested under `first` loops (if legal)."""
+    loops = sch.get_loops(block)
+    if len(loops) > first:
+        try:
+            sch.vectorize(loops[-1])
+        except Exception:
+            pass
+
+
+def schedule_gemm(sch, block) -> None:
+    ann = sch.get(block).annotations
+    mr, nr = int(ann["ember_mr"]), int(ann["ember_nr"])
+    *rows, m, n, k = sch.get_loops(block)
+    mo, mi = sch.split(m, [None, mr])
+    no, ni = sch.split(n, [None, nr])
+    # the weight panel (K x NR) stays in cache while the rows stream past it
+    sch.reorder(no, *rows, mo, k, mi, ni)
+    wb = sch.cache_write(block, 0, "local")
+    _inline_epilogue(sch, wb)
+    sch.reverse_compute_at(wb, mo)
+    outer = sch.fuse(no, *rows, mo)
+    sch.parallel(outer)
+    sch.unroll(mi)
+    sch.vectorize(ni)
+    init = sch.decompose_reduction(block, k)
+    _tail(sch, init, 1)
+    _tail(sch, wb, 1)
+    for p in sch.get_producers(block):
+        if sch.get(p).name_hint.startswith(kernels.IM2COL):
+            lp = sch.get_loops(p)
+            sch.parallel(lp[0])
+            _tail(sch, p, 1)
+
+
+def schedule_depthwise(sch, block) -> None:
+    b, y, x, c, ky, kx = sch.get_loops(block)
+    cext = _extent(sch, c) or 1
+    lanes = 16 if cext % 16 == 0 else 8 if cext % 8 == 0 else 4 if cext % 4 == 0 else 1
+    xext = _extent(sch, x) or 1
+    xr = next(r for r in (8, 7, 4, 2, 1) if xext % r == 0)
+    xo, xi = sch.split(x, [None, xr])
+    co, ci = sch.split(c, [None, lanes])
+    sch.reorder(b, y, xo, co, ky, kx, xi, ci)
+    wb = sch.cache_write(block, 0, "local")
+    _inline_epilogue(sch, wb)
+    sch.reverse_compute_at(wb, co)
+    sch.parallel(sch.fuse(b, y))
+    sch.unroll(xi)
+    if lanes > 1:
+        sch.vectorize(ci)
+    init = sch.decompose_reduction(block, ky)
+    _tail(sch, init, 1)
+    _tail(sch, wb, 1)
+    for p in sch.get_producers(block):
+        if sch.get(p).name_hint.startswith(kernels.PAD):
+            lp = sch.get_loops(p)
+            sch.parallel(sch.fuse(*lp[:2]))
+            _tail(sch, p, 1)
+
+
+def schedule_generic(sch) -> None:
+    """Inline elementwise blocks, then run each remaining block's outer
+    spatial loops in parallel and vectorize its innermost loop."""
+    from tvm import tirx
+
+    root = sch.get_sblock("root") if _has_root(sch) else None
+    blocks = sch.get_child_blocks(root) if root is not None else []
+    for b in blocks:
+        try:
+            sch.compute_inline(b)
+        except Exception:
+            pass
+    root_blocks = sch.get_child_blocks(root) if root is not None else []
+    for b in root_blocks:
+        loops = sch.get_loops(b)
+        if not loops:
+            continue
+        sblock = sch.get(b)
+        spatial = []
+        for lp, iv in zip(loops, sblock.iter_vars):
+            if iv.iter_type != tirx.IterVar.DataPar:
+                break
+            spatial.append(lp)
+        if len(spatial) != len(loops[:len(spatial)]) or not spatial:
+            continue
+        try:
+            # parallel over enough outer loops to give the threads work
+            outer, total = [], 1
+            for lp in spatial[:-1] if len(spatial) > 1 else spatial:
+                outer.append(lp)
+                total *= _extent(sch, lp) or 1
+                if total >= 64:
+                    break
+            fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+            sch.parallel(fused)
+        except Exception:
+            continue
+        if len(spatial) == len(loops) and len(spatial) > 1:
+            _tail(sch, b, 1)
+
+
+def _has_root(sch) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except Exception:
+        return False
+
+
+def _blocks(sch) -> list[str]:
+    root = sch.get_sblock("root")
+    return [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
+
+
+def schedule_func(func):
+    """Schedule one PrimFunc; returns the scheduled function (or the original)."""
+    try:
+        names = _blocks(_sch(func))
+    except Exception:
+        return func
+    for kind, fn in ((kernels.GEMM, schedule_gemm), (kernels.DEPTHWISE, schedule_depthwise)):
+        main = [n for n in names if n.startswith(kind) and not n.endswith(("_init", "_update"))]
+        if len(main) == 1:
+            sch = _sch(func)
+            try:
+                fn(sch, sch.get_sblock(main[0]))
+                return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            except Exception:
+                break
+    sch = _sch(func)
+    try:
+        schedule_generic(sch)
+        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    except Exception:
+        return func
+
+
+def default_schedule_pass():
+    """A module pass scheduling every not-yet-scheduled PrimFunc."""
+    import tvm
+    from tvm import tirx
+
+    @tvm.transform.module_pass(opt_level=0, name="EmberDefaultSchedule")
+    def _pass(mod, _ctx):
+        updates = {}
+        for gv, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or func.attrs and func.attrs.get("tirx.is_scheduled", False):
+                continue
+            updates[gv] = schedule_func(func)
+        for gv, func in updates.items():
+            mod[gv] = func
+        return mod
+
+    return _pass
