@@ -113,21 +113,22 @@ def relax_converters() -> dict[str, type]:
         return Unary
 
     class Attention(OnnxOpConverter):
-        """Q [B,H,S,D], KT [B,H,D,T], V [B,H,T,Dv] -> relax nn.attention on [B,S,H,D]."""
+        """softmax(Q KT * scale [+ mask]) V on Q [B,H,S,D], KT [B,H,D,T], V [B,H,T,Dv],
+        as batched matmuls and a softmax (TVM's fused nn.attention lowers to
+        one unscheduled loop nest, ~100x slower on CPU)."""
 
         @classmethod
         def _impl_v1(cls, bb, inputs, attr, params):
-            q = bb.emit(relax.op.permute_dims(inputs[0], [0, 2, 1, 3]))
-            k = bb.emit(relax.op.permute_dims(inputs[1], [0, 3, 1, 2]))
-            v = bb.emit(relax.op.permute_dims(inputs[2], [0, 2, 1, 3]))
-            bias = None
-            if len(inputs) > 3 and inputs[3] is not None:
-                b, s, hh = q.ty.shape.values[0], q.ty.shape.values[1], q.ty.shape.values[2]
-                t = k.ty.shape.values[1]
-                bias = bb.emit(relax.op.broadcast_to(inputs[3], relax.ShapeExpr([b, hh, s, t])))
+            q, kt, v = inputs[:3]
+            dtype = q.ty.dtype
             scale = attr.get("scale")
-            out = bb.emit(relax.op.nn.attention(q, k, v, bias=bias, scale=scale))
-            return relax.op.permute_dims(out, [0, 2, 1, 3])
+            if scale is None:
+                scale = 1.0 / float(int(q.ty.shape.values[-1])) ** 0.5
+            scores = bb.emit(relax.op.multiply(relax.op.matmul(q, kt), relax.const(scale, dtype)))
+            if len(inputs) > 3 and inputs[3] is not None:
+                scores = bb.emit(relax.op.add(scores, inputs[3]))
+            weights = bb.emit(relax.op.nn.softmax(scores, axis=-1))
+            return relax.op.matmul(weights, v)
 
     class CheckBounds(OnnxOpConverter):
         """x -> x, asserting at run time that x is within [-b, b) (indices)
@@ -155,15 +156,52 @@ def relax_converters() -> dict[str, type]:
 def frontend_fixes() -> dict[str, type]:
     """Replacements for TVM frontend converters whose output is correct but
     hard to compile: Sum of N inputs becomes N-1 adds (TVM stacks the inputs
-    into one (N+1)-d tensor, which defeats layout conversion and fusion)."""
+    into one (N+1)-d tensor, which defeats layout conversion and fusion);
+    Clip with constant bounds becomes relax maximum/minimum ops (TVM emits
+    opaque TIR calls, which layout conversion cannot see through)."""
     from functools import reduce
 
+    import numpy as np
+    import tvm
     from tvm import relax
+    from tvm.relax.frontend.onnx.onnx_frontend import Clip as TvmClip
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
+
+    def bound(value, default: float) -> float | None:
+        """A constant scalar clip bound as a float (NaN means unbounded), or None if not constant."""
+        if value is None:
+            return default
+        if not isinstance(value, tvm.ir.expr.Constant) or value.value.numpy().size != 1:
+            return None
+        v = float(value.value.numpy().reshape(()))
+        return default if np.isnan(v) else v
+
+    class Clip(OnnxOpConverter):
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            return cls._clip(bb, inputs[0], float(attr.get("min", -np.inf)), float(attr.get("max", np.inf)),
+                             lambda: TvmClip._impl_v1(bb, inputs, attr, params))
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            lo = bound(inputs[1] if len(inputs) > 1 else None, -np.inf)
+            hi = bound(inputs[2] if len(inputs) > 2 else None, np.inf)
+            return cls._clip(bb, inputs[0], lo, hi, lambda: TvmClip._impl_v13(bb, inputs, attr, params))
+
+        @classmethod
+        def _clip(cls, bb, x, lo, hi, fallback):
+            if lo is None or hi is None or not str(x.ty.dtype).startswith("float"):
+                return fallback()
+            dtype = x.ty.dtype
+            if lo != -np.inf:
+                x = bb.emit(relax.op.maximum(x, relax.const(lo, dtype)))
+            if hi != np.inf:
+                x = bb.emit(relax.op.minimum(x, relax.const(hi, dtype)))
+            return x
 
     class Sum(OnnxOpConverter):
         @classmethod
         def _impl_v1(cls, bb, inputs, attr, params):
             return reduce(lambda a, b: bb.emit(relax.op.add(a, b)), inputs[1:], inputs[0])
 
-    return {"Sum": Sum}
+    return {"Sum": Sum, "Clip": Clip}

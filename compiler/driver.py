@@ -80,20 +80,11 @@ def signature(graph: ir.Graph) -> tuple[list[dict], list[dict]]:
     return [spec(v) for v in graph.inputs if v.const is None], [spec(v) for v in graph.outputs]
 
 
-def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | None = None, *,
-            opt_level: int | None = None, memory_budget: int | None = None, mcpu: str | None = None, features: str | Sequence[str] | None = None,
-            instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
-            verify_each: bool = True, progress: Callable[[str], None] | None = None) -> CompiledModel:
-    """Compile an ONNX model (path, ModelProto or ember IR) for a target triple."""
-    import tvm
-
-    import ember
-    from ember import targets
-
-    say = progress or (lambda msg: None)
-    t0 = time.perf_counter()
-    tgt = targets.parse(target, mcpu=mcpu, features=features)
-    tgt.check_toolchain()
+def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *, opt_level: int | None = None,
+                memory_budget: int | None = None, instruments: Sequence[Instrument] = (),
+                disabled: Iterable[str] = (), verify_each: bool = True,
+                say: Callable[[str], None] = lambda msg: None):
+    """Import, validate, optimize and lower to Relax: (IR model, Relax module, passes run)."""
     say("importing model")
     m = as_ir(model)
     validate(m, Limits(memory_budget=memory_budget) if memory_budget else Limits())
@@ -101,9 +92,37 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     passes = optimize(m, pipeline, opt_level=opt_level, instruments=instruments, disabled=disabled,
                       verify_each=verify_each)
     say(f"lowering to Relax ({len(m.graph.nodes)} nodes)")
-    mod = lower.to_relax(m)
+    return m, lower.to_relax(m), passes
+
+
+def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | None = None, *,
+            opt_level: int | None = None, memory_budget: int | None = None, mcpu: str | None = None,
+            features: str | Sequence[str] | None = None, db: str | os.PathLike | None = None,
+            instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
+            verify_each: bool = True, progress: Callable[[str], None] | None = None) -> CompiledModel:
+    """Compile an ONNX model (path, ModelProto or ember IR) for a target triple,
+    with the tuned schedules of tuning database `db` where it has them."""
+    import tvm
+
+    import ember
+    from ember import targets
+
+    from .tuning_db import TuningDatabase
+
+    say = progress or (lambda msg: None)
+    t0 = time.perf_counter()
+    tgt = targets.parse(target, mcpu=mcpu, features=features)
+    tgt.check_toolchain()
+    database = TuningDatabase.open(db, tgt) if db is not None else None
+    m, mod, passes = lower_model(model, tgt, pipeline, opt_level=opt_level, memory_budget=memory_budget,
+                                 instruments=instruments, disabled=disabled, verify_each=verify_each, say=say)
     say(f"building for {tgt.describe()}")
-    ex = lower.build(mod, tgt)
+    counts: dict[str, int] = {}
+    ex = lower.build(mod, tgt, database.ms_database() if database else None, counts)
+    if database is not None:
+        total = counts.get("tuned", 0) + counts.get("default", 0)
+        say(f"schedules from tuning database {db} for {counts.get('tuned', 0)} of {total} kernels; "
+            "default schedules for the rest")
     inputs, outputs = signature(m.graph)
     meta = {
         "format_version": FORMAT_VERSION,
@@ -115,6 +134,8 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
         "outputs": outputs,
         "source": str(model) if isinstance(model, (str, Path)) else "",
     }
+    if database is not None:
+        meta["tuned_kernels"] = {"tuned": counts.get("tuned", 0), "default": counts.get("default", 0)}
     cm = CompiledModel(ex, meta, executable=ex, target=tgt)
     cm.compile_seconds = time.perf_counter() - t0  # not in the metadata: artifacts stay byte-identical
     return cm

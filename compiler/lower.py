@@ -155,7 +155,7 @@ def _ember_converters():
         onnx_frontend._get_convert_map = original
 
 
-def build(mod, target, database=None):
+def build(mod, target, database=None, counts: dict[str, int] | None = None):
     """Compile a Relax module for an ember Target (with tuned schedules from
     a MetaSchedule `database`, if given); returns a relax Executable."""
     import tvm
@@ -167,7 +167,7 @@ def build(mod, target, database=None):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with tvm.transform.PassContext(opt_level=3), quiet_native_stderr():
-                return tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(target, database))
+                return tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(target, database, counts))
     except Exception as e:
         raise CompileError(f"TVM build failed for {target.describe()}: {first_line(e)}") from None
 

@@ -24,6 +24,8 @@ from . import kernels
 CONV2D = "relax.nn.conv2d"
 MATMUL = "relax.matmul"
 RELU = "relax.nn.relu"
+MAXIMUM, MINIMUM = "relax.maximum", "relax.minimum"
+GELU = "relax.nn.gelu"
 
 
 def _static_shape(expr) -> tuple[int, ...] | None:
@@ -56,6 +58,46 @@ def _relu(bb, call):
     return bb.call_te(nan_relu, call.args[0], primfunc_name_hint="relu")
 
 
+def _gelu(bb, call):
+    """GELU with TVM's vectorizable polynomial erf (its default calls libm's
+    scalar erff for every element)."""
+    from tvm import te, tirx, topi
+
+    x = call.args[0]
+    if x.ty.dtype != "float32":
+        return _default(GELU)(bb, call)
+
+    def gelu(x):
+        half = tirx.const(0.5, x.dtype)
+        erf = topi.fast_erf(te.compute(x.shape, lambda *i: x(*i) * tirx.const(0.5 ** 0.5, x.dtype)))
+        return te.compute(x.shape, lambda *i: x(*i) * (half + erf(*i) * half), name="gelu")
+
+    return bb.call_te(gelu, x, primfunc_name_hint="gelu")
+
+
+def _keep_nan(op: str):
+    """maximum/minimum against a scalar (Clip's bounds) that keep a NaN input,
+    as ONNX specifies (TVM's follow LLVM's maxnum/minnum and drop it). Other
+    maximum/minimum calls keep TVM's lowering: ONNX Max/Min nodes get a NaN
+    guard in `guards.py`."""
+
+    def legalize(bb, call):
+        from tvm import te, tirx
+
+        a, b = call.args
+        if not str(a.ty.dtype).startswith("float") or _static_shape(b) != ():
+            return _default(op)(bb, call)
+        def pick(u, v):  # a comparison with NaN is false: u passes through
+            return tirx.Select(u < v, v, u) if op == MAXIMUM else tirx.Select(u > v, v, u)
+
+        def f(x, y):
+            return te.compute(x.shape, lambda *i: pick(x(*i), y()), name=op[6:])
+
+        return bb.call_te(f, a, b, primfunc_name_hint=op[6:])
+
+    return legalize
+
+
 def _conv2d(lanes: int):
     def legalize(bb, call):
         a = call.attrs
@@ -74,10 +116,8 @@ def _conv2d(lanes: int):
         if a.groups == 1:
             ow = (xs[2] + padding[1] + padding[3] - dilation[1] * (kw - 1) - 1) // strides[1] + 1
             tiles = kernels.gemm_tiles(ow, o, lanes)
-            if tiles is None:
-                return _default(CONV2D)(bb, call)
             wp = bb.emit_te(kernels.pack_weights, w, tiles.nr, "OHWI", primfunc_name_hint="ember_pack")
-            return bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr,
+            return bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr, o,
                               primfunc_name_hint="ember_conv2d")
         if a.groups == c == o and ci == 1:
             return bb.call_te(kernels.depthwise_nhwc, x, w, strides, padding, dilation,
@@ -91,27 +131,35 @@ def _matmul(lanes: int):
     def legalize(bb, call):
         a, b = call.args
         as_, bs = _static_shape(a), _static_shape(b)
-        usable = (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) == 2
+        usable = (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) >= 2
                   and a.ty.dtype == "float32" and b.ty.dtype == "float32"
                   and _default_dtype(call.attrs.out_dtype))
-        tiles = kernels.gemm_tiles(as_[-2], bs[1], lanes) if usable else None
-        if tiles is None:
-            return _default(MATMUL)(bb, call)
-        wp = bb.emit_te(kernels.pack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
-        return bb.call_te(kernels.matmul_packed, a, wp, tiles.mr, primfunc_name_hint="ember_matmul")
+        if usable and len(bs) == 2:  # constant weights, typically: packed once at build time
+            tiles = kernels.gemm_tiles(as_[-2], bs[1], lanes)
+            wp = bb.emit_te(kernels.pack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
+            return bb.call_te(kernels.matmul_packed, a, wp, tiles.mr, bs[1], primfunc_name_hint="ember_matmul")
+        if usable and as_[:-2] == bs[:-2]:
+            tiles = kernels.gemm_tiles(as_[-2], bs[-1], lanes)
+            if bs[-1] % tiles.nr == 0:
+                return bb.call_te(kernels.batch_matmul, a, b, tiles.mr, tiles.nr,
+                                  primfunc_name_hint="ember_batch_matmul")
+        return _default(MATMUL)(bb, call)
 
     return legalize
 
 
 def legalize_overrides(target) -> dict[str, Any]:
+    nan_safe = {RELU: _relu, MAXIMUM: _keep_nan(MAXIMUM), MINIMUM: _keep_nan(MINIMUM)}
     if target.kind == "cuda":
-        return {RELU: _relu}
+        return nan_safe
     lanes = max(4, target.vector_bits // 32)
-    return {RELU: _relu, CONV2D: _conv2d(lanes), MATMUL: _matmul(lanes)}
+    return {**nan_safe, GELU: _gelu, CONV2D: _conv2d(lanes), MATMUL: _matmul(lanes)}
 
 
-def relax_pipeline(target, database=None):
-    """The module pass tvm.compile runs for an ember Target."""
+def relax_pipeline(target, database=None, counts: dict[str, int] | None = None):
+    """The module pass tvm.compile runs for an ember Target; `counts` receives
+    how many kernels a tuning record scheduled ("tuned") and how many got the
+    default schedule ("default")."""
     import tvm
     from tvm import relax
 
@@ -134,7 +182,7 @@ def relax_pipeline(target, database=None):
         else:
             from .schedule import default_schedule_pass
 
-            passes.append(default_schedule_pass())
+            passes.append(default_schedule_pass(counts))
         return passes
 
     @tvm.transform.module_pass(opt_level=0, name="EmberPipeline")

@@ -66,29 +66,45 @@ def _tail(sch, block, first: int) -> None:
 def schedule_gemm(sch, block) -> None:
     ann = sch.get(block).annotations
     mr, nr = int(ann["ember_mr"]), int(ann["ember_nr"])
-    *rows, m, n, k = sch.get_loops(block)
+    loops = sch.get_loops(block)
+    reductions = sum(1 for iv in sch.get(block).iter_vars if iv.iter_type != 0)
+    *rows, m, n = loops[:len(loops) - reductions]
+    ks = loops[len(loops) - reductions:]
     mo, mi = sch.split(m, [None, mr])
     no, ni = sch.split(n, [None, nr])
     # the weight panel (K x NR) stays in cache while the rows stream past it
-    sch.reorder(no, *rows, mo, k, mi, ni)
+    sch.reorder(no, *rows, mo, *ks, mi, ni)
     wb = sch.cache_write(block, 0, "local")
+    crop = [c for c in sch.get_consumers(wb) if sch.get(c).name_hint.startswith(kernels.CROP)]
+    if crop:  # padded columns: the crop reads the accumulators directly
+        sch.compute_inline(wb)
+        wb = crop[0]
     _inline_epilogue(sch, wb)
     sch.reverse_compute_at(wb, mo)
     outer = sch.fuse(no, *rows, mo)
     sch.parallel(outer)
     sch.unroll(mi)
     sch.vectorize(ni)
-    init = sch.decompose_reduction(block, k)
+    init = sch.decompose_reduction(block, ks[0])
     _tail(sch, init, 1)
     _tail(sch, wb, 1)
+    _schedule_pad(sch, block)
+
+
+def _schedule_pad(sch, block) -> None:
     for p in sch.get_producers(block):
-        if sch.get(p).name_hint.startswith(kernels.IM2COL):
+        if sch.get(p).name_hint.startswith(kernels.PAD):
             lp = sch.get_loops(p)
-            sch.parallel(lp[0])
+            sch.parallel(sch.fuse(*lp[:2]))
             _tail(sch, p, 1)
 
 
 def schedule_depthwise(sch, block) -> None:
+    # read the input through the padding condition (lane-invariant: it
+    # stays a branch, not a masked load) instead of copying it padded
+    for p in sch.get_producers(block):
+        if sch.get(p).name_hint.startswith(kernels.PAD):
+            sch.compute_inline(p)
     b, y, x, c, ky, kx = sch.get_loops(block)
     cext = _extent(sch, c) or 1
     lanes = 16 if cext % 16 == 0 else 8 if cext % 8 == 0 else 4 if cext % 4 == 0 else 1
@@ -107,11 +123,7 @@ def schedule_depthwise(sch, block) -> None:
     init = sch.decompose_reduction(block, ky)
     _tail(sch, init, 1)
     _tail(sch, wb, 1)
-    for p in sch.get_producers(block):
-        if sch.get(p).name_hint.startswith(kernels.PAD):
-            lp = sch.get_loops(p)
-            sch.parallel(sch.fuse(*lp[:2]))
-            _tail(sch, p, 1)
+    _schedule_pad(sch, block)
 
 
 def schedule_generic(sch) -> None:
@@ -168,31 +180,40 @@ def _blocks(sch) -> list[str]:
     return [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
 
 
-def schedule_func(func):
-    """Schedule one PrimFunc; returns the scheduled function (or the original)."""
+def default_schedule(func):
+    """Ember's default schedule of one PrimFunc as a Schedule (its trace can
+    be stored as a tuning record), or None if nothing applies."""
     try:
         names = _blocks(_sch(func))
     except Exception:
-        return func
+        return None
     for kind, fn in ((kernels.GEMM, schedule_gemm), (kernels.DEPTHWISE, schedule_depthwise)):
         main = [n for n in names if n.startswith(kind) and not n.endswith(("_init", "_update"))]
         if len(main) == 1:
             sch = _sch(func)
             try:
                 fn(sch, sch.get_sblock(main[0]))
-                return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+                return sch
             except Exception:
                 break
     sch = _sch(func)
     try:
         schedule_generic(sch)
-        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        return sch
     except Exception:
-        return func
+        return None
 
 
-def default_schedule_pass():
-    """A module pass scheduling every not-yet-scheduled PrimFunc."""
+def schedule_func(func):
+    """Schedule one PrimFunc; returns the scheduled function (or the original)."""
+    sch = default_schedule(func)
+    return func if sch is None else sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def default_schedule_pass(counts: dict[str, int] | None = None):
+    """A module pass scheduling every not-yet-scheduled PrimFunc; `counts`
+    (if given) receives how many functions were already scheduled ("tuned")
+    and how many got the default schedule ("default")."""
     import tvm
     from tvm import tirx
 
@@ -200,8 +221,14 @@ def default_schedule_pass():
     def _pass(mod, _ctx):
         updates = {}
         for gv, func in mod.functions_items():
-            if not isinstance(func, tirx.PrimFunc) or func.attrs and func.attrs.get("tirx.is_scheduled", False):
+            if not isinstance(func, tirx.PrimFunc):
                 continue
+            if func.attrs and func.attrs.get("tirx.is_scheduled", False):
+                if counts is not None:
+                    counts["tuned"] = counts.get("tuned", 0) + 1
+                continue
+            if counts is not None:
+                counts["default"] = counts.get("default", 0) + 1
             updates[gv] = schedule_func(func)
         for gv, func in updates.items():
             mod[gv] = func

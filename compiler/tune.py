@@ -1,0 +1,269 @@
+"""`ember tune`: MetaSchedule search over a model's kernels, kept in a tuning database.
+
+1. The model is lowered exactly as `compile` lowers it (passes, Relax, NHWC,
+   Ember's kernels, fusion); every distinct fused PrimFunc is a task,
+   weighted by how often the model calls it.
+2. Each task's default Ember schedule is measured first and stored as a
+   record, so the database always holds the better of Ember's schedule and
+   the search's (MetaSchedule keeps the fastest record per workload).
+3. MetaSchedule tunes the tasks (evolutionary search, XGBoost cost model,
+   gradient task scheduler: trials go to the tasks that dominate the
+   end-to-end estimate) until the trial or time budget runs out. Records
+   are appended as each batch is measured: an interrupted run keeps all
+   but the batch in flight, and running again resumes from them.
+4. A report (per task: trials, default and best latency, share of the
+   end-to-end estimate) is written as JSON and Markdown, with a PNG of the
+   estimated end-to-end latency over tuning time.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .fileutil import atomic_write_text
+from .tuning_db import TuningDatabase
+
+
+@dataclass
+class TaskStat:
+    name: str
+    weight: int
+    default_ms: float | None = None
+    best_ms: float | None = None
+    trials: int = 0
+
+    def current_ms(self) -> float | None:
+        vals = [v for v in (self.default_ms, self.best_ms) if v is not None]
+        return min(vals) if vals else None
+
+
+@dataclass
+class TuneReport:
+    model: str
+    target: str
+    db: str
+    budget: str
+    tasks: list[TaskStat] = field(default_factory=list)
+    timeline: list[tuple[float, float]] = field(default_factory=list)  # (seconds, end-to-end ms estimate)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def estimate_ms(self) -> float:
+        return sum(t.weight * (t.current_ms() or 0.0) for t in self.tasks)
+
+    def default_ms(self) -> float:
+        return sum(t.weight * (t.default_ms or t.current_ms() or 0.0) for t in self.tasks)
+
+    def to_json(self) -> dict[str, Any]:
+        total = self.estimate_ms() or 1.0
+        return {"model": self.model, "target": self.target, "db": self.db, "budget": self.budget,
+                "seconds": round(self.seconds, 1), "interrupted": self.interrupted,
+                "default_estimate_ms": round(self.default_ms(), 4), "tuned_estimate_ms": round(self.estimate_ms(), 4),
+                "tasks": [{"name": t.name, "weight": t.weight, "trials": t.trials,
+                           "default_ms": t.default_ms, "best_ms": t.best_ms,
+                           "share": round(t.weight * (t.current_ms() or 0.0) / total, 4)} for t in self.tasks],
+                "timeline": [[round(s, 1), round(ms, 4)] for s, ms in self.timeline]}
+
+    def markdown(self) -> str:
+        d = self.to_json()
+        lines = [f"# Tuning report: {self.model}", "",
+                 f"target {self.target}; database {self.db}; budget {self.budget}; "
+                 f"{d['seconds']} s{' (interrupted)' if self.interrupted else ''}", "",
+                 f"Kernel-time estimate: default schedules {d['default_estimate_ms']:.3f} ms, "
+                 f"after tuning {d['tuned_estimate_ms']:.3f} ms (sum over kernels of calls x best latency; "
+                 "excludes the VM's own overhead)", "",
+                 "| task | calls | trials | default ms | tuned ms | share |", "|---|---|---|---|---|---|"]
+        for t in sorted(d["tasks"], key=lambda t: -t["share"]):
+            fmt = (lambda v: "-" if v is None else f"{v:.4f}")
+            lines.append(f"| {t['name']} | {t['weight']} | {t['trials']} | {fmt(t['default_ms'])} | "
+                         f"{fmt(t['best_ms'])} | {100 * t['share']:.1f}% |")
+        return "\n".join(lines) + "\n"
+
+    def write(self, directory: Path) -> list[Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        out = [directory / "tuning-report.json", directory / "tuning-report.md"]
+        atomic_write_text(out[0], json.dumps(self.to_json(), indent=1) + "\n")
+        atomic_write_text(out[1], self.markdown())
+        png = directory / "tuning-curve.png"
+        if self._plot(png):
+            out.append(png)
+        return out
+
+    def _plot(self, path: Path) -> bool:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return False
+        if not self.timeline:
+            return False
+        xs = [s / 60 for s, _ in self.timeline]
+        ys = [ms for _, ms in self.timeline]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.step(xs, ys, where="post")
+        ax.set_xlabel("tuning time (min)")
+        ax.set_ylabel("estimated kernel time (ms)")
+        ax.set_title(f"{self.model} on {self.target}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return True
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '20m', '1.5h' or plain seconds -> seconds."""
+    t = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if t and t[-1] in units:
+            value = float(t[:-1]) * units[t[-1]]
+        else:
+            value = float(t)
+    except ValueError:
+        raise ValueError(f"cannot read duration {text!r}; use e.g. 90s, 20m or 1.5h") from None
+    if value <= 0:
+        raise ValueError(f"duration {text!r} must be positive")
+    return value
+
+
+def _measure_default(func, tvm_target, dev, repeat: int = 3) -> tuple[Any, float] | None:
+    """Ember's default schedule of a task and its measured mean seconds (host only)."""
+    import numpy as np
+    import tvm
+
+    from .schedule import default_schedule
+
+    sch = default_schedule(func)
+    if sch is None:
+        return None
+    try:
+        lib = tvm.tirx.build(sch.mod["main"].with_attr("global_symbol", "main"), target=tvm_target)
+        args = []
+        for p in func.params:
+            shape = [int(d) for d in p.shape]
+            data = np.zeros(shape, dtype=p.dtype)
+            args.append(tvm.runtime.tensor(data, dev))
+        secs = lib.time_evaluator("main", dev, number=3, repeat=repeat, min_repeat_ms=20)(*args).mean
+    except Exception:
+        return None
+    return sch, secs
+
+
+def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: int | None = None,
+         seconds: float | None = None, pipeline=None, opt_level: int | None = None, mcpu: str | None = None,
+         features=None, rpc: dict[str, Any] | None = None, report_dir: str | None = None,
+         progress: Callable[[str], None] | None = None) -> TuneReport:
+    """Tune a model's kernels for a target into database `db` (created if missing)."""
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    from ember import targets
+
+    from . import driver
+    from .pipeline import legalize_passes
+
+    say = progress or (lambda msg: None)
+    if trials is None and seconds is None:
+        trials = 64
+    tgt = targets.parse(target, mcpu=mcpu, features=features)
+    tgt.check_toolchain()
+    database = TuningDatabase.open(db, tgt, create=True)
+    if database.repaired:
+        say(f"dropped {database.repaired} incomplete record(s) left by an interrupted run")
+    _, mod, _ = driver.lower_model(model, tgt, pipeline, opt_level=opt_level, say=say)
+    tvm_target = tgt.tvm_target()
+    with tvm_target:
+        mod = tvm.transform.Sequential(legalize_passes(tgt))(mod)
+    extracted = ms.relax_integration.extract_tasks(mod, tvm_target)
+    report = TuneReport(model=str(model), target=tgt.describe(), db=str(db),
+                        budget=" and ".join(x for x in (f"{trials} trials" if trials else "",
+                                                         f"{seconds:.0f} s" if seconds else "") if x))
+    report.tasks = [TaskStat(t.task_name, int(t.weight)) for t in extracted]
+    ms_db = database.ms_database()
+    t0 = time.monotonic()
+
+    # 1. Ember's default schedules, measured, as the records to beat
+    if tgt.is_host and not rpc:
+        dev = tvm.cpu()
+        for i, task in enumerate(extracted):
+            func = task.dispatched[0]["main"]
+            say(f"measuring default schedule {i + 1}/{len(extracted)}: {task.task_name}")
+            got = _measure_default(func, tvm_target, dev)
+            if got is None:
+                continue
+            sch, secs = got
+            report.tasks[i].default_ms = secs * 1e3
+            wl = ms_db.commit_workload(task.dispatched[0])
+            ms_db.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, wl, [secs], tvm_target, ms.arg_info.ArgInfo.from_prim_func(func)))
+    report.timeline.append((time.monotonic() - t0, report.estimate_ms()))
+    say(f"{len(extracted)} tasks; default schedules: {report.estimate_ms():.3f} ms of kernel time")
+
+    deadline = None if seconds is None else t0 + seconds
+    total_trials = trials if trials is not None else 1 << 30
+
+    @derived_object
+    class Progress(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            stat = report.tasks[task_id]
+            stat.trials += len(runner_results)
+            for r in runner_results:
+                if r.error_msg is None and r.run_secs:
+                    ms_ = 1e3 * sum(float(s) for s in r.run_secs) / len(r.run_secs)
+                    stat.best_ms = ms_ if stat.best_ms is None else min(stat.best_ms, ms_)
+            now = time.monotonic()
+            report.timeline.append((now - t0, report.estimate_ms()))
+            done = sum(t.trials for t in report.tasks)
+            left = "" if deadline is None else f", {max(0, deadline - now) / 60:.1f} min left"
+            budget = f"/{trials}" if trials else ""
+            say(f"trials {done}{budget}; task {task_id + 1}/{len(report.tasks)} {stat.name}; "
+                f"estimate {report.estimate_ms():.3f} ms{left}")
+            if deadline is not None and now >= deadline:
+                for tid in range(len(report.tasks)):
+                    try:
+                        task_scheduler.terminate_task(tid)
+                    except Exception:
+                        pass
+
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        extracted, work_dir=str(database.path / "logs"), num_threads=max(1, tgt.num_cores or 1))
+    runner = _runner(rpc)
+    builder = ms.builder.LocalBuilder(timeout_sec=300)
+    say(f"tuning {len(contexts)} tasks ({report.budget})")
+    try:
+        with tempfile.TemporaryDirectory(prefix="ember-tune-") as work:
+            ms.tune.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=work,
+                max_trials_global=total_trials, num_trials_per_iter=min(32, max(4, total_trials // 4)),
+                builder=builder, runner=runner, database=ms_db, cost_model="xgb",
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), Progress()],
+                task_scheduler="gradient")
+    except KeyboardInterrupt:
+        report.interrupted = True
+        say("interrupted: records measured so far are kept")
+    report.seconds = time.monotonic() - t0
+    if report_dir is not None:
+        for p in report.write(Path(report_dir)):
+            say(f"wrote {p}")
+    return report
+
+
+def _runner(rpc: dict[str, Any] | None):
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
+    if not rpc:
+        return ms.runner.LocalRunner(timeout_sec=120, evaluator_config=evaluator)
+    config = ms.runner.RPCConfig(tracker_host=rpc["host"], tracker_port=int(rpc["port"]), tracker_key=rpc["key"],
+                                 session_timeout_sec=rpc.get("timeout", 300))
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator,
+                               max_workers=rpc.get("workers"))

@@ -1,0 +1,231 @@
+"""Ember's tuning database: MetaSchedule's JSON database plus a manifest.
+
+A database is a directory holding
+- ``ember-tuning.json``: format version, TVM version, and the device it was
+  tuned on (target triple, CPU or GPU, ISA features, cores);
+- ``workloads.json`` and ``records.json``: MetaSchedule's JSON-lines files
+  (records are keyed by workload structural hash and TVM target).
+
+Schedules only mean something for the device and TVM version that measured
+them, so a database made elsewhere is refused with a message naming both,
+never silently used. MetaSchedule appends one line per measured record; a
+process killed mid-write leaves at most one truncated last line, which
+`open` drops (that record was the one in flight); damage anywhere else is
+reported as a corrupt database. Rewrites (repair, merge, prune) go to a
+temporary file that is renamed over the old one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import EmberError
+from .fileutil import atomic_write_text
+
+FORMAT_VERSION = 1
+MANIFEST = "ember-tuning.json"
+WORKLOADS = "workloads.json"
+RECORDS = "records.json"
+
+
+class TuningDBError(EmberError):
+    """A tuning database that cannot be used (missing, corrupt, foreign)."""
+
+
+def fingerprint(target) -> dict[str, Any]:
+    """What a schedule's speed depends on: the device and its compiler target."""
+    fp: dict[str, Any] = {"triple": target.triple, "mcpu": target.mcpu,
+                          "features": sorted(target.all_features) if target.kind == "llvm" else [],
+                          "cores": target.num_cores}
+    if target.is_host:
+        fp["cpu"] = _cpu_model()
+    return fp
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _describe(fp: dict[str, Any]) -> str:
+    parts = [fp.get("triple", "?")]
+    if fp.get("mcpu"):
+        parts.append(f"mcpu={fp['mcpu']}")
+    if fp.get("cpu"):
+        parts.append(repr(fp["cpu"]))
+    if fp.get("cores"):
+        parts.append(f"{fp['cores']} cores")
+    return " ".join(parts)
+
+
+def _check_lines(path: Path) -> tuple[list[str], bool]:
+    """The file's valid JSON lines; True if a truncated last line was dropped."""
+    if not path.exists():
+        return [], False
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TuningDBError(f"corrupt tuning database: cannot read {path.name}: {e}") from None
+    lines = text.split("\n")
+    complete = lines[:-1]  # text after the last newline was being written
+    tail = lines[-1]
+    good: list[str] = []
+    for i, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except ValueError:
+            raise TuningDBError(f"corrupt tuning database: {path.name} line {i} is not valid JSON") from None
+        good.append(line)
+    return good, bool(tail.strip())
+
+
+@dataclass
+class TuningDatabase:
+    path: Path
+    manifest: dict[str, Any]
+    repaired: int = 0
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, target, create: bool = False) -> "TuningDatabase":
+        import tvm
+
+        p = Path(path)
+        man = p / MANIFEST
+        fp = fingerprint(target)
+        if not p.exists():
+            if not create:
+                raise TuningDBError(f"tuning database {str(p)!r} does not exist (make one with `ember tune`)")
+            p.mkdir(parents=True)
+        elif not p.is_dir():
+            raise TuningDBError(f"tuning database {str(p)!r} is not a directory")
+        if not man.exists():
+            if any(p.iterdir()):
+                raise TuningDBError(f"{str(p)!r} is not an ember tuning database (no {MANIFEST})")
+            if not create:
+                raise TuningDBError(f"tuning database {str(p)!r} is empty (make one with `ember tune`)")
+            manifest = {"format_version": FORMAT_VERSION, "tvm_version": tvm.__version__, "device": fp,
+                        "target": target.to_json()}
+            atomic_write_text(man, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        try:
+            manifest = json.loads(man.read_text(encoding="utf-8"))
+            if not isinstance(manifest, dict):
+                raise ValueError
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise TuningDBError(f"corrupt tuning database: {MANIFEST} in {str(p)!r} is unreadable") from None
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise TuningDBError(f"tuning database {str(p)!r} has format {manifest.get('format_version')!r}; "
+                                f"this ember reads format {FORMAT_VERSION}")
+        if manifest.get("tvm_version") != tvm.__version__:
+            raise TuningDBError(f"tuning database {str(p)!r} was made with TVM {manifest.get('tvm_version')}; "
+                                f"this is TVM {tvm.__version__}: its schedules may not apply; tune again")
+        if manifest.get("device") != fp:
+            raise TuningDBError(f"tuning database {str(p)!r} was tuned on "
+                                f"{_describe(manifest.get('device') or {})}; this target is {_describe(fp)}")
+        db = cls(p, manifest)
+        db.repaired = db._repair()
+        return db
+
+    def _repair(self) -> int:
+        dropped = 0
+        for name in (WORKLOADS, RECORDS):
+            f = self.path / name
+            lines, truncated = _check_lines(f)
+            if truncated:
+                atomic_write_text(f, "".join(line + "\n" for line in lines))
+                dropped += 1
+        # a record naming a workload that never made it to disk is also in flight
+        workloads = len(_check_lines(self.path / WORKLOADS)[0])
+        records, _ = _check_lines(self.path / RECORDS)
+        kept = [r for r in records if _workload_index(r) < workloads]
+        if len(kept) != len(records):
+            atomic_write_text(self.path / RECORDS, "".join(r + "\n" for r in kept))
+            dropped += len(records) - len(kept)
+        return dropped
+
+    def ms_database(self):
+        """The MetaSchedule JSONDatabase over this directory's files."""
+        from tvm.s_tir import meta_schedule as ms
+
+        try:
+            return ms.database.JSONDatabase(str(self.path / WORKLOADS), str(self.path / RECORDS),
+                                            allow_missing=True)
+        except Exception as e:  # TVM raises its own error types for unparsable records
+            from .lower import first_line
+
+            raise TuningDBError(f"corrupt tuning database {str(self.path)!r}: {first_line(e)}") from None
+
+    def records(self) -> list[tuple[int, float]]:
+        """(workload index, mean seconds) of every measured record."""
+        out = []
+        for line in _check_lines(self.path / RECORDS)[0]:
+            idx, secs = _workload_index(line), _mean_secs(line)
+            if secs is not None:
+                out.append((idx, secs))
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        recs = self.records()
+        workloads = len(_check_lines(self.path / WORKLOADS)[0])
+        best: dict[int, float] = {}
+        for idx, secs in recs:
+            best[idx] = min(secs, best.get(idx, secs))
+        return {"path": str(self.path), "device": _describe(self.manifest["device"]),
+                "tvm_version": self.manifest["tvm_version"], "workloads": workloads, "records": len(recs),
+                "tuned_workloads": len(best), "best_total_ms": sum(best.values()) * 1e3}
+
+    def merge_from(self, other: "TuningDatabase") -> int:
+        """Add the other database's records (same device and TVM); returns how many."""
+        from tvm.s_tir import meta_schedule as ms
+
+        if other.manifest.get("device") != self.manifest.get("device"):
+            raise TuningDBError(f"cannot merge: {str(other.path)!r} was tuned on "
+                                f"{_describe(other.manifest['device'])}, {str(self.path)!r} on "
+                                f"{_describe(self.manifest['device'])}")
+        mine, theirs = self.ms_database(), other.ms_database()
+        count = 0
+        for rec in theirs.get_all_tuning_records():
+            wl = mine.commit_workload(rec.workload.mod)
+            mine.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target,
+                                                               rec.args_info))
+            count += 1
+        return count
+
+    def prune(self, keep: int = 1) -> int:
+        """Keep the `keep` fastest records per workload; returns how many were dropped."""
+        lines = _check_lines(self.path / RECORDS)[0]
+        by_workload: dict[int, list[tuple[float, int]]] = {}
+        for i, line in enumerate(lines):
+            secs = _mean_secs(line)
+            by_workload.setdefault(_workload_index(line), []).append((float("inf") if secs is None else secs, i))
+        kept = sorted(i for recs in by_workload.values() for _, i in sorted(recs)[:keep])
+        atomic_write_text(self.path / RECORDS, "".join(lines[i] + "\n" for i in kept))
+        return len(lines) - len(kept)
+
+
+def _workload_index(line: str) -> int:
+    try:
+        idx = json.loads(line)[0]
+        return idx if isinstance(idx, int) else 1 << 60
+    except (ValueError, IndexError, KeyError, TypeError):
+        return 1 << 60
+
+
+def _mean_secs(line: str) -> float | None:
+    try:
+        secs = json.loads(line)[1][1]
+        vals = [float(s) for s in secs]
+        return sum(vals) / len(vals) if vals else None
+    except (ValueError, IndexError, KeyError, TypeError):
+        return None
