@@ -87,7 +87,7 @@ def _compile_and_save(args: argparse.Namespace, progress) -> dict[str, Any]:
                                   None if args.dump_dir else sink))
     cm = ember_compile(args.model, target=args.target, pipeline=args.pipeline, opt_level=args.opt_level,
                        memory_budget=args.memory_budget, mcpu=args.mcpu,
-                       features=args.mattr, instruments=instruments, disabled=args.disable or (),
+                       features=args.mattr, db=args.db, instruments=instruments, disabled=args.disable or (),
                        progress=progress)
     progress(f"writing {args.output}")
     cm.save(args.output)
@@ -107,6 +107,71 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(result["pass_times"])
     meta = result["metadata"]
     print(f"compiled {args.model} for {meta['target']['triple']} in {result['seconds']:.1f} s -> {args.output}")
+    return 0
+
+
+# ---------------------------------------------------------------- tune
+def _tune(args: argparse.Namespace, progress):
+    from .tune import tune
+
+    _load_plugins(args.plugin)
+    rpc = None
+    if args.tracker:
+        from ember.targets.remote import parse_address
+
+        host, port = parse_address(args.tracker, "--tracker")
+        if not args.key:
+            raise EmberError("--tracker needs --key (the device key the RPC servers registered)")
+        rpc = {"host": host, "port": port, "key": args.key}
+    report = tune(args.model, args.target, args.db, trials=args.trials, seconds=args.time_budget,
+                  pipeline=args.pipeline, opt_level=args.opt_level, mcpu=args.mcpu, features=args.mattr,
+                  rpc=rpc, report_dir=args.report or str(Path(args.db) / "report"), progress=progress)
+    return report.to_json()
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import parse_duration
+
+    if args.trials is not None and args.trials <= 0:
+        raise EmberError("--trials must be positive")
+    try:
+        args.time_budget = parse_duration(args.time) if args.time else None
+    except ValueError as e:
+        raise EmberError(str(e)) from None
+    progress = _Progress(args.quiet)
+    if args.isolate:
+        from .isolate import run_isolated
+
+        result = run_isolated(_tune, args, what="tuning", progress=progress, timeout=args.timeout)
+    else:
+        result = _tune(args, progress)
+    print(f"tuned {args.model} in {result['seconds']:.0f} s{' (interrupted)' if result['interrupted'] else ''}: "
+          f"kernel time {result['default_estimate_ms']:.3f} ms with default schedules -> "
+          f"{result['tuned_estimate_ms']:.3f} ms; database {args.db}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from .tuning_db import TuningDatabase
+
+    if args.action == "stats":
+        for path in args.db:
+            st = TuningDatabase.open(path).stats()
+            print(f"{st['path']}: {st['workloads']} workloads, {st['records']} records, "
+                  f"{st['tuned_workloads']} with a measured schedule (best total {st['best_total_ms']:.3f} ms); "
+                  f"tuned on {st['device']} with TVM {st['tvm_version']}")
+        return 0
+    if args.action == "merge":
+        if len(args.db) < 2:
+            raise EmberError("db merge needs a destination and at least one source database")
+        dst = TuningDatabase.open(args.db[0])
+        for src in args.db[1:]:
+            n = dst.merge_from(TuningDatabase.open(src))
+            print(f"merged {n} records from {src} into {args.db[0]}")
+        return 0
+    for path in args.db:  # prune
+        n = TuningDatabase.open(path).prune(args.keep)
+        print(f"{path}: dropped {n} records (kept the {args.keep} fastest per workload)")
     return 0
 
 
@@ -365,6 +430,33 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dump-dir", default=None, help="write IR dumps to this directory instead of stderr")
     common(c)
     c.set_defaults(fn=cmd_compile)
+
+    c.add_argument("--db", default=None, help="tuning database (from `ember tune`) whose schedules to use")
+
+    tn = sub.add_parser("tune", help="autotune a model's kernels for a target into a tuning database")
+    tn.add_argument("model", help="ONNX model file")
+    tn.add_argument("--db", default="ember-tuning", help="tuning database directory (default: ember-tuning; "
+                    "created if missing, resumed if present)")
+    tn.add_argument("--target", default="host", help="target triple or 'host' (default: host)")
+    tn.add_argument("--mcpu", default=None, help="CPU to generate code for")
+    tn.add_argument("--mattr", default=None, help="comma-separated features")
+    tn.add_argument("--trials", type=int, default=None, help="measurement budget over all kernels "
+                    "(default 64 when --time is not given)")
+    tn.add_argument("--time", default=None, metavar="DURATION", help="time budget, e.g. 20m, 1h, 600s")
+    tn.add_argument("--tracker", metavar="HOST:PORT", help="measure on the devices registered with this "
+                    "TVM RPC tracker (with --key); builds stay local")
+    tn.add_argument("--key", help="device key registered with the tracker")
+    tn.add_argument("--report", default=None, metavar="DIR", help="where to write the tuning report "
+                    "(default: DB/report)")
+    common(tn)
+    _pipeline_options(tn)
+    tn.set_defaults(fn=cmd_tune)
+
+    d = sub.add_parser("db", help="tuning database housekeeping: stats, merge, prune")
+    d.add_argument("action", choices=["stats", "merge", "prune"])
+    d.add_argument("db", nargs="+", help="database directories (merge: DEST SRC...)")
+    d.add_argument("--keep", type=int, default=1, help="prune: records kept per workload (default 1)")
+    d.set_defaults(fn=cmd_db)
 
     o = sub.add_parser("optimize", help="run graph passes and write the optimized model as ONNX")
     o.add_argument("model", help="ONNX model file")

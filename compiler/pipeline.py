@@ -100,29 +100,41 @@ def _keep_nan(op: str):
 
 def _conv2d(lanes: int):
     def legalize(bb, call):
+        from tvm import topi
+
         a = call.attrs
         x, w = call.args
         xs, ws = _static_shape(x), _static_shape(w)
-        usable = (a.data_layout == "NHWC" and a.kernel_layout == "OHWI" and a.out_layout == "NHWC"
-                  and xs is not None and ws is not None and x.ty.dtype == "float32" and w.ty.dtype == "float32"
-                  and _default_dtype(a.out_dtype))
+        nchw = a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and a.out_layout == "NCHW"
+        nhwc = a.data_layout == "NHWC" and a.kernel_layout == "OHWI" and a.out_layout == "NHWC"
+        usable = ((nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4
+                  and x.ty.dtype == "float32" and w.ty.dtype == "float32" and _default_dtype(a.out_dtype))
         if not usable:
             return _default(CONV2D)(bb, call)
+        c, ci = (xs[1], ws[1]) if nchw else (xs[3], ws[3])
+        dense, depthwise = a.groups == 1, a.groups == c == ws[0] and ci == 1
+        if not (dense or depthwise):
+            return _default(CONV2D)(bb, call)
+        if nchw:  # layout conversion gave up on this graph: transpose around the NHWC kernel
+            x = bb.emit_te(topi.transpose, x, [0, 2, 3, 1], primfunc_name_hint="to_nhwc")
+            w = bb.emit_te(topi.transpose, w, [0, 2, 3, 1], primfunc_name_hint="to_ohwi")
+            xs, ws = _static_shape(x), _static_shape(w)
         strides = tuple(int(s) for s in a.strides)
         padding = tuple(int(p) for p in a.padding)
         dilation = tuple(int(d) for d in a.dilation)
-        o, kh, kw, ci = ws
-        c = xs[3]
-        if a.groups == 1:
+        o, kh, kw, _ = ws
+        if dense:
             ow = (xs[2] + padding[1] + padding[3] - dilation[1] * (kw - 1) - 1) // strides[1] + 1
             tiles = kernels.gemm_tiles(ow, o, lanes)
             wp = bb.emit_te(kernels.pack_weights, w, tiles.nr, "OHWI", primfunc_name_hint="ember_pack")
-            return bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr, o,
-                              primfunc_name_hint="ember_conv2d")
-        if a.groups == c == o and ci == 1:
-            return bb.call_te(kernels.depthwise_nhwc, x, w, strides, padding, dilation,
-                              primfunc_name_hint="ember_depthwise")
-        return _default(CONV2D)(bb, call)
+            out = bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr, o,
+                             primfunc_name_hint="ember_conv2d")
+        else:
+            out = bb.call_te(kernels.depthwise_nhwc, x, w, strides, padding, dilation,
+                             primfunc_name_hint="ember_depthwise")
+        if nchw:
+            return bb.call_te(topi.transpose, bb.emit(out), [0, 3, 1, 2], primfunc_name_hint="to_nchw")
+        return out
 
     return legalize
 
@@ -201,6 +213,24 @@ def relax_pipeline(target, database=None, counts: dict[str, int] | None = None):
     return _pipeline
 
 
+def _to_nhwc():
+    """TVM's ConvertLayout to NHWC, or nothing where it gives up (it refuses
+    some ops' layouts with an internal error): the convolutions then stay
+    NCHW and Ember's kernels transpose around them."""
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name="EmberToNHWC")
+    def _pass(mod, _ctx):
+        try:
+            converted = relax.transform.ConvertLayout({CONV2D: ["NHWC", "OHWI"]})(mod)
+        except Exception:
+            return mod
+        return relax.transform.DeadCodeElimination()(converted)
+
+    return _pass
+
+
 def legalize_passes(target) -> list:
     """Everything up to (not including) scheduling: the module MetaSchedule extracts its tasks from."""
     from tvm import relax
@@ -210,10 +240,7 @@ def legalize_passes(target) -> list:
 
     backend = gpu if target.kind == "cuda" else cpu
     tvm_target = target.tvm_target()
-    layout = [] if target.kind == "cuda" else [
-        relax.transform.ConvertLayout({CONV2D: ["NHWC", "OHWI"]}),
-        relax.transform.DeadCodeElimination(),
-    ]
+    layout = [] if target.kind == "cuda" else [_to_nhwc()]
     return layout + backend.library_dispatch_passes(tvm_target) + [
         relax.transform.LegalizeOps(legalize_overrides(target)),
         relax.transform.AnnotateTIROpPattern(),

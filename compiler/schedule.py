@@ -53,14 +53,26 @@ def _inline_producers(sch, block) -> None:
             pass
 
 
-def _tail(sch, block, first: int) -> None:
-    """Vectorize the innermost loop of a block nested under `first` loops (if legal)."""
+def _tail(sch, block, first: int, width: int = 16) -> None:
+    """Vectorize the innermost loop of a block nested under `first` loops, in
+    chunks of at most `width` lanes (a whole long loop as one vector makes
+    LLVM generate enormous vector types), when that is legal."""
     loops = sch.get_loops(block)
-    if len(loops) > first:
-        try:
-            sch.vectorize(loops[-1])
-        except Exception:
-            pass
+    if len(loops) <= first:
+        return
+    inner = loops[-1]
+    ext = _extent(sch, inner)
+    if ext is None or ext < 2:
+        return
+    try:
+        if ext > width:
+            lanes = next((w for w in (width, width // 2, width // 4) if w > 1 and ext % w == 0), None)
+            if lanes is None:
+                return
+            inner = sch.split(inner, [None, lanes])[1]
+        sch.vectorize(inner)
+    except Exception:
+        pass
 
 
 def schedule_gemm(sch, block) -> None:

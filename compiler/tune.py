@@ -236,6 +236,7 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
 
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted, work_dir=str(database.path / "logs"), num_threads=max(1, tgt.num_cores or 1))
+    _quiet_console()
     runner = _runner(rpc)
     builder = ms.builder.LocalBuilder(timeout_sec=300)
     say(f"tuning {len(contexts)} tasks ({report.budget})")
@@ -255,6 +256,16 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
         for p in report.write(Path(report_dir)):
             say(f"wrote {p}")
     return report
+
+
+def _quiet_console() -> None:
+    """MetaSchedule logs every step to stdout as well as to its log files
+    (kept in DB/logs); Ember prints its own progress lines instead."""
+    import logging
+
+    for h in logging.getLogger("tvm.s_tir.meta_schedule").handlers:
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+            h.setLevel(logging.WARNING)
 
 
 def _runner(rpc: dict[str, Any] | None):

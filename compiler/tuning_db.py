@@ -98,12 +98,16 @@ class TuningDatabase:
     repaired: int = 0
 
     @classmethod
-    def open(cls, path: str | os.PathLike, target, create: bool = False) -> "TuningDatabase":
+    def open(cls, path: str | os.PathLike, target=None, create: bool = False) -> "TuningDatabase":
+        """Open (or create) a database for `target`; with target None (housekeeping:
+        stats, prune) the device and TVM version are not checked."""
         import tvm
 
         p = Path(path)
         man = p / MANIFEST
-        fp = fingerprint(target)
+        if target is None and create:
+            raise ValueError("creating a tuning database needs its target")
+        fp = fingerprint(target) if target is not None else None
         if not p.exists():
             if not create:
                 raise TuningDBError(f"tuning database {str(p)!r} does not exist (make one with `ember tune`)")
@@ -127,10 +131,10 @@ class TuningDatabase:
         if manifest.get("format_version") != FORMAT_VERSION:
             raise TuningDBError(f"tuning database {str(p)!r} has format {manifest.get('format_version')!r}; "
                                 f"this ember reads format {FORMAT_VERSION}")
-        if manifest.get("tvm_version") != tvm.__version__:
+        if fp is not None and manifest.get("tvm_version") != tvm.__version__:
             raise TuningDBError(f"tuning database {str(p)!r} was made with TVM {manifest.get('tvm_version')}; "
                                 f"this is TVM {tvm.__version__}: its schedules may not apply; tune again")
-        if manifest.get("device") != fp:
+        if fp is not None and manifest.get("device") != fp:
             raise TuningDBError(f"tuning database {str(p)!r} was tuned on "
                                 f"{_describe(manifest.get('device') or {})}; this target is {_describe(fp)}")
         db = cls(p, manifest)
@@ -189,10 +193,12 @@ class TuningDatabase:
         """Add the other database's records (same device and TVM); returns how many."""
         from tvm.s_tir import meta_schedule as ms
 
-        if other.manifest.get("device") != self.manifest.get("device"):
+        if (other.manifest.get("device"), other.manifest.get("tvm_version")) != \
+                (self.manifest.get("device"), self.manifest.get("tvm_version")):
             raise TuningDBError(f"cannot merge: {str(other.path)!r} was tuned on "
-                                f"{_describe(other.manifest['device'])}, {str(self.path)!r} on "
-                                f"{_describe(self.manifest['device'])}")
+                                f"{_describe(other.manifest['device'])} with TVM {other.manifest.get('tvm_version')}, "
+                                f"{str(self.path)!r} on {_describe(self.manifest['device'])} "
+                                f"with TVM {self.manifest.get('tvm_version')}")
         mine, theirs = self.ms_database(), other.ms_database()
         count = 0
         for rec in theirs.get_all_tuning_records():

@@ -14,7 +14,7 @@ class RemoteError(EmberError):
     """The RPC server or tracker cannot be reached, or the remote run failed."""
 
 
-def _split(addr: str, what: str) -> tuple[str, int]:
+def parse_address(addr: str, what: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     if not host or not port.isdigit():
         raise RemoteError(f"{what} {addr!r}: expected HOST:PORT")
@@ -28,9 +28,9 @@ def connect(rpc: str | None = None, tracker: str | None = None, key: str | None 
         if tracker:
             if not key:
                 raise RemoteError("--tracker needs --key (the device key servers registered with)")
-            host, port = _split(tracker, "--tracker")
+            host, port = parse_address(tracker, "--tracker")
             return tvm_rpc.connect_tracker(host, port).request(key, session_timeout=timeout)
-        host, port = _split(rpc or "", "--rpc")
+        host, port = parse_address(rpc or "", "--rpc")
         return tvm_rpc.connect(host, port, session_timeout=timeout)
     except RemoteError:
         raise

@@ -1,0 +1,87 @@
+"""Speed benchmark: onnxruntime vs Ember untuned vs Ember tuned, same run.
+
+    python benchmarks/tuning.py [--models NAME ...] [--tune-time 5m] [--budget SECONDS] [--db-dir DIR]
+
+For each model (default: SqueezeNet and ResNet-50 from the onnx wheel with
+seeded random weights, MobileNetV2 exported from PyTorch, the real MiniLM
+sentence encoder): onnxruntime latency (2 threads), Ember latency with its
+default schedules (no tuning), then `ember tune` for the stated time budget
+and Ember latency with the tuning database, with the tuning wall time and
+the ratios Ember time / onnxruntime time (lower is better; < 1 is faster than
+onnxruntime). Outputs are checked against onnxruntime at each step.
+Databases are kept in --db-dir, so a second run resumes tuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+from optimization_levels import max_error, models, timed  # noqa: E402
+
+import ember  # noqa: E402
+from ember.compiler.reference import run_onnxruntime, session  # noqa: E402
+from ember.compiler.tune import parse_duration, tune  # noqa: E402
+
+DEFAULT = ["squeezenet", "resnet50", "mobilenet_v2", "minilm"]
+
+
+def bench(name, m, feeds, budget, tune_seconds, db_dir: Path) -> dict:
+    row: dict = {"model": name}
+    ref, _ = run_onnxruntime(m, feeds)
+    sess = session(m, threads=2)
+    row["ort_ms"] = timed(lambda: sess.run(None, feeds), budget) * 1e3
+    cm = ember.compile(m)
+    row["err_untuned"] = max_error(cm.run(feeds), ref)
+    row["untuned_ms"] = timed(lambda: cm.run(feeds), budget) * 1e3
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.onnx"
+        onnx.save(m, path)
+        db = db_dir / name
+        t0 = time.perf_counter()
+        report = tune(path, db=str(db), seconds=tune_seconds, report_dir=str(db / "report"),
+                      progress=lambda msg: print(f"   {name}: {msg}", file=sys.stderr, flush=True))
+        row["tune_s"] = time.perf_counter() - t0
+        row["trials"] = sum(t.trials for t in report.tasks)
+        tuned = ember.compile(path, db=str(db))
+    row["err_tuned"] = max_error(tuned.run(feeds), ref)
+    row["tuned_ms"] = timed(lambda: tuned.run(feeds), budget) * 1e3
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=DEFAULT, help="model names (default: %(default)s)")
+    ap.add_argument("--tune-time", default="5m", help="tuning budget per model (default: 5m)")
+    ap.add_argument("--budget", type=float, default=3.0, help="seconds of timed runs per engine and model")
+    ap.add_argument("--db-dir", default="bench-tuning", help="where the tuning databases are kept")
+    args = ap.parse_args()
+    os.environ.setdefault("TVM_NUM_THREADS", "2")
+    seconds = parse_duration(args.tune_time)
+    rows = []
+    for name, m, feeds in models(args.models):
+        print(f".. {name}", file=sys.stderr, flush=True)
+        rows.append(bench(name, m, feeds, args.budget, seconds, Path(args.db_dir)))
+    head = (f"{'model':13s} {'ORT ms':>8s} {'untuned ms':>10s} {'tuned ms':>9s} {'untuned/ORT':>11s} "
+            f"{'tuned/ORT':>9s} {'tune s':>7s} {'trials':>6s} {'max err':>8s}")
+    print(f"2 threads; tuning budget {args.tune_time} per model; ratios: Ember time / onnxruntime time")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['model']:13s} {r['ort_ms']:8.2f} {r['untuned_ms']:10.2f} {r['tuned_ms']:9.2f} "
+              f"{r['untuned_ms'] / r['ort_ms']:11.2f} {r['tuned_ms'] / r['ort_ms']:9.2f} {r['tune_s']:7.0f} "
+              f"{r['trials']:6d} {max(r['err_untuned'], r['err_tuned']):8.1e}")
+    return 0 if all(max(r["err_untuned"], r["err_tuned"]) < 1e-3 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""Ember's CPU kernels and default schedules: they fire where they should,
+stay out where they should not, and give onnxruntime's results."""
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from helpers import init, model, ort_run, tensor
+from onnx import helper as h
+
+import ember
+from ember import targets
+from ember.compiler import driver, kernels, lower, pipeline, schedule
+
+
+def _conv_model(c, o, hw, k, stride=1, pad=0, dilation=1, group=1, act=None, seed=0):
+    rng = np.random.default_rng(seed)
+    nodes = [h.make_node("Conv", ["x", "w", "b"], ["c"], strides=[stride] * 2, pads=[pad] * 4,
+                         dilations=[dilation] * 2, group=group)]
+    out = "c"
+    if act == "relu":
+        nodes.append(h.make_node("Relu", ["c"], ["y"]))
+        out = "y"
+    elif act == "clip":
+        nodes.append(h.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+        out = "y"
+    inits = [init("w", rng.standard_normal((o, c // group, k, k)).astype(np.float32) * 0.2),
+             init("b", rng.standard_normal(o).astype(np.float32))]
+    if act == "clip":
+        inits += [init("lo", np.array(0, np.float32)), init("hi", np.array(1.5, np.float32))]
+    oh = (hw + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    return model(nodes, [tensor("x", [1, c, hw, hw])], [tensor(out, [1, o, oh, oh])], inits)
+
+
+def _functions(m):
+    """Names of the PrimFuncs the CPU pipeline produces for a model."""
+    ir_model = driver.as_ir(m)
+    driver.optimize(ir_model)
+    mod = lower.to_relax(ir_model)
+    tgt = targets.parse("host")
+    with tgt.tvm_target():
+        mod = tvm.transform.Sequential(pipeline.legalize_passes(tgt))(mod)
+    return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+
+def _check(m, feeds, rtol=1e-4, atol=1e-4):
+    got = ember.compile(m).run(feeds)
+    for g, r in zip(got.values() if isinstance(got, dict) else got, ort_run(m, feeds)):
+        np.testing.assert_allclose(np.asarray(g), r, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("c, o, hw, k, stride, pad, dilation", [
+    (3, 16, 9, 3, 1, 1, 1),     # padded 3x3
+    (8, 32, 8, 1, 1, 0, 1),     # 1x1: a plain GEMM
+    (4, 20, 11, 3, 2, 1, 1),    # stride 2; 20 output channels: weights padded, result cropped
+    (6, 16, 12, 3, 1, 2, 2),    # dilation
+    (3, 10, 13, 5, 3, 0, 1),    # odd sizes, no padding, prime width
+])
+def test_conv2d_kernel_matches_onnxruntime(c, o, hw, k, stride, pad, dilation):
+    m = _conv_model(c, o, hw, k, stride, pad, dilation, act="relu")
+    assert any("ember_conv2d" in f for f in _functions(m))
+    x = np.random.default_rng(1).standard_normal((1, c, hw, hw)).astype(np.float32)
+    _check(m, {"x": x})
+
+
+def test_depthwise_kernel_and_grouped_fallback():
+    dw = _conv_model(16, 16, 10, 3, 2, 1, group=16, act="clip")
+    assert any("ember_depthwise" in f for f in _functions(dw))
+    x = np.random.default_rng(2).standard_normal((1, 16, 10, 10)).astype(np.float32) * 4
+    _check(dw, {"x": x})
+    grouped = _conv_model(8, 8, 6, 3, 1, 1, group=2)  # neither dense nor depthwise: TVM's own lowering
+    names = _functions(grouped)
+    assert not any("ember_conv2d" in f or "ember_depthwise" in f for f in names)
+    _check(grouped, {"x": np.random.default_rng(3).standard_normal((1, 8, 6, 6)).astype(np.float32)})
+
+
+def test_matmul_kernels_constant_and_batched():
+    rng = np.random.default_rng(4)
+    m = model([h.make_node("MatMul", ["x", "w"], ["y"]), h.make_node("MatMul", ["y", "z"], ["out"])],
+              [tensor("x", [2, 3, 5, 24]), tensor("z", [2, 3, 40, 16])], [tensor("out", [2, 3, 5, 16])],
+              [init("w", rng.standard_normal((24, 40)).astype(np.float32))])
+    names = _functions(m)
+    assert any("ember_matmul" in f for f in names) and any("ember_batch_matmul" in f for f in names)
+    _check(m, {"x": rng.standard_normal((2, 3, 5, 24)).astype(np.float32),
+               "z": rng.standard_normal((2, 3, 40, 16)).astype(np.float32)})
+
+
+def test_nan_propagates_through_relu_and_clip():
+    m = model([h.make_node("Relu", ["x"], ["r"]), h.make_node("Clip", ["x", "lo", "hi"], ["c"])],
+              [tensor("x", [1, 6])], [tensor("r", [1, 6]), tensor("c", [1, 6])],
+              [init("lo", np.array(-1, np.float32)), init("hi", np.array(1, np.float32))])
+    x = np.array([[np.nan, -2, -0.5, 0.5, 2, np.inf]], np.float32)
+    r, c = ember.compile(m).run({"x": x}).values()
+    np.testing.assert_array_equal(r, [[np.nan, 0, 0, 0.5, 2, np.inf]])
+    np.testing.assert_array_equal(c, [[np.nan, -1, -0.5, 0.5, 1, 1]])
+
+
+def test_sum_of_many_inputs_is_adds():
+    m = model([h.make_node("Sum", ["a", "b", "c"], ["y"])], [tensor(n, [2, 3]) for n in "abc"],
+              [tensor("y", [2, 3])])
+    feeds = {n: np.random.default_rng(i).standard_normal((2, 3)).astype(np.float32) for i, n in enumerate("abc")}
+    _check(m, feeds)
+
+
+@pytest.mark.parametrize("m, n, lanes, tile", [
+    (56, 64, 16, (8, 32)),    # two vectors wide, 8 rows: 16 of 32 registers
+    (13, 1000, 16, (13, 16)),  # 1000 columns: padded to 1008, one vector wide
+    (7, 2048, 16, (7, 32)),
+    (1, 10, 8, (1, 8)),
+    (49, 24, 4, (7, 4)),       # NEON: 7 rows x 1 vector beats 1 row x 2 vectors
+])
+def test_gemm_tiles(m, n, lanes, tile):
+    t = kernels.gemm_tiles(m, n, lanes)
+    assert (t.mr, t.nr) == tile
+    assert m % t.mr == 0 and t.nr % lanes == 0
+
+
+def test_long_inner_loops_are_vectorized_in_chunks():
+    """A 9216-wide elementwise loop must not become one 9216-lane vector (LLVM then takes minutes)."""
+    from tvm import te
+
+    x = te.placeholder((1, 9216), name="x")
+    y = te.compute((1, 9216), lambda i, j: x[i, j] * 2.0, name="y")
+    sch = schedule.default_schedule(te.create_prim_func([x, y]))
+    text = sch.mod.script()
+    assert "T.vectorized(16)" in text and "T.vectorized(9216)" not in text
+
+
+def test_light_model_with_big_dense_layers_compiles_fast():
+    """AlexNet (9216x4096 and 4096x4096 dense layers, grouped convolutions)."""
+    import time
+
+    from ember.compiler import zoo
+
+    t = time.perf_counter()
+    m = zoo.light_model("bvlc_alexnet")
+    feeds = zoo.random_inputs(m)
+    cm = ember.compile(m)
+    assert time.perf_counter() - t < 120
+    got = list(cm.run(feeds).values())[0]
+    np.testing.assert_allclose(got, ort_run(m, feeds)[0], rtol=1e-3, atol=1e-5)
+
+
+def test_nchw_convolutions_when_layout_conversion_gives_up(monkeypatch):
+    """ConvertLayout refuses some graphs; the kernels then run between transposes."""
+    import tvm as _tvm
+
+    monkeypatch.setattr(pipeline, "_to_nhwc", lambda: _tvm.transform.Sequential([]))
+    for m, shape in [(_conv_model(4, 20, 9, 3, 2, 1, act="relu"), (1, 4, 9, 9)),
+                     (_conv_model(8, 8, 7, 3, 1, 1, group=8), (1, 8, 7, 7))]:
+        names = _functions(m)
+        assert any("to_nhwc" in f for f in names) and any("ember_" in f for f in names)
+        _check(m, {"x": np.random.default_rng(5).standard_normal(shape).astype(np.float32)})

@@ -1,0 +1,114 @@
+"""The tuning database: manifest checks, crash repair, corruption, housekeeping."""
+
+import json
+
+import pytest
+import tvm
+from tvm import te
+from tvm.s_tir import meta_schedule as ms
+
+from ember import targets
+from ember.compiler import cli, schedule
+from ember.compiler.tuning_db import MANIFEST, RECORDS, WORKLOADS, TuningDatabase, TuningDBError
+
+
+def _commit(db: TuningDatabase, n: int, secs: list[float]) -> None:
+    """Commit one record per time in `secs` for n distinct toy workloads."""
+    mdb = db.ms_database()
+    target = targets.host().tvm_target()
+    for i in range(n):
+        x = te.placeholder((4, 16 * (i + 1)), name="x")
+        y = te.compute(x.shape, lambda a, b: x[a, b] + 1.0, name="y")
+        func = te.create_prim_func([x, y])
+        sch = schedule.default_schedule(func)
+        wl = mdb.commit_workload(tvm.IRModule({"main": func}))
+        for s in secs:
+            mdb.commit_tuning_record(ms.database.TuningRecord(sch.trace, wl, [s], target,
+                                                              ms.arg_info.ArgInfo.from_prim_func(func)))
+
+
+@pytest.fixture
+def db(tmp_path):
+    d = TuningDatabase.open(tmp_path / "db", targets.host(), create=True)
+    _commit(d, 2, [3e-5, 1e-5, 2e-5])
+    return d
+
+
+def test_create_stats_prune(db):
+    st = db.stats()
+    assert (st["workloads"], st["records"], st["tuned_workloads"]) == (2, 6, 2)
+    assert st["best_total_ms"] == pytest.approx(0.02)
+    assert db.prune(keep=1) == 4
+    assert TuningDatabase.open(db.path, targets.host()).stats()["records"] == 2
+    assert sorted(s for _, s in db.records()) == pytest.approx([1e-5, 1e-5])
+
+
+def test_truncated_tail_from_a_killed_run_is_dropped(db):
+    with open(db.path / RECORDS, "a") as f:
+        f.write('[1,[[[["GetSBlock"')  # a kill -9 in the middle of MetaSchedule's append
+    again = TuningDatabase.open(db.path, targets.host())
+    assert again.repaired == 1 and again.stats()["records"] == 6
+    again.ms_database()  # TVM accepts the repaired files
+
+
+def test_record_of_unwritten_workload_is_dropped(db):
+    lines = (db.path / WORKLOADS).read_text().splitlines()
+    (db.path / WORKLOADS).write_text(lines[0] + "\n")
+    again = TuningDatabase.open(db.path, targets.host())
+    assert again.repaired == 3 and again.stats()["records"] == 3
+
+
+def test_corrupt_line_is_an_error(db):
+    lines = (db.path / RECORDS).read_text().splitlines()
+    lines[1] = lines[1][:20]
+    (db.path / RECORDS).write_text("\n".join(lines) + "\n")
+    with pytest.raises(TuningDBError, match="records.json line 2 is not valid JSON"):
+        TuningDatabase.open(db.path, targets.host())
+
+
+def test_foreign_database_is_refused(db):
+    man = json.loads((db.path / MANIFEST).read_text())
+    man["device"]["cpu"] = "Some Other CPU"
+    (db.path / MANIFEST).write_text(json.dumps(man))
+    with pytest.raises(TuningDBError, match="tuned on .*Some Other CPU.*this target is"):
+        TuningDatabase.open(db.path, targets.host())
+    arm = targets.parse("aarch64-linux-gnu")
+    with pytest.raises(TuningDBError, match="aarch64"):
+        TuningDatabase.open(db.path, arm)
+    man["device"] = TuningDatabase.open(db.path).manifest["device"]
+    man["tvm_version"] = "0.1.0"
+    (db.path / MANIFEST).write_text(json.dumps(man))
+    with pytest.raises(TuningDBError, match="made with TVM 0.1.0"):
+        TuningDatabase.open(db.path, targets.host())
+
+
+def test_not_a_database(tmp_path):
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "a.txt").write_text("x")
+    with pytest.raises(TuningDBError, match="not an ember tuning database"):
+        TuningDatabase.open(tmp_path / "stuff", targets.host())
+    with pytest.raises(TuningDBError, match="does not exist"):
+        TuningDatabase.open(tmp_path / "missing", targets.host())
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / MANIFEST).write_text("{nope")
+    with pytest.raises(TuningDBError, match="unreadable"):
+        TuningDatabase.open(tmp_path / "bad", targets.host())
+
+
+def test_merge(tmp_path, db):
+    other = TuningDatabase.open(tmp_path / "other", targets.host(), create=True)
+    _commit(other, 1, [5e-6])
+    assert db.merge_from(other) == 1
+    assert TuningDatabase.open(db.path, targets.host()).stats()["records"] == 7
+
+
+def test_cli_db_commands(tmp_path, db, capsys):
+    assert cli.main(["db", "stats", str(db.path)]) == 0
+    assert "2 workloads, 6 records" in capsys.readouterr().out
+    assert cli.main(["db", "prune", str(db.path), "--keep", "2"]) == 0
+    assert "dropped 2 records" in capsys.readouterr().out
+    (db.path / RECORDS).write_text("garbage\n")
+    assert cli.main(["db", "stats", str(db.path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "corrupt tuning database" in err
+    assert cli.main(["compile", "x.onnx", "-o", str(tmp_path / "a"), "--db", str(tmp_path / "nodb")]) == 1

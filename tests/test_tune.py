@@ -1,0 +1,101 @@
+"""`ember tune` end to end with tiny budgets: the tuned model still matches
+onnxruntime, a SIGKILLed tuning run leaves a database that loads and
+resumes. (Speed is the benchmark's business: benchmarks/tuning.py.)"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import pytest
+from helpers import conv_relu_gemm, ort_run
+
+from ember.compiler import cli
+from ember.compiler.tuning_db import RECORDS, TuningDatabase
+
+pytestmark = pytest.mark.slow
+
+
+def test_tune_then_compile_with_db(tmp_path, capsys):
+    m = conv_relu_gemm()
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    db = tmp_path / "db"
+    assert cli.main(["tune", str(path), "--db", str(db), "--trials", "4", "-q"]) == 0
+    assert "kernel time" in capsys.readouterr().out
+    report = json.loads((db / "report" / "tuning-report.json").read_text())
+    assert report["tasks"] and all(t["default_ms"] is not None for t in report["tasks"])
+    assert sum(t["trials"] for t in report["tasks"]) >= 4
+    assert (db / "report" / "tuning-report.md").read_text().startswith("# Tuning report")
+    out = tmp_path / "art"
+    assert cli.main(["compile", str(path), "-o", str(out), "--db", str(db)]) == 0
+    assert "schedules from tuning database" in capsys.readouterr().err
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert cli.main(["run", str(out), "--input", f"x={tmp_path / 'x.npy'}", "--save", str(tmp_path / "y.npz")]) == 0
+    got = np.load(tmp_path / "y.npz")["y"]
+    np.testing.assert_allclose(got, ort_run(m, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_sigkill_mid_tune_then_resume(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(conv_relu_gemm(), path)
+    db = tmp_path / "db"
+    cmd = [sys.executable, "-m", "ember", "tune", str(path), "--db", str(db), "--trials", "64", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        records = db / RECORDS
+        # the default-schedule records land first; wait for the search's first batch too
+        while time.monotonic() < deadline:
+            if records.exists() and len(records.read_text().splitlines()) > 4:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("tuning wrote no search records within 300 s")
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    before = TuningDatabase.open(db).stats()["records"]
+    assert before > 4
+    env = dict(os.environ)
+    resumed = subprocess.run([*cmd[:-3], "--trials", "4", "-q"], capture_output=True, text=True, env=env,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    after = TuningDatabase.open(db).stats()["records"]
+    assert after >= before  # nothing lost; the resumed run added its own
+
+
+def test_tune_through_rpc_tracker_with_two_servers(tmp_path):
+    """Measurement goes through TVM's tracker to two servers under one key (a device farm in small)."""
+    from helpers import free_port, stop_group, wait_port
+
+    def start(args):
+        return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+
+    tracker = free_port()
+    procs = [start(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(tracker),
+                    "--port-end", str(tracker + 1)])]
+    try:
+        wait_port(tracker)
+        for _ in range(2):
+            port = free_port()
+            procs.append(start(["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
+                                "--port-end", str(port + 1), "--tracker", f"127.0.0.1:{tracker}",
+                                "--key", "ember-farm"]))
+        time.sleep(3)
+        path = tmp_path / "m.onnx"
+        onnx.save(conv_relu_gemm(), path)
+        db = tmp_path / "db"
+        assert cli.main(["tune", str(path), "--db", str(db), "--trials", "4", "-q",
+                         "--tracker", f"127.0.0.1:{tracker}", "--key", "ember-farm"]) == 0
+        report = json.loads((db / "report" / "tuning-report.json").read_text())
+        assert any(t["best_ms"] is not None for t in report["tasks"])  # measured on the servers
+    finally:
+        for p in procs:
+            stop_group(p)
