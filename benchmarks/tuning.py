@@ -23,13 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-from optimization_levels import max_error, models, timed  # noqa: E402
+import numpy as np
+import onnx
+from ember.compiler.reference import run_onnxruntime, session
+from ember.compiler.tune import parse_duration, tune
+from optimization_levels import max_error, models, timed
 
-import ember  # noqa: E402
-from ember.compiler.reference import run_onnxruntime, session  # noqa: E402
-from ember.compiler.tune import parse_duration, tune  # noqa: E402
+import ember
 
 DEFAULT = ["squeezenet", "resnet50", "mobilenet_v2", "minilm"]
 

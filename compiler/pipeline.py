@@ -234,7 +234,6 @@ def _to_nhwc():
 def legalize_passes(target) -> list:
     """Everything up to (not including) scheduling: the module MetaSchedule extracts its tasks from."""
     from tvm import relax
-
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.relax.backend.cuda import pipeline as gpu
 

@@ -12,10 +12,9 @@ import time
 import numpy as np
 import onnx
 import pytest
-from helpers import conv_relu_gemm, ort_run
-
 from ember.compiler import cli
 from ember.compiler.tuning_db import RECORDS, TuningDatabase
+from helpers import conv_relu_gemm, ort_run
 
 pytestmark = pytest.mark.slow
 

@@ -2,15 +2,14 @@
 stay out where they should not, and give onnxruntime's results."""
 
 import numpy as np
-import onnx
 import pytest
 import tvm
+from ember.compiler import driver, kernels, lower, pipeline, schedule
 from helpers import init, model, ort_run, tensor
 from onnx import helper as h
 
 import ember
 from ember import targets
-from ember.compiler import driver, kernels, lower, pipeline, schedule
 
 
 def _conv_model(c, o, hw, k, stride=1, pad=0, dilation=1, group=1, act=None, seed=0):

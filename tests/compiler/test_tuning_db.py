@@ -4,12 +4,18 @@ import json
 
 import pytest
 import tvm
+from ember.compiler import cli, schedule
+from ember.compiler.tuning_db import (
+    MANIFEST,
+    RECORDS,
+    WORKLOADS,
+    TuningDatabase,
+    TuningDBError,
+)
 from tvm import te
 from tvm.s_tir import meta_schedule as ms
 
 from ember import targets
-from ember.compiler import cli, schedule
-from ember.compiler.tuning_db import MANIFEST, RECORDS, WORKLOADS, TuningDatabase, TuningDBError
 
 
 def _commit(db: TuningDatabase, n: int, secs: list[float]) -> None:
