@@ -110,7 +110,7 @@ class TuneReport:
         ax.step(xs, ys, where="post")
         ax.set_xlabel("tuning time (min)")
         ax.set_ylabel("estimated kernel time (ms)")
-        ax.set_title(f"{self.model} on {self.target}")
+        ax.set_title(f"{Path(self.model).stem} on {self.target.split(' +')[0]}", fontsize=10)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
