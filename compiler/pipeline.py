@@ -213,6 +213,21 @@ def relax_pipeline(target, database=None, counts: dict[str, int] | None = None):
     return _pipeline
 
 
+def _has_conv2d(mod) -> bool:
+    from tvm import relax
+
+    found = []
+
+    def visit(e):
+        if isinstance(e, relax.Call) and getattr(e.op, "name", "") == CONV2D:
+            found.append(e)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return bool(found)
+
+
 def _to_nhwc():
     """TVM's ConvertLayout to NHWC, or nothing where it gives up (it refuses
     some ops' layouts with an internal error): the convolutions then stay
@@ -222,6 +237,8 @@ def _to_nhwc():
 
     @tvm.transform.module_pass(opt_level=0, name="EmberToNHWC")
     def _pass(mod, _ctx):
+        if not _has_conv2d(mod):  # nothing to convert, and ConvertLayout itself can die of SIGFPE
+            return mod
         try:
             converted = relax.transform.ConvertLayout({CONV2D: ["NHWC", "OHWI"]})(mod)
         except Exception:
