@@ -26,6 +26,7 @@ MATMUL = "relax.matmul"
 RELU = "relax.nn.relu"
 MAXIMUM, MINIMUM = "relax.maximum", "relax.minimum"
 GELU = "relax.nn.gelu"
+LEFT_SHIFT, RIGHT_SHIFT = "relax.left_shift", "relax.right_shift"
 
 
 def _static_shape(expr) -> tuple[int, ...] | None:
@@ -73,6 +74,50 @@ def _gelu(bb, call):
         return te.compute(x.shape, lambda *i: x(*i) * (half + erf(*i) * half), name="gelu")
 
     return bb.call_te(gelu, x, primfunc_name_hint="gelu")
+
+
+def _broadcast(call, fn, name: str):
+    """A TE legalization of a broadcasting binary op: fn(a_elem, b_elem)."""
+    from tvm import te
+
+    out_shape = _static_shape(call)
+
+    def compute(a, b):
+        def at(t, idx):
+            rank = len(t.shape)
+            sub = idx[len(idx) - rank:] if rank else ()
+            return t(*[0 if int(d) == 1 else i for d, i in zip(t.shape, sub)])
+        return te.compute(out_shape, lambda *i: fn(at(a, i), at(b, i)), name=name)
+
+    return compute
+
+
+def _shift(op: str):
+    """BitShift as ONNX defines it for any amount: left shifts by the width or
+    more (or by a negative amount, read as unsigned) give 0, right shifts of
+    signed values fill with the sign bit. LLVM leaves such shifts undefined:
+    scalar and vector x86 instructions give different answers."""
+
+    def legalize(bb, call):
+        from tvm import tirx
+
+        a, b = call.args
+        dtype = str(a.ty.dtype)
+        if _static_shape(call) is None or not dtype.startswith(("int", "uint")):
+            return _default(op)(bb, call)
+        width = int(dtype.lstrip("uint") or 0)
+        zero, top = tirx.const(0, dtype), tirx.const(width - 1, dtype)
+        signed = dtype.startswith("int")
+
+        def f(x, s):
+            out_of_range = tirx.Or(s < zero, s > top) if signed else s > top
+            if op == LEFT_SHIFT:
+                return tirx.Select(out_of_range, zero, x << s)
+            return x >> tirx.Select(out_of_range, top, s) if signed else tirx.Select(out_of_range, zero, x >> s)
+
+        return bb.call_te(_broadcast(call, f, op[6:]), a, b, primfunc_name_hint=op[6:])
+
+    return legalize
 
 
 def _keep_nan(op: str):
@@ -161,7 +206,8 @@ def _matmul(lanes: int):
 
 
 def legalize_overrides(target) -> dict[str, Any]:
-    nan_safe = {RELU: _relu, MAXIMUM: _keep_nan(MAXIMUM), MINIMUM: _keep_nan(MINIMUM)}
+    nan_safe = {RELU: _relu, MAXIMUM: _keep_nan(MAXIMUM), MINIMUM: _keep_nan(MINIMUM),
+                LEFT_SHIFT: _shift(LEFT_SHIFT), RIGHT_SHIFT: _shift(RIGHT_SHIFT)}
     if target.kind == "cuda":
         return nan_safe
     lanes = max(4, target.vector_bits // 32)
