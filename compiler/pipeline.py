@@ -9,8 +9,9 @@ dataflow lowering, memory planning) with Ember's pieces put in:
   that no tuning record covers gets Ember's default schedule
   (`schedule.py`);
 - CUDA: TVM's dlight GPU rules schedule what no tuning record covers;
-- all targets: Relu keeps NaN, as ONNX specifies (TVM's relu is max(x, 0),
-  which drops it).
+- all targets: Relu and Clip keep NaN, as ONNX specifies (TVM's lower to
+  max/min, which drop it), and BitShift by out-of-range amounts gives what
+  ONNX specifies (LLVM leaves it undefined).
 
 `database` (a MetaSchedule database) applies tuned schedules first.
 """
