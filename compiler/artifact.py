@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import ArtifactError, RuntimeInputError
 from .fileutil import atomic_write_text
+from .isolate import mark_pool_started
 
 FORMAT_VERSION = 1
 LIBRARY = "model.so"
@@ -106,6 +107,7 @@ class CompiledModel:
 
         arrays = self.check_inputs(inputs)
         vm = self._vm_instance()
+        mark_pool_started()
         args = [tvm.runtime.tensor(a, self._device) for a in arrays]
         try:
             result = vm["main"](*args)
@@ -130,6 +132,7 @@ class CompiledModel:
 
         arrays = self.check_inputs(inputs)
         vm = self._vm_instance()
+        mark_pool_started()
         args = [tvm.runtime.tensor(a, self._device) for a in arrays]
         fn = vm["main"]
         for _ in range(warmup):

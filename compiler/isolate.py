@@ -18,11 +18,32 @@ from . import errors
 from .errors import CompileError, EmberError
 
 
+_pool_started = False
+
+
+def mark_pool_started() -> None:
+    """Note that this process may have started TVM's worker threads (it ran kernels)."""
+    global _pool_started
+    _pool_started = True
+
+
+def after_fork() -> None:
+    """Call first thing in a forked child. TVM's worker threads do not survive
+    fork: a child of a process that already ran parallel kernels would wait on
+    them forever. Such a child runs its kernels on its own thread instead."""
+    if _pool_started:
+        import tvm
+
+        tvm.get_global_func("runtime.config_threadpool")(1, 1)
+
+
 class StepCrashed(CompileError):
     """The isolated step died (signal), hung (timeout) or exited abnormally."""
 
 
 def _child(conn, fn, args, kwargs):
+    after_fork()
+
     def progress(msg: str) -> None:
         conn.send(("progress", msg))
 

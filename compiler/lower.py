@@ -160,8 +160,10 @@ def build(mod, target, database=None, counts: dict[str, int] | None = None):
     a MetaSchedule `database`, if given); returns a relax Executable."""
     import tvm
 
+    from .isolate import mark_pool_started
     from .pipeline import relax_pipeline
 
+    mark_pool_started()  # FoldConstant runs kernels in this process
     tvm_target = target.tvm_target()
     try:
         with warnings.catch_warnings():

@@ -58,7 +58,9 @@ def mutate(data: bytes, other: bytes, rng: np.random.Generator) -> bytes:
 def _child(conn, data: bytes, run: bool) -> None:
     import ember
     from ember.compiler.errors import EmberError
+    from ember.compiler.isolate import after_fork
 
+    after_fork()
     try:
         cm = ember.compile(_parse(data))
         if run:

@@ -150,3 +150,21 @@ def test_nchw_convolutions_when_layout_conversion_gives_up(monkeypatch):
         names = _functions(m)
         assert any("to_nhwc" in f for f in names) and any("ember_" in f for f in names)
         _check(m, {"x": np.random.default_rng(5).standard_normal(shape).astype(np.float32)})
+
+
+def test_forked_child_after_parent_ran_parallel_kernels():
+    """TVM's worker threads do not survive fork: a child of a process that ran
+    kernels must not wait for them (it used to hang in every parallel loop)."""
+    from helpers import conv_relu_gemm
+
+    from ember.compiler.isolate import run_isolated
+
+    m = conv_relu_gemm()
+    feeds = {"x": np.random.default_rng(6).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    cm = ember.compile(m)
+    want = cm.run(feeds)["y"]
+
+    def step(progress=None):
+        return cm.run(feeds)["y"]
+
+    np.testing.assert_array_equal(run_isolated(step, what="run", timeout=60), want)
