@@ -42,17 +42,6 @@ def _inline_epilogue(sch, block) -> None:
             return
 
 
-def _inline_producers(sch, block) -> None:
-    for p in sch.get_producers(block):
-        name = sch.get(p).name_hint
-        if name.startswith(("ember_", "T_pad")):
-            continue
-        try:
-            sch.compute_inline(p)
-        except Exception:
-            pass
-
-
 def _tail(sch, block, first: int, width: int = 16) -> None:
     """Vectorize the innermost loop of a block nested under `first` loops, in
     chunks of at most `width` lanes (a whole long loop as one vector makes
@@ -91,13 +80,20 @@ def schedule_gemm(sch, block) -> None:
     if crop:  # padded columns: the crop reads the accumulators directly
         sch.compute_inline(wb)
         wb = crop[0]
+    _register_tile(sch, block, wb, at=mo, outer=[no, *rows, mo], rows=mi, lanes=ni, reduction=ks[0])
+
+
+def _register_tile(sch, block, wb, at, outer, rows, lanes, reduction) -> None:
+    """The common tail of the kernel schedules: the accumulator tile's writeback
+    (with the fused epilogue folded in) at loop `at`, the `outer` loops fused and
+    parallel, `rows` unrolled, `lanes` vectorized, the reduction's init split off."""
     _inline_epilogue(sch, wb)
-    sch.reverse_compute_at(wb, mo)
-    outer = sch.fuse(no, *rows, mo)
-    sch.parallel(outer)
-    sch.unroll(mi)
-    sch.vectorize(ni)
-    init = sch.decompose_reduction(block, ks[0])
+    sch.reverse_compute_at(wb, at)
+    sch.parallel(sch.fuse(*outer))
+    sch.unroll(rows)
+    if lanes is not None:
+        sch.vectorize(lanes)
+    init = sch.decompose_reduction(block, reduction)
     _tail(sch, init, 1)
     _tail(sch, wb, 1)
     _schedule_pad(sch, block)
@@ -126,16 +122,7 @@ def schedule_depthwise(sch, block) -> None:
     co, ci = sch.split(c, [None, lanes])
     sch.reorder(b, y, xo, co, ky, kx, xi, ci)
     wb = sch.cache_write(block, 0, "local")
-    _inline_epilogue(sch, wb)
-    sch.reverse_compute_at(wb, co)
-    sch.parallel(sch.fuse(b, y))
-    sch.unroll(xi)
-    if lanes > 1:
-        sch.vectorize(ci)
-    init = sch.decompose_reduction(block, ky)
-    _tail(sch, init, 1)
-    _tail(sch, wb, 1)
-    _schedule_pad(sch, block)
+    _register_tile(sch, block, wb, at=co, outer=[b, y], rows=xi, lanes=ci if lanes > 1 else None, reduction=ky)
 
 
 def schedule_generic(sch) -> None:
@@ -143,25 +130,20 @@ def schedule_generic(sch) -> None:
     spatial loops in parallel and vectorize its innermost loop."""
     from tvm import tirx
 
-    root = sch.get_sblock("root") if _has_root(sch) else None
-    blocks = sch.get_child_blocks(root) if root is not None else []
-    for b in blocks:
+    root = sch.get_sblock("root")
+    for b in sch.get_child_blocks(root):
         try:
             sch.compute_inline(b)
         except Exception:
             pass
-    root_blocks = sch.get_child_blocks(root) if root is not None else []
-    for b in root_blocks:
+    for b in sch.get_child_blocks(root):
         loops = sch.get_loops(b)
-        if not loops:
-            continue
-        sblock = sch.get(b)
         spatial = []
-        for lp, iv in zip(loops, sblock.iter_vars):
+        for lp, iv in zip(loops, sch.get(b).iter_vars):
             if iv.iter_type != tirx.IterVar.DataPar:
                 break
             spatial.append(lp)
-        if len(spatial) != len(loops[:len(spatial)]) or not spatial:
+        if not spatial:
             continue
         try:
             # parallel over enough outer loops to give the threads work
@@ -171,20 +153,11 @@ def schedule_generic(sch) -> None:
                 total *= _extent(sch, lp) or 1
                 if total >= 64:
                     break
-            fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-            sch.parallel(fused)
+            sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
         except Exception:
             continue
         if len(spatial) == len(loops) and len(spatial) > 1:
             _tail(sch, b, 1)
-
-
-def _has_root(sch) -> bool:
-    try:
-        sch.get_sblock("root")
-        return True
-    except Exception:
-        return False
 
 
 def _blocks(sch) -> list[str]:
@@ -196,19 +169,19 @@ def default_schedule(func):
     """Ember's default schedule of one PrimFunc as a Schedule (its trace can
     be stored as a tuning record), or None if nothing applies."""
     try:
-        names = _blocks(_sch(func))
+        sch = _sch(func)
+        names = _blocks(sch)
     except Exception:
         return None
     for kind, fn in ((kernels.GEMM, schedule_gemm), (kernels.DEPTHWISE, schedule_depthwise)):
-        main = [n for n in names if n.startswith(kind) and not n.endswith(("_init", "_update"))]
+        main = [n for n in names if n.startswith(kind)]
         if len(main) == 1:
-            sch = _sch(func)
             try:
                 fn(sch, sch.get_sblock(main[0]))
                 return sch
             except Exception:
+                sch = _sch(func)  # a failed step may leave the schedule half-applied
                 break
-    sch = _sch(func)
     try:
         schedule_generic(sch)
         return sch

@@ -142,21 +142,16 @@ class TuningDatabase:
         return db
 
     def _repair(self) -> int:
-        dropped = 0
-        for name in (WORKLOADS, RECORDS):
-            f = self.path / name
-            lines, truncated = _check_lines(f)
-            if truncated:
-                atomic_write_text(f, "".join(line + "\n" for line in lines))
-                dropped += 1
-        # a record naming a workload that never made it to disk is also in flight
-        workloads = len(_check_lines(self.path / WORKLOADS)[0])
-        records, _ = _check_lines(self.path / RECORDS)
-        kept = [r for r in records if _workload_index(r) < workloads]
-        if len(kept) != len(records):
+        """Drop what a killed run left half-written; returns how many lines went."""
+        workloads, cut_workload = _check_lines(self.path / WORKLOADS)
+        records, cut_record = _check_lines(self.path / RECORDS)
+        if cut_workload:
+            atomic_write_text(self.path / WORKLOADS, "".join(w + "\n" for w in workloads))
+        # a record naming a workload that never made it to disk was also in flight
+        kept = [r for r in records if _workload_index(r) < len(workloads)]
+        if cut_record or len(kept) != len(records):
             atomic_write_text(self.path / RECORDS, "".join(r + "\n" for r in kept))
-            dropped += len(records) - len(kept)
-        return dropped
+        return int(cut_workload) + int(cut_record) + len(records) - len(kept)
 
     def ms_database(self):
         """The MetaSchedule JSONDatabase over this directory's files."""
