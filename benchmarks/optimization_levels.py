@@ -64,6 +64,23 @@ def timed(fn, budget: float) -> float:
     return float(np.median(times))
 
 
+def timed_together(fns: dict, budget: float) -> dict:
+    """Median seconds of each fn, called in turn within `budget` seconds per fn
+    (at least 5 rounds), so all of them see the same machine state."""
+    for fn in fns.values():
+        fn()
+    times: dict = {k: [] for k in fns}
+    t_end = time.perf_counter() + budget * len(fns)
+    rounds = 0
+    while rounds < 5 or (time.perf_counter() < t_end and rounds < 50):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+        rounds += 1
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def max_error(got: dict, ref: dict) -> float:
     return max(float(np.max(np.abs(got[k].astype(np.float64) - ref[k]))) if ref[k].size else 0.0 for k in ref)
 

@@ -146,8 +146,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     else:
         result = _tune(args, progress)
     print(f"tuned {args.model} in {result['seconds']:.0f} s{' (interrupted)' if result['interrupted'] else ''}: "
-          f"kernel time {result['default_estimate_ms']:.3f} ms with default schedules -> "
-          f"{result['tuned_estimate_ms']:.3f} ms; database {args.db}")
+          f"{result['summary']}; database {args.db}")
+    e2e = result.get("end_to_end")
+    if e2e:
+        print(f"model latency end to end: {e2e['default_ms']:.3f} ms with default schedules, "
+              f"{e2e['tuned_ms']:.3f} ms tuned")
     return 0
 
 

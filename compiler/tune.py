@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import EmberError
 from .fileutil import atomic_write_text
 from .tuning_db import TuningDatabase
 
@@ -52,21 +54,29 @@ class TuneReport:
     timeline: list[tuple[float, float]] = field(default_factory=list)  # (seconds, end-to-end ms estimate)
     seconds: float = 0.0
     interrupted: bool = False
+    end_to_end: dict[str, float] | None = None  # measured model latency, default vs tuned schedules
 
     def estimate_ms(self) -> float:
         return sum(t.weight * (t.current_ms() or 0.0) for t in self.tasks)
 
-    def default_ms(self) -> float:
-        return sum(t.weight * (t.default_ms or t.current_ms() or 0.0) for t in self.tasks)
+    def default_ms(self) -> float | None:
+        """The kernel-time estimate with default schedules (None where they were
+        not measured: remote devices)."""
+        if any(t.default_ms is None for t in self.tasks):
+            return None
+        return sum(t.weight * t.default_ms for t in self.tasks)
 
     def to_json(self) -> dict[str, Any]:
         total = self.estimate_ms() or 1.0
+        default = self.default_ms()
         return {"model": self.model, "target": self.target, "db": self.db, "budget": self.budget,
+                "summary": self.summary(),
                 "seconds": round(self.seconds, 1), "interrupted": self.interrupted,
-                "default_estimate_ms": round(self.default_ms(), 4), "tuned_estimate_ms": round(self.estimate_ms(), 4),
+                "default_estimate_ms": None if default is None else round(default, 4), "tuned_estimate_ms": round(self.estimate_ms(), 4),
                 "tasks": [{"name": t.name, "weight": t.weight, "trials": t.trials,
                            "default_ms": t.default_ms, "best_ms": t.best_ms,
                            "share": round(t.weight * (t.current_ms() or 0.0) / total, 4)} for t in self.tasks],
+                "end_to_end": self.end_to_end,
                 "timeline": [[round(s, 1), round(ms, 4)] for s, ms in self.timeline]}
 
     def markdown(self) -> str:
@@ -74,15 +84,28 @@ class TuneReport:
         lines = [f"# Tuning report: {self.model}", "",
                  f"target {self.target}; database {self.db}; budget {self.budget}; "
                  f"{d['seconds']} s{' (interrupted)' if self.interrupted else ''}", "",
-                 f"Kernel-time estimate: default schedules {d['default_estimate_ms']:.3f} ms, "
-                 f"after tuning {d['tuned_estimate_ms']:.3f} ms (sum over kernels of calls x best latency; "
-                 "excludes the VM's own overhead)", "",
+                 self.summary() + " (kernel time: the sum over kernels of calls x best latency, "
+                 "without the VM's own overhead)", "", *self._end_to_end_lines(),
                  "| task | calls | trials | default ms | tuned ms | share |", "|---|---|---|---|---|---|"]
         for t in sorted(d["tasks"], key=lambda t: -t["share"]):
             fmt = (lambda v: "-" if v is None else f"{v:.4f}")
             lines.append(f"| {t['name']} | {t['weight']} | {t['trials']} | {fmt(t['default_ms'])} | "
                          f"{fmt(t['best_ms'])} | {100 * t['share']:.1f}% |")
         return "\n".join(lines) + "\n"
+
+    def summary(self) -> str:
+        d = self.default_ms()
+        if d is None:
+            return (f"Best measured kernel time {self.estimate_ms():.3f} ms "
+                    "(default schedules are measured on this machine only)")
+        return f"Kernel time {d:.3f} ms with default schedules, {self.estimate_ms():.3f} ms after tuning"
+
+    def _end_to_end_lines(self) -> list[str]:
+        e = self.end_to_end
+        if not e:
+            return []
+        return [f"Model latency, measured end to end: {e['default_ms']:.3f} ms with default schedules, "
+                f"{e['tuned_ms']:.3f} ms with the tuned ones ({e['default_ms'] / e['tuned_ms']:.2f}x)", ""]
 
     def write(self, directory: Path) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
@@ -176,13 +199,18 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
         trials = 64
     tgt = targets.parse(target, mcpu=mcpu, features=features)
     tgt.check_toolchain()
+    if not rpc and tgt.runner not in ("local", "gpu"):
+        raise EmberError(f"{tgt.describe()} code cannot be measured on this machine; tune on devices of that "
+                         "kind through a TVM RPC tracker: --tracker HOST:PORT --key KEY")
+    if rpc and not tgt.num_cores:  # MetaSchedule's CPU rules need the device's core count
+        tgt = targets.parse(target, mcpu=mcpu, features=features, num_cores=_device_cores(rpc))
     database = TuningDatabase.open(db, tgt, create=True)
     if database.repaired:
         say(f"dropped {database.repaired} incomplete record(s) left by an interrupted run")
-    _, mod, _ = driver.lower_model(model, tgt, pipeline, opt_level=opt_level, say=say)
+    m, relax_mod, _ = driver.lower_model(model, tgt, pipeline, opt_level=opt_level, say=say)
     tvm_target = tgt.tvm_target()
     with tvm_target:
-        mod = tvm.transform.Sequential(legalize_passes(tgt))(mod)
+        mod = tvm.transform.Sequential(legalize_passes(tgt))(relax_mod)
     extracted = ms.relax_integration.extract_tasks(mod, tvm_target)
     report = TuneReport(model=str(model), target=tgt.describe(), db=str(db),
                         budget=" and ".join(x for x in (f"{trials} trials" if trials else "",
@@ -206,9 +234,13 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
             ms_db.commit_tuning_record(ms.database.TuningRecord(
                 sch.trace, wl, [secs], tvm_target, ms.arg_info.ArgInfo.from_prim_func(func)))
     report.timeline.append((time.monotonic() - t0, report.estimate_ms()))
-    say(f"{len(extracted)} tasks; default schedules: {report.estimate_ms():.3f} ms of kernel time")
+    if report.default_ms() is not None:
+        say(f"{len(extracted)} tasks; default schedules: {report.estimate_ms():.3f} ms of kernel time")
 
     deadline = None if seconds is None else t0 + seconds
+    if deadline is not None and time.monotonic() >= deadline:
+        say("time budget spent measuring the default schedules; no search")
+        return _finish(report, t0, report_dir, say)
     total_trials = trials if trials is not None else 1 << 30
 
     @derived_object
@@ -227,12 +259,6 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
             budget = f"/{trials}" if trials else ""
             say(f"trials {done}{budget}; task {task_id + 1}/{len(chosen)} {stat.name}; "
                 f"estimate {report.estimate_ms():.3f} ms{left}")
-            if deadline is not None and now >= deadline:
-                for tid in range(len(chosen)):
-                    try:
-                        task_scheduler.terminate_task(tid)
-                    except Exception:
-                        pass
 
     # search where the time is: the kernels that make up 98% of the default-schedule estimate
     # (at most MAX_TASKS of them); the rest keep their measured default schedule
@@ -241,12 +267,16 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
         say(f"searching the {len(chosen)} kernels that take "
             f"{100 * sum(report.tasks[i].weight * report.tasks[i].default_ms for i in chosen) / report.estimate_ms():.0f}% "
             "of the kernel time")
+    _import_tensor_intrinsics()
+    _drop_unnamed_log_handlers()
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         [extracted[i] for i in chosen], work_dir=str(database.path / "logs"),
         num_threads=max(1, tgt.num_cores or 1))
     _quiet_console()
     runner = _runner(rpc)
-    builder = ms.builder.LocalBuilder(timeout_sec=300)
+    linker = tgt.info.linker if tgt.cross_compiler() is not None else None
+    builder = ms.builder.LocalBuilder(timeout_sec=300, f_build=_build,
+                                      f_export=functools.partial(_export_shared, linker) if linker else None)
     say(f"tuning {len(contexts)} tasks ({report.budget})")
     try:
         with tempfile.TemporaryDirectory(prefix="ember-tune-") as work:
@@ -255,10 +285,48 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
                 max_trials_global=total_trials, num_trials_per_iter=min(16, max(4, total_trials // 4)),
                 builder=builder, runner=runner, database=ms_db, cost_model="xgb",
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), Progress()],
-                task_scheduler="gradient")
+                task_scheduler=_scheduler(len(contexts), weights, deadline,
+                                          lambda i: report.tasks[chosen[i]].current_ms(), say))
     except KeyboardInterrupt:
         report.interrupted = True
         say("interrupted: records measured so far are kept")
+    if tgt.is_host and not rpc and not report.interrupted:
+        report.end_to_end = _end_to_end(m, relax_mod, tgt, database, say)
+    return _finish(report, t0, report_dir, say)
+
+
+def _end_to_end(m, relax_mod, tgt, database: TuningDatabase, say, rounds: int = 5) -> dict[str, float] | None:
+    """The model's real latency (VM included) with default schedules and with
+    the database's, timed in alternation so both see the same machine state;
+    None when an input has no fixed shape."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from . import lower
+    from .driver import signature
+
+    specs, _ = signature(m.graph)
+    if any(s["shape"] is None or not all(isinstance(d, int) for d in s["shape"]) for s in specs):
+        say("end-to-end check skipped: the model has inputs without a fixed shape")
+        return None
+    say("building the model with and without the tuned schedules to time it end to end")
+    rng = np.random.default_rng(0)
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(rng.standard_normal(s["shape"]).astype(s["dtype"]) if s["dtype"].startswith("float")
+                               else np.zeros(s["shape"], dtype=s["dtype"] or "float32"), dev) for s in specs]
+    vms = {"default_ms": relax.VirtualMachine(lower.build(relax_mod, tgt), dev),
+           "tuned_ms": relax.VirtualMachine(lower.build(relax_mod, tgt, database.ms_database()), dev)}
+    times: dict[str, list[float]] = {k: [] for k in vms}
+    for _ in range(rounds):
+        for k, vm in vms.items():
+            times[k].append(vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=100)(*args).mean * 1e3)
+    result = {k: float(np.median(v)) for k, v in times.items()}
+    say(f"end to end: {result['default_ms']:.3f} ms with default schedules, {result['tuned_ms']:.3f} ms tuned")
+    return result
+
+
+def _finish(report: TuneReport, t0: float, report_dir: str | None, say) -> TuneReport:
     report.seconds = time.monotonic() - t0
     if report_dir is not None:
         for p in report.write(Path(report_dir)):
@@ -267,6 +335,127 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
 
 
 MAX_TASKS = 12
+
+
+def _device_cores(rpc: dict[str, Any]) -> int:
+    """The thread count of a device's TVM runtime (its cores), asked over RPC."""
+    from ember.targets import remote
+
+    sess = remote.connect(tracker=f"{rpc['host']}:{rpc['port']}", key=rpc["key"])
+    try:
+        return int(sess.get_function("runtime.NumThreads")())
+    except Exception as e:
+        raise remote.RemoteError(f"cannot ask the device for its core count: {str(e).strip()[:200]}") from None
+
+
+def _scheduler(n: int, weights: list[float], deadline: float | None, best_ms: Callable[[int], float | None],
+               say: Callable[[str], None], alpha: float = 0.2, window: int = 3):
+    """MetaSchedule's gradient task scheduler (Ansor's: one round over all
+    tasks, then the task whose weighted latency is falling fastest, or is
+    largest per round spent on it), with a deadline checked before every
+    batch. TVM's own checks nothing until its first round over all tasks is
+    measured, which overran a 3-minute budget by up to 4 minutes."""
+    import math
+
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    @derived_object
+    class DeadlineGradient(ms.task_scheduler.PyTaskScheduler):
+        def __init__(self):
+            super().__init__()
+            self.started = 0
+            self.pending = [False] * n  # sent to the runner, results not yet joined
+            self.history: list[list[float]] = [[] for _ in range(n)]  # best ms after each round
+
+        def _join_all(self) -> None:
+            tasks = self._outer().tasks_
+            for i in range(n):
+                if self.pending[i]:
+                    self.pending[i] = False
+                    if not tasks[i].is_terminated:  # terminated in the loop: nothing was sent
+                        self.join_running_task(i)
+                    self.history[i].append(best_ms(i) or math.inf)
+
+        def _grad(self, i: int) -> float:
+            h = self.history[i]
+            if not h or math.isinf(h[-1]):
+                return math.inf
+            g1 = (h[-1 - window] - h[-1]) / window if len(h) > window else 0.0
+            return weights[i] * (alpha * g1 + (1 - alpha) * h[-1] / len(h))
+
+        def next_task_id(self) -> int:
+            if deadline is not None and time.monotonic() >= deadline:
+                say("time budget spent")
+                return -1  # MetaSchedule then joins what is still running
+            tasks = self._outer().tasks_
+            while self.started < n:  # the first round: every task once
+                i, self.started = self.started, self.started + 1
+                if not tasks[i].is_terminated:
+                    self.pending[i] = True
+                    return i
+            self._join_all()
+            alive = [i for i in range(n) if not tasks[i].is_terminated]
+            if not alive:
+                return -1
+            i = max(alive, key=self._grad)
+            self.pending[i] = True
+            return i
+
+    return DeadlineGradient()
+
+
+def _import_tensor_intrinsics() -> None:
+    """Import TVM's tensor intrinsics (MetaSchedule's tune contexts need them)
+    fast. They are TVMScript, and every parse calls inspect.stack(), which
+    finds the module of every frame by scanning sys.modules: 14 s here once
+    MetaSchedule has pulled in torch. The parser only reads the frames and
+    their current line, which a plain frame walk gives in about 1 s."""
+    import inspect
+    import linecache
+    import sys
+
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+
+    def stack(context: int = 1) -> list:
+        frames, f = [], sys._getframe(1)
+        while f is not None:
+            name, line = f.f_code.co_filename, f.f_lineno
+            text = linecache.getline(name, line) if context else ""
+            frames.append(inspect.FrameInfo(f, name, line, f.f_code.co_name, [text] if text else None,
+                                            0 if text else None))
+            f = f.f_back
+        return frames
+
+    real, inspect.stack = inspect.stack, stack
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.stack = real
+
+
+def _build(mod, target, _params):
+    """MetaSchedule's default build without its import of the tensor
+    intrinsics (12 s in every fresh builder worker; candidates arrive
+    already tensorized)."""
+    from tvm.driver import build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def _export_shared(linker: str, mod) -> str:
+    """MetaSchedule's export for a device with no linker of its own (its
+    default, a .tar of objects, is linked on the device): a shared library
+    cross-linked here. Runs in the builder's worker processes."""
+    import os
+
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(prefix="ember-tune-"), "kernel.so")
+    mod.export_library(path, fcompile=cc.cross_compiler(linker))
+    return path
 
 
 def _dominant(report: TuneReport) -> list[int]:
@@ -283,6 +472,17 @@ def _dominant(report: TuneReport) -> list[int]:
         chosen.append(i)
         covered += ms_
     return sorted(chosen)
+
+
+def _drop_unnamed_log_handlers() -> None:
+    """TVM sets up MetaSchedule's loggers anew for every tuning run, listing the
+    handlers already there by name, and fails on an unnamed one (a log
+    capture a host program or pytest attached): such handlers are removed."""
+    import logging
+
+    log = logging.getLogger("tvm.s_tir.meta_schedule")
+    for h in [h for h in log.handlers if h.get_name() is None]:
+        log.removeHandler(h)
 
 
 def _quiet_console() -> None:

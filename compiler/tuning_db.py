@@ -46,6 +46,14 @@ def fingerprint(target) -> dict[str, Any]:
     return fp
 
 
+def _same_device(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """A target that names no core count (a cross-compile target) accepts a
+    database tuned on a device with any: its code runs on what the device has."""
+    if not wanted.get("cores"):
+        stored = {**stored, "cores": wanted.get("cores")}
+    return stored == wanted
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -134,7 +142,7 @@ class TuningDatabase:
         if fp is not None and manifest.get("tvm_version") != tvm.__version__:
             raise TuningDBError(f"tuning database {str(p)!r} was made with TVM {manifest.get('tvm_version')}; "
                                 f"this is TVM {tvm.__version__}: its schedules may not apply; tune again")
-        if fp is not None and manifest.get("device") != fp:
+        if fp is not None and not _same_device(manifest.get("device") or {}, fp):
             raise TuningDBError(f"tuning database {str(p)!r} was tuned on "
                                 f"{_describe(manifest.get('device') or {})}; this target is {_describe(fp)}")
         db = cls(p, manifest)

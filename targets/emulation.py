@@ -82,9 +82,12 @@ def run(jobs: list[tuple[Path, dict[str, np.ndarray], list[str]]], cpu: str,
 
 
 def start_rpc_server(port: int, cpu: str = "cortex-a72", rootfs: Path = DEFAULT_ROOTFS,
-                     workdir: Path | None = None) -> subprocess.Popen:
+                     workdir: Path | None = None, tracker: str | None = None,
+                     key: str | None = None) -> subprocess.Popen:
     """Start a TVM RPC server inside the emulated aarch64 Python, listening on
     127.0.0.1:`port`, in its own process group (stop it with os.killpg).
+    With `tracker` (HOST:PORT) and `key` it registers with that tracker, as a
+    device `ember tune --tracker HOST:PORT --key KEY` can measure on.
 
     The server runs each session in a worker it starts through sys.executable,
     which inside qemu (no binfmt) cannot exec an aarch64 binary; sys.executable
@@ -103,6 +106,13 @@ def start_rpc_server(port: int, cpu: str = "cortex-a72", rootfs: Path = DEFAULT_
                         "runpy.run_module('tvm.exec.rpc_server', run_name='__main__')\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(QEMU_CPU=cpu, TVM_USE_RUNTIME_LIB="1", PYTHONNOUSERSITE="1")
-    return subprocess.Popen([str(wrapper), str(launcher), "--host", "127.0.0.1", "--port", str(port),
-                             "--port-end", str(port + 1)], env=env, cwd=workdir, stdout=subprocess.DEVNULL,
+    args = [str(wrapper), str(launcher), "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)]
+    # the runtime-only mode leaves out libtvm_runtime_extra.so, which has the random
+    # fill MetaSchedule's RPC runner calls on the device
+    extra = next((rootfs / "usr/local/lib").glob("python3*/dist-packages/tvm/lib/libtvm_runtime_extra.so"), None)
+    if extra is not None:
+        args += ["--load-library", str(extra)]
+    if tracker:
+        args += ["--tracker", tracker, "--key", key or "aarch64"]
+    return subprocess.Popen(args, env=env, cwd=workdir, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)

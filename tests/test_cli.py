@@ -206,3 +206,8 @@ def test_crash_in_child_is_reported(tmp_path):
 
     with pytest.raises(EmberError, match=r"crashed in TVM while building node 'conv1' \(signal SIGSEGV\)"):
         run_isolated(boom, what="compilation")
+
+
+def test_tune_for_a_device_this_machine_cannot_run(tmp_path, model_file):
+    proc = ember("tune", model_file, "--db", tmp_path / "db", "--target", "aarch64-linux-gnu")
+    assert_one_line_error(proc, "cannot be measured on this machine", "--tracker")

@@ -88,6 +88,16 @@ def test_foreign_database_is_refused(db):
         TuningDatabase.open(db.path, targets.host())
 
 
+def test_device_core_count(tmp_path):
+    """A database tuned on a 4-core device serves a cross-compile target that
+    names no core count, but not a target naming 8 cores."""
+    four = targets.parse("aarch64-linux-gnu", mcpu="cortex-a72", num_cores=4)
+    TuningDatabase.open(tmp_path / "db", four, create=True)
+    TuningDatabase.open(tmp_path / "db", targets.parse("aarch64-linux-gnu", mcpu="cortex-a72"))
+    with pytest.raises(TuningDBError, match="4 cores.*this target is .*8 cores"):
+        TuningDatabase.open(tmp_path / "db", targets.parse("aarch64-linux-gnu", mcpu="cortex-a72", num_cores=8))
+
+
 def test_not_a_database(tmp_path):
     (tmp_path / "stuff").mkdir()
     (tmp_path / "stuff" / "a.txt").write_text("x")
