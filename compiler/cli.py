@@ -178,6 +178,52 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- prune
+def _calibration(args: argparse.Namespace, model) -> tuple[list | None, Any]:
+    """Calibration feeds and labels from --calib-data, random ones with
+    --random-calib (warned about), or (None, None)."""
+    from . import calibration
+    from .driver import signature
+
+    if not args.calib_data and not args.random_calib:
+        return None, None
+    specs, _ = signature(model.graph)
+    if args.calib_data:
+        return calibration.load(args.calib_data, specs)
+    sys.stderr.write("ember: warning: calibrating on random data: the accuracy it reports means nothing "
+                     "for real inputs\n")
+    return calibration.random_batches(specs, 16), None
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from . import driver, onnx_io
+    from .prune import prune
+
+    progress = _Progress(args.quiet)
+    nm = (2, 4)
+    if args.method == "n:m":
+        try:
+            n, m = (int(x) for x in args.nm.split(":"))
+        except ValueError:
+            raise EmberError(f"--nm {args.nm!r}: expected N:M, e.g. 2:4") from None
+        nm = (n, m)
+    progress("importing model")
+    model = driver.as_ir(args.model)
+    calib, labels = _calibration(args, model)
+    pruned, report = prune(model, args.method, args.sparsity, nm=nm, scope=args.scope, norm=args.norm,
+                           multiple=args.multiple, reconstruct=args.reconstruct, calib=calib, labels=labels,
+                           target_sparsity=args.target_sparsity, max_drop=args.max_drop, say=progress)
+    onnx_io.save(pruned, args.output)
+    for ln in report.lines():
+        print(ln)
+    if report.layers:
+        changed = [f"{d['space']} {d['channels']}->{d['kept']}" for d in report.layers if d["kept"] < d["channels"]]
+        print(f"channels removed in {len(changed)} of {len(report.layers)} groups: " + ", ".join(changed[:12])
+              + (" ..." if len(changed) > 12 else ""))
+    print(f"wrote {args.output}")
+    return 0
+
+
 # ---------------------------------------------------------------- run
 def _read_array(path: str, what: str) -> np.ndarray:
     p = Path(path)
@@ -454,6 +500,31 @@ def build_parser() -> argparse.ArgumentParser:
     common(tn)
     _pipeline_options(tn)
     tn.set_defaults(fn=cmd_tune)
+
+    pr = sub.add_parser("prune", help="prune a model (channels, magnitude or N:M) and write the smaller ONNX model")
+    pr.add_argument("model", help="ONNX model file")
+    pr.add_argument("-o", "--output", required=True, help="pruned ONNX model to write")
+    pr.add_argument("--method", choices=["channel", "magnitude", "n:m"], default="channel",
+                    help="channel: remove whole output channels (a smaller, faster dense model); magnitude / "
+                    "n:m: zero weights (a smaller compressed file only) (default: channel)")
+    pr.add_argument("--sparsity", type=float, default=0.5, help="fraction of channels (or weights) to remove "
+                    "per layer (default 0.5)")
+    pr.add_argument("--nm", default="2:4", help="N:M pattern for --method n:m (default 2:4)")
+    pr.add_argument("--scope", choices=["layer", "global"], default="layer",
+                    help="magnitude pruning: a threshold per layer or one over all layers")
+    pr.add_argument("--norm", choices=["l1", "l2"], default="l2", help="channel ranking norm (default l2)")
+    pr.add_argument("--multiple", type=int, default=1, help="round kept channel counts to a multiple of this")
+    pr.add_argument("--reconstruct", action="store_true", help="refit the layers by least squares on the "
+                    "calibration data so the pruned model mimics the original")
+    pr.add_argument("--calib-data", metavar="FILE|DIR", help="calibration data: .npz with one array per input "
+                    "(samples along axis 0, optional 'labels'), or a directory of .npz feed files")
+    pr.add_argument("--random-calib", action="store_true", help="calibrate on random inputs (accuracy unknown)")
+    pr.add_argument("--target-sparsity", type=float, default=None, help="channel ratios per layer chosen by "
+                    "measured sensitivity so this fraction of the weights goes")
+    pr.add_argument("--max-drop", type=float, default=None, help="with sensitivity analysis: the most error "
+                    "allowed (accuracy points with labels, else relative output error)")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    pr.set_defaults(fn=cmd_prune)
 
     d = sub.add_parser("db", help="tuning database housekeeping: stats, merge, prune")
     d.add_argument("action", choices=["stats", "merge", "prune"])

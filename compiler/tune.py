@@ -354,7 +354,8 @@ def _scheduler(n: int, weights: list[float], deadline: float | None, best_ms: Ca
     tasks, then the task whose weighted latency is falling fastest, or is
     largest per round spent on it), with a deadline checked before every
     batch. TVM's own checks nothing until its first round over all tasks is
-    measured, which overran a 3-minute budget by up to 4 minutes."""
+    measured, which overran a 3-minute budget by up to 4 minutes, and it
+    builds the next batch while the last one is being timed."""
     import math
 
     from tvm.ir.utils import derived_object
@@ -385,16 +386,18 @@ def _scheduler(n: int, weights: list[float], deadline: float | None, best_ms: Ca
             return weights[i] * (alpha * g1 + (1 - alpha) * h[-1] / len(h))
 
         def next_task_id(self) -> int:
+            # measurements finish before the next build starts: progress after every
+            # batch, and on a small machine builds would disturb the timings
+            self._join_all()
             if deadline is not None and time.monotonic() >= deadline:
                 say("time budget spent")
-                return -1  # MetaSchedule then joins what is still running
+                return -1
             tasks = self._outer().tasks_
             while self.started < n:  # the first round: every task once
                 i, self.started = self.started, self.started + 1
                 if not tasks[i].is_terminated:
                     self.pending[i] = True
                     return i
-            self._join_all()
             alive = [i for i in range(n) if not tasks[i].is_terminated]
             if not alive:
                 return -1

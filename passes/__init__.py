@@ -3,7 +3,7 @@ Importing this package registers them in the default registry.
 
 Optimization levels are pipeline strings (print one with `ember passes`):"""
 
-from . import cleanup, fusion  # noqa: F401
+from . import cleanup, fusion, pruning  # noqa: F401
 
 LEVELS: dict[int, str] = {
     0: "",
