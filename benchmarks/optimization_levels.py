@@ -64,19 +64,26 @@ def timed(fn, budget: float) -> float:
     return float(np.median(times))
 
 
-def timed_together(fns: dict, budget: float) -> dict:
-    """Median seconds of each fn, called in turn within `budget` seconds per fn
-    (at least 5 rounds), so all of them see the same machine state."""
-    for fn in fns.values():
-        fn()
+def timed_together(fns: dict, budget: float, block: float = 0.25) -> dict:
+    """Median seconds of each fn, timed in alternating blocks of `block`
+    seconds (about `budget` seconds per fn in all), so all of them see the
+    same machine state. Per-call alternation would not do: onnxruntime's and
+    TVM's thread pools spin for a while after a call and slow the other
+    engine down (TVM's by up to 10x on 2 cores); each block's first call is
+    not timed for that reason."""
     times: dict = {k: [] for k in fns}
     t_end = time.perf_counter() + budget * len(fns)
     rounds = 0
-    while rounds < 5 or (time.perf_counter() < t_end and rounds < 50):
+    while rounds < 3 or (time.perf_counter() < t_end and rounds < 40):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            b_end = time.perf_counter() + block
+            n = 0
+            while n < 3 or time.perf_counter() < b_end:
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+                n += 1
         rounds += 1
     return {k: float(np.median(v)) for k, v in times.items()}
 

@@ -513,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--scope", choices=["layer", "global"], default="layer",
                     help="magnitude pruning: a threshold per layer or one over all layers")
     pr.add_argument("--norm", choices=["l1", "l2"], default="l2", help="channel ranking norm (default l2)")
-    pr.add_argument("--multiple", type=int, default=1, help="round kept channel counts to a multiple of this")
+    pr.add_argument("--multiple", type=int, default=8, help="round kept channel counts to a multiple of this "
+                    "(default 8: odd counts defeat vectorized kernels and can make the model slower; 1: exact)")
     pr.add_argument("--reconstruct", action="store_true", help="refit the layers by least squares on the "
                     "calibration data so the pruned model mimics the original")
     pr.add_argument("--calib-data", metavar="FILE|DIR", help="calibration data: .npz with one array per input "

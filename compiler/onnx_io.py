@@ -362,6 +362,10 @@ def export_model(model: ir.Model) -> onnx.ModelProto:
     for t in model.extra.get("training_info", []):
         proto.training_info.add().CopyFrom(t)
     proto.graph.CopyFrom(export_graph(model.graph))
+    if 0 < proto.ir_version < 4:  # before IR 4 every initializer must also be a graph input
+        listed = {i.name for i in proto.graph.input}
+        proto.graph.input.extend(_value_info(v) for name, v in model.graph.initializers.items()
+                                 if name not in listed)
     return proto
 
 

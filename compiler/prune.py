@@ -99,12 +99,19 @@ def accuracy(outputs: list[np.ndarray], labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
+def _drop_dead_weights(g: ir.Graph) -> None:
+    """Remove the weights nothing reads any more, including those old (IR < 4)
+    models also list as graph inputs."""
+    g.inputs = [v for v in g.inputs if v.const is None or v.uses or g.is_output(v)]
+    g.remove_unused_initializers()
+
+
 def _copy(m: ir.Model) -> ir.Model:
     return onnx_io.import_model(onnx_io.export_model(m), infer_shapes=False)
 
 
 def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tuple[int, int] = (2, 4),
-          scope: str = "layer", norm: str = "l2", multiple: int = 1, reconstruct: bool = False,
+          scope: str = "layer", norm: str = "l2", multiple: int = 8, reconstruct: bool = False,
           calib: list[dict[str, np.ndarray]] | None = None, labels: np.ndarray | None = None,
           target_sparsity: float | None = None, max_drop: float | None = None,
           say: Callable[[str], None] = lambda msg: None) -> tuple[ir.Model, PruneReport]:
@@ -123,7 +130,7 @@ def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tup
         raise EmberError("--target-sparsity/--max-drop pick per-layer channel ratios: use --method channel")
     teacher = driver.as_ir(model)
     driver.optimize(teacher, "cleanup,fold-batchnorm")
-    teacher.graph.remove_unused_initializers()
+    _drop_dead_weights(teacher.graph)
     teacher_proto = onnx_io.export_model(teacher)
     report = PruneReport(method=method, before=Size.of(teacher_proto))
     ref = _outputs(teacher_proto, calib) if calib else None
@@ -134,7 +141,7 @@ def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tup
     keeps: dict[str, np.ndarray] = {}  # producer's output tensor -> kept output channels
     if method == "channel":
         ratios = ([sparsity] * len(channels.prunable(student.graph)) if target_sparsity is None and max_drop is None
-                  else _sensitivity(teacher, calib, labels, ref, target_sparsity, max_drop, norm, report, say))
+                  else _sensitivity(teacher, calib, labels, ref, target_sparsity, max_drop, norm, multiple, report, say))
         for sp, ratio in zip(channels.prunable(student.graph), ratios):
             before = sp.channels
             keep = channels.keep_channels(channels.channel_scores(sp, norm), ratio, multiple)
@@ -144,11 +151,11 @@ def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tup
                 channels.apply(student.graph, sp, keep)
             report.layers.append({"space": sp.name, "layers": [p.outputs[0].name for p in sp.producers],
                                   "channels": before, "kept": len(keep)})
-        student.graph.remove_unused_initializers()
     elif method == "magnitude":
         PruneMagnitude(sparsity=sparsity, scope=scope).run(student.graph)
     else:
         PruneNM(n=nm[0], m=nm[1]).run(student.graph)
+    _drop_dead_weights(student.graph)
     student.verify()
     say(f"pruned: {len(report.layers)} channel groups" if method == "channel" else f"pruned ({method})")
 
@@ -213,7 +220,7 @@ def _reconstruct(teacher: ir.Model, teacher_proto: onnx.ModelProto, student: ir.
 
 
 def _sensitivity(teacher: ir.Model, calib, labels, ref, target: float | None, max_drop: float | None,
-                 norm: str, report: PruneReport, say) -> list[float]:
+                 norm: str, multiple: int, report: PruneReport, say) -> list[float]:
     """Per channel group: the error (accuracy drop in points with labels, else
     relative output error) and parameters removed when only it is pruned, at
     10%..90%. Then greedily raise the ratio that costs least error per
@@ -233,8 +240,8 @@ def _sensitivity(teacher: ir.Model, calib, labels, ref, target: float | None, ma
         for r in RATIOS:
             m = _copy(teacher)
             sp = channels.prunable(m.graph)[i]
-            channels.apply(m.graph, sp, channels.keep_channels(channels.channel_scores(sp, norm), r))
-            m.graph.remove_unused_initializers()
+            channels.apply(m.graph, sp, channels.keep_channels(channels.channel_scores(sp, norm), r, multiple))
+            _drop_dead_weights(m.graph)
             proto = onnx_io.export_model(m)
             out = _outputs(proto, feeds)
             err = (100 * (base_acc - accuracy(out, lab4))) if lab4 is not None else rel_error(out, ref4)

@@ -29,6 +29,8 @@ UNARY = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwi
          "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Cast"}
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "PRelu"}
 BATCHNORM = "BatchNormalization"
+REDUCE = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceLogSumExp",
+          "ReduceSumSquare", "ReduceProd"}
 
 
 @dataclass
@@ -241,7 +243,11 @@ def _visit(s: _Spaces, root: int, v: Value, axis: int, node: Node, work: list[Va
     elif first and _input_axis(node) is not None and (op == "Conv" and axis == 1 or
                                                         op != "Conv" and axis == len(v.shape or ()) - 1):
         sp.sinks.append((node, 1))
-    elif op == "Flatten" and first and axis == 1 and node.attrs.get("axis", 1) == 1 and _static(v):
+    elif op in REDUCE and first and _reduced_axes(node, v) is not None and axis not in _reduced_axes(node, v):
+        gone = _reduced_axes(node, v)
+        join(node.outputs[0], axis if node.attrs.get("keepdims", 1) else axis - sum(1 for g in gone if g < axis))
+    elif (op == "Flatten" and node.attrs.get("axis", 1) == 1 or _flattening_reshape(node, v)) and first \
+            and axis == 1 and _static(v):
         block = int(np.prod(v.shape[2:], dtype=np.int64))
         users = node.outputs[0].consumers()
         if users and all(u.inputs[0] is node.outputs[0] and u.op_type in ("Gemm", "MatMul")
@@ -249,9 +255,35 @@ def _visit(s: _Spaces, root: int, v: Value, axis: int, node: Node, work: list[Va
             sp.flattens.append((node, block))
             sp.sinks.extend((u, block) for u in users)
         else:
-            sp.frozen = sp.frozen or f"Flatten {node.name} feeds something other than Gemm/MatMul"
+            sp.frozen = sp.frozen or f"{op} {node.name} feeds something other than Gemm/MatMul"
     else:
         sp.frozen = sp.frozen or f"{op} {node.name} uses the channels"
+
+
+def _reduced_axes(node: Node, v: Value) -> set[int] | None:
+    """The axes a Reduce* node reduces (None when they are not known)."""
+    if v.shape is None:
+        return None
+    rank = len(v.shape)
+    axes = node.attrs.get("axes")
+    if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
+        c = _const(node.inputs[1])
+        if c is None:
+            return None
+        axes = c.reshape(-1).tolist()
+    if not axes:
+        return None if node.attrs.get("noop_with_empty_axes", 0) else set(range(rank))
+    return {a % rank for a in axes}
+
+
+def _flattening_reshape(node: Node, v: Value) -> bool:
+    """A Reshape [N, C, ...] -> [N, C*...] (what Flatten does) with a constant 2-D shape."""
+    if node.op_type != "Reshape" or len(node.inputs) < 2 or not _static(v) or len(v.shape) < 2:
+        return False
+    shape = _const(node.inputs[1])
+    out = node.outputs[0].shape
+    return (shape is not None and shape.size == 2 and out is not None and len(out) == 2
+            and out[0] == v.shape[0] and out[1] == int(np.prod(v.shape[1:], dtype=np.int64)))
 
 
 def keep_channels(scores: np.ndarray, ratio: float, multiple: int = 1) -> np.ndarray:
@@ -309,6 +341,11 @@ def apply(graph: Graph, sp: Space, keep: np.ndarray) -> None:
         out = node.outputs[0]
         if out.shape is not None:
             out.shape = (out.shape[0], len(keep) * block)
+        if node.op_type == "Reshape":
+            shape = _const(node.inputs[1]).copy()
+            if shape[1] > 0:  # an explicit feature count (0 and -1 need no change)
+                shape[1] = len(keep) * block
+                set_const(graph, node, 1, shape)
     sp.channels = len(keep)
 
 
@@ -327,7 +364,7 @@ class PruneChannels(Pass):
     name: ClassVar[str] = "prune-channels"
     sparsity: float = 0.5
     norm: str = "l2"
-    multiple: int = 1  # round kept channel counts to a multiple of this (vector width)
+    multiple: int = 8  # kept channel counts rounded to a multiple of this: odd counts defeat vector kernels
 
     def run(self, graph: Graph) -> bool:
         if not 0.0 <= self.sparsity < 1.0:
