@@ -90,14 +90,20 @@ def test_accuracy(model, xte, yte) -> float:
     return accuracy([out[proto.graph.output[0].name]], yte)
 
 
-def digits(epochs: int) -> None:
+def trained_cnns(epochs: int):
+    """(label, model, input name, fp32 held-out accuracy) of the narrow and wide
+    digits CNNs, and the data split."""
     xtr, xte, ytr, yte = digits_data()
+    data = (xtr, xte, ytr, yte)
     for label, width in (("narrow 8-16-32", 8), ("wide 32-64-128", 32)):
         print(f".. training the {label} CNN", file=sys.stderr, flush=True)
         m = train_cnn(width, xtr, ytr, epochs)
-        name = m.graph.input[0].name
+        yield label, m, m.graph.input[0].name, test_accuracy(m, xte, yte), data
+
+
+def digits(epochs: int) -> None:
+    for label, m, name, base, (xtr, xte, ytr, yte) in trained_cnns(epochs):
         calib = feeds_of(xtr[:1024], name)
-        base = test_accuracy(m, xte, yte)
         print(f"\n{label} CNN: fp32 accuracy {100 * base:.2f}% on 450 held-out digits "
               f"({Size.of(m).params:,} parameters)")
         print(f"{'method':10s} {'recon':5s} " + " ".join(f"{int(100 * s):>6d}%" for s in SPARSITIES)

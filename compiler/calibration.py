@@ -102,6 +102,7 @@ def activations(model: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], 
     axis 0 (onnxruntime, with the tensors added as graph outputs)."""
     from .reference import session
 
+    names = list(dict.fromkeys(names))
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}

@@ -85,7 +85,12 @@ def _compile_and_save(args: argparse.Namespace, progress) -> dict[str, Any]:
         instruments.append(DumpIR(frozenset("*" if a == "all" else a for a in args.dump_ir_after),
                                   Path(args.dump_dir) if args.dump_dir else None,
                                   None if args.dump_dir else sink))
-    cm = ember_compile(args.model, target=args.target, pipeline=args.pipeline, opt_level=args.opt_level,
+    model: Any = args.model
+    if args.quantize:
+        model = _quantized(args, progress)
+        for ln in args.quant_report.lines():
+            progress(ln)
+    cm = ember_compile(model, target=args.target, pipeline=args.pipeline, opt_level=args.opt_level,
                        memory_budget=args.memory_budget, mcpu=args.mcpu,
                        features=args.mattr, db=args.db, instruments=instruments, disabled=args.disable or (),
                        progress=progress)
@@ -222,6 +227,55 @@ def cmd_prune(args: argparse.Namespace) -> int:
               + (" ..." if len(changed) > 12 else ""))
     print(f"wrote {args.output}")
     return 0
+
+
+# ---------------------------------------------------------------- quantize
+def _quantized(args: argparse.Namespace, progress):
+    """The model quantized to QDQ int8 as --calibrate, --symmetric, ... say."""
+    from . import driver
+    from .quantize import quantize
+
+    progress("importing model")
+    model = driver.as_ir(args.model)
+    calib, labels = _calibration(args, model)
+    if calib is None:
+        raise EmberError("quantization needs calibration data: --calib-data FILE|DIR (or --random-calib, "
+                         "and accuracy is then unknown)")
+    q, report = quantize(model, calib, calibrate=args.calibrate, symmetric=args.symmetric,
+                         exclude=set(args.exclude or ()), bias_correction=args.bias_correction,
+                         max_drop=args.max_drop, labels=labels, say=progress)
+    args.quant_report = report
+    return q
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from . import onnx_io
+
+    q = _quantized(args, _Progress(args.quiet))
+    onnx_io.save(q, args.output)
+    for ln in args.quant_report.lines():
+        print(ln)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _quantize_options(sp: argparse.ArgumentParser, flag: bool) -> None:
+    if flag:
+        sp.add_argument("--quantize", choices=["int8"], default=None, help="quantize to int8 (QDQ) on "
+                        "--calib-data first; int8 arithmetic is simulated in float until integer kernels land")
+    sp.add_argument("--calib-data", metavar="FILE|DIR", help="calibration data: .npz with one array per input "
+                    "(samples along axis 0, optional 'labels'), or a directory of .npz feed files")
+    sp.add_argument("--random-calib", action="store_true", help="calibrate on random inputs (accuracy unknown)")
+    sp.add_argument("--calibrate", choices=["minmax", "percentile", "entropy", "mse"], default="minmax",
+                    help="activation range observer (default minmax)")
+    sp.add_argument("--symmetric", action="store_true", help="int8 symmetric activations (default uint8 "
+                    "asymmetric; weights are always int8 symmetric per channel)")
+    sp.add_argument("--exclude", action="append", metavar="NAME|OP", help="keep this layer (output tensor or "
+                    "node name) or op type in float; repeatable")
+    sp.add_argument("--bias-correction", action="store_true", help="biases absorb the mean shift "
+                    "quantization causes, per layer")
+    sp.add_argument("--max-drop", type=float, default=None, help="layers with the worst SQNR go back to float "
+                    "until the error (accuracy points with labels, else relative output error) is within this")
 
 
 # ---------------------------------------------------------------- run
@@ -477,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dump-ir-after", action="append", metavar="PASS",
                    help="print the IR after this pass ('all' for every pass; repeatable)")
     c.add_argument("--dump-dir", default=None, help="write IR dumps to this directory instead of stderr")
+    _quantize_options(c, flag=True)
     common(c)
     c.set_defaults(fn=cmd_compile)
 
@@ -500,6 +555,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(tn)
     _pipeline_options(tn)
     tn.set_defaults(fn=cmd_tune)
+
+    qz = sub.add_parser("quantize", help="calibrated int8 quantization into a QDQ ONNX model")
+    qz.add_argument("model", help="ONNX model file")
+    qz.add_argument("-o", "--output", required=True, help="quantized ONNX model to write")
+    _quantize_options(qz, flag=False)
+    qz.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    qz.set_defaults(fn=cmd_quantize)
 
     pr = sub.add_parser("prune", help="prune a model (channels, magnitude or N:M) and write the smaller ONNX model")
     pr.add_argument("model", help="ONNX model file")

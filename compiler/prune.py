@@ -138,7 +138,7 @@ def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tup
         report.accuracy["original"] = accuracy(ref, labels)
 
     student = _copy(teacher)
-    keeps: dict[str, np.ndarray] = {}  # producer's output tensor -> kept output channels
+    keeps: dict[str, np.ndarray] = {}  # tensor of a pruned space -> its kept channels
     if method == "channel":
         ratios = ([sparsity] * len(channels.prunable(student.graph)) if target_sparsity is None and max_drop is None
                   else _sensitivity(teacher, calib, labels, ref, target_sparsity, max_drop, norm, multiple, report, say))
@@ -146,8 +146,7 @@ def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tup
             before = sp.channels
             keep = channels.keep_channels(channels.channel_scores(sp, norm), ratio, multiple)
             if len(keep) < before:
-                for p in sp.producers:
-                    keeps[p.outputs[0].name] = keep
+                keeps.update((v.name, keep) for v, _ in sp.values)
                 channels.apply(student.graph, sp, keep)
             report.layers.append({"space": sp.name, "layers": [p.outputs[0].name for p in sp.producers],
                                   "channels": before, "kept": len(keep)})
@@ -184,7 +183,8 @@ def _reconstruct(teacher: ir.Model, teacher_proto: onnx.ModelProto, student: ir.
     tnodes = {n.outputs[0].name: n for n in teacher.graph.nodes if n.outputs}
     layers = [n for n in student.graph.nodes
               if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.inputs) > 1 and n.inputs[1] is not None
-              and n.inputs[1].const is not None and rc.supported(n) and n.outputs[0].name in tnodes]
+              and n.inputs[1].const is not None and (rc.supported(n) or _bias(n) is not None)
+              and n.outputs[0].name in tnodes]
 
     def changed(n: ir.Node) -> bool:
         w0 = tnodes[n.outputs[0].name].inputs[1].const.numpy()
@@ -199,17 +199,22 @@ def _reconstruct(teacher: ir.Model, teacher_proto: onnx.ModelProto, student: ir.
     for k, node in enumerate(layers):
         name = node.outputs[0].name
         say(f"reconstructing layer {k + 1}/{len(layers)}: {node.op_type} -> {name}")
-        x = calibration.activations(onnx_io.export_model(student), calib, [node.inputs[0].name])[node.inputs[0].name]
         y = targets[name]
+        axis = 1 if node.op_type == "Conv" else y.ndim - 1
         if name in keeps:
-            y = np.take(y, keeps[name], axis=1 if node.op_type == "Conv" else y.ndim - 1)
+            y = np.take(y, keeps[name], axis=axis)
+        if not rc.supported(node):  # depthwise: bias correction only
+            done += _correct_bias(student, node, y, axis, calib)
+            continue
+        x = calibration.activations(onnx_io.export_model(student), calib, [node.inputs[0].name])[node.inputs[0].name]
         w = node.inputs[1].const.numpy()
         a, yt = rc.layer_rows(node, x, y)
         wmat = rc.weight_matrix(node, w)
         bias_in = node.inputs[2] if len(node.inputs) > 2 else None
         has_bias = bias_in is not None and bias_in.const is not None and bias_in.const.numpy().size == len(wmat)
         new_w, b = rc.refit(a, yt, wmat, bias_in.const.numpy().reshape(-1) if has_bias else None)
-        if new_w is wmat:  # too large to solve with its zeros kept: left as it is
+        if new_w is wmat:  # too large to solve with its zeros kept: bias correction only
+            done += _correct_bias(student, node, y, axis, calib) if has_bias else 0
             continue
         set_const(student.graph, node, 1, rc.from_matrix(node, new_w, w.shape))
         if b is not None:
@@ -217,6 +222,28 @@ def _reconstruct(teacher: ir.Model, teacher_proto: onnx.ModelProto, student: ir.
         done += 1
     student.graph.remove_unused_initializers()
     return done
+
+
+def _bias(node: ir.Node) -> ir.Value | None:
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    return b if b is not None and b.const is not None else None
+
+
+def _correct_bias(student: ir.Model, node: ir.Node, target: np.ndarray, axis: int, calib) -> int:
+    """Bias correction: add the mean, per output channel, of what the layer's
+    output misses against the original's on the calibration data."""
+    from ember.passes.pruning.channels import set_const
+
+    b = _bias(node)
+    if b is None:
+        return 0
+    got = calibration.activations(onnx_io.export_model(student), calib, [node.outputs[0].name])[node.outputs[0].name]
+    other = tuple(i for i in range(got.ndim) if i != axis)
+    delta = (target.astype(np.float64) - got).mean(axis=other)
+    if delta.size != b.const.numpy().size:
+        return 0
+    set_const(student.graph, node, 2, (b.const.numpy().reshape(-1) + delta).reshape(b.const.numpy().shape))
+    return 1
 
 
 def _sensitivity(teacher: ir.Model, calib, labels, ref, target: float | None, max_drop: float | None,

@@ -123,3 +123,12 @@ def stop_group(proc) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
+
+
+def ember_cli(*args, timeout: float = 600):
+    """`python -m ember ARGS` in a subprocess (what a user's shell runs)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "ember", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)

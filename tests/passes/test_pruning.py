@@ -2,9 +2,6 @@
 magnitude and N:M masks, least-squares reconstruction, sensitivity-chosen
 ratios, `ember prune`, and a pruned real architecture compiled by Ember."""
 
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import pytest
@@ -12,7 +9,7 @@ from ember.compiler import calibration, driver, onnx_io
 from ember.compiler.prune import Size, prune
 from ember.passes.pruning import PruneChannels, PruneMagnitude, PruneNM
 from ember.passes.pruning.channels import find_spaces
-from helpers import init, model, ort_run, tensor
+from helpers import ember_cli, init, model, ort_run, tensor
 from onnx import helper as h
 
 import ember
@@ -135,22 +132,17 @@ def test_sensitivity_meets_the_target():
     assert any(d["kept"] < d["channels"] for d in rep.layers)
 
 
-def _ember(*args):
-    return subprocess.run([sys.executable, "-m", "ember", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-
-
 def test_cli_prune(tmp_path):
     src, out = tmp_path / "m.onnx", tmp_path / "p.onnx"
     onnx.save(residual_net(), src)
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "calib.npz", x=rng.standard_normal((16, 3, 6, 6)).astype(np.float32))
-    proc = _ember("prune", src, "-o", out, "--sparsity", "0.5", "--reconstruct", "--calib-data",
+    proc = ember_cli("prune", src, "-o", out, "--sparsity", "0.5", "--reconstruct", "--calib-data",
                   tmp_path / "calib.npz", "-q")
     assert proc.returncode == 0, proc.stderr
     assert "removed" in proc.stdout and "after reconstructing" in proc.stdout
     onnx.checker.check_model(onnx.load(out), full_check=True)
-    proc = _ember("prune", src, "-o", out, "--method", "n:m", "--nm", "2:4", "-q")
+    proc = ember_cli("prune", src, "-o", out, "--method", "n:m", "--nm", "2:4", "-q")
     assert proc.returncode == 0 and "no faster" in proc.stdout
 
 
@@ -166,7 +158,7 @@ def test_cli_prune_errors(tmp_path, args, message):
     onnx.save(residual_net(), src)
     np.savez(tmp_path / "bad.npz", z=np.zeros((4, 3, 6, 6), np.float32))
     args = [str(tmp_path / a) if a.endswith(".npz") else a for a in args]
-    proc = _ember("prune", src, "-o", tmp_path / "p.onnx", *args)
+    proc = ember_cli("prune", src, "-o", tmp_path / "p.onnx", *args)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ember: error")]
     assert proc.returncode == 1 and len(errors) == 1 and message in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,0 +1,109 @@
+"""int8 quantization to QDQ: observers, the rewrite (valid ONNX that
+onnxruntime runs, close to the float model, same numbers in Ember), the
+accuracy tools and the CLI."""
+
+import numpy as np
+import onnx
+import pytest
+from ember.compiler import calibration, onnx_io
+from ember.compiler.prune import Size
+from ember.compiler.quantize import activation_range, qparams, quantize
+from helpers import ember_cli, init, model, ort_run, tensor
+from onnx import helper as h
+
+import ember
+
+RNG = np.random.default_rng(0)
+
+
+def cnn(seed: int = 0, width: int = 16) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)  # noqa: E731
+    nodes = [h.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             h.make_node("Relu", ["c1"], ["r1"]),
+             h.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             h.make_node("Add", ["c2", "r1"], ["a"]),
+             h.make_node("Relu", ["a"], ["r2"]),
+             h.make_node("GlobalAveragePool", ["r2"], ["p"]),
+             h.make_node("Flatten", ["p"], ["f"]),
+             h.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1)]
+    inits = [init("w1", w(width, 3, 3, 3)), init("b1", w(width)), init("w2", w(width, width, 3, 3)),
+             init("b2", w(width)), init("wg", w(10, width)), init("bg", w(10))]
+    return model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 10])], inits)
+
+
+def calib(n: int = 24):
+    return calibration.random_batches([{"name": "x", "shape": [1, 3, 8, 8], "dtype": "float32"}], n)
+
+
+def test_observers():
+    x = np.concatenate([RNG.standard_normal(100000), [40.0]]).astype(np.float32)
+    lo, hi = activation_range(x, "minmax")
+    assert hi == 40.0 and lo < 0
+    for method in ("percentile", "entropy"):
+        lo, hi = activation_range(x, method)
+        assert 2.0 < hi < 20.0 and lo < 0, method  # the outlier is clipped
+    lo, hi = activation_range(x, "mse")  # one outlier in 1e5 costs less kept than clipped to ~4
+    assert 8.0 <= hi < 40.0 and lo == -hi
+    relu = np.abs(x)
+    assert activation_range(relu, "entropy")[0] == 0.0
+    assert qparams(-1.0, 3.0, symmetric=True) == (3.0 / 127, 0)
+    s, z = qparams(-1.0, 3.0, symmetric=False)
+    assert abs(s - 4.0 / 255) < 1e-9 and 0 < z < 255
+
+
+@pytest.mark.parametrize("calibrate", ["minmax", "percentile", "entropy", "mse"])
+def test_quantized_model_is_close_and_runs_in_ort_and_ember(calibrate):
+    m = cnn()
+    q, report = quantize(m, calib(), calibrate=calibrate)
+    proto = onnx_io.export_model(q)
+    onnx.checker.check_model(proto, full_check=True)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QuantizeLinear") == 3  # x, r1, f: one per distinct activation
+    assert {str(onnx.numpy_helper.to_array(i).dtype) for i in proto.graph.initializer} >= {"int8", "int32"}
+    assert len(report.layers) == 3 and all(d["sqnr_db"] > 15 for d in report.layers)
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ref = ort_run(m, {"x": x})[0]
+    got = ort_run(proto, {"x": x})[0]
+    assert np.linalg.norm(got - ref) < 0.1 * np.linalg.norm(ref)
+    mine = ember.compile(proto).run({"x": x})["y"]
+    np.testing.assert_allclose(mine, got, atol=0.02 * np.abs(got).max())
+
+
+def test_int8_file_is_smaller():
+    m = cnn(width=64)
+    q, report = quantize(m, calib(8))
+    assert report.after.file_bytes < 0.4 * report.before.file_bytes
+    assert Size.of(onnx_io.export_model(q)).file_bytes == report.after.file_bytes
+
+
+def test_max_drop_puts_layers_back_to_float():
+    m = cnn()
+    _, full = quantize(m, calib())
+    q, rep = quantize(m, calib(), max_drop=full.error / 10)
+    assert rep.in_float and rep.error < full.error
+    proto = onnx_io.export_model(q)
+    assert [n.op_type for n in proto.graph.node].count("QuantizeLinear") < 3
+
+
+def test_exclude_and_bias_correction():
+    q, rep = quantize(cnn(), calib(), exclude={"Gemm"}, bias_correction=True)
+    assert [d["op"] for d in rep.layers] == ["Conv", "Conv"]
+    gemm = next(n for n in q.graph.nodes if n.op_type == "Gemm")
+    assert gemm.inputs[1].const is not None  # still float
+
+
+def test_cli_quantize(tmp_path):
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(cnn(), src)
+    proc = ember_cli("quantize", src, "-o", out)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ember: error")]
+    assert proc.returncode == 1 and len(errors) == 1 and "calibration data" in errors[0]
+    np.savez(tmp_path / "c.npz", x=RNG.standard_normal((16, 3, 8, 8)).astype(np.float32))
+    proc = ember_cli("quantize", src, "-o", out, "--calib-data", tmp_path / "c.npz", "--calibrate", "entropy", "-q")
+    assert proc.returncode == 0 and "3 layers int8" in proc.stdout, proc.stderr
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    proc = ember_cli("quantize", src, "-o", out, "--random-calib", "-q")
+    assert proc.returncode == 0 and "random data" in proc.stderr
+    proc = ember_cli("compile", src, "-o", tmp_path / "art", "--quantize", "int8", "--calib-data", tmp_path / "c.npz")
+    assert proc.returncode == 0 and "layers int8" in proc.stderr, proc.stderr
