@@ -45,13 +45,18 @@ def activation_range(x: np.ndarray, method: str = "minmax", percentile: float = 
     return (-t if signed else 0.0), t if signed or hi > 0 else 0.0
 
 
-def _entropy_threshold(x: np.ndarray, signed: bool, bins: int = 2048, levels: int = 128) -> float:
+def _entropy_threshold(x: np.ndarray, signed: bool, bins: int = 2048) -> float:
     """TensorRT's calibration: the |x| threshold whose clipped histogram loses
-    the least information (KL divergence) when merged into `levels` bins."""
+    the least information (KL divergence) when merged into the quantizer's
+    levels (128 per side when signed, 256 when not). The spike of exact zeros
+    (ReLU outputs) is flattened first, as NVIDIA's calibrator does, or it
+    would dominate the divergence."""
+    levels = 128 if signed else 256
     a = np.abs(x)
     top = float(a.max())
     hist, edges = np.histogram(a, bins=bins, range=(0.0, top))
     hist = hist.astype(np.float64)
+    hist[0] = hist[1]
     best, best_t = np.inf, top
     for i in range(levels, bins + 1, 16):
         p = hist[:i].copy()
@@ -65,8 +70,11 @@ def _entropy_threshold(x: np.ndarray, signed: bool, bins: int = 2048, levels: in
             used = (c > 0).sum()
             if used:
                 q[chunk] = np.where(c > 0, c.sum() / used, 0.0)
-        if not nz.any() or q[nz].min() <= 0:
+        if not nz.any():
             continue
+        # smoothing: mass p has where q has none (a clipped tail landing on an empty
+        # bin) must cost, not be skipped
+        q = np.where(nz & (q == 0), 1e-4 * p.sum() / max(1, int(nz.sum())), q)
         p_n, q_n = p[nz] / p.sum(), q[nz] / q[nz].sum()
         kl = float(np.sum(p_n * np.log(p_n / q_n)))
         if kl < best:
