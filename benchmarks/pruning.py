@@ -7,11 +7,12 @@ trained here on scikit-learn's bundled digits (1,347 training images, 450
 held out). Each is pruned at 0-80% by magnitude (weights zeroed per layer)
 and by channels (whole channels removed), with and without least-squares
 reconstruction on 1,024 training images; top-1 accuracy on the held-out
-images. Then channel ratios chosen by sensitivity analysis for 50% of the
-weights. The 50% channel-pruned, reconstructed model is compiled by Ember and
+images (exact ratios: --multiple 1). Then channel ratios chosen by
+sensitivity analysis for 50% of the weights. The 50% channel-pruned, reconstructed model is compiled by Ember and
 checked against onnxruntime.
 
-mobilenet: MobileNetV2 (random weights) with 30% and 50% of channels removed:
+mobilenet: MobileNetV2 (random weights) with 30% and 50% of channels removed
+(kept counts rounded to multiples of 8, the default):
 parameters, file size, and latency of Ember and onnxruntime (2 threads,
 timed in turn), before and after.
 
@@ -112,20 +113,20 @@ def digits(epochs: int) -> None:
             for rec in (False, True):
                 accs, left = [], ""
                 for s in SPARSITIES:
-                    pm, rep = prune(m, method, s, reconstruct=rec and s > 0, calib=calib)
+                    pm, rep = prune(m, method, s, reconstruct=rec and s > 0, calib=calib, multiple=1)
                     accs.append(test_accuracy(pm, xte, yte))
                     if s == 0.5:
                         size = rep.after
                         left = f"{size.nonzero:,} nonzero of {rep.before.params:,}"
                 print(f"{method:10s} {'yes' if rec else 'no':5s} " + " ".join(f"{100 * a:6.2f} " for a in accs)
                       + f"  {left}")
-        pm, rep = prune(m, "channel", 0.5, reconstruct=True, calib=calib, target_sparsity=0.5,
+        pm, rep = prune(m, "channel", 0.5, reconstruct=True, calib=calib, target_sparsity=0.5, multiple=1,
                         labels=ytr[:1024])
         acc = test_accuracy(pm, xte, yte)
         print(f"sensitivity-chosen channel ratios for 50% of the weights, reconstructed: accuracy {100 * acc:.2f}% "
               f"(drop {100 * (base - acc):.2f} points), parameters {rep.before.params:,} -> {rep.after.params:,}; "
               "ratios " + ", ".join(f"{d['space']} {d['channels']}->{d['kept']}" for d in rep.layers))
-        pm, rep = prune(m, "channel", 0.5, reconstruct=True, calib=calib)
+        pm, rep = prune(m, "channel", 0.5, reconstruct=True, calib=calib, multiple=1)
         cm = ember.compile(pm)
         feed = {name: xte[:1]}
         ref = dict(zip([o.name for o in session(onnx_io.export_model(pm)).get_outputs()],

@@ -81,7 +81,7 @@ def digits(epochs: int) -> None:
             a_em = ember_accuracy(proto, xte, yte)
             print(f"{lab:28s} {100 * a_ort:8.2f}% {100 * a_em:9.2f}% {100 * (base - a_ort):10.2f} "
                   f"{Size.of(proto).file_bytes / 1e3:8.1f}")
-        pm, _ = prune(m, "channel", 0.5, reconstruct=True, calib=feeds_of(xtr[:1024], name))
+        pm, _ = prune(m, "channel", 0.5, reconstruct=True, calib=feeds_of(xtr[:1024], name), multiple=1)
         p_proto = onnx_io.export_model(pm)
         q, _ = quantize(p_proto, calib, calibrate="minmax")
         pq = onnx_io.export_model(q)

@@ -140,11 +140,16 @@ def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tup
     student = _copy(teacher)
     keeps: dict[str, np.ndarray] = {}  # tensor of a pruned space -> its kept channels
     if method == "channel":
+        acts = None
+        if calib:  # rank channels by what they send downstream on real data
+            sinks = {n.inputs[0].name for sp in channels.prunable(teacher.graph) for n, _ in sp.sinks}
+            acts = calibration.activations(teacher_proto, calib[:16], sorted(sinks))
         ratios = ([sparsity] * len(channels.prunable(student.graph)) if target_sparsity is None and max_drop is None
-                  else _sensitivity(teacher, calib, labels, ref, target_sparsity, max_drop, norm, multiple, report, say))
+                  else _sensitivity(teacher, calib, labels, ref, target_sparsity, max_drop, norm, multiple, acts,
+                                    report, say))
         for sp, ratio in zip(channels.prunable(student.graph), ratios):
             before = sp.channels
-            keep = channels.keep_channels(channels.channel_scores(sp, norm), ratio, multiple)
+            keep = channels.keep_channels(channels.channel_scores(sp, norm, acts), ratio, multiple)
             if len(keep) < before:
                 keeps.update((v.name, keep) for v, _ in sp.values)
                 channels.apply(student.graph, sp, keep)
@@ -247,7 +252,7 @@ def _correct_bias(student: ir.Model, node: ir.Node, target: np.ndarray, axis: in
 
 
 def _sensitivity(teacher: ir.Model, calib, labels, ref, target: float | None, max_drop: float | None,
-                 norm: str, multiple: int, report: PruneReport, say) -> list[float]:
+                 norm: str, multiple: int, acts, report: PruneReport, say) -> list[float]:
     """Per channel group: the error (accuracy drop in points with labels, else
     relative output error) and parameters removed when only it is pruned, at
     10%..90%. Then greedily raise the ratio that costs least error per
@@ -267,7 +272,7 @@ def _sensitivity(teacher: ir.Model, calib, labels, ref, target: float | None, ma
         for r in RATIOS:
             m = _copy(teacher)
             sp = channels.prunable(m.graph)[i]
-            channels.apply(m.graph, sp, channels.keep_channels(channels.channel_scores(sp, norm), r, multiple))
+            channels.apply(m.graph, sp, channels.keep_channels(channels.channel_scores(sp, norm, acts), r, multiple))
             _drop_dead_weights(m.graph)
             proto = onnx_io.export_model(m)
             out = _outputs(proto, feeds)

@@ -297,9 +297,26 @@ def keep_channels(scores: np.ndarray, ratio: float, multiple: int = 1) -> np.nda
     return np.sort(np.argsort(-scores, kind="stable")[:keep])
 
 
-def channel_scores(sp: Space, norm: str = "l2") -> np.ndarray:
-    """Per channel: each producer's filter norm, relative to that producer's
-    mean (so layers of different scale count alike), summed over producers."""
+def channel_scores(sp: Space, norm: str = "l2", acts: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Per channel, how much it matters. Without data: each producer's filter
+    norm, relative to that producer's mean (so layers of different scale count
+    alike), summed over producers. With activations (`acts`: tensor name ->
+    calibration values of the sinks' inputs): the energy the channel sends
+    into the layers that read it, mean(x_c^2) x |W[:, c]|^2 summed over those
+    layers (ThiNet's criterion, to first order): a channel that is large but
+    ignored downstream, or read strongly but always near zero, is seen as such."""
+    if acts is not None and all(n.inputs[0].name in acts for n, _ in sp.sinks):
+        total = np.zeros(sp.channels)
+        for node, block in sp.sinks:
+            x = acts[node.inputs[0].name].astype(np.float64)
+            axis = 1 if node.op_type == "Conv" or block > 1 else x.ndim - 1
+            if block > 1:  # flattened: features are channel-major blocks
+                x = x.reshape(x.shape[0], sp.channels, block)
+            energy = np.moveaxis(x ** 2, axis, 0).reshape(sp.channels, -1).mean(axis=1)
+            w = np.moveaxis(_const(node.inputs[1]).astype(np.float64), _input_axis(node), 0)
+            wn = (w.reshape(sp.channels, block, -1) ** 2).sum(axis=(1, 2))
+            total += energy * wn
+        return total
     total = np.zeros(sp.channels)
     for p in sp.producers:
         rows = producer_rows(p).astype(np.float64)
