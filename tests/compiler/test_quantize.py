@@ -107,3 +107,42 @@ def test_cli_quantize(tmp_path):
     assert proc.returncode == 0 and "random data" in proc.stderr
     proc = ember_cli("compile", src, "-o", tmp_path / "art", "--quantize", "int8", "--calib-data", tmp_path / "c.npz")
     assert proc.returncode == 0 and "layers int8" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"not a zip file at all", "cannot read calibration file"),
+    ("pickled", "cannot read calibration file"),
+    ("rank", "has rank 3; the model takes rank 4"),
+    ("labels", "labels for 8 samples"),
+    ("counts", "different sample counts"),
+    ("empty_dir", "has no .npz files"),
+])
+def test_bad_calibration_data(tmp_path, content, fragment):
+    """Broken or hostile calibration data: one error line, exit 1, never a traceback or a pickle load."""
+    src = tmp_path / "m.onnx"
+    onnx.save(cnn(), src)
+    path = tmp_path / "c.npz"
+    x = RNG.standard_normal((8, 3, 8, 8)).astype(np.float32)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content == "pickled":
+        np.savez(path, x=np.array([{"evil": 1}] * 8, dtype=object))
+    elif content == "rank":
+        np.savez(path, x=x[:, 0])
+    elif content == "labels":
+        np.savez(path, x=x, labels=np.zeros(3, np.int64))
+    elif content == "counts":
+        model2 = model([h.make_node("Add", ["x", "z"], ["y"])], [tensor("x", [1, 3, 8, 8]), tensor("z", [1, 3, 8, 8])],
+                       [tensor("y", [1, 3, 8, 8])])
+        onnx.save(model2, src)
+        np.savez(path, x=x, z=x[:4])
+    else:
+        path = tmp_path / "calib_dir"
+        path.mkdir()
+    for cmd in (["quantize", src, "-o", tmp_path / "q.onnx"], ["prune", src, "-o", tmp_path / "p.onnx", "--reconstruct"]):
+        if content == "counts" and cmd[0] == "prune":
+            continue
+        proc = ember_cli(*cmd, "--calib-data", path)
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ember: error")]
+        assert proc.returncode == 1 and len(errors) == 1 and fragment in errors[0], proc.stderr
+        assert "Traceback" not in proc.stderr
