@@ -249,7 +249,7 @@ def quantize(model: Any, calib: list[dict[str, np.ndarray]], *, calibrate: str =
     if not calib:
         raise EmberError("quantization needs calibration data (--calib-data, or --random-calib to accept "
                          "unknown accuracy)")
-    fp = driver.as_ir(model)
+    fp = _at_least_opset_13(driver.as_ir(model), say)
     driver.optimize(fp, "cleanup,fold-batchnorm")
     _drop_dead_weights(fp.graph)
     fp_proto = onnx_io.export_model(fp)
@@ -292,6 +292,22 @@ def quantize(model: Any, calib: list[dict[str, np.ndarray]], *, calibrate: str =
         report.accuracy["int8"] = accuracy(got, labels)
     report.after = Size.of(proto)
     return q, report
+
+
+def _at_least_opset_13(m: ir.Model, say) -> ir.Model:
+    """QuantizeLinear needs opset 10 and per-channel scales 13: older models
+    are converted with onnx's version converter (or refused, clearly)."""
+    if m.opset >= 13:
+        return m
+    from onnx import version_converter
+
+    say(f"converting the model from opset {m.opset} to 13 (per-channel QuantizeLinear needs it)")
+    try:
+        proto = version_converter.convert_version(onnx_io.export_model(m), 13)
+        return onnx_io.import_model(proto)
+    except Exception as e:
+        raise EmberError(f"quantization needs opset 13 and this model is opset {m.opset}; onnx's version "
+                         f"converter failed: {str(e).splitlines()[0][:200]}") from None
 
 
 def _correct_biases(q: ir.Model, layers: list[ir.Node], acts: dict[str, np.ndarray],

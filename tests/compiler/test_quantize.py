@@ -16,7 +16,7 @@ import ember
 RNG = np.random.default_rng(0)
 
 
-def cnn(seed: int = 0, width: int = 16) -> onnx.ModelProto:
+def cnn(seed: int = 0, width: int = 16, opset: int = 17) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)  # noqa: E731
     nodes = [h.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
@@ -29,7 +29,7 @@ def cnn(seed: int = 0, width: int = 16) -> onnx.ModelProto:
              h.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1)]
     inits = [init("w1", w(width, 3, 3, 3)), init("b1", w(width)), init("w2", w(width, width, 3, 3)),
              init("b2", w(width)), init("wg", w(10, width)), init("bg", w(10))]
-    return model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 10])], inits)
+    return model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 10])], inits, opset=opset)
 
 
 def calib(n: int = 24):
@@ -68,6 +68,14 @@ def test_quantized_model_is_close_and_runs_in_ort_and_ember(calibrate):
     assert np.linalg.norm(got - ref) < 0.1 * np.linalg.norm(ref)
     mine = ember.compile(proto).run({"x": x})["y"]
     np.testing.assert_allclose(mine, got, atol=0.02 * np.abs(got).max())
+
+
+def test_old_opset_is_converted():
+    q, _ = quantize(cnn(opset=9), calib(8))
+    proto = onnx_io.export_model(q)
+    assert proto.opset_import[0].version >= 13
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    assert np.isfinite(ort_run(proto, {"x": x})[0]).all()
 
 
 def test_int8_file_is_smaller():
