@@ -271,7 +271,7 @@ def _quantize_options(sp: argparse.ArgumentParser, flag: bool) -> None:
     sp.add_argument("--symmetric", action="store_true", help="int8 symmetric activations (default uint8 "
                     "asymmetric; weights are always int8 symmetric per channel)")
     sp.add_argument("--exclude", action="append", metavar="NAME|OP", help="keep this layer (output tensor or "
-                    "node name) or op type in float; repeatable")
+                    "node name) or op type in float (Gather: embedding tables); repeatable")
     sp.add_argument("--bias-correction", action="store_true", help="biases absorb the mean shift "
                     "quantization causes, per layer")
     sp.add_argument("--max-drop", type=float, default=None, help="layers with the worst SQNR go back to float "

@@ -207,6 +207,36 @@ def insert_qdq(graph: ir.Graph, layers: list[ir.Node], ranges: dict[str, tuple[f
     _drop_dead_weights(graph)
 
 
+def quantize_embeddings(graph: ir.Graph, min_elements: int = 4096) -> int:
+    """Weight-only int8 for embedding tables (Gather from a constant float
+    matrix along axis 0): int8 rows and one scale per row, gathered first and
+    scaled after, so only the looked-up rows are ever dequantized. Returns
+    how many tables were rewritten."""
+    done = 0
+    for node in list(graph.nodes):
+        table = node.inputs[0] if node.op_type == "Gather" and node.inputs else None
+        if (table is None or table.const is None or node.attrs.get("axis", 0) != 0 or len(table.const.shape) != 2
+                or table.const.numpy().dtype != np.float32 or table.const.numpy().size < min_elements):
+            continue
+        ids, out = node.inputs[1], node.outputs[0]
+        q, s = quantize_weight(table.const.numpy(), 0)
+        rows = graph.make_node("Gather", [graph.make_const(q, "emb_int8"), ids], attrs={"axis": 0}, before=node)
+        cast = graph.make_node("Cast", [rows.outputs[0]], attrs={"to": onnx.TensorProto.FLOAT}, before=node)
+        scale = graph.make_node("Gather", [graph.make_const(s.reshape(-1, 1), "emb_scale"), ids], attrs={"axis": 0},
+                                before=node)
+        mul = graph.make_node("Mul", [cast.outputs[0], scale.outputs[0]], before=node)
+        shape = out.shape
+        rows.outputs[0].dtype, rows.outputs[0].shape = onnx.TensorProto.INT8, shape
+        cast.outputs[0].dtype, cast.outputs[0].shape = onnx.TensorProto.FLOAT, shape
+        scale.outputs[0].dtype = onnx.TensorProto.FLOAT
+        scale.outputs[0].shape = None if shape is None else tuple(shape[:-1]) + (1,)
+        mul.outputs[0].dtype, mul.outputs[0].shape = onnx.TensorProto.FLOAT, shape
+        graph.substitute(out, mul.outputs[0])
+        graph.remove(node)
+        done += 1
+    return done
+
+
 # ---------------------------------------------------------------- the driver
 @dataclass
 class QuantReport:
@@ -215,11 +245,13 @@ class QuantReport:
     after: Size | None = None
     layers: list[dict[str, Any]] = field(default_factory=list)  # per layer: name, op, sqnr_db
     in_float: list[str] = field(default_factory=list)
+    embeddings: int = 0  # embedding tables made int8 (weight-only)
     error: float | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         out = [f"{len(self.layers)} layers int8 ({self.calibrate} calibration)"
+               + (f", {self.embeddings} embedding tables int8 (weight-only)" if self.embeddings else "")
                + (f"; kept in float: {', '.join(self.in_float)}" if self.in_float else ""),
                f"file {self.before.file_bytes / 1e6:.2f} MB -> {self.after.file_bytes / 1e6:.2f} MB"]
         if self.error is not None:
@@ -241,7 +273,7 @@ def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
 
 def quantize(model: Any, calib: list[dict[str, np.ndarray]], *, calibrate: str = "minmax",
              symmetric: bool = False, exclude: set[str] = frozenset(), bias_correction: bool = False,
-             max_drop: float | None = None, labels: np.ndarray | None = None,
+             max_drop: float | None = None, labels: np.ndarray | None = None, embeddings: bool = True,
              say: Callable[[str], None] = lambda msg: None) -> tuple[ir.Model, QuantReport]:
     """Quantize a model (path, ModelProto or IR) to QDQ int8; returns the IR and a report."""
     if calibrate not in OBSERVERS:
@@ -272,6 +304,8 @@ def quantize(model: Any, calib: list[dict[str, np.ndarray]], *, calibrate: str =
         if bias_correction:
             _correct_biases(q, chosen, acts, ranges, symmetric, per_channel, calib, say)
         insert_qdq(q.graph, chosen, ranges, symmetric, per_channel)
+        report.embeddings = quantize_embeddings(q.graph) if embeddings and "Gather" not in exclude else 0
+        _drop_dead_weights(q.graph)
         q.verify()
         proto = onnx_io.export_model(q)
         out = calibration.activations(proto, calib, [n.outputs[0].name for n in chosen]

@@ -78,6 +78,23 @@ def test_old_opset_is_converted():
     assert np.isfinite(ort_run(proto, {"x": x})[0]).all()
 
 
+def test_embedding_tables_are_int8():
+    rng = np.random.default_rng(0)
+    m = model([h.make_node("Gather", ["table", "ids"], ["e"]), h.make_node("MatMul", ["e", "w"], ["y"])],
+              [tensor("ids", [2, 5], onnx.TensorProto.INT64)], [tensor("y", [2, 5, 8])],
+              [init("table", rng.standard_normal((1000, 16)).astype(np.float32)),
+               init("w", rng.standard_normal((16, 8)).astype(np.float32))])
+    feeds = [{"ids": rng.integers(0, 1000, (2, 5))} for _ in range(4)]
+    q, rep = quantize(m, feeds)
+    assert rep.embeddings == 1 and rep.after.file_bytes < 0.35 * rep.before.file_bytes
+    proto = onnx_io.export_model(q)
+    onnx.checker.check_model(proto, full_check=True)
+    ref, got = ort_run(m, feeds[0])[0], ort_run(proto, feeds[0])[0]
+    assert np.linalg.norm(got - ref) < 0.05 * np.linalg.norm(ref)
+    _, rep = quantize(m, feeds, exclude={"Gather"})
+    assert rep.embeddings == 0
+
+
 def test_int8_file_is_smaller():
     m = cnn(width=64)
     q, report = quantize(m, calib(8))
