@@ -156,6 +156,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if e2e:
         print(f"model latency end to end: {e2e['default_ms']:.3f} ms with default schedules, "
               f"{e2e['tuned_ms']:.3f} ms tuned")
+        if e2e["tuned_ms"] > 1.05 * e2e["default_ms"]:
+            print("the tuned schedules made this model slower: compile it without --db, or tune longer")
     return 0
 
 

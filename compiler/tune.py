@@ -323,6 +323,9 @@ def _end_to_end(m, relax_mod, tgt, database: TuningDatabase, say, rounds: int = 
             times[k].append(vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=100)(*args).mean * 1e3)
     result = {k: float(np.median(v)) for k, v in times.items()}
     say(f"end to end: {result['default_ms']:.3f} ms with default schedules, {result['tuned_ms']:.3f} ms tuned")
+    if result["tuned_ms"] > 1.05 * result["default_ms"]:
+        say("warning: the tuned schedules made this model slower end to end (kernels measured alone do not "
+            "always add up); compile without --db, or tune longer")
     return result
 
 
