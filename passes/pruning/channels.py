@@ -137,18 +137,22 @@ class _Spaces:
         return self.find(k)
 
     def union(self, a: int, b: int) -> int:
+        """Merge b's space into a's, in place: a Space object held for a's root
+        stays the live one."""
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return ra
-        sa, sb = self.info.pop(ra), self.info.pop(rb)
-        merged = Space(values=sa.values + sb.values, producers=sa.producers + sb.producers,
-                       channel_params=sa.channel_params + sb.channel_params, depthwise=sa.depthwise + sb.depthwise,
-                       sinks=sa.sinks + sb.sinks, flattens=sa.flattens + sb.flattens,
-                       frozen=sa.frozen or sb.frozen, channels=sa.channels)
+        sa, sb = self.info[ra], self.info.pop(rb)
+        sa.values += sb.values
+        sa.producers += sb.producers
+        sa.channel_params += sb.channel_params
+        sa.depthwise += sb.depthwise
+        sa.sinks += sb.sinks
+        sa.flattens += sb.flattens
+        sa.frozen = sa.frozen or sb.frozen
         if sa.channels != sb.channels:
-            merged.frozen = merged.frozen or "tensors of different channel counts meet"
+            sa.frozen = sa.frozen or "tensors of different channel counts meet"
         self.parent[rb] = ra
-        self.info[ra] = merged
         return ra
 
 

@@ -187,3 +187,24 @@ def test_pruned_resnet50_runs_in_ember_and_onnxruntime():
     ref = ort_run(proto, feeds)[0]
     got = next(iter(ember.compile(proto).run(feeds).values()))
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4)
+
+
+def test_join_then_per_channel_constant_in_one_op():
+    """Sum(branch, other branch, per-channel constant): the constant is sliced
+    too (recorded after the two branches' spaces merged)."""
+    rng = np.random.default_rng(3)
+    w = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)  # noqa: E731
+    nodes = [h.make_node("Conv", ["x", "wa"], ["a"], pads=[1, 1, 1, 1]),
+             h.make_node("Conv", ["x", "wb"], ["b"], pads=[1, 1, 1, 1]),
+             h.make_node("Sum", ["a", "b", "k"], ["s"]),
+             h.make_node("Relu", ["s"], ["r"]),
+             h.make_node("Conv", ["r", "wc"], ["y"])]
+    m = model(nodes, [tensor("x", [1, 3, 6, 6])], [tensor("y", [1, 4, 6, 6])],
+              [init("wa", w(16, 3, 3, 3)), init("wb", w(16, 3, 3, 3)), init("k", w(16, 1, 1)),
+               init("wc", w(4, 16, 1, 1))])
+    pm, rep = prune(m, "channel", 0.5, multiple=1)
+    assert [(d["channels"], d["kept"]) for d in rep.layers] == [(16, 8)]
+    proto = onnx_io.export_model(pm)
+    onnx.checker.check_model(proto, full_check=True)
+    np.testing.assert_allclose(ember.compile(proto).run({"x": X})["y"], ort_run(proto, {"x": X})[0],
+                               rtol=1e-4, atol=1e-5)
