@@ -115,3 +115,10 @@ def activations(model: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]], 
         for n, v in zip(names, sess.run(names, feed)):
             parts[n].append(v)
     return {n: np.concatenate(v, axis=0) for n, v in parts.items()}
+
+
+def outputs(model: onnx.ModelProto, feeds: Iterable[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """The model's graph outputs on each feed, concatenated along axis 0."""
+    names = [o.name for o in model.graph.output]
+    acts = activations(model, feeds, names)
+    return [acts[n] for n in names]

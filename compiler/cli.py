@@ -261,13 +261,18 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calib_options(sp: argparse.ArgumentParser) -> None:
+    """The calibration data options `prune`, `quantize` and `compile --quantize` share."""
+    sp.add_argument("--calib-data", metavar="FILE|DIR", help="calibration data: .npz with one array per input "
+                    "(samples along axis 0, optional 'labels'), or a directory of .npz feed files")
+    sp.add_argument("--random-calib", action="store_true", help="calibrate on random inputs (accuracy unknown)")
+
+
 def _quantize_options(sp: argparse.ArgumentParser, flag: bool) -> None:
     if flag:
         sp.add_argument("--quantize", choices=["int8"], default=None, help="quantize to int8 (QDQ) on "
                         "--calib-data first; int8 arithmetic is simulated in float until integer kernels land")
-    sp.add_argument("--calib-data", metavar="FILE|DIR", help="calibration data: .npz with one array per input "
-                    "(samples along axis 0, optional 'labels'), or a directory of .npz feed files")
-    sp.add_argument("--random-calib", action="store_true", help="calibrate on random inputs (accuracy unknown)")
+    _calib_options(sp)
     sp.add_argument("--calibrate", choices=["minmax", "percentile", "entropy", "mse"], default="minmax",
                     help="activation range observer (default minmax)")
     sp.add_argument("--symmetric", action="store_true", help="int8 symmetric activations (default uint8 "
@@ -581,9 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default 8: odd counts defeat vectorized kernels and can make the model slower; 1: exact)")
     pr.add_argument("--reconstruct", action="store_true", help="refit the layers by least squares on the "
                     "calibration data so the pruned model mimics the original")
-    pr.add_argument("--calib-data", metavar="FILE|DIR", help="calibration data: .npz with one array per input "
-                    "(samples along axis 0, optional 'labels'), or a directory of .npz feed files")
-    pr.add_argument("--random-calib", action="store_true", help="calibrate on random inputs (accuracy unknown)")
+    _calib_options(pr)
     pr.add_argument("--target-sparsity", type=float, default=None, help="channel ratios per layer chosen by "
                     "measured sensitivity so this fraction of the weights goes")
     pr.add_argument("--max-drop", type=float, default=None, help="with sensitivity analysis: the most error "

@@ -88,26 +88,16 @@ def rel_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
     return (num / den) ** 0.5 if den else 0.0
 
 
-def _outputs(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    names = [o.name for o in proto.graph.output]
-    acts = calibration.activations(proto, feeds, names)
-    return [acts[n] for n in names]
-
-
 def accuracy(outputs: list[np.ndarray], labels: np.ndarray) -> float:
     logits = outputs[0].reshape(len(labels), -1)
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
-def _drop_dead_weights(g: ir.Graph) -> None:
+def drop_dead_weights(g: ir.Graph) -> None:
     """Remove the weights nothing reads any more, including those old (IR < 4)
     models also list as graph inputs."""
     g.inputs = [v for v in g.inputs if v.const is None or v.uses or g.is_output(v)]
     g.remove_unused_initializers()
-
-
-def _copy(m: ir.Model) -> ir.Model:
-    return onnx_io.import_model(onnx_io.export_model(m), infer_shapes=False)
 
 
 def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tuple[int, int] = (2, 4),
@@ -130,24 +120,25 @@ def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tup
         raise EmberError("--target-sparsity/--max-drop pick per-layer channel ratios: use --method channel")
     teacher = driver.as_ir(model)
     driver.optimize(teacher, "cleanup,fold-batchnorm")
-    _drop_dead_weights(teacher.graph)
+    drop_dead_weights(teacher.graph)
     teacher_proto = onnx_io.export_model(teacher)
     report = PruneReport(method=method, before=Size.of(teacher_proto))
-    ref = _outputs(teacher_proto, calib) if calib else None
+    ref = calibration.outputs(teacher_proto, calib) if calib else None
     if ref is not None and labels is not None:
         report.accuracy["original"] = accuracy(ref, labels)
 
-    student = _copy(teacher)
+    student = driver.as_ir(teacher)
     keeps: dict[str, np.ndarray] = {}  # tensor of a pruned space -> its kept channels
     if method == "channel":
+        spaces = channels.prunable(student.graph)  # the teacher's, too: student is a copy
         acts = None
         if calib:  # rank channels by what they send downstream on real data
-            sinks = {n.inputs[0].name for sp in channels.prunable(teacher.graph) for n, _ in sp.sinks}
+            sinks = {n.inputs[0].name for sp in spaces for n, _ in sp.sinks}
             acts = calibration.activations(teacher_proto, calib[:16], sorted(sinks))
-        ratios = ([sparsity] * len(channels.prunable(student.graph)) if target_sparsity is None and max_drop is None
+        ratios = ([sparsity] * len(spaces) if target_sparsity is None and max_drop is None
                   else _sensitivity(teacher, calib, labels, ref, target_sparsity, max_drop, norm, multiple, acts,
-                                    report, say))
-        for sp, ratio in zip(channels.prunable(student.graph), ratios):
+                                    [sp.name for sp in spaces], report, say))
+        for sp, ratio in zip(spaces, ratios):
             before = sp.channels
             keep = channels.keep_channels(channels.channel_scores(sp, norm, acts), ratio, multiple)
             if len(keep) < before:
@@ -159,18 +150,18 @@ def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tup
         PruneMagnitude(sparsity=sparsity, scope=scope).run(student.graph)
     else:
         PruneNM(n=nm[0], m=nm[1]).run(student.graph)
-    _drop_dead_weights(student.graph)
+    drop_dead_weights(student.graph)
     student.verify()
     say(f"pruned: {len(report.layers)} channel groups" if method == "channel" else f"pruned ({method})")
 
     if ref is not None:
-        pruned_out = _outputs(onnx_io.export_model(student), calib)
+        pruned_out = calibration.outputs(onnx_io.export_model(student), calib)
         report.error_pruned = rel_error(pruned_out, ref)
         if labels is not None:
             report.accuracy["pruned"] = accuracy(pruned_out, labels)
     if reconstruct:
         report.reconstructed = _reconstruct(teacher, teacher_proto, student, keeps, calib, say)
-        out = _outputs(onnx_io.export_model(student), calib)
+        out = calibration.outputs(onnx_io.export_model(student), calib)
         report.error_reconstructed = rel_error(out, ref)
         if labels is not None:
             report.accuracy["reconstructed"] = accuracy(out, labels)
@@ -215,8 +206,8 @@ def _reconstruct(teacher: ir.Model, teacher_proto: onnx.ModelProto, student: ir.
         w = node.inputs[1].const.numpy()
         a, yt = rc.layer_rows(node, x, y)
         wmat = rc.weight_matrix(node, w)
-        bias_in = node.inputs[2] if len(node.inputs) > 2 else None
-        has_bias = bias_in is not None and bias_in.const is not None and bias_in.const.numpy().size == len(wmat)
+        bias_in = _bias(node)
+        has_bias = bias_in is not None and bias_in.const.numpy().size == len(wmat)
         new_w, b = rc.refit(a, yt, wmat, bias_in.const.numpy().reshape(-1) if has_bias else None)
         if new_w is wmat:  # too large to solve with its zeros kept: bias correction only
             done += _correct_bias(student, node, y, axis, calib) if has_bias else 0
@@ -252,7 +243,7 @@ def _correct_bias(student: ir.Model, node: ir.Node, target: np.ndarray, axis: in
 
 
 def _sensitivity(teacher: ir.Model, calib, labels, ref, target: float | None, max_drop: float | None,
-                 norm: str, multiple: int, acts, report: PruneReport, say) -> list[float]:
+                 norm: str, multiple: int, acts, names: list[str], report: PruneReport, say) -> list[float]:
     """Per channel group: the error (accuracy drop in points with labels, else
     relative output error) and parameters removed when only it is pruned, at
     10%..90%. Then greedily raise the ratio that costs least error per
@@ -260,25 +251,25 @@ def _sensitivity(teacher: ir.Model, calib, labels, ref, target: float | None, ma
     exceeded)."""
     from ember.passes.pruning import channels
 
-    base = Size.of(onnx_io.export_model(teacher)).params
+    base = report.before.params
     feeds = calib[:4]
     ref4 = [r[:sum(len(next(iter(f.values()))) for f in feeds)] for r in ref]
     lab4 = labels[:len(ref4[0])] if labels is not None else None
-    n_spaces = len(channels.prunable(teacher.graph))
+    n_spaces = len(names)
     table: list[dict[float, tuple[float, int]]] = []
     base_acc = accuracy(ref4, lab4) if lab4 is not None else None
     for i in range(n_spaces):
         row: dict[float, tuple[float, int]] = {0.0: (0.0, 0)}
         for r in RATIOS:
-            m = _copy(teacher)
+            m = driver.as_ir(teacher)
             sp = channels.prunable(m.graph)[i]
             channels.apply(m.graph, sp, channels.keep_channels(channels.channel_scores(sp, norm, acts), r, multiple))
-            _drop_dead_weights(m.graph)
+            drop_dead_weights(m.graph)
             proto = onnx_io.export_model(m)
-            out = _outputs(proto, feeds)
+            out = calibration.outputs(proto, feeds)
             err = (100 * (base_acc - accuracy(out, lab4))) if lab4 is not None else rel_error(out, ref4)
             row[r] = (max(0.0, err), base - Size.of(proto).params)
-        name = channels.prunable(teacher.graph)[i].name
+        name = names[i]
         report.sensitivity.append({"space": name, **{f"{r:.1f}": round(row[r][0], 4) for r in RATIOS}})
         say(f"sensitivity {i + 1}/{n_spaces} ({name}): " + " ".join(f"{row[r][0]:.3f}" for r in RATIOS))
         table.append(row)

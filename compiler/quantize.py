@@ -24,7 +24,7 @@ import onnx
 
 from . import calibration, driver, ir, onnx_io
 from .errors import EmberError
-from .prune import Size, _copy, _drop_dead_weights, _outputs, accuracy, rel_error
+from .prune import Size, accuracy, drop_dead_weights, rel_error
 
 OBSERVERS = ("minmax", "percentile", "entropy", "mse")
 LAYERS = ("Conv", "Gemm", "MatMul")
@@ -204,7 +204,6 @@ def insert_qdq(graph: ir.Graph, layers: list[ir.Node], ranges: dict[str, tuple[f
                 graph.set_input(node, 2, r.outputs[0])
             else:
                 graph.set_input(node, 2, bdq.outputs[0])
-    _drop_dead_weights(graph)
 
 
 def quantize_embeddings(graph: ir.Graph, min_elements: int = 4096) -> int:
@@ -283,7 +282,7 @@ def quantize(model: Any, calib: list[dict[str, np.ndarray]], *, calibrate: str =
                          "unknown accuracy)")
     fp = _at_least_opset_13(driver.as_ir(model), say)
     driver.optimize(fp, "cleanup,fold-batchnorm")
-    _drop_dead_weights(fp.graph)
+    drop_dead_weights(fp.graph)
     fp_proto = onnx_io.export_model(fp)
     report = QuantReport(calibrate=calibrate, before=Size.of(fp_proto))
     layers = quantizable(fp.graph, set(exclude))
@@ -293,19 +292,19 @@ def quantize(model: Any, calib: list[dict[str, np.ndarray]], *, calibrate: str =
     acts = calibration.activations(fp_proto, calib, sorted({n.inputs[0].name for n in layers})
                                    + [n.outputs[0].name for n in layers])
     ranges = {name: activation_range(acts[name], calibrate) for name in {n.inputs[0].name for n in layers}}
-    ref = _outputs(fp_proto, calib)
+    ref = calibration.outputs(fp_proto, calib)
     if labels is not None:
         report.accuracy["float"] = accuracy(ref, labels)
     in_float: list[str] = []
     per_channel = fp.opset >= 13
     while True:
-        q = _copy(fp)
+        q = driver.as_ir(fp)
         chosen = [n for n in quantizable(q.graph, set(exclude)) if n.outputs[0].name not in in_float]
         if bias_correction:
             _correct_biases(q, chosen, acts, ranges, symmetric, per_channel, calib, say)
         insert_qdq(q.graph, chosen, ranges, symmetric, per_channel)
         report.embeddings = quantize_embeddings(q.graph) if embeddings and "Gather" not in exclude else 0
-        _drop_dead_weights(q.graph)
+        drop_dead_weights(q.graph)
         q.verify()
         proto = onnx_io.export_model(q)
         out = calibration.activations(proto, calib, [n.outputs[0].name for n in chosen]
@@ -356,7 +355,7 @@ def _correct_biases(q: ir.Model, layers: list[ir.Node], acts: dict[str, np.ndarr
         b = node.inputs[2] if len(node.inputs) > 2 else None
         if b is None or b.const is None:
             continue
-        trial = _copy(q)
+        trial = driver.as_ir(q)
         tnode = next(n for n in trial.graph.nodes if n.outputs and n.outputs[0].name == node.outputs[0].name)
         insert_qdq(trial.graph, [tnode], ranges, symmetric, per_channel)
         name = node.outputs[0].name

@@ -303,7 +303,7 @@ def _end_to_end(m, relax_mod, tgt, database: TuningDatabase, say, rounds: int = 
     import tvm
     from tvm import relax
 
-    from . import lower
+    from . import calibration, lower
     from .driver import signature
 
     specs, _ = signature(m.graph)
@@ -311,10 +311,9 @@ def _end_to_end(m, relax_mod, tgt, database: TuningDatabase, say, rounds: int = 
         say("end-to-end check skipped: the model has inputs without a fixed shape")
         return None
     say("building the model with and without the tuned schedules to time it end to end")
-    rng = np.random.default_rng(0)
     dev = tvm.cpu()
-    args = [tvm.runtime.tensor(rng.standard_normal(s["shape"]).astype(s["dtype"]) if s["dtype"].startswith("float")
-                               else np.zeros(s["shape"], dtype=s["dtype"] or "float32"), dev) for s in specs]
+    feed = calibration.random_batches(specs, 1)[0]
+    args = [tvm.runtime.tensor(feed[s["name"]], dev) for s in specs]
     vms = {"default_ms": relax.VirtualMachine(lower.build(relax_mod, tgt), dev),
            "tuned_ms": relax.VirtualMachine(lower.build(relax_mod, tgt, database.ms_database()), dev)}
     times: dict[str, list[float]] = {k: [] for k in vms}

@@ -51,11 +51,6 @@ class Space:
         """The first producer's output tensor (node names may be empty)."""
         return self.producers[0].outputs[0].name if self.producers else "?"
 
-    def weight_rows(self) -> np.ndarray:
-        """Per channel, the producers' filter weights as rows (for scoring)."""
-        rows = [producer_rows(p) for p in self.producers]
-        return np.concatenate(rows, axis=1) if rows else np.zeros((self.channels, 0))
-
 
 def _const(v: Value | None) -> np.ndarray | None:
     return None if v is None or v.const is None else v.const.numpy()
