@@ -184,3 +184,131 @@ def depthwise_nhwc(x, wt, strides, padding, dilation):
         lambda bi, y, xx, ci: te.sum(xp[bi, y * sh + ry * dh, xx * sw + rx * dw, ci] * wt[ci, ry, rx, 0],
                                       axis=[ry, rx]),
         name=DEPTHWISE)
+
+
+# ---- int8: A (8-bit) x B (int8) -> int32, four products per lane at a time ----
+
+QGEMM = "ember_qgemm"
+QFIX = "ember_qfix"
+
+
+def qpack_weights(w, nr: int, layout: str, c4: int = 0):
+    """TE: int8 weights -> [N/NR, K/4, NR, 4], the layout the dot-product
+    instructions read (NR output channels x 4 consecutive reduction steps).
+    OHWI (conv): K runs over (ky, kx, c) with C zero-padded to `c4`; KN
+    (matmul): K zero-padded to a multiple of 4."""
+    te, tirx = _te()
+    zero = tirx.const(0, w.dtype)
+    if layout == "OHWI":
+        o, kh, kw, c = _ints(w.shape)
+        n, k_total = o, kh * kw * c4
+
+        def at(col, k):
+            ci = k % c4
+            return tirx.if_then_else(tirx.all(col < n, ci < c), w[col, k // (kw * c4), (k // c4) % kw, ci], zero)
+    else:
+        k_real, n = _ints(w.shape)
+        k_total = padded(k_real, 4)
+
+        def at(col, k):
+            return tirx.if_then_else(tirx.all(col < n, k < k_real), w[k, col], zero)
+    return te.compute((padded(n, nr) // nr, k_total // 4, nr, 4),
+                      lambda no, ko, ni, ki: at(no * nr + ni, ko * 4 + ki), name="ember_pack")
+
+
+def weight_sums(wp, n: int):
+    """TE: the sum of each output channel's packed int8 weights, as int32 [n]."""
+    te, _ = _te()
+    _, ko_total, nr, _ = _ints(wp.shape)
+    ko = te.reduce_axis((0, ko_total), name="ko")
+    ki = te.reduce_axis((0, 4), name="ki")
+    return te.compute((n,), lambda j: te.sum(wp[j // nr, ko, j % nr, ki].astype("int32"), axis=[ko, ki]),
+                      name="ember_wsum")
+
+
+def _qstage(x, padding, c4: int, flip: bool):
+    """TE: the 8-bit input as the kernel reads it: zero-padded spatially
+    (NHWC), channels padded to `c4`, and with its sign flipped (x ^ 0x80:
+    int8 <-> uint8 plus or minus 128) when the instruction wants the other
+    signedness. Nothing to do: the input itself."""
+    te, tirx = _te()
+    b, h, w, c = _ints(x.shape)
+    pt, pl, pb, pr = padding if len(padding) == 4 else (0, 0, 0, 0)
+    if not any((pt, pl, pb, pr)) and c4 == c and not flip:
+        return x
+    out_dtype = ("uint8" if x.dtype == "int8" else "int8") if flip else x.dtype
+
+    def value(bi, y, xx, ci):
+        inside = tirx.all(y >= pt, y < h + pt, xx >= pl, xx < w + pl, ci < c)
+        v = tirx.if_then_else(inside, x[bi, y - pt, xx - pl, ci], tirx.const(0, x.dtype))
+        if flip:
+            v = (v.astype("int32") + (128 if x.dtype == "int8" else -128)).astype(out_dtype)
+        return v
+    return te.compute((b, h + pt + pb, w + pl + pr, c4), value, name=PAD)
+
+
+def _qout(acc, wsum, flip_sign: int, n: int):
+    """TE: the int32 result: flipped inputs add +-128 * sum(w) to every
+    output, taken off here; padded columns cropped."""
+    te, _ = _te()
+    if flip_sign:
+        return te.compute((*_ints(acc.shape)[:-1], n),
+                          lambda *i: acc[i] - wsum[i[-1]] * flip_sign, name=QFIX)
+    return _crop(acc, n)
+
+
+def qconv2d_nhwc(x, wp, wsum, kernel, strides, padding, dilation, mr: int, n: int, flip: bool, dot: str = "",
+                 lanes: int = 16):
+    """TE: 8-bit NHWC conv2d (groups=1) into int32, as a direct GEMM over
+    the staged input (see `conv2d_nhwc`), its reduction split into groups of
+    4 channels for the dot-product instruction `dot` (a TensorIntrin name;
+    empty: plain int32 loops) of `lanes` int32 lanes."""
+    te, _ = _te()
+    c = _ints(x.shape)[3]
+    kh, kw = kernel
+    (sh, sw), (dh, dw) = strides, dilation
+    nr = _ints(wp.shape)[2]
+    c4 = padded(c, 4)
+    xp = _qstage(x, padding, c4, flip)
+    b, h, w = _ints(x.shape)[:3]
+    oh, ow = _out_hw(h, w, kernel, strides, padding, dilation)
+    ry = te.reduce_axis((0, kh), name="ky")
+    rx = te.reduce_axis((0, kw), name="kx")
+    rco = te.reduce_axis((0, c4 // 4), name="kco")
+    rci = te.reduce_axis((0, 4), name="kci")
+    acc = te.compute(
+        (b, oh, ow, _ints(wp.shape)[0] * nr),
+        lambda bi, y, xx, j: te.sum(
+            xp[bi, y * sh + ry * dh, xx * sw + rx * dw, rco * 4 + rci].astype("int32")
+            * wp[j // nr, (ry * kw + rx) * (c4 // 4) + rco, j % nr, rci].astype("int32"), axis=[ry, rx, rco, rci]),
+        name=QGEMM, attrs={"ember_mr": mr, "ember_nr": nr, "ember_dot": dot, "ember_lanes": lanes})
+    return _qout(acc, wsum, _flip_sign(x.dtype, flip), n)
+
+
+def _flip_sign(dtype: str, flip: bool) -> int:
+    """What flipping adds per unit of weight: +128 for int8 -> uint8, -128 the other way."""
+    return 0 if not flip else (128 if dtype == "int8" else -128)
+
+
+def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lanes: int = 16):
+    """TE: 8-bit A [..., M, K] x packed int8 B -> int32 [..., M, N]."""
+    te, tirx = _te()
+    a_shape = _ints(a.shape)
+    k_real, nr, ko_total = a_shape[-1], _ints(wp.shape)[2], _ints(wp.shape)[1]
+    if k_real % 4 or flip:
+        out_dtype = ("uint8" if a.dtype == "int8" else "int8") if flip else a.dtype
+        delta = _flip_sign(a.dtype, flip)
+
+        def value(*i):
+            v = tirx.if_then_else(i[-1] < k_real, a[(*i[:-1], tirx.min(i[-1], k_real - 1))],
+                                  tirx.const(0, a.dtype))
+            return (v.astype("int32") + delta).astype(out_dtype) if flip else v
+        a = te.compute((*a_shape[:-1], ko_total * 4), value, name=PAD)
+    ko = te.reduce_axis((0, ko_total), name="ko")
+    ki = te.reduce_axis((0, 4), name="ki")
+    acc = te.compute(
+        (*a_shape[:-1], _ints(wp.shape)[0] * nr),
+        lambda *i: te.sum(a[(*i[:-1], ko * 4 + ki)].astype("int32")
+                          * wp[i[-1] // nr, ko, i[-1] % nr, ki].astype("int32"), axis=[ko, ki]),
+        name=QGEMM, attrs={"ember_mr": mr, "ember_nr": nr, "ember_dot": dot, "ember_lanes": lanes})
+    return _qout(acc, wsum, _flip_sign(a.dtype, flip), n)

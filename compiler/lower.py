@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import onnx
 
-from . import custom_ops, ir, onnx_io
+from . import custom_ops, int8_lowering, ir, onnx_io
 from .errors import CompileError, UnsupportedError
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -74,7 +74,7 @@ def known_wrong(node: ir.Node) -> str | None:
 def supported_ops() -> frozenset[str]:
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    return frozenset(onnx_frontend._get_convert_map()) | {"If", "Constant"}
+    return frozenset(onnx_frontend._get_convert_map()) | {"If", "Constant"} | int8_lowering.OPS
 
 
 def check_supported(model: ir.Model) -> None:
@@ -133,7 +133,7 @@ def to_relax(model: ir.Model):
         keep = [(custom_ops.DOMAIN, name) for name in custom_ops.OPS]
         proto = inliner.inline_selected_functions(proto, keep, exclude=True)
     try:
-        with warnings.catch_warnings(), _ember_converters():
+        with warnings.catch_warnings(), _ember_converters(model.opset):
             warnings.simplefilter("ignore")
             return from_onnx(proto, opset=model.opset, keep_params_in_input=False)
     except Exception as e:  # TVM raises many types; all mean "could not import"
@@ -141,13 +141,13 @@ def to_relax(model: ir.Model):
 
 
 @contextlib.contextmanager
-def _ember_converters():
+def _ember_converters(opset: int):
     """TVM's frontend looks converters up by op type through a module-level
     function; extend its table with ember's own ops for this one import."""
     from tvm.relax.frontend.onnx import onnx_frontend
 
     original = onnx_frontend._get_convert_map
-    extra = {**custom_ops.relax_converters(), **custom_ops.frontend_fixes()}
+    extra = {**custom_ops.relax_converters(), **custom_ops.frontend_fixes(), **int8_lowering.converters(opset)}
     onnx_frontend._get_convert_map = lambda: {**original(), **extra}
     try:
         yield

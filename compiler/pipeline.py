@@ -144,7 +144,40 @@ def _keep_nan(op: str):
     return legalize
 
 
-def _conv2d(lanes: int):
+INT8 = ("int8", "uint8")
+
+
+def _int8_operands(x, w, out_dtype) -> bool:
+    return str(x.ty.dtype) in INT8 and str(w.ty.dtype) == "int8" and str(out_dtype) == "int32"
+
+
+def _qconv2d(bb, call, x, w, xs, ws, nchw: bool, dot):
+    """8-bit conv2d (groups=1) into int32 with Ember's integer kernel."""
+    from tvm import topi
+
+    a = call.attrs
+    if nchw:
+        x = bb.emit_te(topi.transpose, x, [0, 2, 3, 1], primfunc_name_hint="to_nhwc")
+        w = bb.emit_te(topi.transpose, w, [0, 2, 3, 1], primfunc_name_hint="to_ohwi")
+        xs, ws = _static_shape(x), _static_shape(w)
+    strides = tuple(int(s) for s in a.strides)
+    padding = tuple(int(p) for p in a.padding)
+    dilation = tuple(int(d) for d in a.dilation)
+    o, kh, kw, c = ws
+    lanes = dot.lanes if dot else 16
+    ow = (xs[2] + padding[1] + padding[3] - dilation[1] * (kw - 1) - 1) // strides[1] + 1
+    tiles = kernels.gemm_tiles(ow, o, lanes)
+    flip = bool(dot) and str(x.ty.dtype) != dot.a_dtype
+    wp = bb.emit_te(kernels.qpack_weights, w, tiles.nr, "OHWI", kernels.padded(c, 4), primfunc_name_hint="ember_pack")
+    wsum = bb.emit_te(kernels.weight_sums, wp, o, primfunc_name_hint="ember_wsum") if flip else None
+    out = bb.call_te(kernels.qconv2d_nhwc, x, wp, wsum, (kh, kw), strides, padding, dilation, tiles.mr, o, flip,
+                     dot.name if dot else "", lanes, primfunc_name_hint="ember_qconv2d")
+    if nchw:
+        return bb.call_te(topi.transpose, bb.emit(out), [0, 3, 1, 2], primfunc_name_hint="to_nchw")
+    return out
+
+
+def _conv2d(lanes: int, dot=None):
     def legalize(bb, call):
         from tvm import topi
 
@@ -153,6 +186,9 @@ def _conv2d(lanes: int):
         xs, ws = _static_shape(x), _static_shape(w)
         nchw = a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and a.out_layout == "NCHW"
         nhwc = a.data_layout == "NHWC" and a.kernel_layout == "OHWI" and a.out_layout == "NHWC"
+        if ((nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4 and a.groups == 1
+                and _int8_operands(x, w, a.out_dtype)):
+            return _qconv2d(bb, call, x, w, xs, ws, nchw, dot)
         usable = ((nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4
                   and x.ty.dtype == "float32" and w.ty.dtype == "float32" and _default_dtype(a.out_dtype))
         if not usable:
@@ -185,10 +221,19 @@ def _conv2d(lanes: int):
     return legalize
 
 
-def _matmul(lanes: int):
+def _matmul(lanes: int, dot=None):
     def legalize(bb, call):
         a, b = call.args
         as_, bs = _static_shape(a), _static_shape(b)
+        if (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) == 2
+                and _int8_operands(a, b, call.attrs.out_dtype)):
+            q_lanes = dot.lanes if dot else 16
+            tiles = kernels.gemm_tiles(as_[-2], bs[1], q_lanes)
+            flip = bool(dot) and str(a.ty.dtype) != dot.a_dtype
+            wp = bb.emit_te(kernels.qpack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
+            wsum = bb.emit_te(kernels.weight_sums, wp, bs[1], primfunc_name_hint="ember_wsum") if flip else None
+            return bb.call_te(kernels.qmatmul_packed, a, wp, wsum, tiles.mr, bs[1], flip, dot.name if dot else "",
+                              q_lanes, primfunc_name_hint="ember_qmatmul")
         usable = (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) >= 2
                   and a.ty.dtype == "float32" and b.ty.dtype == "float32"
                   and _default_dtype(call.attrs.out_dtype))
@@ -211,8 +256,10 @@ def legalize_overrides(target) -> dict[str, Any]:
                 LEFT_SHIFT: _shift(LEFT_SHIFT), RIGHT_SHIFT: _shift(RIGHT_SHIFT)}
     if target.kind == "cuda":
         return nan_safe
-    lanes = max(4, target.vector_bits // 32)
-    return {**nan_safe, GELU: _gelu, CONV2D: _conv2d(lanes), MATMUL: _matmul(lanes)}
+    from .intrinsics import for_target
+
+    lanes, dot = max(4, target.vector_bits // 32), for_target(target)
+    return {**nan_safe, GELU: _gelu, CONV2D: _conv2d(lanes, dot), MATMUL: _matmul(lanes, dot)}
 
 
 def relax_pipeline(target, database=None, counts: dict[str, int] | None = None):

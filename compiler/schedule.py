@@ -83,6 +83,35 @@ def schedule_gemm(sch, block) -> None:
     _register_tile(sch, block, wb, at=mo, outer=[no, *rows, mo], rows=mi, lanes=ni, reduction=ks[0])
 
 
+def schedule_qgemm(sch, block) -> None:
+    """The int8 GEMM: like `schedule_gemm`, with the reduction in groups of
+    4 and the innermost (lanes x 4) step tensorized with the target's
+    dot-product instruction (or vectorized int32 loops without one)."""
+    ann = sch.get(block).annotations
+    mr, nr, dot, lanes = (int(ann["ember_mr"]), int(ann["ember_nr"]), str(ann["ember_dot"]),
+                          int(ann["ember_lanes"]))
+    loops = sch.get_loops(block)
+    reductions = sum(1 for iv in sch.get(block).iter_vars if iv.iter_type != 0)
+    *rows, m, n = loops[:len(loops) - reductions]
+    *ks, ki = loops[len(loops) - reductions:]
+    mo, mi = sch.split(m, [None, mr])
+    no, nv, ni = sch.split(n, [None, nr // lanes, lanes])
+    sch.reorder(no, *rows, mo, *ks, mi, nv, ni, ki)
+    wb = sch.cache_write(block, 0, "local")
+    fix = [c for c in sch.get_consumers(wb) if sch.get(c).name_hint.startswith((kernels.CROP, kernels.QFIX))]
+    if fix:  # the correction / crop reads the accumulators directly
+        sch.compute_inline(wb)
+        wb = fix[0]
+    _register_tile(sch, block, wb, at=mo, outer=[no, *rows, mo], rows=mi, lanes=None, reduction=ks[0])
+    sch.unroll(nv)
+    if dot:
+        from .intrinsics import register_by_name
+
+        sch.tensorize(ni, register_by_name(dot))
+    else:
+        sch.vectorize(ni)
+
+
 def _register_tile(sch, block, wb, at, outer, rows, lanes, reduction) -> None:
     """The common tail of the kernel schedules: the accumulator tile's writeback
     (with the fused epilogue folded in) at loop `at`, the `outer` loops fused and
@@ -173,7 +202,8 @@ def default_schedule(func):
         names = _blocks(sch)
     except Exception:
         return None
-    for kind, fn in ((kernels.GEMM, schedule_gemm), (kernels.DEPTHWISE, schedule_depthwise)):
+    for kind, fn in ((kernels.QGEMM, schedule_qgemm), (kernels.GEMM, schedule_gemm),
+                     (kernels.DEPTHWISE, schedule_depthwise)):
         main = [n for n in names if n.startswith(kind)]
         if len(main) == 1:
             try:

@@ -25,6 +25,9 @@ SHRINKING = {"Shape", "Size", "Gather", "GatherElements", "Slice", "Squeeze", "U
              "Floor", "Ceil", "Round", "Sign", "Not", "Relu", "Sigmoid", "Tanh", "Erf", "ReduceSum", "ReduceMean",
              "ReduceMax", "ReduceMin", "ReduceProd", "ArgMax", "ArgMin", "Softmax", "Clip", "Constant",
              "NonZero", "Squeeze", "Trilu"}
+# quantized weights stay quantized: DequantizeLinear(const int8) is how a QDQ
+# model says "compute this in integers" (passes/quantization/integer.py)
+KEEP = {"DequantizeLinear"}
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Less", "Greater", "LessOrEqual",
                "GreaterOrEqual", "And", "Or", "Xor", "Where", "Mod", "BitShift", "Sum", "Mean"}
 
@@ -88,7 +91,8 @@ class FoldConstants(Pass):
         return changed
 
     def _foldable(self, node: Node) -> bool:
-        if node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC or any(True for _ in node.subgraphs()):
+        if (node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC or node.op_type in KEEP
+                or any(True for _ in node.subgraphs())):
             return False
         if not all(v is None or v.const is not None for v in node.inputs):
             return False

@@ -1,0 +1,209 @@
+"""Relax converters for ONNX's quantization operators.
+
+- QuantizeLinear / DequantizeLinear with constant scales and zero points
+  become plain elementwise Relax (multiply, round, add, clip, cast). TVM's
+  converters emit `relax.quantize` / `relax.dequantize`, which layout
+  conversion cannot see through: every one of them would sit between two
+  transposes in an NHWC network, and none fuses into a kernel's epilogue.
+- ConvInteger / MatMulInteger with constant int8 weights (zero point 0) and
+  a constant scalar input zero point become an 8-bit x int8 -> int32
+  conv2d / matmul, which `pipeline.py` legalizes into Ember's integer
+  kernels (dot-product instructions), minus the zero point's contribution,
+  a constant folded here. Other forms are computed exactly in int32.
+
+`passes/quantization/integer.py` rewrites QDQ-wrapped Conv/MatMul/Gemm into
+these integer operators.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger"})
+INT8 = ("int8", "uint8")
+_RANGE = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
+def _const(expr) -> np.ndarray | None:
+    import tvm
+
+    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
+
+
+def _dtype(expr) -> str:
+    return str(expr.ty.dtype)
+
+
+def _along(value: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    """A per-axis 1-D parameter shaped to broadcast against a rank-`ndim` tensor."""
+    if value.ndim == 0:
+        return value
+    shape = [1] * ndim
+    shape[axis % ndim] = value.size
+    return value.reshape(shape)
+
+
+def _q_params(inputs, attr, x_ndim: int):
+    """(scale, zero point, output dtype) as numpy arrays shaped to broadcast
+    against x, or None when they are not constants Ember can decompose."""
+    if attr.get("block_size", 0) or attr.get("output_dtype", 0) or attr.get("precision", 0):
+        return None
+    scale = _const(inputs[1])
+    zp_in = inputs[2] if len(inputs) > 2 else None
+    zp = np.zeros((), "uint8") if zp_in is None else _const(zp_in)
+    if scale is None or zp is None or str(zp.dtype) not in INT8 or scale.dtype != np.float32:
+        return None
+    if scale.ndim > 1 or zp.ndim > 1 or (scale.ndim == 1 and x_ndim == 0):
+        return None
+    axis = attr.get("axis", 1)
+    if x_ndim <= 1 and axis == 1:
+        axis = 0
+    return _along(scale, axis, x_ndim), _along(zp, axis, x_ndim), str(zp.dtype)
+
+
+def converters(opset: int) -> dict[str, type]:
+    """The converters for a model of default-domain `opset` (what they fall back on is TVM's for that opset)."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
+
+    class QuantizeLinear(tvm_onnx.OnnxOpConverter):
+        """y = saturate(round_half_even(x / scale) + zero_point)."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            p = _q_params(inputs, attr, x.ty.ndim) if _dtype(x) == "float32" else None
+            if p is None:
+                return tvm_onnx.QuantizeLinear.get_converter(opset)(bb, inputs, attr, params)
+            scale, zp, dtype = p
+            lo, hi = _RANGE[dtype]
+            y = relax.op.round(relax.op.divide(x, relax.const(scale, "float32")))
+            if np.any(zp != 0):
+                y = relax.op.add(y, relax.const(zp.astype("float32")))
+            return relax.op.astype(relax.op.clip(y, lo, hi), dtype)
+
+    class DequantizeLinear(tvm_onnx.OnnxOpConverter):
+        """y = (x - zero_point) * scale, the subtraction in int32."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            p = _dq_params(inputs, attr, x)
+            if p is None:
+                return tvm_onnx.DequantizeLinear.get_converter(opset)(bb, inputs, attr, params)
+            scale, zp = p
+            if np.any(zp != 0):
+                x = relax.op.subtract(relax.op.astype(x, "int32"), relax.const(zp.astype("int32")))
+            return relax.op.multiply(relax.op.astype(x, "float32"), relax.const(scale, "float32"))
+
+    class ConvInteger(tvm_onnx.OnnxOpConverter):
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            x, w = inputs[0], inputs[1]
+            fast = _fast_conv(x, w, inputs, attr)
+            if fast is not None:
+                return fast
+            xi = _minus_zero_point(x, inputs[2] if len(inputs) > 2 else None, axis=None)
+            wi = _minus_zero_point(w, inputs[3] if len(inputs) > 3 else None, axis=0)
+            return tvm_onnx.Conv._impl_v11(bb, [xi, wi, None], dict(attr), params)
+
+    class MatMulInteger(tvm_onnx.OnnxOpConverter):
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            a, b = inputs[0], inputs[1]
+            wb = _const(b)
+            za = _scalar_zero_point(inputs[2] if len(inputs) > 2 else None)
+            zb = _const(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else np.zeros(())
+            if (wb is None or wb.ndim != 2 or wb.dtype != np.int8 or _dtype(a) not in INT8 or za is None
+                    or zb is None or np.any(zb != 0)):
+                return tvm_onnx.MatMulInteger._impl_v10(bb, inputs, attr, params)
+            acc = relax.op.matmul(a, b, out_dtype="int32")
+            if za:
+                acc = relax.op.subtract(acc, relax.const(za * wb.astype("int32").sum(0)))
+            return acc
+
+    def _minus_zero_point(v, zp, axis):
+        vi = relax.op.astype(v, "int32")
+        if zp is None:
+            return vi
+        z = relax.op.astype(zp, "int32")
+        if axis is not None and zp.ty.ndim == 1:  # per output channel
+            z = relax.op.reshape(z, [-1] + [1] * (v.ty.ndim - 1))
+        return relax.op.subtract(vi, z)
+
+    def _fast_conv(x, w, inputs, attr):
+        """8-bit x constant int8 conv2d (groups 1, weight zero point 0) into int32, or None."""
+        wc = _const(w)
+        zx = _scalar_zero_point(inputs[2] if len(inputs) > 2 else None)
+        zw = _const(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else np.zeros(())
+        auto_pad = attr.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        xs = _shape(x)
+        if (wc is None or wc.ndim != 4 or wc.dtype != np.int8 or _dtype(x) not in INT8 or zx is None
+                or zw is None or np.any(zw != 0) or attr.get("group", 1) != 1 or xs is None or len(xs) != 4
+                or auto_pad not in ("NOTSET", "VALID")):
+            return None
+        strides = list(attr.get("strides", [1, 1]))
+        dilations = list(attr.get("dilations", [1, 1]))
+        pads = [0, 0, 0, 0] if auto_pad == "VALID" else list(attr.get("pads", [0, 0, 0, 0]))
+        acc = relax.op.nn.conv2d(x, w, strides=strides, padding=pads, dilation=dilations, out_dtype="int32")
+        if zx:
+            acc = relax.op.subtract(acc, relax.const(zx * _window_sums(wc, xs[2:], strides, pads, dilations)))
+        return acc
+
+    return {"QuantizeLinear": QuantizeLinear, "DequantizeLinear": DequantizeLinear,
+            "ConvInteger": ConvInteger, "MatMulInteger": MatMulInteger}
+
+
+def _dq_params(inputs, attr, x):
+    if attr.get("block_size", 0) or attr.get("output_dtype", 0) or _dtype(x) not in (*INT8, "int32"):
+        return None
+    scale = _const(inputs[1])
+    zp_in = inputs[2] if len(inputs) > 2 else None
+    zp = np.zeros((), _dtype(x)) if zp_in is None else _const(zp_in)
+    if scale is None or zp is None or scale.dtype != np.float32 or scale.ndim > 1 or zp.ndim > 1:
+        return None
+    ndim = x.ty.ndim
+    if scale.ndim == 1 and ndim == 0:
+        return None
+    axis = attr.get("axis", 1)
+    if ndim <= 1 and axis == 1:
+        axis = 0
+    return _along(scale, axis, ndim), _along(zp, axis, ndim)
+
+
+def _scalar_zero_point(zp) -> int | None:
+    """A constant scalar (or one-element) zero point as an int; 0 if absent; None if not constant."""
+    if zp is None:
+        return 0
+    v = _const(zp)
+    if v is None or v.size != 1:
+        return None
+    return int(v.reshape(()))
+
+
+def _shape(x) -> tuple[int, ...] | None:
+    from tvm import tirx
+
+    values = getattr(getattr(x.ty, "shape", None), "values", None)
+    if values is None or not all(isinstance(v, tirx.IntImm) for v in values):
+        return None
+    return tuple(int(v) for v in values)
+
+
+def _window_sums(w: np.ndarray, hw, strides, pads, dilations) -> np.ndarray:
+    """int32 [1, O, OH, OW]: for each output position, the sum of the weights
+    whose taps land inside the (unpadded) input. A zero point zx contributes
+    zx times this to the accumulator; padding (raw zeros) contributes
+    nothing. Without padding it is the same everywhere: [1, O, 1, 1]."""
+    o, _, kh, kw = w.shape
+    per_tap = w.astype(np.int64).sum(axis=1)  # [O, KH, KW]
+    if not any(pads):
+        return per_tap.sum(axis=(1, 2)).astype(np.int32).reshape(1, o, 1, 1)
+    valid = []
+    for d, (size, k, s, p0, p1, dil) in enumerate(zip(hw, (kh, kw), strides, pads[:2], pads[2:], dilations)):
+        out = (size + p0 + p1 - dil * (k - 1) - 1) // s + 1
+        pos = np.arange(out)[:, None] * s - p0 + np.arange(k)[None, :] * dil  # [out, k] input coordinate
+        valid.append(((pos >= 0) & (pos < size)).astype(np.int64))
+    sums = np.einsum("yk,xl,okl->oyx", valid[0], valid[1], per_tap)
+    return sums.astype(np.int32)[None]

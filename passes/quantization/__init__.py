@@ -1,0 +1,4 @@
+"""Quantization family: passes over QDQ (QuantizeLinear/DequantizeLinear) graphs.
+Calibration and QDQ insertion live in `compiler/quantize.py` (they need data)."""
+
+from .integer import Int8Compute  # noqa: F401
