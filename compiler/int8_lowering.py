@@ -103,8 +103,8 @@ def converters(opset: int) -> dict[str, type]:
             fast = _fast_conv(x, w, inputs, attr)
             if fast is not None:
                 return fast
-            xi = _minus_zero_point(x, inputs[2] if len(inputs) > 2 else None, axis=None)
-            wi = _minus_zero_point(w, inputs[3] if len(inputs) > 3 else None, axis=0)
+            xi = _minus_zero_point(bb, x, inputs[2] if len(inputs) > 2 else None, axis=None)
+            wi = _minus_zero_point(bb, w, inputs[3] if len(inputs) > 3 else None, axis=0)
             return tvm_onnx.Conv._impl_v11(bb, [xi, wi, None], dict(attr), params)
 
     class MatMulInteger(tvm_onnx.OnnxOpConverter):
@@ -122,14 +122,14 @@ def converters(opset: int) -> dict[str, type]:
                 acc = relax.op.subtract(acc, relax.const(za * wb.astype("int32").sum(0)))
             return acc
 
-    def _minus_zero_point(v, zp, axis):
-        vi = relax.op.astype(v, "int32")
+    def _minus_zero_point(bb, v, zp, axis):
+        vi = bb.normalize(relax.op.astype(v, "int32"))
         if zp is None:
             return vi
-        z = relax.op.astype(zp, "int32")
-        if axis is not None and zp.ty.ndim == 1:  # per output channel
-            z = relax.op.reshape(z, [-1] + [1] * (v.ty.ndim - 1))
-        return relax.op.subtract(vi, z)
+        z = bb.normalize(relax.op.astype(zp, "int32"))
+        if axis is not None and z.ty.ndim == 1:  # per output channel
+            z = bb.normalize(relax.op.reshape(z, [-1] + [1] * (v.ty.ndim - 1)))
+        return bb.normalize(relax.op.subtract(vi, z))
 
     def _fast_conv(x, w, inputs, attr):
         """8-bit x constant int8 conv2d (groups 1, weight zero point 0) into int32, or None."""

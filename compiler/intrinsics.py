@@ -20,7 +20,7 @@ import linecache
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def _llvm_major() -> int:
     return int(codegen.llvm_version_major())
 
 
-@lru_cache(maxsize=None)
+@cache
 def register(intrin: DotIntrin) -> str:
     """Register `intrin` with TVM (once per process); returns its name."""
     from tvm.s_tir import TensorIntrin

@@ -295,9 +295,9 @@ def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lane
     te, tirx = _te()
     a_shape = _ints(a.shape)
     k_real, nr, ko_total = a_shape[-1], _ints(wp.shape)[2], _ints(wp.shape)[1]
+    delta = _flip_sign(a.dtype, flip)
     if k_real % 4 or flip:
         out_dtype = ("uint8" if a.dtype == "int8" else "int8") if flip else a.dtype
-        delta = _flip_sign(a.dtype, flip)
 
         def value(*i):
             v = tirx.if_then_else(i[-1] < k_real, a[(*i[:-1], tirx.min(i[-1], k_real - 1))],
@@ -311,4 +311,4 @@ def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lane
         lambda *i: te.sum(a[(*i[:-1], ko * 4 + ki)].astype("int32")
                           * wp[i[-1] // nr, ko, i[-1] % nr, ki].astype("int32"), axis=[ko, ki]),
         name=QGEMM, attrs={"ember_mr": mr, "ember_nr": nr, "ember_dot": dot, "ember_lanes": lanes})
-    return _qout(acc, wsum, _flip_sign(a.dtype, flip), n)
+    return _qout(acc, wsum, delta, n)

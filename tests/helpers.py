@@ -36,6 +36,30 @@ def conv_relu_gemm(seed: int = 0) -> onnx.ModelProto:
          init("gb", rng.standard_normal(10).astype(np.float32))])
 
 
+def cnn(seed: int = 0, width: int = 16, opset: int = 17) -> onnx.ModelProto:
+    """x[1,3,8,8] -> Conv -> Relu -> Conv -> +residual -> Relu -> pool -> Gemm -> y[1,10]."""
+    rng = np.random.default_rng(seed)
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)  # noqa: E731
+    nodes = [h.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             h.make_node("Relu", ["c1"], ["r1"]),
+             h.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             h.make_node("Add", ["c2", "r1"], ["a"]),
+             h.make_node("Relu", ["a"], ["r2"]),
+             h.make_node("GlobalAveragePool", ["r2"], ["p"]),
+             h.make_node("Flatten", ["p"], ["f"]),
+             h.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1)]
+    inits = [init("w1", w(width, 3, 3, 3)), init("b1", w(width)), init("w2", w(width, width, 3, 3)),
+             init("b2", w(width)), init("wg", w(10, width)), init("bg", w(10))]
+    return model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 10])], inits, opset=opset)
+
+
+def calib(n: int = 24) -> list[dict]:
+    """Random calibration batches for `cnn`."""
+    from ember.compiler import calibration
+
+    return calibration.random_batches([{"name": "x", "shape": [1, 3, 8, 8], "dtype": "float32"}], n)
+
+
 def if_model() -> onnx.ModelProto:
     """y = If(c, then: Relu(x) + k, else: Neg(x)), with outer x and k used inside."""
     then_g = h.make_graph([h.make_node("Relu", ["x"], ["t0"]), h.make_node("Add", ["t0", "k"], ["t"])],

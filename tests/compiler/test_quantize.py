@@ -8,32 +8,12 @@ import pytest
 from ember.compiler import calibration, onnx_io
 from ember.compiler.prune import Size
 from ember.compiler.quantize import activation_range, qparams, quantize
-from helpers import ember_cli, init, model, ort_run, tensor
+from helpers import calib, cnn, ember_cli, init, model, ort_run, tensor
 from onnx import helper as h
 
 import ember
 
 RNG = np.random.default_rng(0)
-
-
-def cnn(seed: int = 0, width: int = 16, opset: int = 17) -> onnx.ModelProto:
-    rng = np.random.default_rng(seed)
-    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)  # noqa: E731
-    nodes = [h.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-             h.make_node("Relu", ["c1"], ["r1"]),
-             h.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
-             h.make_node("Add", ["c2", "r1"], ["a"]),
-             h.make_node("Relu", ["a"], ["r2"]),
-             h.make_node("GlobalAveragePool", ["r2"], ["p"]),
-             h.make_node("Flatten", ["p"], ["f"]),
-             h.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1)]
-    inits = [init("w1", w(width, 3, 3, 3)), init("b1", w(width)), init("w2", w(width, width, 3, 3)),
-             init("b2", w(width)), init("wg", w(10, width)), init("bg", w(10))]
-    return model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 10])], inits, opset=opset)
-
-
-def calib(n: int = 24):
-    return calibration.random_batches([{"name": "x", "shape": [1, 3, 8, 8], "dtype": "float32"}], n)
 
 
 def test_observers():

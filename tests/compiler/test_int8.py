@@ -1,0 +1,207 @@
+"""Integer compute: the int8-compute pass (fires, stays out, same numbers,
+idempotent), ConvInteger / MatMulInteger / Q / DQ lowering against
+onnxruntime, the dot-product kernels on every instruction this CPU runs,
+and QDQ models (Ember's and onnxruntime's quantizers) end to end."""
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from ember.compiler import driver, intrinsics, lower, onnx_io
+from ember.compiler.quantize import quantize
+from helpers import assert_no_fire, assert_pass, calib, cnn, init, model, op_types, ort_run, tensor
+from onnx import TensorProto as T
+from onnx import helper as h
+
+import ember
+from ember import targets
+
+RNG = np.random.default_rng(0)
+
+
+def _integer_conv_model(x_dtype, w, zx, pads, strides=(1, 1), group=1, w_zp=None, hw=9):
+    c = w.shape[1] * group
+    inputs = ["x", "w", "zx"] + (["wz"] if w_zp is not None else [])
+    inits = [init("w", w), init("zx", np.array(zx, np.uint8 if x_dtype == T.UINT8 else np.int8))]
+    if w_zp is not None:
+        inits.append(init("wz", w_zp))
+    node = h.make_node("ConvInteger", inputs, ["y"], pads=list(pads), strides=list(strides), group=group)
+    return model([node], [tensor("x", [1, c, hw, hw], x_dtype)], [tensor("y", None, T.INT32)], inits)
+
+
+def _int8_input(dtype, shape):
+    lo, hi = (0, 256) if dtype == T.UINT8 else (-128, 128)
+    return RNG.integers(lo, hi, shape).astype(np.uint8 if dtype == T.UINT8 else np.int8)
+
+
+@pytest.mark.parametrize("x_dtype, zx, c, o, k, pads, strides", [
+    (T.UINT8, 0, 16, 32, 3, (1, 1, 1, 1), (1, 1)),     # post-ReLU activations: zero point 0
+    (T.UINT8, 131, 3, 20, 3, (1, 2, 1, 0), (2, 1)),    # zero point with asymmetric padding; 3 channels, 20 outputs
+    (T.INT8, -5, 8, 16, 1, (0, 0, 0, 0), (1, 1)),      # signed activations (sign-flipped for vpdpbusd)
+    (T.INT8, 0, 5, 16, 3, (1, 1, 1, 1), (1, 1)),       # channels not a multiple of 4
+])
+def test_conv_integer_matches_onnxruntime(x_dtype, zx, c, o, k, pads, strides):
+    w = RNG.integers(-127, 128, (o, c, k, k)).astype(np.int8)
+    m = _integer_conv_model(x_dtype, w, zx, pads, strides)
+    x = _int8_input(x_dtype, (1, c, 9, 9))
+    got = ember.compile(m).run({"x": x})["y"]
+    np.testing.assert_array_equal(got, ort_run(m, {"x": x})[0])
+
+
+def test_conv_integer_general_forms_are_exact():
+    """Grouped, and with a per-channel weight zero point (onnxruntime refuses
+    those): computed in int32, checked against a float convolution of
+    (x - zx) and (w - zw), exact at these magnitudes."""
+    w = RNG.integers(0, 256, (8, 2, 3, 3)).astype(np.uint8)
+    zw = RNG.integers(0, 256, 8).astype(np.uint8)
+    m = _integer_conv_model(T.UINT8, w, 17, (1, 1, 1, 1), group=2, w_zp=zw)
+    x = _int8_input(T.UINT8, (1, 4, 9, 9))
+    ref_model = model([h.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=2)], [tensor("x", [1, 4, 9, 9])],
+                      [tensor("y", None)], [init("w", w.astype(np.float32) - zw.reshape(8, 1, 1, 1))])
+    ref = ort_run(ref_model, {"x": x.astype(np.float32) - 17})[0]
+    np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], ref.astype(np.int32))
+
+
+@pytest.mark.parametrize("a_dtype, za, k", [(T.UINT8, 100, 64), (T.INT8, 3, 30)])
+def test_matmul_integer_matches_onnxruntime(a_dtype, za, k):
+    b = RNG.integers(-127, 128, (k, 24)).astype(np.int8)
+    zp = np.array(za, np.uint8 if a_dtype == T.UINT8 else np.int8)
+    m = model([h.make_node("MatMulInteger", ["a", "b", "za"], ["y"])], [tensor("a", [2, 5, k], a_dtype)],
+              [tensor("y", None, T.INT32)], [init("b", b), init("za", zp)])
+    a = _int8_input(a_dtype, (2, 5, k))
+    np.testing.assert_array_equal(ember.compile(m).run({"a": a})["y"], ort_run(m, {"a": a})[0])
+
+
+def test_quantize_dequantize_match_onnxruntime():
+    """Ties round to even, saturation, per-axis scales and zero points."""
+    x = np.array([[0.5, 1.5, 2.5, -0.5, -1.5, 300.0], [126.5, 127.5, -300.0, 0.1, 3.49, -2.5]], np.float32)
+    nodes = [h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             h.make_node("DequantizeLinear", ["q", "s2", "z2"], ["y"], axis=0)]
+    m = model(nodes, [tensor("x", [2, 6])], [tensor("q", [2, 6], T.INT8), tensor("y", [2, 6])],
+              [init("s", np.array(1.0, np.float32)), init("z", np.array(0, np.int8)),
+               init("s2", np.array([0.5, 2.0], np.float32)), init("z2", np.array([3, -4], np.int8))], opset=13)
+    got = ember.compile(m).run({"x": x})
+    ref = ort_run(m, {"x": x})
+    np.testing.assert_array_equal(got["q"], ref[0])
+    np.testing.assert_array_equal(got["y"], ref[1])
+
+
+def _dot_targets():
+    """The dot-product instructions this CPU can run, and none (plain int32 loops)."""
+    host = targets.host()
+    out = [pytest.param("avx2,fma", None, id="no-dot-product")]
+    if intrinsics.for_target(host) is intrinsics.VNNI_512:
+        out.append(pytest.param(",".join(host.features), intrinsics.VNNI_512, id="avx512-vnni"))
+    if "avxvnni" in host.all_features:
+        out.append(pytest.param("avx2,fma,avxvnni", intrinsics.VNNI_256, id="avx-vnni"))
+    return out
+
+
+@pytest.mark.skipif(not targets.host().triple.startswith("x86_64"), reason="x86 instructions")
+@pytest.mark.parametrize("features, dot", _dot_targets())
+def test_kernels_on_each_instruction(features, dot):
+    """The same integer conv through each kernel flavour, checked against
+    onnxruntime, and the instruction really in the machine code."""
+    tgt = targets.parse("x86_64-linux-gnu", features=features)
+    assert intrinsics.for_target(tgt) == dot
+    w = RNG.integers(-127, 128, (40, 12, 3, 3)).astype(np.int8)
+    m = _integer_conv_model(T.UINT8, w, 9, (1, 1, 1, 1), hw=10)
+    x = _int8_input(T.UINT8, (1, 12, 10, 10))
+    cm = driver.compile(m, target="x86_64-linux-gnu", features=features)
+    np.testing.assert_array_equal(cm.run({"x": x})["y"], ort_run(m, {"x": x})[0])
+    asm = _assembly(m, tgt)
+    assert ("vpdpbusd" in asm) == (dot is not None)
+    if dot is intrinsics.VNNI_512:
+        assert "zmm" in asm
+
+
+def _assembly(m, tgt) -> str:
+    ir_model = driver.as_ir(m)
+    driver.optimize(ir_model)
+    ex = lower.build(lower.to_relax(ir_model), tgt)
+    return "\n".join(mod.inspect_source("s") for mod in ex.mod.imports if mod.kind == "llvm")
+
+
+def qdq_cnn():
+    q, _ = quantize(cnn(width=16), calib())
+    return onnx_io.export_model(q)
+
+
+def test_pass_fires_on_qdq_layers_and_keeps_the_numbers():
+    proto = qdq_cnn()
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    # exact int32 sums: the same outputs in onnxruntime up to float rounding; idempotent
+    ir_model = assert_pass(proto, "int8-compute", {"x": x}, rtol=1e-5, atol=1e-5)
+    ops = op_types(ir_model)
+    assert ops.count("ConvInteger") == 2 and ops.count("MatMulInteger") == 1
+    assert "Conv" not in ops and "Gemm" not in ops
+    assert ops.count("DequantizeLinear") == 0  # every weight, bias and activation DQ was absorbed
+    onnx.checker.check_model(onnx_io.export_model(ir_model), full_check=True)
+    ref = ort_run(proto, {"x": x})[0]
+    mine = ember.compile(proto).run({"x": x})["y"]
+    np.testing.assert_allclose(mine, ref, atol=0.02 * np.abs(ref).max())
+
+
+def _qdq_conv(w_zp=0, group=1, weight_const=True):
+    c = 4
+    wq = RNG.integers(-127, 128, (8, c // group, 3, 3)).astype(np.int8)
+    nodes = [h.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             h.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             h.make_node("DequantizeLinear", ["wq", "sw", "zw"], ["wd"], axis=0),
+             h.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1], group=group)]
+    inits = [init("sx", np.array(0.05, np.float32)), init("zx", np.array(128, np.uint8)),
+             init("sw", np.full(8, 0.01, np.float32)), init("zw", np.full(8, w_zp, np.int8))]
+    inputs = [tensor("x", [1, c, 6, 6])]
+    if weight_const:
+        inits.append(init("wq", wq))
+    else:
+        inputs.append(tensor("wq", [8, c // group, 3, 3], T.INT8))
+    return model(nodes, inputs, [tensor("y", [1, 8, 6, 6])], inits, opset=13)
+
+
+@pytest.mark.parametrize("kw", [{"w_zp": 3}, {"group": 2}, {"weight_const": False}],
+                         ids=["weight-zero-point", "grouped", "runtime-weights"])
+def test_pass_stays_out(kw):
+    assert_no_fire(_qdq_conv(**kw), "int8-compute")
+
+
+def test_onnxruntime_quantized_model_runs_on_integer_kernels(tmp_path):
+    """A QDQ model from onnxruntime's own quantizer: Ember computes its
+    layers in integers and agrees with onnxruntime."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    batches = iter(calib(8))
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(batches, None)
+
+    onnx.save(cnn(width=16), tmp_path / "m.onnx")
+    quantize_static(str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    proto = onnx.load(str(tmp_path / "q.onnx"))
+    ir_model = driver.as_ir(proto)
+    driver.optimize(ir_model)
+    assert "ConvInteger" in op_types(ir_model)
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ref = ort_run(proto, {"x": x})[0]
+    np.testing.assert_allclose(ember.compile(proto).run({"x": x})["y"], ref, atol=0.02 * np.abs(ref).max())
+
+
+def test_window_sums_match_a_real_convolution():
+    """The zero-point correction for padded convolutions equals the
+    convolution of an all-ones input, border effects included."""
+    from ember.compiler.int8_lowering import _window_sums
+
+    w = RNG.integers(-127, 128, (3, 2, 3, 3)).astype(np.int8)
+    m = _integer_conv_model(T.UINT8, w, 0, (1, 2, 0, 1), strides=(2, 1), hw=7)
+    ones = np.ones((1, 2, 7, 7), np.uint8)
+    np.testing.assert_array_equal(_window_sums(w, (7, 7), (2, 1), (1, 2, 0, 1), (1, 1)), ort_run(m, {"x": ones})[0])
+
+
+def test_intrinsic_choice_per_target():
+    assert intrinsics.for_target(targets.parse("x86_64-linux-gnu", features="avx512f,avx512bw,avx512vnni")) \
+        is intrinsics.VNNI_512
+    assert intrinsics.for_target(targets.parse("x86_64-linux-gnu", features="avx2,avxvnni")) is intrinsics.VNNI_256
+    assert intrinsics.for_target(targets.parse("aarch64-linux-gnu", features="neon,dotprod")) is intrinsics.SDOT
+    assert intrinsics.for_target(targets.parse("aarch64-linux-gnu", features="neon")) is None
+    assert tvm.s_tir.TensorIntrin.get(intrinsics.register(intrinsics.SDOT)) is not None
