@@ -9,7 +9,17 @@ import pytest
 import tvm
 from ember.compiler import driver, intrinsics, lower, onnx_io
 from ember.compiler.quantize import quantize
-from helpers import assert_no_fire, assert_pass, calib, cnn, init, model, op_types, ort_run, tensor
+from helpers import (
+    assert_no_fire,
+    assert_pass,
+    calib,
+    cnn,
+    init,
+    model,
+    op_types,
+    ort_run,
+    tensor,
+)
 from onnx import TensorProto as T
 from onnx import helper as h
 
@@ -168,7 +178,12 @@ def test_pass_stays_out(kw):
 def test_onnxruntime_quantized_model_runs_on_integer_kernels(tmp_path):
     """A QDQ model from onnxruntime's own quantizer: Ember computes its
     layers in integers and agrees with onnxruntime."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     batches = iter(calib(8))
 
     class Reader(CalibrationDataReader):

@@ -5,7 +5,7 @@ accuracy tools and the CLI."""
 import numpy as np
 import onnx
 import pytest
-from ember.compiler import calibration, onnx_io
+from ember.compiler import onnx_io
 from ember.compiler.prune import Size
 from ember.compiler.quantize import activation_range, qparams, quantize
 from helpers import calib, cnn, ember_cli, init, model, ort_run, tensor
