@@ -60,6 +60,15 @@ def calib(n: int = 24) -> list[dict]:
     return calibration.random_batches([{"name": "x", "shape": [1, 3, 8, 8], "dtype": "float32"}], n)
 
 
+def qdq_cnn() -> onnx.ModelProto:
+    """`cnn` quantized by Ember (QDQ: int8 weights, uint8 activations)."""
+    from ember.compiler import onnx_io
+    from ember.compiler.quantize import quantize
+
+    q, _ = quantize(cnn(width=16), calib())
+    return onnx_io.export_model(q)
+
+
 def if_model() -> onnx.ModelProto:
     """y = If(c, then: Relu(x) + k, else: Neg(x)), with outer x and k used inside."""
     then_g = h.make_graph([h.make_node("Relu", ["x"], ["t0"]), h.make_node("Add", ["t0", "k"], ["t"])],

@@ -132,11 +132,6 @@ def _assembly(m, tgt) -> str:
     return "\n".join(mod.inspect_source("s") for mod in ex.mod.imports if mod.kind == "llvm")
 
 
-def qdq_cnn():
-    q, _ = quantize(cnn(width=16), calib())
-    return onnx_io.export_model(q)
-
-
 def test_pass_fires_on_qdq_layers_and_keeps_the_numbers():
     proto = qdq_cnn()
     x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)

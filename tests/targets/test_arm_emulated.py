@@ -5,9 +5,10 @@ Outputs must match onnxruntime on x86 within rtol 1e-3 / atol 1e-5."""
 import numpy as np
 import onnx
 import pytest
-from helpers import conv_relu_gemm, free_port, if_model, ort_run, stop_group, wait_port
+from helpers import conv_relu_gemm, free_port, if_model, ort_run, qdq_cnn, stop_group, wait_port
 
 import ember
+from ember import targets
 from ember.compiler import zoo
 from ember.targets import emulation
 
@@ -44,6 +45,30 @@ def test_models_match_onnxruntime_under_emulation(tmp_path, mcpu, features, cpu)
         assert len(got) == len(ref), name
         for g, r in zip(got, ref):
             np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("mcpu, features, cpu, sdot", [
+    ("cortex-a76", "+dotprod", "cortex-a76", True),
+    (None, "+neon", "cortex-a72", False),
+])
+def test_int8_model_matches_x86_under_emulation(tmp_path, mcpu, features, cpu, sdot):
+    """A QDQ model on integer kernels: with +dotprod they use sdot (checked in
+    the machine code), without it plain int32 loops; both give the x86
+    int8 result."""
+    from ember.compiler import driver, lower
+
+    m = qdq_cnn()
+    x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    cm = ember.compile(m, target="aarch64-linux-gnu", mcpu=mcpu, features=features)
+    out = cm.save(tmp_path / "int8")
+    (got,), = emulation.run([(out / "model.so", {"x": x}, cm.input_names)], cpu=cpu)
+    np.testing.assert_allclose(got, ember.compile(m).run({"x": x})["y"], rtol=1e-5, atol=1e-6)
+    ir_model = driver.as_ir(m)
+    driver.optimize(ir_model)
+    tgt = targets.parse("aarch64-linux-gnu", mcpu=mcpu, features=features)
+    ex = lower.build(lower.to_relax(ir_model), tgt)
+    asm = "\n".join(mod.inspect_source("s") for mod in ex.mod.imports if mod.kind == "llvm")
+    assert ("sdot" in asm) == sdot
 
 
 def test_sve_build_is_refused_on_cortex_a72(tmp_path):
