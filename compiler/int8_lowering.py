@@ -80,7 +80,14 @@ def converters(opset: int) -> dict[str, type]:
             y = relax.op.round(relax.op.divide(x, relax.const(scale, "float32")))
             if np.any(zp != 0):
                 y = relax.op.add(y, relax.const(zp.astype("float32")))
-            return relax.op.astype(relax.op.clip(y, lo, hi), dtype)
+            # saturated in int32: integer maximum/minimum are single instructions that
+            # layout conversion sees through (relax clip is opaque to it; float
+            # maximum/minimum keep NaN with Selects, whose chains, inlined into a
+            # kernel's epilogue after ReLU6's, grow exponentially). Beyond int32
+            # (|x / scale| >= 2^31, +-inf) and for NaN the cast gives INT_MIN: the low end.
+            y = relax.op.astype(y, "int32")
+            y = relax.op.minimum(relax.op.maximum(y, relax.const(lo, "int32")), relax.const(hi, "int32"))
+            return relax.op.astype(y, dtype)
 
     class DequantizeLinear(tvm_onnx.OnnxOpConverter):
         """y = (x - zero_point) * scale, the subtraction in int32."""
@@ -132,7 +139,7 @@ def converters(opset: int) -> dict[str, type]:
         return bb.normalize(relax.op.subtract(vi, z))
 
     def _fast_conv(x, w, inputs, attr):
-        """8-bit x constant int8 conv2d (groups 1, weight zero point 0) into int32, or None."""
+        """8-bit x constant int8 conv2d (groups 1 or depthwise, weight zero point 0) into int32, or None."""
         wc = _const(w)
         zx = _scalar_zero_point(inputs[2] if len(inputs) > 2 else None)
         zw = _const(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else np.zeros(())
@@ -140,13 +147,16 @@ def converters(opset: int) -> dict[str, type]:
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
         xs = _shape(x)
         if (wc is None or wc.ndim != 4 or wc.dtype != np.int8 or _dtype(x) not in INT8 or zx is None
-                or zw is None or np.any(zw != 0) or attr.get("group", 1) != 1 or xs is None or len(xs) != 4
-                or auto_pad not in ("NOTSET", "VALID")):
+                or zw is None or np.any(zw != 0) or xs is None or len(xs) != 4 or auto_pad not in ("NOTSET", "VALID")):
             return None
+        group = attr.get("group", 1)
+        if group != 1 and not (group == xs[1] == wc.shape[0] and wc.shape[1] == 1):
+            return None  # grouped, not depthwise
         strides = list(attr.get("strides", [1, 1]))
         dilations = list(attr.get("dilations", [1, 1]))
         pads = [0, 0, 0, 0] if auto_pad == "VALID" else list(attr.get("pads", [0, 0, 0, 0]))
-        acc = relax.op.nn.conv2d(x, w, strides=strides, padding=pads, dilation=dilations, out_dtype="int32")
+        acc = relax.op.nn.conv2d(x, w, strides=strides, padding=pads, dilation=dilations, groups=group,
+                                 out_dtype="int32")
         if zx:
             acc = relax.op.subtract(acc, relax.const(zx * _window_sums(wc, xs[2:], strides, pads, dilations)))
         return acc

@@ -169,8 +169,13 @@ def batch_matmul(a, b, mr: int, nr: int):
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
 
 
-def depthwise_nhwc(x, wt, strides, padding, dilation):
-    """TE: NHWC depthwise conv2d, weights [C, KH, KW, 1] (OHWI with groups=C)."""
+def _as(v, dtype: str | None):
+    return v if dtype is None else v.astype(dtype)
+
+
+def depthwise_nhwc(x, wt, strides, padding, dilation, acc_dtype: str | None = None):
+    """TE: NHWC depthwise conv2d, weights [C, KH, KW, 1] (OHWI with groups=C);
+    8-bit operands accumulate in `acc_dtype` (int32)."""
     te, _ = _te()
     _, h, w, c = _ints(x.shape)
     _, kh, kw, _ = _ints(wt.shape)
@@ -181,8 +186,8 @@ def depthwise_nhwc(x, wt, strides, padding, dilation):
     rx = te.reduce_axis((0, kw), name="kx")
     return te.compute(
         (_ints(x.shape)[0], oh, ow, c),
-        lambda bi, y, xx, ci: te.sum(xp[bi, y * sh + ry * dh, xx * sw + rx * dw, ci] * wt[ci, ry, rx, 0],
-                                      axis=[ry, rx]),
+        lambda bi, y, xx, ci: te.sum(_as(xp[bi, y * sh + ry * dh, xx * sw + rx * dw, ci], acc_dtype)
+                                      * _as(wt[ci, ry, rx, 0], acc_dtype), axis=[ry, rx]),
         name=DEPTHWISE)
 
 

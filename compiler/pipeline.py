@@ -186,9 +186,14 @@ def _conv2d(lanes: int, dot=None):
         xs, ws = _static_shape(x), _static_shape(w)
         nchw = a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and a.out_layout == "NCHW"
         nhwc = a.data_layout == "NHWC" and a.kernel_layout == "OHWI" and a.out_layout == "NHWC"
-        if ((nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4 and a.groups == 1
-                and _int8_operands(x, w, a.out_dtype)):
-            return _qconv2d(bb, call, x, w, xs, ws, nchw, dot)
+        if (nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4 and _int8_operands(x, w, a.out_dtype):
+            if a.groups == 1:
+                return _qconv2d(bb, call, x, w, xs, ws, nchw, dot)
+            c = xs[1] if nchw else xs[3]
+            if nhwc and a.groups == c == ws[0] and ws[3] == 1:  # depthwise: int32 lanes, no dot product
+                return bb.call_te(kernels.depthwise_nhwc, x, w, tuple(int(s) for s in a.strides),
+                                  tuple(int(p) for p in a.padding), tuple(int(d) for d in a.dilation), "int32",
+                                  primfunc_name_hint="ember_qdepthwise")
         usable = ((nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4
                   and x.ty.dtype == "float32" and w.ty.dtype == "float32" and _default_dtype(a.out_dtype))
         if not usable:

@@ -18,7 +18,7 @@ happens in registers, not in a float tensor in memory.
 
 Fires only on: 8-bit activations with a constant scalar scale and zero
 point; int8 constant weights with zero zero points, one scale per tensor
-or per output channel; 2-D Conv with group 1; MatMul with a 2-D weight;
+or per output channel; 2-D Conv, dense or depthwise; MatMul with a 2-D weight;
 Gemm with alpha = beta = 1 and no transA. Everything else keeps its QDQ
 float compute.
 """
@@ -139,11 +139,14 @@ class Int8Compute(Pass):
             return False
         xq, sx, zx = act
         if node.op_type == "Conv":
-            if len(x.shape) != 4 or node.attrs.get("group", 1) != 1:
+            group = node.attrs.get("group", 1)
+            if len(x.shape) != 4:
                 return False
             w = _weight(node.inputs[1], 0)
             if w is None or w[0].ndim != 4:
                 return False
+            if group != 1 and not (group == x.shape[1] == w[0].shape[0] and w[0].shape[1] == 1):
+                return False  # grouped, not depthwise
             wq, sw = w
             broadcast = (1, -1, 1, 1)
         elif node.op_type == "MatMul":

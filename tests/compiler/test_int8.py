@@ -8,18 +8,7 @@ import onnx
 import pytest
 import tvm
 from ember.compiler import driver, intrinsics, lower, onnx_io
-from ember.compiler.quantize import quantize
-from helpers import (
-    assert_no_fire,
-    assert_pass,
-    calib,
-    cnn,
-    init,
-    model,
-    op_types,
-    ort_run,
-    tensor,
-)
+from helpers import assert_no_fire, assert_pass, calib, cnn, init, model, op_types, ort_run, qdq_cnn, tensor
 from onnx import TensorProto as T
 from onnx import helper as h
 
@@ -56,6 +45,14 @@ def test_conv_integer_matches_onnxruntime(x_dtype, zx, c, o, k, pads, strides):
     x = _int8_input(x_dtype, (1, c, 9, 9))
     got = ember.compile(m).run({"x": x})["y"]
     np.testing.assert_array_equal(got, ort_run(m, {"x": x})[0])
+
+
+@pytest.mark.parametrize("zx, stride", [(0, 1), (77, 2)])
+def test_depthwise_conv_integer_matches_onnxruntime(zx, stride):
+    w = RNG.integers(-127, 128, (24, 1, 3, 3)).astype(np.int8)
+    m = _integer_conv_model(T.UINT8, w, zx, (1, 1, 1, 1), (stride, stride), group=24)
+    x = _int8_input(T.UINT8, (1, 24, 9, 9))
+    np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], ort_run(m, {"x": x})[0])
 
 
 def test_conv_integer_general_forms_are_exact():
