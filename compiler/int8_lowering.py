@@ -77,7 +77,10 @@ def converters(opset: int) -> dict[str, type]:
                 return tvm_onnx.QuantizeLinear.get_converter(opset)(bb, inputs, attr, params)
             scale, zp, dtype = p
             lo, hi = _RANGE[dtype]
-            y = relax.op.round(relax.op.divide(x, relax.const(scale, "float32")))
+            if np.all(scale == 1.0):  # folded into the producer (passes/quantization/integer.py)
+                y = relax.op.round(x)
+            else:
+                y = relax.op.round(relax.op.divide(x, relax.const(scale, "float32")))
             if np.any(zp != 0):
                 y = relax.op.add(y, relax.const(zp.astype("float32")))
             # saturated in int32: integer maximum/minimum are single instructions that

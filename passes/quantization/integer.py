@@ -14,7 +14,9 @@ int32 accumulation is exact, so the result equals the QDQ graph's up to
 float rounding. Lowering turns ConvInteger / MatMulInteger into Ember's
 dot-product kernels, and TVM fuses the bias, rescale, activation and the
 next layer's QuantizeLinear into the kernel's epilogue: requantization
-happens in registers, not in a float tensor in memory.
+happens in registers, not in a float tensor in memory. Where the result
+only feeds the next QuantizeLinear (through Relu, Clip or MaxPool), that
+quantizer's scale is folded into the rescale (`_fold_requantization`).
 
 Fires only on: 8-bit activations with a constant scalar scale and zero
 point; int8 constant weights with zero zero points, one scale per tensor
@@ -186,9 +188,54 @@ class Int8Compute(Pass):
         y = _typed(cast, onnx.TensorProto.FLOAT, out.shape)
         mul = graph.make_node("Mul", [y, graph.make_const(scale.reshape(broadcast), "scale")], before=node)
         y = _typed(mul, onnx.TensorProto.FLOAT, out.shape)
+        add = None
         if kind == "float":
             add = graph.make_node("Add", [y, graph.make_const(b.reshape(broadcast), "bias")], before=node)
             y = _typed(add, onnx.TensorProto.FLOAT, out.shape)
         graph.substitute(out, y)
         graph.remove(node)
+        _fold_requantization(graph, mul, add if kind == "float" else None)
         return True
+
+
+def _scalar(v: Value | None) -> float | None:
+    c = _const(v)
+    return float(c.reshape(())) if c is not None and c.size == 1 else None
+
+
+def _fold_requantization(graph: Graph, mul: Node, bias: Node | None) -> None:
+    """When the rescaled result only feeds (through Relu, Clip or MaxPool,
+    which commute with a positive scale) the next QuantizeLinear, fold that
+    quantizer's scale sy into the rescale: sx*sw/sy, bounds and float bias
+    divided by sy, and the quantizer's scale becomes 1 (lowering then skips
+    its division). This is requantization as integer kernels do it: one
+    multiply per output."""
+    v, chain = (bias or mul).outputs[0], []
+    while True:
+        if graph.is_output(v) or len(v.uses) != 1:
+            return
+        user, index = v.uses[0]
+        if index != 0 or user.domain not in ("", "ai.onnx"):
+            return
+        if user.op_type == "QuantizeLinear":
+            break
+        if user.op_type == "Clip" and not any(k in user.attrs for k in ("min", "max")) and all(
+                _scalar(b) is not None for b in user.inputs[1:] if b is not None):
+            chain.append(user)
+        elif user.op_type == "Relu" or (user.op_type == "MaxPool" and len(user.outputs) == 1):
+            chain.append(user)
+        else:
+            return
+        v = user.outputs[0]
+    sy = _scalar(user.inputs[1]) if len(user.inputs) > 1 else None
+    if sy is None or not sy > 0:
+        return
+    div = np.float32(sy)
+    graph.set_input(mul, 1, graph.make_const((_const(mul.inputs[1]) / div).astype(np.float32), "requant_scale"))
+    if bias is not None:
+        graph.set_input(bias, 1, graph.make_const((_const(bias.inputs[1]) / div).astype(np.float32), "bias"))
+    for clip in (n for n in chain if n.op_type == "Clip"):
+        for i, b in enumerate(clip.inputs[1:], start=1):
+            if b is not None:
+                graph.set_input(clip, i, graph.make_const(np.array(_scalar(b) / div, np.float32), "bound"))
+    graph.set_input(user, 1, graph.make_const(np.array(1.0, np.float32), "unit_scale"))

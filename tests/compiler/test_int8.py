@@ -8,7 +8,9 @@ import onnx
 import pytest
 import tvm
 from ember.compiler import driver, intrinsics, lower, onnx_io
-from helpers import assert_no_fire, assert_pass, calib, cnn, init, model, op_types, ort_run, qdq_cnn, tensor
+from ember.compiler.quantize import quantize
+from helpers import (assert_no_fire, assert_pass, calib, cnn, init, model, op_types, ort_run, qdq_cnn, run_pass,
+                     tensor)
 from onnx import TensorProto as T
 from onnx import helper as h
 
@@ -142,6 +144,34 @@ def test_pass_fires_on_qdq_layers_and_keeps_the_numbers():
     ref = ort_run(proto, {"x": x})[0]
     mine = ember.compile(proto).run({"x": x})["y"]
     np.testing.assert_allclose(mine, ref, atol=0.02 * np.abs(ref).max())
+
+
+def test_requantization_is_folded_into_the_rescale():
+    """Conv -> Relu / Clip / MaxPool -> QuantizeLinear: the quantizer's scale
+    moves into the layer's rescale (one multiply per output, no division);
+    outputs stay within a quantization step of the QDQ model's."""
+    rng = np.random.default_rng(1)
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)  # noqa: E731
+    nodes = [h.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c1"], ["r1"]),
+             h.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             h.make_node("Clip", ["c2", "lo", "hi"], ["r2"]), h.make_node("MaxPool", ["r2"], ["p"], kernel_shape=[2, 2],
+                                                                          strides=[2, 2]),
+             h.make_node("Conv", ["p", "w3"], ["y"])]
+    m = model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 4, 4, 4])],
+              [init("w1", w(8, 3, 3, 3)), init("w2", w(8, 8, 3, 3)), init("b2", w(8)), init("w3", w(4, 8, 1, 1)),
+               init("lo", np.array(0.0, np.float32)), init("hi", np.array(0.8, np.float32))])
+    q, _ = quantize(m, calib())
+    proto = onnx_io.export_model(q)
+    out, changed = run_pass(proto, "int8-compute")
+    assert changed
+    units = [n for n in out.graph.nodes if n.op_type == "QuantizeLinear"
+             and float(n.inputs[1].const.numpy()) == 1.0]
+    assert len(units) == 2  # after Relu, and after Clip + MaxPool; the input's quantizer keeps its scale
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ref = ort_run(proto, {"x": x})[0]
+    step = float(np.abs(ref).max()) / 50
+    np.testing.assert_allclose(ort_run(onnx_io.export_model(out), {"x": x})[0], ref, atol=step)
+    np.testing.assert_allclose(ember.compile(proto).run({"x": x})["y"], ref, atol=step)
 
 
 def _qdq_conv(w_zp=0, group=1, weight_const=True):
