@@ -78,6 +78,15 @@ def fast_stack():
         inspect.stack = real
 
 
+def import_tvm_intrinsics() -> None:
+    """Import TVM's own tensor intrinsics (MetaSchedule's tune contexts and
+    tuning records need them) without the seconds of stack scanning."""
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    with fast_stack():
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+
+
 def _make(intrin: DotIntrin):
     from tvm.script import tirx as T
 
@@ -150,3 +159,8 @@ def register(intrin: DotIntrin) -> str:
 
 def register_by_name(name: str) -> str:
     return register(next(i for i in (VNNI_512, VNNI_256, SDOT) if i.name == name))
+
+
+def register_all() -> None:
+    for intrin in (VNNI_512, VNNI_256, SDOT):
+        register(intrin)

@@ -204,3 +204,37 @@ def quiet_native_stderr():
             if not ok:
                 buf.seek(0)
                 os.write(2, buf.read()[-4000:])
+
+
+@contextlib.contextmanager
+def filtered_native_stderr(noise: tuple[str, ...]):
+    """Pass fd 2 through, minus the lines containing any of `noise` (TVM's
+    C++ side logs some harmless warnings once per candidate it tries)."""
+    import threading
+
+    try:
+        saved = os.dup(2)
+        read_end, write_end = os.pipe()
+    except OSError:
+        yield
+        return
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as src:
+            for line in src:
+                if not any(n.encode() in line for n in noise):
+                    os.write(saved, line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        import sys
+
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the reader drains and stops
+        reader.join(timeout=5)
+        os.close(saved)

@@ -193,6 +193,8 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
 
     from . import driver
     from .pipeline import legalize_passes
+    from .intrinsics import import_tvm_intrinsics
+    from .lower import filtered_native_stderr
 
     say = progress or (lambda msg: None)
     if trials is None and seconds is None:
@@ -267,7 +269,7 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
         say(f"searching the {len(chosen)} kernels that take "
             f"{100 * sum(report.tasks[i].weight * report.tasks[i].default_ms for i in chosen) / report.estimate_ms():.0f}% "
             "of the kernel time")
-    _import_tensor_intrinsics()
+    import_tvm_intrinsics()
     _drop_unnamed_log_handlers()
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         [extracted[i] for i in chosen], work_dir=str(database.path / "logs"),
@@ -279,7 +281,10 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
                                       f_export=functools.partial(_export_shared, linker) if linker else None)
     say(f"tuning {len(contexts)} tasks ({report.budget})")
     try:
-        with tempfile.TemporaryDirectory(prefix="ember-tune-") as work:
+        # TVM's own VNNI rule tries (and fails) to tensorize Ember's int8 kernels, which
+        # carry their own dot-product schedule: one harmless warning per candidate
+        with tempfile.TemporaryDirectory(prefix="ember-tune-") as work, \
+                filtered_native_stderr(("Tensorize failed",)):
             ms.tune.tune_tasks(
                 tasks=contexts, task_weights=weights, work_dir=work,
                 max_trials_global=total_trials, num_trials_per_iter=min(16, max(4, total_trials // 4)),
@@ -408,36 +413,6 @@ def _scheduler(n: int, weights: list[float], deadline: float | None, best_ms: Ca
             return i
 
     return DeadlineGradient()
-
-
-def _import_tensor_intrinsics() -> None:
-    """Import TVM's tensor intrinsics (MetaSchedule's tune contexts need them)
-    fast. They are TVMScript, and every parse calls inspect.stack(), which
-    finds the module of every frame by scanning sys.modules: 14 s here once
-    MetaSchedule has pulled in torch. The parser only reads the frames and
-    their current line, which a plain frame walk gives in about 1 s."""
-    import inspect
-    import linecache
-    import sys
-
-    if "tvm.s_tir.tensor_intrin" in sys.modules:
-        return
-
-    def stack(context: int = 1) -> list:
-        frames, f = [], sys._getframe(1)
-        while f is not None:
-            name, line = f.f_code.co_filename, f.f_lineno
-            text = linecache.getline(name, line) if context else ""
-            frames.append(inspect.FrameInfo(f, name, line, f.f_code.co_name, [text] if text else None,
-                                            0 if text else None))
-            f = f.f_back
-        return frames
-
-    real, inspect.stack = inspect.stack, stack
-    try:
-        import tvm.s_tir.tensor_intrin  # noqa: F401
-    finally:
-        inspect.stack = real
 
 
 def _build(mod, target, _params):

@@ -165,6 +165,12 @@ class TuningDatabase:
         """The MetaSchedule JSONDatabase over this directory's files."""
         from tvm.s_tir import meta_schedule as ms
 
+        from .intrinsics import import_tvm_intrinsics, register_all
+
+        # loading replays each record's trace, and traces of int8 kernels name
+        # tensor intrinsics: Ember's, and TVM's (its own VNNI search rule)
+        register_all()
+        import_tvm_intrinsics()
         try:
             return ms.database.JSONDatabase(str(self.path / WORKLOADS), str(self.path / RECORDS),
                                             allow_missing=True)

@@ -14,7 +14,7 @@ import onnx
 import pytest
 from ember.compiler import cli
 from ember.compiler.tuning_db import RECORDS, TuningDatabase
-from helpers import conv_relu_gemm, ort_run
+from helpers import conv_relu_gemm, ember_cli, ort_run, qdq_cnn
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +41,26 @@ def test_tune_then_compile_with_db(tmp_path, capsys):
     assert cli.main(["run", str(out), "--input", f"x={tmp_path / 'x.npy'}", "--save", str(tmp_path / "y.npz")]) == 0
     got = np.load(tmp_path / "y.npz")["y"]
     np.testing.assert_allclose(got, ort_run(m, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_int8_model_tuned_then_compiled_in_a_fresh_process(tmp_path):
+    """Records of integer kernels name tensor intrinsics (Ember's dot-product
+    ones, and TVM's from its own VNNI rule): a new process loading the
+    database must know them."""
+    from ember.compiler.tune import tune
+
+    m = qdq_cnn()
+    path = tmp_path / "q.onnx"
+    onnx.save(m, path)
+    tune(path, db=str(tmp_path / "db"), trials=8)
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = ember_cli("compile", str(path), "-o", str(tmp_path / "art"), "--db", str(tmp_path / "db"))
+    assert r.returncode == 0, r.stderr
+    r = ember_cli("run", str(tmp_path / "art"), "--input", f"x={tmp_path / 'x.npy'}", "--save", str(tmp_path / "y.npz"))
+    assert r.returncode == 0, r.stderr
+    ref = ort_run(m, {"x": x})[0]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npz")["y"], ref, atol=0.02 * np.abs(ref).max())
 
 
 def test_time_budget_stops_the_first_round(tmp_path):
