@@ -91,6 +91,13 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
     say(f"optimizing ({len(m.graph.nodes)} nodes)")
     passes = optimize(m, pipeline, opt_level=opt_level, instruments=instruments, disabled=disabled,
                       verify_each=verify_each)
+    integer = sum(1 for n in m.graph.nodes if n.op_type in ("ConvInteger", "MatMulInteger"))
+    if integer:
+        from .intrinsics import for_target
+
+        dot = for_target(tgt)
+        say(f"int8 compute: {integer} layers on integer kernels "
+            f"({dot.label + ' dot products' if dot else 'int32 arithmetic: this target has no int8 dot product'})")
     say(f"lowering to Relax ({len(m.graph.nodes)} nodes)")
     return m, lower.to_relax(m), passes
 

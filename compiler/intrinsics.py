@@ -28,11 +28,12 @@ class DotIntrin:
     name: str
     lanes: int  # int32 accumulators per instruction
     a_dtype: str  # what the activations must be: "uint8" or "int8"
+    label: str  # for people
 
 
-VNNI_512 = DotIntrin("ember_vnni_16x4", 16, "uint8")
-VNNI_256 = DotIntrin("ember_avxvnni_8x4", 8, "uint8")
-SDOT = DotIntrin("ember_sdot_4x4", 4, "int8")
+VNNI_512 = DotIntrin("ember_vnni_16x4", 16, "uint8", "AVX-512 VNNI")
+VNNI_256 = DotIntrin("ember_avxvnni_8x4", 8, "uint8", "AVX-VNNI")
+SDOT = DotIntrin("ember_sdot_4x4", 4, "int8", "AArch64 sdot")
 
 _LLVM = {VNNI_512.name: "llvm.x86.avx512.vpdpbusd.512", VNNI_256.name: "llvm.x86.avx512.vpdpbusd.256",
          SDOT.name: "llvm.aarch64.neon.sdot.v4i32.v16i8"}
