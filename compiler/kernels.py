@@ -241,14 +241,11 @@ def _qstage(x, padding, c4: int, flip: bool):
     pt, pl, pb, pr = padding if len(padding) == 4 else (0, 0, 0, 0)
     if not any((pt, pl, pb, pr)) and c4 == c and not flip:
         return x
-    out_dtype = ("uint8" if x.dtype == "int8" else "int8") if flip else x.dtype
 
     def value(bi, y, xx, ci):
         inside = tirx.all(y >= pt, y < h + pt, xx >= pl, xx < w + pl, ci < c)
-        v = tirx.if_then_else(inside, x[bi, y - pt, xx - pl, ci], tirx.const(0, x.dtype))
-        if flip:
-            v = (v.astype("int32") + (128 if x.dtype == "int8" else -128)).astype(out_dtype)
-        return v
+        return _flipped(tirx.if_then_else(inside, x[bi, y - pt, xx - pl, ci], tirx.const(0, x.dtype)), x.dtype,
+                        flip)
     return te.compute((b, h + pt + pb, w + pl + pr, c4), value, name=PAD)
 
 
@@ -295,6 +292,13 @@ def _flip_sign(dtype: str, flip: bool) -> int:
     return 0 if not flip else (128 if dtype == "int8" else -128)
 
 
+def _flipped(v, dtype: str, flip: bool):
+    """An 8-bit value in the other signedness (x ^ 0x80), or as it is."""
+    if not flip:
+        return v
+    return (v.astype("int32") + _flip_sign(dtype, flip)).astype("uint8" if dtype == "int8" else "int8")
+
+
 def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lanes: int = 16):
     """TE: 8-bit A [..., M, K] x packed int8 B -> int32 [..., M, N]."""
     te, tirx = _te()
@@ -302,12 +306,9 @@ def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lane
     k_real, nr, ko_total = a_shape[-1], _ints(wp.shape)[2], _ints(wp.shape)[1]
     delta = _flip_sign(a.dtype, flip)
     if k_real % 4 or flip:
-        out_dtype = ("uint8" if a.dtype == "int8" else "int8") if flip else a.dtype
-
         def value(*i):
-            v = tirx.if_then_else(i[-1] < k_real, a[(*i[:-1], tirx.min(i[-1], k_real - 1))],
-                                  tirx.const(0, a.dtype))
-            return (v.astype("int32") + delta).astype(out_dtype) if flip else v
+            return _flipped(tirx.if_then_else(i[-1] < k_real, a[(*i[:-1], tirx.min(i[-1], k_real - 1))],
+                                              tirx.const(0, a.dtype)), a.dtype, flip)
         a = te.compute((*a_shape[:-1], ko_total * 4), value, name=PAD)
     ko = te.reduce_axis((0, ko_total), name="ko")
     ki = te.reduce_axis((0, 4), name="ki")

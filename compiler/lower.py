@@ -221,11 +221,14 @@ def filtered_native_stderr(noise: tuple[str, ...]):
     os.dup2(write_end, 2)
     os.close(write_end)
 
+    out = os.dup(saved)  # the reader's own: processes started meanwhile (TVM's worker pools)
+    # keep the pipe as their stderr and may outlive this block; the reader forwards until they exit
+
     def pump() -> None:
-        with os.fdopen(read_end, "rb") as src:
+        with os.fdopen(read_end, "rb") as src, os.fdopen(out, "wb", buffering=0) as dst:
             for line in src:
                 if not any(n.encode() in line for n in noise):
-                    os.write(saved, line)
+                    dst.write(line)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
@@ -235,6 +238,6 @@ def filtered_native_stderr(noise: tuple[str, ...]):
         import sys
 
         sys.stderr.flush()
-        os.dup2(saved, 2)  # closes the pipe's last write end: the reader drains and stops
-        reader.join(timeout=5)
+        os.dup2(saved, 2)  # our write end of the pipe closes with this
         os.close(saved)
+        reader.join(timeout=2)  # drained, unless a worker process still holds the pipe

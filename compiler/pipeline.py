@@ -151,8 +151,9 @@ def _int8_operands(x, w, out_dtype) -> bool:
     return str(x.ty.dtype) in INT8 and str(w.ty.dtype) == "int8" and str(out_dtype) == "int32"
 
 
-def _qconv2d(bb, call, x, w, xs, ws, nchw: bool, dot):
-    """8-bit conv2d (groups=1) into int32 with Ember's integer kernel."""
+def _qconv2d(bb, call, x, w, xs, ws, nchw: bool, dot, vector_lanes: int):
+    """8-bit conv2d (groups=1) into int32 with Ember's integer kernel (int32
+    lanes: the dot product's, or the vector width's without one)."""
     from tvm import topi
 
     a = call.attrs
@@ -164,7 +165,7 @@ def _qconv2d(bb, call, x, w, xs, ws, nchw: bool, dot):
     padding = tuple(int(p) for p in a.padding)
     dilation = tuple(int(d) for d in a.dilation)
     o, kh, kw, c = ws
-    lanes = dot.lanes if dot else 16
+    lanes = dot.lanes if dot else vector_lanes
     ow = (xs[2] + padding[1] + padding[3] - dilation[1] * (kw - 1) - 1) // strides[1] + 1
     tiles = kernels.gemm_tiles(ow, o, lanes)
     flip = bool(dot) and str(x.ty.dtype) != dot.a_dtype
@@ -188,7 +189,7 @@ def _conv2d(lanes: int, dot=None):
         nhwc = a.data_layout == "NHWC" and a.kernel_layout == "OHWI" and a.out_layout == "NHWC"
         if (nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4 and _int8_operands(x, w, a.out_dtype):
             if a.groups == 1:
-                return _qconv2d(bb, call, x, w, xs, ws, nchw, dot)
+                return _qconv2d(bb, call, x, w, xs, ws, nchw, dot, lanes)
             c = xs[1] if nchw else xs[3]
             if nhwc and a.groups == c == ws[0] and ws[3] == 1:  # depthwise: int32 lanes, no dot product
                 return bb.call_te(kernels.depthwise_nhwc, x, w, tuple(int(s) for s in a.strides),
@@ -232,7 +233,7 @@ def _matmul(lanes: int, dot=None):
         as_, bs = _static_shape(a), _static_shape(b)
         if (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) == 2
                 and _int8_operands(a, b, call.attrs.out_dtype)):
-            q_lanes = dot.lanes if dot else 16
+            q_lanes = dot.lanes if dot else lanes
             tiles = kernels.gemm_tiles(as_[-2], bs[1], q_lanes)
             flip = bool(dot) and str(a.ty.dtype) != dot.a_dtype
             wp = bb.emit_te(kernels.qpack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
