@@ -151,22 +151,34 @@ def _int8_operands(x, w, out_dtype) -> bool:
     return str(x.ty.dtype) in INT8 and str(w.ty.dtype) == "int8" and str(out_dtype) == "int32"
 
 
-def _qconv2d(bb, call, x, w, xs, ws, nchw: bool, dot, vector_lanes: int):
+def _as_nhwc(bb, x, w, nchw: bool):
+    """Layout conversion gave up on this graph (NCHW): transpose around the NHWC kernel."""
+    from tvm import topi
+
+    if nchw:
+        x = bb.emit_te(topi.transpose, x, [0, 2, 3, 1], primfunc_name_hint="to_nhwc")
+        w = bb.emit_te(topi.transpose, w, [0, 2, 3, 1], primfunc_name_hint="to_ohwi")
+    return x, w, _static_shape(x), _static_shape(w)
+
+
+def _conv_params(a, xs, kw: int):
+    """strides, padding, dilation of a conv2d call, and its output width (NHWC input shape `xs`)."""
+    strides = tuple(int(s) for s in a.strides)
+    padding = tuple(int(p) for p in a.padding)
+    dilation = tuple(int(d) for d in a.dilation)
+    ow = (xs[2] + padding[1] + padding[3] - dilation[1] * (kw - 1) - 1) // strides[1] + 1
+    return strides, padding, dilation, ow
+
+
+def _qconv2d(bb, call, x, w, nchw: bool, dot, vector_lanes: int):
     """8-bit conv2d (groups=1) into int32 with Ember's integer kernel (int32
     lanes: the dot product's, or the vector width's without one)."""
     from tvm import topi
 
-    a = call.attrs
-    if nchw:
-        x = bb.emit_te(topi.transpose, x, [0, 2, 3, 1], primfunc_name_hint="to_nhwc")
-        w = bb.emit_te(topi.transpose, w, [0, 2, 3, 1], primfunc_name_hint="to_ohwi")
-        xs, ws = _static_shape(x), _static_shape(w)
-    strides = tuple(int(s) for s in a.strides)
-    padding = tuple(int(p) for p in a.padding)
-    dilation = tuple(int(d) for d in a.dilation)
+    x, w, xs, ws = _as_nhwc(bb, x, w, nchw)
     o, kh, kw, c = ws
+    strides, padding, dilation, ow = _conv_params(call.attrs, xs, kw)
     lanes = dot.lanes if dot else vector_lanes
-    ow = (xs[2] + padding[1] + padding[3] - dilation[1] * (kw - 1) - 1) // strides[1] + 1
     tiles = kernels.gemm_tiles(ow, o, lanes)
     flip = bool(dot) and str(x.ty.dtype) != dot.a_dtype
     wp = bb.emit_te(kernels.qpack_weights, w, tiles.nr, "OHWI", kernels.padded(c, 4), primfunc_name_hint="ember_pack")
@@ -189,7 +201,7 @@ def _conv2d(lanes: int, dot=None):
         nhwc = a.data_layout == "NHWC" and a.kernel_layout == "OHWI" and a.out_layout == "NHWC"
         if (nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4 and _int8_operands(x, w, a.out_dtype):
             if a.groups == 1:
-                return _qconv2d(bb, call, x, w, xs, ws, nchw, dot, lanes)
+                return _qconv2d(bb, call, x, w, nchw, dot, lanes)
             c = xs[1] if nchw else xs[3]
             if nhwc and a.groups == c == ws[0] and ws[3] == 1:  # depthwise: int32 lanes, no dot product
                 return bb.call_te(kernels.depthwise_nhwc, x, w, tuple(int(s) for s in a.strides),
@@ -203,16 +215,10 @@ def _conv2d(lanes: int, dot=None):
         dense, depthwise = a.groups == 1, a.groups == c == ws[0] and ci == 1
         if not (dense or depthwise):
             return _default(CONV2D)(bb, call)
-        if nchw:  # layout conversion gave up on this graph: transpose around the NHWC kernel
-            x = bb.emit_te(topi.transpose, x, [0, 2, 3, 1], primfunc_name_hint="to_nhwc")
-            w = bb.emit_te(topi.transpose, w, [0, 2, 3, 1], primfunc_name_hint="to_ohwi")
-            xs, ws = _static_shape(x), _static_shape(w)
-        strides = tuple(int(s) for s in a.strides)
-        padding = tuple(int(p) for p in a.padding)
-        dilation = tuple(int(d) for d in a.dilation)
+        x, w, xs, ws = _as_nhwc(bb, x, w, nchw)
         o, kh, kw, _ = ws
+        strides, padding, dilation, ow = _conv_params(a, xs, kw)
         if dense:
-            ow = (xs[2] + padding[1] + padding[3] - dilation[1] * (kw - 1) - 1) // strides[1] + 1
             tiles = kernels.gemm_tiles(ow, o, lanes)
             wp = bb.emit_te(kernels.pack_weights, w, tiles.nr, "OHWI", primfunc_name_hint="ember_pack")
             out = bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr, o,
