@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger"})
+OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger", "QLinearMatMul",
+                 "QLinearConv"})
 INT8 = ("int8", "uint8")
 _RANGE = {"int8": (-128, 127), "uint8": (0, 255)}
 
@@ -164,8 +165,51 @@ def converters(opset: int) -> dict[str, type]:
             acc = relax.op.subtract(acc, relax.const(zx * _window_sums(wc, xs[2:], strides, pads, dilations)))
         return acc
 
+    def _requantize(bb, acc, scale, y_zp, out_dtype: str, channel_axis: int | None):
+        """saturate(round(acc * scale) + y_zp) for an int32 accumulator; `scale` a
+        float relax expr, per channel along `channel_axis` when 1-D."""
+        scale = bb.normalize(relax.op.astype(scale, "float32"))
+        if channel_axis is not None and scale.ty.ndim == 1:
+            shape = [1] * acc.ty.ndim
+            shape[channel_axis] = -1
+            scale = relax.op.reshape(scale, shape)
+        y = relax.op.round(relax.op.multiply(relax.op.astype(acc, "float32"), scale))
+        y = relax.op.astype(y, "int32")
+        if y_zp is not None:
+            y = relax.op.add(y, relax.op.astype(y_zp, "int32"))
+        lo, hi = _RANGE[out_dtype]
+        y = relax.op.minimum(relax.op.maximum(y, relax.const(lo, "int32")), relax.const(hi, "int32"))
+        return relax.op.astype(y, out_dtype)
+
+    def _combined_scale(s_in, s_w, s_out):
+        f32 = [relax.op.astype(v, "float32") for v in (s_in, s_w, s_out)]
+        return relax.op.divide(relax.op.multiply(f32[0], f32[1]), f32[2])
+
+    class QLinearMatMul(tvm_onnx.OnnxOpConverter):
+        """(a - za)(b - zb) exact in int32, then one rescale sa*sb/sy, round, + zy, saturate."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            a, sa, za, b, sb, zb, sy, zy = (list(inputs) + [None] * 8)[:8]
+            acc = bb.normalize(MatMulInteger._impl_v10(bb, [a, b, za, zb], {}, params))
+            out_dtype = _dtype(zy) if zy is not None else _dtype(a)
+            return _requantize(bb, acc, _combined_scale(sa, sb, sy), zy, out_dtype, channel_axis=acc.ty.ndim - 1)
+
+    class QLinearConv(tvm_onnx.OnnxOpConverter):
+        """ConvInteger + int32 bias, then one rescale sx*sw/sy, round, + zy, saturate."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            x, sx, zx, w, sw, zw, sy, zy, bias = (list(inputs) + [None] * 9)[:9]
+            acc = bb.normalize(ConvInteger._impl_v10(bb, [x, w, zx, zw], dict(attr), params))
+            if bias is not None:
+                acc = bb.normalize(relax.op.add(acc, relax.op.reshape(bias, [1, -1] + [1] * (acc.ty.ndim - 2))))
+            out_dtype = _dtype(zy) if zy is not None else _dtype(x)
+            return _requantize(bb, acc, _combined_scale(sx, sw, sy), zy, out_dtype, channel_axis=1)
+
     return {"QuantizeLinear": QuantizeLinear, "DequantizeLinear": DequantizeLinear,
-            "ConvInteger": ConvInteger, "MatMulInteger": MatMulInteger}
+            "ConvInteger": ConvInteger, "MatMulInteger": MatMulInteger,
+            "QLinearMatMul": QLinearMatMul, "QLinearConv": QLinearConv}
 
 
 def _dq_params(inputs, attr, x):

@@ -81,6 +81,34 @@ def test_matmul_integer_matches_onnxruntime(a_dtype, za, k):
     np.testing.assert_array_equal(ember.compile(m).run({"a": a})["y"], ort_run(m, {"a": a})[0])
 
 
+def test_qlinear_ops_match_the_reference():
+    """QLinearMatMul and QLinearConv (per-channel weight scales, int32 bias):
+    within one quantization step of onnx's reference (which rescales in
+    float64; Ember in float32, so a tie may round the other way)."""
+    from onnx.reference import ReferenceEvaluator
+
+    f = lambda v: np.array(v, np.float32)  # noqa: E731
+    w = RNG.integers(-127, 128, (6, 4, 3, 3)).astype(np.int8)
+    conv = model([h.make_node("QLinearConv", ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"], ["y"],
+                              pads=[1, 1, 1, 1])],
+                 [tensor("x", [1, 4, 7, 7], T.UINT8)], [tensor("y", None, T.UINT8)],
+                 [init("sx", f(0.02)), init("zx", np.array(120, np.uint8)), init("w", w),
+                  init("sw", RNG.uniform(0.001, 0.01, 6).astype(np.float32)), init("zw", np.zeros(6, np.int8)),
+                  init("sy", f(0.05)), init("zy", np.array(100, np.uint8)),
+                  init("b", RNG.integers(-500, 500, 6).astype(np.int32))])
+    b = RNG.integers(-127, 128, (16, 8)).astype(np.int8)
+    mm = model([h.make_node("QLinearMatMul", ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["y"])],
+               [tensor("a", [3, 16], T.INT8)], [tensor("y", None, T.INT8)],
+               [init("sa", f(0.03)), init("za", np.array(-3, np.int8)), init("b", b),
+                init("sb", RNG.uniform(0.001, 0.01, 8).astype(np.float32)), init("zb", np.zeros(8, np.int8)),
+                init("sy", f(0.04)), init("zy", np.array(5, np.int8))])
+    for m, feeds in ((conv, {"x": _int8_input(T.UINT8, (1, 4, 7, 7))}), (mm, {"a": _int8_input(T.INT8, (3, 16))})):
+        ref = ReferenceEvaluator(m).run(None, feeds)[0]
+        got = ember.compile(m).run(feeds)["y"]
+        assert got.dtype == ref.dtype
+        assert np.abs(got.astype(np.int32) - ref.astype(np.int32)).max() <= 1
+
+
 def test_quantize_dequantize_match_onnxruntime():
     """Ties round to even, saturation, per-axis scales and zero points."""
     x = np.array([[0.5, 1.5, 2.5, -0.5, -1.5, 300.0], [126.5, 127.5, -300.0, 0.1, 3.49, -2.5]], np.float32)
