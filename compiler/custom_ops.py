@@ -154,11 +154,13 @@ def relax_converters() -> dict[str, type]:
 
 
 def frontend_fixes() -> dict[str, type]:
-    """Replacements for TVM frontend converters whose output is correct but
-    hard to compile: Sum of N inputs becomes N-1 adds (TVM stacks the inputs
-    into one (N+1)-d tensor, which defeats layout conversion and fusion);
-    Clip with constant bounds becomes relax maximum/minimum ops (TVM emits
-    opaque TIR calls, which layout conversion cannot see through)."""
+    """Replacements for TVM frontend converters whose output is hard to
+    compile: Sum of N inputs becomes N-1 adds (TVM stacks the inputs into one
+    (N+1)-d tensor, which defeats layout conversion and fusion); Clip with
+    constant bounds becomes relax maximum/minimum ops (TVM emits opaque TIR
+    calls, which layout conversion cannot see through). And for what TVM
+    gets wrong: IsInf's detect_* attributes, SpaceToDepth's CRD mode, float
+    Mod (fmod=0) by infinities."""
     from functools import reduce
 
     import numpy as np
@@ -166,6 +168,8 @@ def frontend_fixes() -> dict[str, type]:
     from tvm import relax
     from tvm.relax.frontend.onnx.onnx_frontend import Clip as TvmClip
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
+    from tvm.relax.frontend.onnx.onnx_frontend import Mod as TvmMod
+    from tvm.relax.frontend.onnx.onnx_frontend import SpaceToDepth as TvmSpaceToDepth
 
     def bound(value, default: float) -> float | None:
         """A constant scalar clip bound as a float (NaN means unbounded), or None if not constant."""
@@ -204,4 +208,56 @@ def frontend_fixes() -> dict[str, type]:
         def _impl_v1(cls, bb, inputs, attr, params):
             return reduce(lambda a, b: bb.emit(relax.op.add(a, b)), inputs[1:], inputs[0])
 
-    return {"Sum": Sum, "Clip": Clip}
+    class IsInf(OnnxOpConverter):
+        """IsInf with its detect_negative / detect_positive attributes (TVM ignores them)."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            neg, pos = attr.get("detect_negative", 1), attr.get("detect_positive", 1)
+            inf = relax.op.isinf(x)
+            zero = relax.const(0, x.ty.dtype)
+            if neg and pos:
+                return inf
+            if neg:
+                return relax.op.logical_and(inf, relax.op.less(x, zero))
+            if pos:
+                return relax.op.logical_and(inf, relax.op.greater(x, zero))
+            return relax.op.logical_and(inf, relax.op.not_equal(x, x))  # nothing: all false
+
+    class SpaceToDepth(OnnxOpConverter):
+        """SpaceToDepth with mode=CRD (opset 25+; TVM knows DCR only): blocks go
+        after the channel, [N, C*b*b, H/b, W/b] from [N, C, H/b, b, W/b, b]."""
+
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            mode = attr.get("mode", b"DCR")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            x = inputs[0]
+            shape = getattr(getattr(x.ty, "shape", None), "values", None)
+            if mode == "DCR" or shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+                return TvmSpaceToDepth._impl_v1(bb, inputs, attr, params)
+            n, c, h, w = (int(d) for d in shape)
+            b = int(attr["blocksize"])
+            y = relax.op.reshape(x, [n, c, h // b, b, w // b, b])
+            y = relax.op.permute_dims(y, [0, 1, 3, 5, 2, 4])
+            return relax.op.reshape(y, [n, c * b * b, h // b, w // b])
+
+    class Mod(OnnxOpConverter):
+        """Float Mod with fmod=0 as numpy's. TVM's x - floor(x / y) * y gives NaN
+        for a finite x over an infinite y, where ONNX gives x (same signs or x = 0)
+        or y (signs differ)."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            x, y = inputs[0], inputs[1]
+            if attr.get("fmod", 0) or not str(x.ty.dtype).startswith("float"):
+                return TvmMod._impl_v10(bb, inputs, attr, params)
+            zero = relax.const(0, x.ty.dtype)
+            finite_x = relax.op.logical_not(relax.op.logical_or(relax.op.isinf(x), relax.op.isnan(x)))
+            inf_y = relax.op.logical_and(relax.op.isinf(y), finite_x)
+            signs_differ = relax.op.logical_and(relax.op.not_equal(x, zero),
+                                                relax.op.logical_xor(relax.op.less(x, zero), relax.op.less(y, zero)))
+            return relax.op.where(inf_y, relax.op.where(signs_differ, y, x), relax.op.floor_mod(x, y))
+
+    return {"Sum": Sum, "Clip": Clip, "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod}

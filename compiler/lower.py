@@ -53,6 +53,15 @@ def _default_convtranspose_shape(node: ir.Node) -> bool:
     return list(node.attrs["output_shape"])[-n:] == default
 
 
+def _training_dropout(node: ir.Node) -> bool:
+    """Dropout whose training_mode may be true and whose ratio may be nonzero."""
+    ins = list(node.inputs) + [None, None, None]
+    mode, ratio = ins[2], ins[1]
+    if mode is None or (mode.const is not None and not bool(mode.const.numpy().reshape(-1)[0])):
+        return False
+    return not (ratio is not None and ratio.const is not None and float(ratio.const.numpy().reshape(-1)[0]) == 0.0)
+
+
 def known_wrong(node: ir.Node) -> str | None:
     """Why TVM's converter would give wrong results for this node (measured on
     the ONNX conformance suite), or None."""
@@ -63,6 +72,10 @@ def known_wrong(node: ir.Node) -> str | None:
         return "training mode (running statistics outputs) is not supported"
     if op == "Dropout" and _used(node, 1):
         return "its mask output is not supported"
+    if op == "Dropout" and _training_dropout(node):
+        return "training mode (random masks) is not an inference op"
+    if op == "RoiAlign" and node.attrs.get("mode", b"avg") in (b"max", "max"):
+        return "mode=max (TVM's max pooling of samples differs from ONNX's)"
     if op == "ConvTranspose" and "output_shape" in node.attrs and not _default_convtranspose_shape(node):
         return "an output_shape other than the default one is not supported"
     if op == "NonMaxSuppression" and len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].const is None:

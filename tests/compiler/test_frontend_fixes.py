@@ -1,0 +1,52 @@
+"""Where TVM's ONNX converters give wrong answers, Ember's replacements give
+onnxruntime's (or the node is refused with one clear line): IsInf's
+detect_* attributes, SpaceToDepth's CRD mode, float Mod by infinities,
+training-mode Dropout, RoiAlign's max mode."""
+
+import numpy as np
+import pytest
+from ember.compiler.errors import UnsupportedError
+from helpers import init, model, ort_run, tensor
+from onnx import TensorProto as T
+from onnx import helper as h
+
+import ember
+
+
+@pytest.mark.parametrize("neg, pos", [(1, 0), (0, 1), (0, 0)])
+def test_isinf_detect_attributes(neg, pos):
+    m = model([h.make_node("IsInf", ["x"], ["y"], detect_negative=neg, detect_positive=pos)],
+              [tensor("x", [6])], [tensor("y", [6], T.BOOL)], opset=20)
+    x = np.array([-np.inf, np.inf, np.nan, 0.0, -1.0, 3.0], np.float32)
+    np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], ort_run(m, {"x": x})[0])
+
+
+def test_space_to_depth_crd():
+    m = model([h.make_node("SpaceToDepth", ["x"], ["y"], blocksize=2, mode="CRD")], [tensor("x", [1, 3, 4, 6])],
+              [tensor("y", [1, 12, 2, 3])], opset=28)
+    x = np.arange(72, dtype=np.float32).reshape(1, 3, 4, 6)
+    ref = x.reshape(1, 3, 2, 2, 3, 2).transpose(0, 1, 3, 5, 2, 4).reshape(1, 12, 2, 3)  # ONNX's CRD definition
+    np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], ref)
+
+
+def test_float_mod_by_infinity_is_numpys():
+    m = model([h.make_node("Mod", ["x", "y"], ["z"])], [tensor("x", [8]), tensor("y", [8])], [tensor("z", [8])])
+    x = np.array([5, -5, 5, -5, 0, np.inf, 7.5, -7.5], np.float32)
+    y = np.array([np.inf, np.inf, -np.inf, -np.inf, np.inf, 3, 2, 2], np.float32)
+    np.testing.assert_array_equal(ember.compile(m).run({"x": x, "y": y})["z"], np.mod(x, y))
+
+
+def test_training_dropout_and_roialign_max_are_refused():
+    drop = model([h.make_node("Dropout", ["x", "r", "t"], ["y"])],
+                 [tensor("x", [4]), tensor("r", [], T.FLOAT), tensor("t", [], T.BOOL)], [tensor("y", [4])], opset=13)
+    with pytest.raises(UnsupportedError, match="not an inference op"):
+        ember.compile(drop)
+    off = model([h.make_node("Dropout", ["x", "r", "t"], ["y"])], [tensor("x", [4])], [tensor("y", [4])],
+                [init("r", np.array(0.5, np.float32)), init("t", np.array(False))], opset=13)
+    x = np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(ember.compile(off).run({"x": x})["y"], x)  # inference mode: identity
+    roi = model([h.make_node("RoiAlign", ["x", "rois", "idx"], ["y"], mode="max", output_height=2, output_width=2)],
+                [tensor("x", [1, 1, 4, 4]), tensor("rois", [1, 4]), tensor("idx", [1], T.INT64)],
+                [tensor("y", [1, 1, 2, 2])], opset=16)
+    with pytest.raises(UnsupportedError, match="mode=max"):
+        ember.compile(roi)
