@@ -160,7 +160,7 @@ def frontend_fixes() -> dict[str, type]:
     constant bounds becomes relax maximum/minimum ops (TVM emits opaque TIR
     calls, which layout conversion cannot see through). And for what TVM
     gets wrong: IsInf's detect_* attributes, SpaceToDepth's CRD mode, float
-    Mod (fmod=0) by infinities."""
+    Mod (fmod=0) by infinities, Expand to a run-time shape."""
     from functools import reduce
 
     import numpy as np
@@ -168,6 +168,7 @@ def frontend_fixes() -> dict[str, type]:
     from tvm import relax
     from tvm.relax.frontend.onnx.onnx_frontend import Clip as TvmClip
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
+    from tvm.relax.frontend.onnx.onnx_frontend import Expand as TvmExpand
     from tvm.relax.frontend.onnx.onnx_frontend import Mod as TvmMod
     from tvm.relax.frontend.onnx.onnx_frontend import SpaceToDepth as TvmSpaceToDepth
 
@@ -260,4 +261,25 @@ def frontend_fixes() -> dict[str, type]:
                                                 relax.op.logical_xor(relax.op.less(x, zero), relax.op.less(y, zero)))
             return relax.op.where(inf_y, relax.op.where(signs_differ, y, x), relax.op.floor_mod(x, y))
 
-    return {"Sum": Sum, "Clip": Clip, "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod}
+    class Expand(OnnxOpConverter):
+        """Expand to a run-time shape with ONNX's broadcasting: where the input's
+        dim is not 1 it wins over the shape's (TVM used the shape's values as they
+        are: [3, 1] expanded by [2, 1, 6] gave [2, 1, 6], not [2, 3, 6])."""
+
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            data, shape = inputs[0], inputs[1]
+            dims = getattr(getattr(data.ty, "shape", None), "values", None)
+            n = getattr(getattr(getattr(shape, "ty", None), "shape", None), "values", None)
+            if (isinstance(shape, (relax.ShapeExpr, tvm.ir.expr.Constant)) or dims is None or n is None
+                    or not all(isinstance(d, tvm.tirx.IntImm) for d in [*dims, *n])):
+                return TvmExpand._impl_v13(bb, inputs, attr, params)
+            dims, k = [int(d) for d in dims], int(n[0])
+            rank = max(k, len(dims))
+            if k < rank:
+                shape = relax.op.concat([relax.const(np.ones(rank - k, "int64"), "int64"), shape], axis=0)
+            padded = np.array([1] * (rank - len(dims)) + dims, "int64")
+            shape = bb.normalize(relax.op.where(relax.const(padded == 1), shape, relax.const(padded, "int64")))
+            return TvmExpand._impl_v13(bb, [data, shape], attr, params)
+
+    return {"Sum": Sum, "Clip": Clip, "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand}

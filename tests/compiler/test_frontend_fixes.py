@@ -1,7 +1,7 @@
 """Where TVM's ONNX converters give wrong answers, Ember's replacements give
 onnxruntime's (or the node is refused with one clear line): IsInf's
-detect_* attributes, SpaceToDepth's CRD mode, float Mod by infinities,
-training-mode Dropout, RoiAlign's max mode."""
+detect_* attributes, SpaceToDepth's CRD mode, float Mod by infinities, Expand
+to a run-time shape; training-mode Dropout and RoiAlign's max mode refused."""
 
 import numpy as np
 import pytest
@@ -50,3 +50,12 @@ def test_training_dropout_and_roialign_max_are_refused():
                 [tensor("y", [1, 1, 2, 2])], opset=16)
     with pytest.raises(UnsupportedError, match="mode=max"):
         ember.compile(roi)
+
+
+@pytest.mark.parametrize("shape", [[2, 1, 6], [3, 1], [1, 1, 1, 4]])
+def test_expand_to_a_runtime_shape_broadcasts(shape):
+    m = model([h.make_node("Expand", ["x", "s"], ["y"])], [tensor("x", [3, 1]), tensor("s", [len(shape)], T.INT64)],
+              [tensor("y", None)])
+    x = np.arange(3, dtype=np.float32).reshape(3, 1)
+    s = np.array(shape, np.int64)
+    np.testing.assert_array_equal(ember.compile(m).run({"x": x, "s": s})["y"], ort_run(m, {"x": x, "s": s})[0])
