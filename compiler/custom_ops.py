@@ -160,7 +160,8 @@ def frontend_fixes() -> dict[str, type]:
     constant bounds becomes relax maximum/minimum ops (TVM emits opaque TIR
     calls, which layout conversion cannot see through). And for what TVM
     gets wrong: IsInf's detect_* attributes, SpaceToDepth's CRD mode, float
-    Mod (fmod=0) by infinities, Expand to a run-time shape."""
+    Mod (fmod=0) by infinities, Expand to a run-time shape, Softplus and Mish
+    of very negative inputs."""
     from functools import reduce
 
     import numpy as np
@@ -282,4 +283,36 @@ def frontend_fixes() -> dict[str, type]:
             shape = bb.normalize(relax.op.where(relax.const(padded == 1), shape, relax.const(padded, "int64")))
             return TvmExpand._impl_v13(bb, [data, shape], attr, params)
 
-    return {"Sum": Sum, "Clip": Clip, "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand}
+    def softplus(x):
+        """max(x, 0) + log1p(exp(-|x|)). Relax has no log1p, and log(1 + t) of a tiny t
+        keeps few of its digits (mish(-15) was 20% off); below t = 0.01 the series
+        t - t^2/2 + t^3/3 is within 3e-7. (Goldberg's log(u) t / (u - 1) would not
+        survive TVM's simplifier, which folds (1 + t) - 1 into t.)"""
+        dtype = x.ty.dtype
+        c = lambda v: relax.const(v, dtype)  # noqa: E731
+        t = relax.op.exp(relax.op.negative(relax.op.abs(x)))
+        series = relax.op.multiply(t, relax.op.subtract(c(1), relax.op.multiply(
+            t, relax.op.subtract(c(0.5), relax.op.divide(t, c(3))))))
+        log1p = relax.op.where(relax.op.less(t, c(0.01)), series, relax.op.log(relax.op.add(c(1), t)))
+        return relax.op.add(relax.op.maximum(x, c(0)), log1p)
+
+    class Softplus(OnnxOpConverter):
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            return softplus(inputs[0])
+
+    class Mish(OnnxOpConverter):
+        """x tanh(softplus(x)) = x n / (n + 2), n = e^x (e^x + 2): no tanh of a tiny
+        value (TVM's flushes them to 0), and x beyond 20 is its own mish."""
+
+        @classmethod
+        def _impl_v18(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            c = lambda v: relax.const(v, x.ty.dtype)  # noqa: E731
+            e = relax.op.exp(relax.op.minimum(x, c(20)))
+            n = relax.op.multiply(e, relax.op.add(e, c(2)))
+            return relax.op.where(relax.op.greater(x, c(20)), x,
+                                  relax.op.divide(relax.op.multiply(x, n), relax.op.add(n, c(2))))
+
+    return {"Sum": Sum, "Clip": Clip, "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand,
+            "Softplus": Softplus, "Mish": Mish}

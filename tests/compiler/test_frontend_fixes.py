@@ -1,7 +1,8 @@
 """Where TVM's ONNX converters give wrong answers, Ember's replacements give
 onnxruntime's (or the node is refused with one clear line): IsInf's
 detect_* attributes, SpaceToDepth's CRD mode, float Mod by infinities, Expand
-to a run-time shape; training-mode Dropout and RoiAlign's max mode refused."""
+to a run-time shape, Softplus/Mish of very negative inputs; training-mode
+Dropout and RoiAlign's max mode refused."""
 
 import numpy as np
 import pytest
@@ -59,3 +60,11 @@ def test_expand_to_a_runtime_shape_broadcasts(shape):
     x = np.arange(3, dtype=np.float32).reshape(3, 1)
     s = np.array(shape, np.int64)
     np.testing.assert_array_equal(ember.compile(m).run({"x": x, "s": s})["y"], ort_run(m, {"x": x, "s": s})[0])
+
+
+def test_softplus_and_mish_keep_precision_for_negative_inputs():
+    x = np.linspace(-40, 40, 161).astype(np.float32)
+    for op, ref in (("Softplus", np.logaddexp(0, x.astype(np.float64))),
+                    ("Mish", x * np.tanh(np.logaddexp(0, x.astype(np.float64))))):
+        m = model([h.make_node(op, ["x"], ["y"])], [tensor("x", [161])], [tensor("y", [161])], opset=18)
+        np.testing.assert_allclose(ember.compile(m).run({"x": x})["y"], ref, rtol=1e-5, atol=1e-30, err_msg=op)
