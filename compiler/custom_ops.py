@@ -161,7 +161,7 @@ def frontend_fixes() -> dict[str, type]:
     calls, which layout conversion cannot see through). And for what TVM
     gets wrong: IsInf's detect_* attributes, SpaceToDepth's CRD mode, float
     Mod (fmod=0) by infinities, Expand to a run-time shape, Softplus and Mish
-    of very negative inputs."""
+    of very negative inputs, SequenceInsert at a negative position."""
     from functools import reduce
 
     import numpy as np
@@ -171,6 +171,7 @@ def frontend_fixes() -> dict[str, type]:
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
     from tvm.relax.frontend.onnx.onnx_frontend import Expand as TvmExpand
     from tvm.relax.frontend.onnx.onnx_frontend import Mod as TvmMod
+    from tvm.relax.frontend.onnx.onnx_frontend import SequenceInsert as TvmSequenceInsert
     from tvm.relax.frontend.onnx.onnx_frontend import SpaceToDepth as TvmSpaceToDepth
 
     def bound(value, default: float) -> float | None:
@@ -314,5 +315,21 @@ def frontend_fixes() -> dict[str, type]:
             return relax.op.where(relax.op.greater(x, c(20)), x,
                                   relax.op.divide(relax.op.multiply(x, n), relax.op.add(n, c(2))))
 
+    class SequenceInsert(OnnxOpConverter):
+        """A negative position counts from the back as Python's list.insert does
+        (-1: before the last tensor; ONNX's reference). TVM appended after it."""
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            pos = inputs[2] if len(inputs) > 2 else None
+            if isinstance(pos, tvm.ir.expr.Constant) and int(pos.value.numpy()) < 0:
+                seq = list(inputs[0])
+                index = int(pos.value.numpy()) + len(seq)
+                if index < 0:
+                    raise ValueError(f"SequenceInsert position out of bounds for length {len(seq)}")
+                seq.insert(index, inputs[1])
+                return relax.Tuple(seq)
+            return TvmSequenceInsert._impl_v11(bb, inputs, attr, params)
+
     return {"Sum": Sum, "Clip": Clip, "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand,
-            "Softplus": Softplus, "Mish": Mish}
+            "Softplus": Softplus, "Mish": Mish, "SequenceInsert": SequenceInsert}

@@ -1,7 +1,8 @@
 """Where TVM's ONNX converters give wrong answers, Ember's replacements give
 onnxruntime's (or the node is refused with one clear line): IsInf's
 detect_* attributes, SpaceToDepth's CRD mode, float Mod by infinities, Expand
-to a run-time shape, Softplus/Mish of very negative inputs; training-mode
+to a run-time shape, Softplus/Mish of very negative inputs, SequenceInsert at
+a negative position; training-mode
 Dropout and RoiAlign's max mode refused."""
 
 import numpy as np
@@ -68,3 +69,15 @@ def test_softplus_and_mish_keep_precision_for_negative_inputs():
                     ("Mish", x * np.tanh(np.logaddexp(0, x.astype(np.float64))))):
         m = model([h.make_node(op, ["x"], ["y"])], [tensor("x", [161])], [tensor("y", [161])], opset=18)
         np.testing.assert_allclose(ember.compile(m).run({"x": x})["y"], ref, rtol=1e-5, atol=1e-30, err_msg=op)
+
+
+def test_sequence_insert_at_a_negative_position():
+    """[X, Y, Z] minus position -3, then X inserted at -1 (before the last), then the last: Z."""
+    nodes = [h.make_node("SequenceConstruct", ["x", "y", "z"], ["s1"]), h.make_node("SequenceErase", ["s1", "pe"], ["s2"]),
+             h.make_node("SequenceInsert", ["s2", "x", "pi"], ["s3"]), h.make_node("SequenceAt", ["s3", "pa"], ["out"])]
+    m = model(nodes, [tensor(n, [2]) for n in "xyz"], [tensor("out", [2])],
+              [init("pe", np.array(-3, np.int64)), init("pi", np.array(-1, np.int64)), init("pa", np.array(-1, np.int64))],
+              opset=12)
+    feeds = {n: np.full(2, v, np.float32) for n, v in zip("xyz", (0, 1, 2))}
+    np.testing.assert_array_equal(ember.compile(m).run(feeds)["out"], feeds["z"])
+    np.testing.assert_array_equal(ort_run(m, feeds)[0], feeds["z"])
