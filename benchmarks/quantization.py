@@ -141,13 +141,11 @@ def minilm() -> None:
 def speed_models() -> dict[str, tuple[onnx.ModelProto, list[dict]]]:
     """fp32 model and calibration batches for each model of the speed table."""
     from ember.compiler import torch_export as tx
-    from ember.compiler.zoo import light_model
+    from ember.compiler.zoo import light_model, random_inputs
 
     out = {}
     for name, m in (("resnet50", light_model("resnet50")), ("mobilenet_v2", onnx.load(str(tx.mobilenet_v2_onnx())))):
-        specs = [{"name": i.name, "shape": [d.dim_value for d in i.type.tensor_type.shape.dim], "dtype": "float32"}
-                 for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer}]
-        out[name] = (m, calibration.random_batches(specs, count=8))
+        out[name] = (m, [random_inputs(m, seed=s) for s in range(8)])
     sents = tx.real_sentences()[:32]
     out["minilm"] = (onnx.load(str(tx.minilm_onnx())), [tx.minilm_inputs(2, 32, sents[i:i + 2])
                                                         for i in range(0, 32, 2)])

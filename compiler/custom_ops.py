@@ -168,6 +168,8 @@ def frontend_fixes() -> dict[str, type]:
     import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx.onnx_frontend import Clip as TvmClip
+
+    from .pipeline import static_shape
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
     from tvm.relax.frontend.onnx.onnx_frontend import Expand as TvmExpand
     from tvm.relax.frontend.onnx.onnx_frontend import Mod as TvmMod
@@ -271,12 +273,12 @@ def frontend_fixes() -> dict[str, type]:
         @classmethod
         def _impl_v13(cls, bb, inputs, attr, params):
             data, shape = inputs[0], inputs[1]
-            dims = getattr(getattr(data.ty, "shape", None), "values", None)
-            n = getattr(getattr(getattr(shape, "ty", None), "shape", None), "values", None)
-            if (isinstance(shape, (relax.ShapeExpr, tvm.ir.expr.Constant)) or dims is None or n is None
-                    or not all(isinstance(d, tvm.tirx.IntImm) for d in [*dims, *n])):
+            if isinstance(shape, (relax.ShapeExpr, tvm.ir.expr.Constant)):
                 return TvmExpand._impl_v13(bb, inputs, attr, params)
-            dims, k = [int(d) for d in dims], int(n[0])
+            dims, n = static_shape(data), static_shape(shape)
+            if dims is None or n is None:
+                return TvmExpand._impl_v13(bb, inputs, attr, params)
+            dims, k = list(dims), n[0]
             rank = max(k, len(dims))
             if k < rank:
                 shape = relax.op.concat([relax.const(np.ones(rank - k, "int64"), "int64"), shape], axis=0)

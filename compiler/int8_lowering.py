@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .pipeline import static_shape
+
 OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger", "QLinearMatMul",
                  "QLinearConv"})
 INT8 = ("int8", "uint8")
@@ -44,22 +46,42 @@ def _along(value: np.ndarray, axis: int, ndim: int) -> np.ndarray:
     return value.reshape(shape)
 
 
-def _q_params(inputs, attr, x_ndim: int):
-    """(scale, zero point, output dtype) as numpy arrays shaped to broadcast
-    against x, or None when they are not constants Ember can decompose."""
+def _qdq_params(inputs, attr, ndim: int, zp_default: str):
+    """(scale, zero point) of a QuantizeLinear/DequantizeLinear as numpy arrays
+    shaped to broadcast against its rank-`ndim` input, or None when they are
+    not constants Ember can decompose (blocked, or a non-float32 scale)."""
     if attr.get("block_size", 0) or attr.get("output_dtype", 0) or attr.get("precision", 0):
         return None
     scale = _const(inputs[1])
-    zp_in = inputs[2] if len(inputs) > 2 else None
-    zp = np.zeros((), "uint8") if zp_in is None else _const(zp_in)
-    if scale is None or zp is None or str(zp.dtype) not in INT8 or scale.dtype != np.float32:
+    zp = np.zeros((), zp_default) if len(inputs) < 3 or inputs[2] is None else _const(inputs[2])
+    if scale is None or zp is None or scale.dtype != np.float32 or scale.ndim > 1 or zp.ndim > 1:
         return None
-    if scale.ndim > 1 or zp.ndim > 1 or (scale.ndim == 1 and x_ndim == 0):
+    if scale.ndim == 1 and ndim == 0:
         return None
     axis = attr.get("axis", 1)
-    if x_ndim <= 1 and axis == 1:
+    if ndim <= 1 and axis == 1:
         axis = 0
-    return _along(scale, axis, x_ndim), _along(zp, axis, x_ndim), str(zp.dtype)
+    return _along(scale, axis, ndim), _along(zp, axis, ndim)
+
+
+def _saturate(y, dtype: str):
+    """int32 -> 8-bit, clamped with integer maximum/minimum: single instructions
+    that layout conversion sees through (relax clip is opaque to it; float
+    maximum/minimum keep NaN with Selects, whose chains, inlined into a
+    kernel's epilogue after ReLU6's, grow exponentially)."""
+    from tvm import relax
+
+    lo, hi = _RANGE[dtype]
+    y = relax.op.minimum(relax.op.maximum(y, relax.const(lo, "int32")), relax.const(hi, "int32"))
+    return relax.op.astype(y, dtype)
+
+
+def _zero_weight_zero_point(inputs, index: int) -> bool:
+    """Whether the weight zero point (input `index`) is absent or a constant of zeros."""
+    if len(inputs) <= index or inputs[index] is None:
+        return True
+    zw = _const(inputs[index])
+    return zw is not None and not np.any(zw != 0)
 
 
 def converters(opset: int) -> dict[str, type]:
@@ -73,25 +95,18 @@ def converters(opset: int) -> dict[str, type]:
         @classmethod
         def _impl_v10(cls, bb, inputs, attr, params):
             x = inputs[0]
-            p = _q_params(inputs, attr, x.ty.ndim) if _dtype(x) == "float32" else None
-            if p is None:
+            p = _qdq_params(inputs, attr, x.ty.ndim, "uint8") if _dtype(x) == "float32" else None
+            if p is None or str(p[1].dtype) not in INT8:
                 return tvm_onnx.QuantizeLinear.get_converter(opset)(bb, inputs, attr, params)
-            scale, zp, dtype = p
-            lo, hi = _RANGE[dtype]
+            scale, zp = p
             if np.all(scale == 1.0):  # folded into the producer (passes/quantization/integer.py)
                 y = relax.op.round(x)
             else:
                 y = relax.op.round(relax.op.divide(x, relax.const(scale, "float32")))
             if np.any(zp != 0):
                 y = relax.op.add(y, relax.const(zp.astype("float32")))
-            # saturated in int32: integer maximum/minimum are single instructions that
-            # layout conversion sees through (relax clip is opaque to it; float
-            # maximum/minimum keep NaN with Selects, whose chains, inlined into a
-            # kernel's epilogue after ReLU6's, grow exponentially). Beyond int32
-            # (|x / scale| >= 2^31, +-inf) and for NaN the cast gives INT_MIN: the low end.
-            y = relax.op.astype(y, "int32")
-            y = relax.op.minimum(relax.op.maximum(y, relax.const(lo, "int32")), relax.const(hi, "int32"))
-            return relax.op.astype(y, dtype)
+            # beyond int32 (|x / scale| >= 2^31, +-inf) and for NaN the cast gives INT_MIN: the low end
+            return _saturate(relax.op.astype(y, "int32"), str(zp.dtype))
 
     class DequantizeLinear(tvm_onnx.OnnxOpConverter):
         """y = (x - zero_point) * scale, the subtraction in int32."""
@@ -99,7 +114,7 @@ def converters(opset: int) -> dict[str, type]:
         @classmethod
         def _impl_v10(cls, bb, inputs, attr, params):
             x = inputs[0]
-            p = _dq_params(inputs, attr, x)
+            p = _qdq_params(inputs, attr, x.ty.ndim, _dtype(x)) if _dtype(x) in (*INT8, "int32") else None
             if p is None:
                 return tvm_onnx.DequantizeLinear.get_converter(opset)(bb, inputs, attr, params)
             scale, zp = p
@@ -124,9 +139,8 @@ def converters(opset: int) -> dict[str, type]:
             a, b = inputs[0], inputs[1]
             wb = _const(b)
             za = _scalar_zero_point(inputs[2] if len(inputs) > 2 else None)
-            zb = _const(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else np.zeros(())
             if (wb is None or wb.ndim != 2 or wb.dtype != np.int8 or _dtype(a) not in INT8 or za is None
-                    or zb is None or np.any(zb != 0)):
+                    or not _zero_weight_zero_point(inputs, 3)):
                 return tvm_onnx.MatMulInteger._impl_v10(bb, inputs, attr, params)
             acc = relax.op.matmul(a, b, out_dtype="int32")
             if za:
@@ -146,12 +160,12 @@ def converters(opset: int) -> dict[str, type]:
         """8-bit x constant int8 conv2d (groups 1 or depthwise, weight zero point 0) into int32, or None."""
         wc = _const(w)
         zx = _scalar_zero_point(inputs[2] if len(inputs) > 2 else None)
-        zw = _const(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else np.zeros(())
         auto_pad = attr.get("auto_pad", b"NOTSET")
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-        xs = _shape(x)
+        xs = static_shape(x)
         if (wc is None or wc.ndim != 4 or wc.dtype != np.int8 or _dtype(x) not in INT8 or zx is None
-                or zw is None or np.any(zw != 0) or xs is None or len(xs) != 4 or auto_pad not in ("NOTSET", "VALID")):
+                or not _zero_weight_zero_point(inputs, 3) or xs is None or len(xs) != 4
+                or auto_pad not in ("NOTSET", "VALID")):
             return None
         group = attr.get("group", 1)
         if group != 1 and not (group == xs[1] == wc.shape[0] and wc.shape[1] == 1):
@@ -177,9 +191,7 @@ def converters(opset: int) -> dict[str, type]:
         y = relax.op.astype(y, "int32")
         if y_zp is not None:
             y = relax.op.add(y, relax.op.astype(y_zp, "int32"))
-        lo, hi = _RANGE[out_dtype]
-        y = relax.op.minimum(relax.op.maximum(y, relax.const(lo, "int32")), relax.const(hi, "int32"))
-        return relax.op.astype(y, out_dtype)
+        return _saturate(y, out_dtype)
 
     def _combined_scale(s_in, s_w, s_out):
         f32 = [relax.op.astype(v, "float32") for v in (s_in, s_w, s_out)]
@@ -212,23 +224,6 @@ def converters(opset: int) -> dict[str, type]:
             "QLinearMatMul": QLinearMatMul, "QLinearConv": QLinearConv}
 
 
-def _dq_params(inputs, attr, x):
-    if attr.get("block_size", 0) or attr.get("output_dtype", 0) or _dtype(x) not in (*INT8, "int32"):
-        return None
-    scale = _const(inputs[1])
-    zp_in = inputs[2] if len(inputs) > 2 else None
-    zp = np.zeros((), _dtype(x)) if zp_in is None else _const(zp_in)
-    if scale is None or zp is None or scale.dtype != np.float32 or scale.ndim > 1 or zp.ndim > 1:
-        return None
-    ndim = x.ty.ndim
-    if scale.ndim == 1 and ndim == 0:
-        return None
-    axis = attr.get("axis", 1)
-    if ndim <= 1 and axis == 1:
-        axis = 0
-    return _along(scale, axis, ndim), _along(zp, axis, ndim)
-
-
 def _scalar_zero_point(zp) -> int | None:
     """A constant scalar (or one-element) zero point as an int; 0 if absent; None if not constant."""
     if zp is None:
@@ -237,15 +232,6 @@ def _scalar_zero_point(zp) -> int | None:
     if v is None or v.size != 1:
         return None
     return int(v.reshape(()))
-
-
-def _shape(x) -> tuple[int, ...] | None:
-    from tvm import tirx
-
-    values = getattr(getattr(x.ty, "shape", None), "values", None)
-    if values is None or not all(isinstance(v, tirx.IntImm) for v in values):
-        return None
-    return tuple(int(v) for v in values)
 
 
 def _window_sums(w: np.ndarray, hw, strides, pads, dilations) -> np.ndarray:
@@ -258,7 +244,7 @@ def _window_sums(w: np.ndarray, hw, strides, pads, dilations) -> np.ndarray:
     if not any(pads):
         return per_tap.sum(axis=(1, 2)).astype(np.int32).reshape(1, o, 1, 1)
     valid = []
-    for d, (size, k, s, p0, p1, dil) in enumerate(zip(hw, (kh, kw), strides, pads[:2], pads[2:], dilations)):
+    for size, k, s, p0, p1, dil in zip(hw, (kh, kw), strides, pads[:2], pads[2:], dilations):
         out = (size + p0 + p1 - dil * (k - 1) - 1) // s + 1
         pos = np.arange(out)[:, None] * s - p0 + np.arange(k)[None, :] * dil  # [out, k] input coordinate
         valid.append(((pos >= 0) & (pos < size)).astype(np.int64))

@@ -34,6 +34,7 @@ class DotIntrin:
 VNNI_512 = DotIntrin("ember_vnni_16x4", 16, "uint8", "AVX-512 VNNI")
 VNNI_256 = DotIntrin("ember_avxvnni_8x4", 8, "uint8", "AVX-VNNI")
 SDOT = DotIntrin("ember_sdot_4x4", 4, "int8", "AArch64 sdot")
+ALL = (VNNI_512, VNNI_256, SDOT)
 
 _LLVM = {VNNI_512.name: "llvm.x86.avx512.vpdpbusd.512", VNNI_256.name: "llvm.x86.avx512.vpdpbusd.256",
          SDOT.name: "llvm.aarch64.neon.sdot.v4i32.v16i8"}
@@ -159,9 +160,9 @@ def register(intrin: DotIntrin) -> str:
 
 
 def register_by_name(name: str) -> str:
-    return register(next(i for i in (VNNI_512, VNNI_256, SDOT) if i.name == name))
+    return register(next(i for i in ALL if i.name == name))
 
 
 def register_all() -> None:
-    for intrin in (VNNI_512, VNNI_256, SDOT):
+    for intrin in ALL:
         register(intrin)

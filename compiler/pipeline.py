@@ -30,7 +30,8 @@ GELU = "relax.nn.gelu"
 LEFT_SHIFT, RIGHT_SHIFT = "relax.left_shift", "relax.right_shift"
 
 
-def _static_shape(expr) -> tuple[int, ...] | None:
+def static_shape(expr) -> tuple[int, ...] | None:
+    """The static shape of a Relax expression (all dims known), or None."""
     from tvm import tirx
 
     shape = getattr(expr.ty, "shape", None)
@@ -81,7 +82,7 @@ def _broadcast(call, fn, name: str):
     """A TE legalization of a broadcasting binary op: fn(a_elem, b_elem)."""
     from tvm import te
 
-    out_shape = _static_shape(call)
+    out_shape = static_shape(call)
 
     def compute(a, b):
         def at(t, idx):
@@ -104,7 +105,7 @@ def _shift(op: str):
 
         a, b = call.args
         dtype = str(a.ty.dtype)
-        if _static_shape(call) is None or not dtype.startswith(("int", "uint")):
+        if static_shape(call) is None or not dtype.startswith(("int", "uint")):
             return _default(op)(bb, call)
         width = int(dtype.lstrip("uint") or 0)
         zero, top = tirx.const(0, dtype), tirx.const(width - 1, dtype)
@@ -131,7 +132,7 @@ def _keep_nan(op: str):
         from tvm import te, tirx
 
         a, b = call.args
-        if not str(a.ty.dtype).startswith("float") or _static_shape(b) != ():
+        if not str(a.ty.dtype).startswith("float") or static_shape(b) != ():
             return _default(op)(bb, call)
         def pick(u, v):  # a comparison with NaN is false: u passes through
             return tirx.Select(u < v, v, u) if op == MAXIMUM else tirx.Select(u > v, v, u)
@@ -158,7 +159,7 @@ def _as_nhwc(bb, x, w, nchw: bool):
     if nchw:
         x = bb.emit_te(topi.transpose, x, [0, 2, 3, 1], primfunc_name_hint="to_nhwc")
         w = bb.emit_te(topi.transpose, w, [0, 2, 3, 1], primfunc_name_hint="to_ohwi")
-    return x, w, _static_shape(x), _static_shape(w)
+    return x, w, static_shape(x), static_shape(w)
 
 
 def _conv_params(a, xs, kw: int):
@@ -196,7 +197,7 @@ def _conv2d(lanes: int, dot=None):
 
         a = call.attrs
         x, w = call.args
-        xs, ws = _static_shape(x), _static_shape(w)
+        xs, ws = static_shape(x), static_shape(w)
         nchw = a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and a.out_layout == "NCHW"
         nhwc = a.data_layout == "NHWC" and a.kernel_layout == "OHWI" and a.out_layout == "NHWC"
         if (nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4 and _int8_operands(x, w, a.out_dtype):
@@ -236,7 +237,7 @@ def _conv2d(lanes: int, dot=None):
 def _matmul(lanes: int, dot=None):
     def legalize(bb, call):
         a, b = call.args
-        as_, bs = _static_shape(a), _static_shape(b)
+        as_, bs = static_shape(a), static_shape(b)
         if (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) == 2
                 and _int8_operands(a, b, call.attrs.out_dtype)):
             q_lanes = dot.lanes if dot else lanes

@@ -16,7 +16,7 @@ dot-product kernels, and TVM fuses the bias, rescale, activation and the
 next layer's QuantizeLinear into the kernel's epilogue: requantization
 happens in registers, not in a float tensor in memory. Where the result
 only feeds the next QuantizeLinear (through Relu, Clip or MaxPool), that
-quantizer's scale is folded into the rescale (`_fold_requantization`).
+quantizer's scale is folded into the rescale (`_requantizer`).
 
 Fires only on: 8-bit activations with a constant scalar scale and zero
 point; int8 constant weights with zero zero points, one scale per tensor
@@ -44,8 +44,11 @@ def _const(v: Value | None) -> np.ndarray | None:
 
 
 def _dq(v: Value | None) -> Node | None:
+    """The (unblocked) DequantizeLinear producing v, or None."""
     p = v.producer if v is not None else None
-    return p if p is not None and p.op_type == "DequantizeLinear" and p.domain in ("", "ai.onnx") else None
+    if p is None or p.op_type != "DequantizeLinear" or p.domain not in ("", "ai.onnx") or p.attrs.get("block_size", 0):
+        return None
+    return p
 
 
 def _dq_parts(node: Node):
@@ -58,7 +61,7 @@ def _dq_parts(node: Node):
 def _activation(v: Value) -> tuple[Value, float, int] | None:
     """(xq, sx, zx) when v = DequantizeLinear(8-bit xq, constant scalar scale and zero point)."""
     dq = _dq(v)
-    if dq is None or dq.attrs.get("block_size", 0):
+    if dq is None:
         return None
     xq, s, z, _ = _dq_parts(dq)
     if xq is None or xq.const is not None or xq.dtype not in INT8_TYPES:
@@ -72,7 +75,7 @@ def _weight(v: Value, channel_axis: int) -> tuple[np.ndarray, np.ndarray] | None
     """(int8 weights, float32 scales [channels]) when v = DequantizeLinear(const int8,
     scale per tensor or along `channel_axis`, zero point 0)."""
     dq = _dq(v)
-    if dq is None or dq.attrs.get("block_size", 0):
+    if dq is None:
         return None
     wq_v, s, z, axis = _dq_parts(dq)
     wq = _const(wq_v)
@@ -106,12 +109,6 @@ def _bias(v: Value | None, scale: np.ndarray) -> tuple[str, np.ndarray] | None:
     if not np.allclose(s, scale, rtol=1e-5, atol=0):
         return "float", (bq.reshape(-1) * s).astype(np.float32)  # a scale of its own: applied in float
     return "int", bq.reshape(-1)
-
-
-def _typed(node: Node, dtype: int, shape) -> Value:
-    out = node.outputs[0]
-    out.dtype, out.shape = dtype, shape
-    return out
 
 
 @register_pass
@@ -171,30 +168,37 @@ class Int8Compute(Pass):
         bias = _bias(node.inputs[2] if len(node.inputs) > 2 else None, scale)
         if bias is None:
             return False
-        out = node.outputs[0]
-        zp = graph.make_const(np.array(zx, np.uint8 if xq.dtype == onnx.TensorProto.UINT8 else np.int8), "x_zp")
-        if node.op_type == "Conv":
-            attrs = {k: v for k, v in node.attrs.items() if k in ("auto_pad", "dilations", "group", "kernel_shape",
-                                                                  "pads", "strides")}
-            core = graph.make_node("ConvInteger", [xq, graph.make_const(wq, "w_int8"), zp], attrs=attrs, before=node)
-        else:
-            core = graph.make_node("MatMulInteger", [xq, graph.make_const(wq, "w_int8"), zp], before=node)
-        acc = _typed(core, onnx.TensorProto.INT32, out.shape)
         kind, b = bias
+        out = node.outputs[0]
+        requant = _requantizer(graph, out)
+        if requant is not None:  # the next quantizer's scale moves into this rescale
+            sy = requant[0]
+            scale = (scale / sy).astype(np.float32)
+            b = (b / sy).astype(np.float32) if kind == "float" else b
+
+        def emit(op: str, inputs: list, dtype: int, **attrs) -> Value:
+            new = graph.make_node(op, inputs, attrs=attrs, before=node)
+            new.outputs[0].dtype, new.outputs[0].shape = dtype, out.shape
+            return new.outputs[0]
+
+        zp = graph.make_const(np.array(zx, np.uint8 if xq.dtype == onnx.TensorProto.UINT8 else np.int8), "x_zp")
+        core_inputs = [xq, graph.make_const(wq, "w_int8"), zp]
+        if node.op_type == "Conv":
+            conv_attrs = {k: v for k, v in node.attrs.items()
+                          if k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
+            y = emit("ConvInteger", core_inputs, onnx.TensorProto.INT32, **conv_attrs)
+        else:
+            y = emit("MatMulInteger", core_inputs, onnx.TensorProto.INT32)
         if kind == "int":
-            add = graph.make_node("Add", [acc, graph.make_const(b.reshape(broadcast), "b_int32")], before=node)
-            acc = _typed(add, onnx.TensorProto.INT32, out.shape)
-        cast = graph.make_node("Cast", [acc], attrs={"to": onnx.TensorProto.FLOAT}, before=node)
-        y = _typed(cast, onnx.TensorProto.FLOAT, out.shape)
-        mul = graph.make_node("Mul", [y, graph.make_const(scale.reshape(broadcast), "scale")], before=node)
-        y = _typed(mul, onnx.TensorProto.FLOAT, out.shape)
-        add = None
+            y = emit("Add", [y, graph.make_const(b.reshape(broadcast), "b_int32")], onnx.TensorProto.INT32)
+        y = emit("Cast", [y], onnx.TensorProto.FLOAT, to=onnx.TensorProto.FLOAT)
+        y = emit("Mul", [y, graph.make_const(scale.reshape(broadcast), "scale")], onnx.TensorProto.FLOAT)
         if kind == "float":
-            add = graph.make_node("Add", [y, graph.make_const(b.reshape(broadcast), "bias")], before=node)
-            y = _typed(add, onnx.TensorProto.FLOAT, out.shape)
+            y = emit("Add", [y, graph.make_const(b.reshape(broadcast), "bias")], onnx.TensorProto.FLOAT)
         graph.substitute(out, y)
         graph.remove(node)
-        _fold_requantization(graph, mul, add if kind == "float" else None)
+        if requant is not None:
+            _unit_requantizer(graph, *requant)
         return True
 
 
@@ -203,20 +207,20 @@ def _scalar(v: Value | None) -> float | None:
     return float(c.reshape(())) if c is not None and c.size == 1 else None
 
 
-def _fold_requantization(graph: Graph, mul: Node, bias: Node | None) -> None:
-    """When the rescaled result only feeds (through Relu, Clip or MaxPool,
-    which commute with a positive scale) the next QuantizeLinear, fold that
-    quantizer's scale sy into the rescale: sx*sw/sy, bounds and float bias
-    divided by sy, and the quantizer's scale becomes 1 (lowering then skips
-    its division). This is requantization as integer kernels do it: one
-    multiply per output."""
-    v, chain = (bias or mul).outputs[0], []
+def _requantizer(graph: Graph, v: Value) -> tuple[float, Node, list[Node]] | None:
+    """(sy, the QuantizeLinear, the Clip/Relu/MaxPool between) when v only feeds,
+    through ops that commute with a positive scale, a QuantizeLinear of constant
+    scalar scale sy. Its scale can then be folded into v's producer: rescale,
+    float bias and Clip bounds divided by sy, the quantizer's scale set to 1
+    (lowering then skips its division). This is requantization as integer
+    kernels do it: one multiply per output."""
+    chain = []
     while True:
         if graph.is_output(v) or len(v.uses) != 1:
-            return
+            return None
         user, index = v.uses[0]
         if index != 0 or user.domain not in ("", "ai.onnx"):
-            return
+            return None
         if user.op_type == "QuantizeLinear":
             break
         if user.op_type == "Clip" and not any(k in user.attrs for k in ("min", "max")) and all(
@@ -225,17 +229,18 @@ def _fold_requantization(graph: Graph, mul: Node, bias: Node | None) -> None:
         elif user.op_type == "Relu" or (user.op_type == "MaxPool" and len(user.outputs) == 1):
             chain.append(user)
         else:
-            return
+            return None
         v = user.outputs[0]
     sy = _scalar(user.inputs[1]) if len(user.inputs) > 1 else None
     if sy is None or not sy > 0:
-        return
-    div = np.float32(sy)
-    graph.set_input(mul, 1, graph.make_const((_const(mul.inputs[1]) / div).astype(np.float32), "requant_scale"))
-    if bias is not None:
-        graph.set_input(bias, 1, graph.make_const((_const(bias.inputs[1]) / div).astype(np.float32), "bias"))
+        return None
+    return float(np.float32(sy)), user, chain
+
+
+def _unit_requantizer(graph: Graph, sy: float, quantizer: Node, chain: list[Node]) -> None:
+    """The rest of the fold (see `_requantizer`): Clip bounds over sy, the quantizer's scale 1."""
     for clip in (n for n in chain if n.op_type == "Clip"):
         for i, b in enumerate(clip.inputs[1:], start=1):
             if b is not None:
-                graph.set_input(clip, i, graph.make_const(np.array(_scalar(b) / div, np.float32), "bound"))
-    graph.set_input(user, 1, graph.make_const(np.array(1.0, np.float32), "unit_scale"))
+                graph.set_input(clip, i, graph.make_const(np.array(_scalar(b) / sy, np.float32), "bound"))
+    graph.set_input(quantizer, 1, graph.make_const(np.array(1.0, np.float32), "unit_scale"))
