@@ -15,7 +15,7 @@ import onnx
 
 import ember.passes  # noqa: F401  (registers the built-in passes)
 
-from . import ir, lower, onnx_io
+from . import functions, ir, lower, onnx_io
 from .validate import Limits, validate
 from .artifact import FORMAT_VERSION, CompiledModel
 from .pass_manager import Instrument, Pass, PassContext, PassManager, format_pipeline, parse_pipeline
@@ -88,6 +88,7 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
     say("importing model")
     m = as_ir(model)
     validate(m, Limits(memory_budget=memory_budget) if memory_budget else Limits())
+    m = functions.expand(m, lower.needs_body)
     say(f"optimizing ({len(m.graph.nodes)} nodes)")
     passes = optimize(m, pipeline, opt_level=opt_level, instruments=instruments, disabled=disabled,
                       verify_each=verify_each)

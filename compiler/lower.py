@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import onnx
 
-from . import custom_ops, int8_lowering, ir, onnx_io
+from . import custom_ops, frontend_fixes, int8_lowering, ir, onnx_io
 from .errors import CompileError, UnsupportedError
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -66,6 +66,8 @@ def known_wrong(node: ir.Node) -> str | None:
     """Why TVM's converter would give wrong results for this node (measured on
     the ONNX conformance suite), or None."""
     op = node.op_type
+    if op == "Attention" and node.domain in STANDARD_DOMAINS:
+        return "TVM converts com.microsoft's Attention under this name, not ONNX's"
     if op == "LayerNormalization" and (_used(node, 1) or _used(node, 2)):
         return "its Mean/InvStdDev outputs are not supported"
     if op == "BatchNormalization" and (node.attrs.get("training_mode", 0) or any(_used(node, i) for i in (1, 2))):
@@ -88,6 +90,13 @@ def supported_ops() -> frozenset[str]:
     from tvm.relax.frontend.onnx import onnx_frontend
 
     return frozenset(onnx_frontend._get_convert_map()) | {"If", "Constant"} | int8_lowering.OPS
+
+
+def needs_body(node: ir.Node) -> bool:
+    """Whether a standard node must be replaced by its ONNX function body (see
+    functions.py): TVM has no converter for it, or a wrong one for this use."""
+    return node.domain in STANDARD_DOMAINS and (node.op_type not in supported_ops()
+                                                or known_wrong(node) is not None)
 
 
 def check_supported(model: ir.Model) -> None:
@@ -160,7 +169,7 @@ def _ember_converters(opset: int):
     from tvm.relax.frontend.onnx import onnx_frontend
 
     original = onnx_frontend._get_convert_map
-    extra = {**custom_ops.relax_converters(), **custom_ops.frontend_fixes(), **int8_lowering.converters(opset)}
+    extra = {**custom_ops.relax_converters(), **frontend_fixes.converters(), **int8_lowering.converters(opset)}
     onnx_frontend._get_convert_map = lambda: {**original(), **extra}
     try:
         yield

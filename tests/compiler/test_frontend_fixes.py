@@ -81,3 +81,23 @@ def test_sequence_insert_at_a_negative_position():
     feeds = {n: np.full(2, v, np.float32) for n, v in zip("xyz", (0, 1, 2))}
     np.testing.assert_array_equal(ember.compile(m).run(feeds)["out"], feeds["z"])
     np.testing.assert_array_equal(ort_run(m, feeds)[0], feeds["z"])
+
+
+@pytest.mark.parametrize("op, bound", [("ReduceMax", -np.inf), ("ReduceMin", np.inf)])
+def test_reduce_extreme_of_all_infinite_rows(op, bound):
+    """TVM starts max/min at the lowest/highest finite float: a row of -inf (max) gave -3.4e38."""
+    m = model([h.make_node(op, ["x"], ["y"], keepdims=1, axes=[1])], [tensor("x", [4, 2])], [tensor("y", [4, 1])])
+    x = np.array([[bound, bound], [np.nan, 1], [bound, -bound], [3.4028235e38 * np.sign(bound), bound]], np.float32)
+    np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], ort_run(m, {"x": x})[0])
+
+
+def test_float16_matmul_and_softmax_round_like_numpy():
+    """float16 sums accumulate in float32 and round once, as ONNX's numpy reference does."""
+    m = model([h.make_node("MatMul", ["a", "b"], ["p"]), h.make_node("Softmax", ["p"], ["y"], axis=-1)],
+              [tensor("a", [8, 64], T.FLOAT16), tensor("b", [64, 48], T.FLOAT16)], [tensor("y", [8, 48], T.FLOAT16)])
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(s).astype(np.float16) for s in ((8, 64), (64, 48)))
+    p = a @ b  # numpy: float32 accumulation, one rounding
+    e = np.exp(p - p.max(-1, keepdims=True))
+    ref = e / e.sum(-1, keepdims=True)
+    np.testing.assert_array_equal(ember.compile(m).run({"a": a, "b": b})["y"], ref)

@@ -1,0 +1,246 @@
+"""Replacements for TVM frontend converters: for what TVM gets wrong
+(measured on the ONNX conformance suite) and for what it converts into
+something hard to compile. `converters()` returns them by ONNX op type;
+`compiler/lower.py` puts them over TVM's own table for one import.
+"""
+
+from __future__ import annotations
+
+
+def converters() -> dict[str, type]:
+    """Replacements for TVM frontend converters whose output is hard to
+    compile: Sum of N inputs becomes N-1 adds (TVM stacks the inputs into one
+    (N+1)-d tensor, which defeats layout conversion and fusion); Clip with
+    constant bounds becomes relax maximum/minimum ops (TVM emits opaque TIR
+    calls, which layout conversion cannot see through). And for what TVM
+    gets wrong: IsInf's detect_* attributes, SpaceToDepth's CRD mode, float
+    Mod (fmod=0) by infinities, Expand to a run-time shape, Softplus and Mish
+    of very negative inputs, SequenceInsert at a negative position, ReduceMax
+    and ReduceMin of all-infinite slices, and float16 MatMul/Conv/Gemm/Softmax
+    rounded at every step of their sums."""
+    from functools import reduce
+
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
+    from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
+
+    from .pipeline import static_shape
+
+    def bound(value, default: float) -> float | None:
+        """A constant scalar clip bound as a float (NaN means unbounded), or None if not constant."""
+        if value is None:
+            return default
+        if not isinstance(value, tvm.ir.expr.Constant) or value.value.numpy().size != 1:
+            return None
+        v = float(value.value.numpy().reshape(()))
+        return default if np.isnan(v) else v
+
+    class Clip(OnnxOpConverter):
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            return cls._clip(bb, inputs[0], float(attr.get("min", -np.inf)), float(attr.get("max", np.inf)),
+                             lambda: tvm_onnx.Clip._impl_v1(bb, inputs, attr, params))
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            lo = bound(inputs[1] if len(inputs) > 1 else None, -np.inf)
+            hi = bound(inputs[2] if len(inputs) > 2 else None, np.inf)
+            return cls._clip(bb, inputs[0], lo, hi, lambda: tvm_onnx.Clip._impl_v13(bb, inputs, attr, params))
+
+        @classmethod
+        def _clip(cls, bb, x, lo, hi, fallback):
+            if lo is None or hi is None or not str(x.ty.dtype).startswith("float"):
+                return fallback()
+            dtype = x.ty.dtype
+            if lo != -np.inf:
+                x = bb.emit(relax.op.maximum(x, relax.const(lo, dtype)))
+            if hi != np.inf:
+                x = bb.emit(relax.op.minimum(x, relax.const(hi, dtype)))
+            return x
+
+    class Sum(OnnxOpConverter):
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            return reduce(lambda a, b: bb.emit(relax.op.add(a, b)), inputs[1:], inputs[0])
+
+    class IsInf(OnnxOpConverter):
+        """IsInf with its detect_negative / detect_positive attributes (TVM ignores them)."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            neg, pos = attr.get("detect_negative", 1), attr.get("detect_positive", 1)
+            inf = relax.op.isinf(x)
+            zero = relax.const(0, x.ty.dtype)
+            if neg and pos:
+                return inf
+            if neg:
+                return relax.op.logical_and(inf, relax.op.less(x, zero))
+            if pos:
+                return relax.op.logical_and(inf, relax.op.greater(x, zero))
+            return relax.op.logical_and(inf, relax.op.not_equal(x, x))  # nothing: all false
+
+    class SpaceToDepth(OnnxOpConverter):
+        """SpaceToDepth with mode=CRD (opset 25+; TVM knows DCR only): blocks go
+        after the channel, [N, C*b*b, H/b, W/b] from [N, C, H/b, b, W/b, b]."""
+
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            mode = attr.get("mode", b"DCR")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            x = inputs[0]
+            shape = getattr(getattr(x.ty, "shape", None), "values", None)
+            if mode == "DCR" or shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+                return tvm_onnx.SpaceToDepth._impl_v1(bb, inputs, attr, params)
+            n, c, h, w = (int(d) for d in shape)
+            b = int(attr["blocksize"])
+            y = relax.op.reshape(x, [n, c, h // b, b, w // b, b])
+            y = relax.op.permute_dims(y, [0, 1, 3, 5, 2, 4])
+            return relax.op.reshape(y, [n, c * b * b, h // b, w // b])
+
+    class Mod(OnnxOpConverter):
+        """Float Mod with fmod=0 as numpy's. TVM's x - floor(x / y) * y gives NaN
+        for a finite x over an infinite y, where ONNX gives x (same signs or x = 0)
+        or y (signs differ)."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            x, y = inputs[0], inputs[1]
+            if attr.get("fmod", 0) or not str(x.ty.dtype).startswith("float"):
+                return tvm_onnx.Mod._impl_v10(bb, inputs, attr, params)
+            zero = relax.const(0, x.ty.dtype)
+            finite_x = relax.op.logical_not(relax.op.logical_or(relax.op.isinf(x), relax.op.isnan(x)))
+            inf_y = relax.op.logical_and(relax.op.isinf(y), finite_x)
+            signs_differ = relax.op.logical_and(relax.op.not_equal(x, zero),
+                                                relax.op.logical_xor(relax.op.less(x, zero), relax.op.less(y, zero)))
+            return relax.op.where(inf_y, relax.op.where(signs_differ, y, x), relax.op.floor_mod(x, y))
+
+    class Expand(OnnxOpConverter):
+        """Expand to a run-time shape with ONNX's broadcasting: where the input's
+        dim is not 1 it wins over the shape's (TVM used the shape's values as they
+        are: [3, 1] expanded by [2, 1, 6] gave [2, 1, 6], not [2, 3, 6])."""
+
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            data, shape = inputs[0], inputs[1]
+            if isinstance(shape, (relax.ShapeExpr, tvm.ir.expr.Constant)):
+                return tvm_onnx.Expand._impl_v13(bb, inputs, attr, params)
+            dims, n = static_shape(data), static_shape(shape)
+            if dims is None or n is None:
+                return tvm_onnx.Expand._impl_v13(bb, inputs, attr, params)
+            dims, k = list(dims), n[0]
+            rank = max(k, len(dims))
+            if k < rank:
+                shape = relax.op.concat([relax.const(np.ones(rank - k, "int64"), "int64"), shape], axis=0)
+            padded = np.array([1] * (rank - len(dims)) + dims, "int64")
+            shape = bb.normalize(relax.op.where(relax.const(padded == 1), shape, relax.const(padded, "int64")))
+            return tvm_onnx.Expand._impl_v13(bb, [data, shape], attr, params)
+
+    def softplus(x):
+        """max(x, 0) + log1p(exp(-|x|)). Relax has no log1p, and log(1 + t) of a tiny t
+        keeps few of its digits (mish(-15) was 20% off); below t = 0.01 the series
+        t - t^2/2 + t^3/3 is within 3e-7. (Goldberg's log(u) t / (u - 1) would not
+        survive TVM's simplifier, which folds (1 + t) - 1 into t.)"""
+        dtype = x.ty.dtype
+        c = lambda v: relax.const(v, dtype)  # noqa: E731
+        t = relax.op.exp(relax.op.negative(relax.op.abs(x)))
+        series = relax.op.multiply(t, relax.op.subtract(c(1), relax.op.multiply(
+            t, relax.op.subtract(c(0.5), relax.op.divide(t, c(3))))))
+        log1p = relax.op.where(relax.op.less(t, c(0.01)), series, relax.op.log(relax.op.add(c(1), t)))
+        return relax.op.add(relax.op.maximum(x, c(0)), log1p)
+
+    class Softplus(OnnxOpConverter):
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            return softplus(inputs[0])
+
+    class Mish(OnnxOpConverter):
+        """x tanh(softplus(x)) = x n / (n + 2), n = e^x (e^x + 2): no tanh of a tiny
+        value (TVM's flushes them to 0), and x beyond 20 is its own mish."""
+
+        @classmethod
+        def _impl_v18(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            c = lambda v: relax.const(v, x.ty.dtype)  # noqa: E731
+            e = relax.op.exp(relax.op.minimum(x, c(20)))
+            n = relax.op.multiply(e, relax.op.add(e, c(2)))
+            return relax.op.where(relax.op.greater(x, c(20)), x,
+                                  relax.op.divide(relax.op.multiply(x, n), relax.op.add(n, c(2))))
+
+    class SequenceInsert(OnnxOpConverter):
+        """A negative position counts from the back as Python's list.insert does
+        (-1: before the last tensor; ONNX's reference). TVM appended after it."""
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            pos = inputs[2] if len(inputs) > 2 else None
+            if isinstance(pos, tvm.ir.expr.Constant) and int(pos.value.numpy()) < 0:
+                seq = list(inputs[0])
+                index = int(pos.value.numpy()) + len(seq)
+                if index < 0:
+                    raise ValueError(f"SequenceInsert position out of bounds for length {len(seq)}")
+                seq.insert(index, inputs[1])
+                return relax.Tuple(seq)
+            return tvm_onnx.SequenceInsert._impl_v11(bb, inputs, attr, params)
+
+    def patched(tvm_cls, fix):
+        """TVM's converter class with every version's conversion passed through
+        fix(tvm_conversion, bb, inputs, attr, params)."""
+
+        def impl(name):
+            tvm_impl = getattr(tvm_cls, name)
+            return classmethod(lambda cls, bb, inputs, attr, params: fix(tvm_impl, bb, inputs, attr, params))
+
+        return type(tvm_cls.__name__, (tvm_cls,), {n: impl(n) for n in dir(tvm_cls) if n.startswith("_impl_v")})
+
+    def dtype_of(x) -> str:
+        return str(getattr(getattr(x, "ty", None), "dtype", ""))
+
+    def widen(tvm_impl, bb, inputs, attr, params):
+        """float16/bfloat16 products accumulate in float32 and round once, as
+        numpy (ONNX's reference) and onnxruntime do; TVM rounded every step of the sum."""
+        dtype = dtype_of(inputs[0])
+        if dtype not in ("float16", "bfloat16"):
+            return tvm_impl(bb, inputs, attr, params)
+        wide = [relax.op.astype(x, "float32") if x is not None and dtype_of(x) == dtype else x for x in inputs]
+        return relax.op.astype(bb.normalize(tvm_impl(bb, wide, attr, params)), dtype)
+
+    def extreme(bound: float):
+        """ReduceMax/ReduceMin give -inf/+inf where every reduced element is:
+        TVM starts the reduction at the lowest/highest finite value."""
+
+        def fix(tvm_impl, bb, inputs, attr, params):
+            out = tvm_impl(bb, inputs, attr, params)
+            x = inputs[0]
+            if not dtype_of(x).startswith(("float", "bfloat")):
+                return out
+            # any(x != bound), with the op's own reduction: max of 0/1, or min of 0/-1
+            dtype, sign = dtype_of(x), 1.0 if bound < 0 else -1.0
+            c = relax.const(bound, dtype)
+            other = bb.normalize(relax.op.multiply(relax.op.astype(relax.op.not_equal(x, c), dtype),
+                                                   relax.const(sign, dtype)))
+            flag = tvm_impl(bb, [other, *inputs[1:]], attr, params)
+            return relax.op.where(relax.op.not_equal(flag, relax.const(0, dtype)), out, c)
+
+        return fix
+
+    class Softmax(OnnxOpConverter):
+        """float16 softmax as numpy computes it (ONNX's reference): each step
+        rounded to float16, but the sum accumulated in float32 and rounded once."""
+
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            if x.ty.dtype != "float16":
+                return tvm_onnx.Softmax._impl_v13(bb, inputs, attr, params)
+            axis = attr.get("axis", -1)
+            e = relax.op.exp(relax.op.subtract(x, relax.op.max(x, axis=axis, keepdims=True)))
+            total = relax.op.sum(relax.op.astype(e, "float32"), axis=axis, keepdims=True)
+            return relax.op.divide(e, relax.op.astype(total, "float16"))
+
+    return {"Sum": Sum, "Clip": Clip, "MatMul": patched(tvm_onnx.MatMul, widen),
+            "Conv": patched(tvm_onnx.Conv, widen), "Gemm": patched(tvm_onnx.Gemm, widen), "Softmax": Softmax,
+            "ReduceMax": patched(tvm_onnx.ReduceMax, extreme(-np.inf)), "ReduceMin": patched(tvm_onnx.ReduceMin, extreme(np.inf)), "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand,
+            "Softplus": Softplus, "Mish": Mish, "SequenceInsert": SequenceInsert}
