@@ -93,10 +93,28 @@ def _compile_and_save(args: argparse.Namespace, progress) -> dict[str, Any]:
     cm = ember_compile(model, target=args.target, pipeline=args.pipeline, opt_level=args.opt_level,
                        memory_budget=args.memory_budget, mcpu=args.mcpu,
                        features=args.mattr, db=args.db, instruments=instruments, disabled=args.disable or (),
-                       progress=progress)
+                       progress=progress, bind=_parse_bind(args.bind))
     progress(f"writing {args.output}")
     cm.save(args.output)
     return {"pass_times": timing.table(), "metadata": cm.metadata, "seconds": cm.compile_seconds}
+
+
+def _parse_bind(items: list[str] | None) -> dict[str, Any]:
+    """--bind NAME=V[,V...] or NAME=FILE.npy -> {name: array}."""
+    values: dict[str, Any] = {}
+    for item in items or ():
+        name, sep, text = item.partition("=")
+        if not sep or not name or not text:
+            raise EmberError(f"--bind {item!r}: expected NAME=V[,V...] or NAME=FILE.npy")
+        if text.endswith(".npy"):
+            values[name] = _read_array(text, f"--bind {name}")
+            continue
+        try:
+            numbers = [float(t) if any(c in t for c in ".eEn") else int(t) for t in text.split(",")]
+        except ValueError:
+            raise EmberError(f"--bind {name}: {text!r} is not a comma-separated list of numbers") from None
+        values[name] = np.array(numbers)
+    return values
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -535,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--mcpu", default=None, help="CPU to tune code generation for (e.g. skylake-avx512)")
     c.add_argument("--mattr", default=None, help="comma-separated features, e.g. +avx512vnni or +neon,+dotprod")
     _pipeline_options(c)
+    c.add_argument("--bind", action="append", metavar="NAME=V[,V...]",
+                   help="compile for this value of a graph input (one TVM needs at compile time: a Reduce's "
+                        "axes, a Reshape's shape, ...); a .npy file also works; repeatable")
     c.add_argument("--dump-ir-after", action="append", metavar="PASS",
                    help="print the IR after this pass ('all' for every pass; repeatable)")
     c.add_argument("--dump-dir", default=None, help="write IR dumps to this directory instead of stderr")

@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import onnx
 
 import ember.passes  # noqa: F401  (registers the built-in passes)
 
-from . import functions, ir, lower, onnx_io
+from . import functions, ir, lower, onnx_io, specialize
 from .validate import Limits, validate
 from .artifact import FORMAT_VERSION, CompiledModel
 from .pass_manager import Instrument, Pass, PassContext, PassManager, format_pipeline, parse_pipeline
@@ -83,12 +84,18 @@ def signature(graph: ir.Graph) -> tuple[list[dict], list[dict]]:
 def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *, opt_level: int | None = None,
                 memory_budget: int | None = None, instruments: Sequence[Instrument] = (),
                 disabled: Iterable[str] = (), verify_each: bool = True,
-                say: Callable[[str], None] = lambda msg: None):
-    """Import, validate, optimize and lower to Relax: (IR model, Relax module, passes run)."""
+                say: Callable[[str], None] = lambda msg: None, bind: dict[str, Any] | None = None):
+    """Import, validate, optimize and lower to Relax: (IR model, Relax module, passes run).
+    `bind` gives values to graph inputs, which become constants."""
     say("importing model")
     m = as_ir(model)
+    if bind:
+        m = specialize.bind(m, bind)
     validate(m, Limits(memory_budget=memory_budget) if memory_budget else Limits())
     m = functions.expand(m, lower.needs_body)
+    needed = specialize.needed_inputs(m)
+    if needed:
+        raise specialize.NeedsInputValues(needed)
     say(f"optimizing ({len(m.graph.nodes)} nodes)")
     passes = optimize(m, pipeline, opt_level=opt_level, instruments=instruments, disabled=disabled,
                       verify_each=verify_each)
@@ -107,9 +114,12 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
             opt_level: int | None = None, memory_budget: int | None = None, mcpu: str | None = None,
             features: str | Sequence[str] | None = None, db: str | os.PathLike | None = None,
             instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
-            verify_each: bool = True, progress: Callable[[str], None] | None = None) -> CompiledModel:
+            verify_each: bool = True, progress: Callable[[str], None] | None = None,
+            bind: dict[str, Any] | None = None) -> CompiledModel:
     """Compile an ONNX model (path, ModelProto or ember IR) for a target triple,
-    with the tuned schedules of tuning database `db` where it has them."""
+    with the tuned schedules of tuning database `db` where it has them. `bind`
+    fixes graph inputs to values (needed where TVM must know them at compile
+    time: a Reduce's axes, a Reshape's shape, ... given as graph inputs)."""
     import tvm
 
     import ember
@@ -123,7 +133,8 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     tgt.check_toolchain()
     database = TuningDatabase.open(db, tgt) if db is not None else None
     m, mod, passes = lower_model(model, tgt, pipeline, opt_level=opt_level, memory_budget=memory_budget,
-                                 instruments=instruments, disabled=disabled, verify_each=verify_each, say=say)
+                                 instruments=instruments, disabled=disabled, verify_each=verify_each, say=say,
+                                 bind=bind)
     say(f"building for {tgt.describe()}")
     counts: dict[str, int] = {}
     ex = lower.build(mod, tgt, database.ms_database() if database else None, counts)
@@ -142,6 +153,8 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
         "outputs": outputs,
         "source": str(model) if isinstance(model, (str, Path)) else "",
     }
+    if bind:
+        meta["bound_inputs"] = {k: np.asarray(v).tolist() for k, v in bind.items()}
     if database is not None:
         meta["tuned_kernels"] = {"tuned": counts.get("tuned", 0), "default": counts.get("default", 0)}
     cm = CompiledModel(ex, meta, executable=ex, target=tgt)

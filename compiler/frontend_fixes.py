@@ -204,7 +204,8 @@ def converters() -> dict[str, type]:
         dtype = dtype_of(inputs[0])
         if dtype not in ("float16", "bfloat16"):
             return tvm_impl(bb, inputs, attr, params)
-        wide = [relax.op.astype(x, "float32") if x is not None and dtype_of(x) == dtype else x for x in inputs]
+        wide = type(inputs)(bb.normalize(relax.op.astype(x, "float32")) if x is not None and dtype_of(x) == dtype
+                            else x for x in inputs)  # TVM's list type: None past its end
         return relax.op.astype(bb.normalize(tvm_impl(bb, wide, attr, params)), dtype)
 
     def extreme(bound: float):
@@ -216,17 +217,17 @@ def converters() -> dict[str, type]:
             x = inputs[0]
             if not dtype_of(x).startswith(("float", "bfloat")):
                 return out
-            # any(x != bound), with the op's own reduction: max of 0/1, or min of 0/-1
-            dtype, sign = dtype_of(x), 1.0 if bound < 0 else -1.0
+            # any(x != bound) with the op's own reduction: max of {0, 1}, or min of {0, -1};
+            # an empty reduction leaves TVM's start value, of the other sign
+            dtype, sign = dtype_of(x), relax.const(1.0 if bound < 0 else -1.0, dtype_of(x))
             c = relax.const(bound, dtype)
-            other = bb.normalize(relax.op.multiply(relax.op.astype(relax.op.not_equal(x, c), dtype),
-                                                   relax.const(sign, dtype)))
-            flag = tvm_impl(bb, [other, *inputs[1:]], attr, params)
-            return relax.op.where(relax.op.not_equal(flag, relax.const(0, dtype)), out, c)
+            other = bb.normalize(relax.op.multiply(relax.op.astype(relax.op.not_equal(x, c), dtype), sign))
+            flag = tvm_impl(bb, type(inputs)([other, *inputs[1:]]), attr, params)
+            return relax.op.where(relax.op.greater(relax.op.multiply(flag, sign), relax.const(0, dtype)), out, c)
 
         return fix
 
-    class Softmax(OnnxOpConverter):
+    class Softmax(tvm_onnx.Softmax):  # opset < 13 (flattening softmax) stays TVM's
         """float16 softmax as numpy computes it (ONNX's reference): each step
         rounded to float16, but the sum accumulated in float32 and rounded once."""
 
@@ -240,7 +241,28 @@ def converters() -> dict[str, type]:
             total = relax.op.sum(relax.op.astype(e, "float32"), axis=axis, keepdims=True)
             return relax.op.divide(e, relax.op.astype(total, "float16"))
 
-    return {"Sum": Sum, "Clip": Clip, "MatMul": patched(tvm_onnx.MatMul, widen),
+    def empty(start: float):
+        """A reduction over an empty set gives its start value (0 for sums, 1 for
+        products, -inf for log-sums and max): TVM left such outputs unwritten."""
+
+        def fix(tvm_impl, bb, inputs, attr, params):
+            out = bb.normalize(tvm_impl(bb, inputs, attr, params))
+            dims, got = static_shape(inputs[0]), static_shape(out)
+            dtype = dtype_of(out)
+            if dims is None or got is None or 0 not in dims or not np.prod(got) or not dtype.startswith("float"):
+                return out
+            return relax.op.full(got, relax.const(start, dtype), dtype)
+
+        return fix
+
+    reductions = {"ReduceSum": 0.0, "ReduceSumSquare": 0.0, "ReduceL1": 0.0, "ReduceL2": 0.0, "ReduceProd": 1.0,
+                  "ReduceLogSum": -np.inf, "ReduceLogSumExp": -np.inf, "ReduceMean": np.nan,
+                  "ReduceMax": -np.inf, "ReduceMin": np.inf}
+    fixed_reductions = {op: patched(getattr(tvm_onnx, op), empty(start)) for op, start in reductions.items()}
+    for op, limit in (("ReduceMax", -np.inf), ("ReduceMin", np.inf)):
+        fixed_reductions[op] = patched(fixed_reductions[op], extreme(limit))
+
+    return {**fixed_reductions, "Sum": Sum, "Clip": Clip, "MatMul": patched(tvm_onnx.MatMul, widen),
             "Conv": patched(tvm_onnx.Conv, widen), "Gemm": patched(tvm_onnx.Gemm, widen), "Softmax": Softmax,
-            "ReduceMax": patched(tvm_onnx.ReduceMax, extreme(-np.inf)), "ReduceMin": patched(tvm_onnx.ReduceMin, extreme(np.inf)), "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand,
+            "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand,
             "Softplus": Softplus, "Mish": Mish, "SequenceInsert": SequenceInsert}

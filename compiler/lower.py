@@ -14,6 +14,7 @@ import tempfile
 import warnings
 from functools import lru_cache
 
+import numpy as np
 import onnx
 
 from . import custom_ops, frontend_fixes, int8_lowering, ir, onnx_io
@@ -62,6 +63,28 @@ def _training_dropout(node: ir.Node) -> bool:
     return not (ratio is not None and ratio.const is not None and float(ratio.const.numpy().reshape(-1)[0]) == 0.0)
 
 
+def _const_values(node: ir.Node, index: int) -> np.ndarray | None:
+    v = node.inputs[index] if index < len(node.inputs) else None
+    return None if v is None or v.const is None or v.const.numpy().size == 0 else v.const.numpy()
+
+
+def _resize_wrong(node: ir.Node) -> str | None:
+    """TVM's resize takes only output sizes, and has no antialias."""
+    if node.attrs.get("antialias", 0):
+        return "antialias is not supported"
+    x = node.inputs[0]
+    dims = list(x.shape) if x is not None and x.shape is not None else []
+    scales, sizes = _const_values(node, 2), _const_values(node, 3)
+    if scales is not None and "axes" not in node.attrs and all(isinstance(d, int) for d in dims):
+        if any(abs(d * float(s) - round(d * float(s))) > 1e-6 for d, s in zip(dims, scales)):
+            return "scales that give a fractional output size are not supported (TVM resamples by the size ratio)"
+    mode = node.attrs.get("mode", b"nearest")
+    if sizes is not None and mode in (b"nearest", "nearest") and all(isinstance(d, int) and d for d in dims):
+        if any(o > d and o % d for d, o in zip(dims, sizes.tolist())):
+            return "nearest upsampling by a fractional ratio is not supported (TVM rounds ties differently)"
+    return None
+
+
 def known_wrong(node: ir.Node) -> str | None:
     """Why TVM's converter would give wrong results for this node (measured on
     the ONNX conformance suite), or None."""
@@ -78,6 +101,8 @@ def known_wrong(node: ir.Node) -> str | None:
         return "training mode (random masks) is not an inference op"
     if op == "RoiAlign" and node.attrs.get("mode", b"avg") in (b"max", "max"):
         return "mode=max (TVM's max pooling of samples differs from ONNX's)"
+    if op == "Resize":
+        return _resize_wrong(node)
     if op == "ConvTranspose" and "output_shape" in node.attrs and not _default_convtranspose_shape(node):
         return "an output_shape other than the default one is not supported"
     if op == "NonMaxSuppression" and len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].const is None:

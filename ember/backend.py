@@ -16,10 +16,14 @@ from onnx.backend.base import Backend, BackendRep
 
 from ember.compiler.artifact import CompiledModel
 from ember.compiler.driver import compile as ember_compile
+from ember.compiler.specialize import NeedsInputValues, Specializing
 
 
 class EmberRep(BackendRep):
-    def __init__(self, compiled: CompiledModel):
+    """A prepared model: compiled, or (where TVM needs some inputs' values at
+    compile time) compiled at the first run for the values given then."""
+
+    def __init__(self, compiled: CompiledModel | Specializing):
         self.compiled = compiled
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
@@ -50,7 +54,14 @@ class EmberBackend(Backend):
             from ember.compiler.errors import TargetError
 
             raise TargetError(f"device {device!r} is not supported by the ember backend (use CPU)")
-        return EmberRep(ember_compile(model, target="host", pipeline=kwargs.get("pipeline")))
+        pipeline = kwargs.get("pipeline")
+        try:
+            return EmberRep(ember_compile(model, target="host", pipeline=pipeline))
+        except NeedsInputValues as e:
+            names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+            outputs = [o.name for o in model.graph.output]
+            return EmberRep(Specializing(lambda values: ember_compile(model, target="host", pipeline=pipeline,
+                                                                      bind=values), e.needed, names, outputs))
 
     @classmethod
     def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple:

@@ -1,5 +1,6 @@
-"""Constant folding: nodes whose inputs are all constants are evaluated
-once, with onnx's reference implementation, and become initializers.
+"""Constant folding: nodes whose inputs are all constants (or tensors with
+no elements, whose contents are known too) are evaluated once, with onnx's
+reference implementation, and become initializers.
 
 A size cap keeps folding from materialising huge tensors: the output must
 be predictably small (static shape under the cap, or an op whose output is
@@ -41,7 +42,7 @@ def _predicted_elements(node: Node) -> int | None:
     outs = [v.shape for v in node.outputs]
     if outs and all(s is not None and all(isinstance(d, int) for d in s) for s in outs):
         return max((_numel(s) for s in outs), default=0)
-    ins = [v.const.shape for v in node.inputs if v is not None and v.const is not None]
+    ins = [v.const.shape if v.const is not None else v.shape for v in node.inputs if v is not None and known(v)]
     if node.op_type in SHRINKING or node.op_type == "Concat":
         return sum(_numel(s) for s in ins) if node.op_type == "Concat" else max((_numel(s) for s in ins), default=1)
     if node.op_type in ELEMENTWISE:
@@ -50,6 +51,22 @@ def _predicted_elements(node: Node) -> int | None:
         except ValueError:
             return None
     return None
+
+
+def known(v: Value | None) -> bool:
+    """A value whose contents are known: a constant, or a tensor with no elements."""
+    return v is None or v.const is not None or _empty(v)
+
+
+def _empty(v: Value) -> bool:
+    return (v.is_tensor and bool(v.dtype) and v.shape is not None and 0 in v.shape
+            and all(isinstance(d, int) for d in v.shape))
+
+
+def _contents(v: Value) -> np.ndarray:
+    if v.const is not None:
+        return v.const.numpy()
+    return np.zeros(v.shape, onnx.helper.tensor_dtype_to_np_dtype(v.dtype))
 
 
 def evaluate(node: Node, opset: int) -> list[np.ndarray]:
@@ -64,7 +81,7 @@ def evaluate(node: Node, opset: int) -> list[np.ndarray]:
     proto.input.extend(names)
     del proto.output[:]
     proto.output.extend(f"out{i}" for i in range(len(node.outputs)))
-    feeds = {n: v.const.numpy() for n, v in zip(names, node.inputs) if v is not None}
+    feeds = {n: _contents(v) for n, v in zip(names, node.inputs) if v is not None}
     graph = onnx.helper.make_graph([proto], "fold", [onnx.helper.make_tensor_value_info(n, 0, None) for n in feeds],
                                    [onnx.helper.make_tensor_value_info(o, 0, None) for o in proto.output])
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
@@ -94,7 +111,7 @@ class FoldConstants(Pass):
         if (node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC or node.op_type in KEEP
                 or any(True for _ in node.subgraphs())):
             return False
-        if not all(v is None or v.const is not None for v in node.inputs):
+        if not all(known(v) for v in node.inputs):
             return False
         if not all(v.is_tensor for v in node.outputs):
             return False

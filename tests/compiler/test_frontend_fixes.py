@@ -101,3 +101,23 @@ def test_float16_matmul_and_softmax_round_like_numpy():
     e = np.exp(p - p.max(-1, keepdims=True))
     ref = e / e.sum(-1, keepdims=True)
     np.testing.assert_array_equal(ember.compile(m).run({"a": a, "b": b})["y"], ref)
+
+
+def test_legacy_softmax_still_flattens():
+    """Before opset 13 Softmax normalises over all dims from `axis` on (float16 fix must keep that)."""
+    m = model([h.make_node("Softmax", ["x"], ["y"], axis=1)], [tensor("x", [2, 3, 4])], [tensor("y", [2, 3, 4])],
+              opset=11)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    np.testing.assert_allclose(ember.compile(m).run({"x": x})["y"], ort_run(m, {"x": x})[0], rtol=1e-5, atol=1e-7)
+
+
+def test_float16_conv_without_bias_and_clip():
+    """The float16 Conv fix keeps TVM's optional-input list (no bias); Clip still converts."""
+    m = model([h.make_node("Conv", ["x", "w"], ["c"], group=4), h.make_node("Clip", ["c", "lo", "hi"], ["y"])],
+              [tensor("x", [1, 4, 9], T.FLOAT16), tensor("w", [4, 1, 3], T.FLOAT16)], [tensor("y", [1, 4, 7], T.FLOAT16)],
+              [init("lo", np.float16(-1)), init("hi", np.float16(1))])
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((1, 4, 9)).astype(np.float16), "w": rng.standard_normal((4, 1, 3)).astype(np.float16)}
+    want = np.clip(np.stack([np.convolve(feeds["x"][0, c].astype(np.float32), feeds["w"][c, 0, ::-1].astype(np.float32),
+                                         "valid") for c in range(4)])[None], -1, 1).astype(np.float16)
+    np.testing.assert_array_equal(ember.compile(m).run(feeds)["y"], want)

@@ -28,6 +28,19 @@ def test_fold_constants_size_cap_and_randomness():
     assert_no_fire(rnd, "fold-constants")
 
 
+@pytest.mark.parametrize("op, start", [("ReduceSum", 0.0), ("ReduceProd", 1.0), ("ReduceLogSumExp", -np.inf),
+                                       ("ReduceMax", -np.inf)])
+def test_fold_constants_knows_empty_tensors(op, start):
+    """A tensor with no elements has known contents: a reduction over it folds to its start
+    value (TVM left such outputs unwritten)."""
+    m = model([h.make_node(op, ["x", "axes"], ["r"], keepdims=1), h.make_node("Add", ["r", "b"], ["y"])],
+              [tensor("x", [2, 0, 4]), tensor("b", [2, 1, 4])], [tensor("y", [2, 1, 4])],
+              [init("axes", np.array([1], np.int64))], opset=18)
+    feeds = {"x": np.zeros((2, 0, 4), np.float32), "b": np.ones((2, 1, 4), np.float32)}
+    out = assert_pass(m, "fold-constants,dce", feeds, ["Add"])
+    np.testing.assert_array_equal(out.graph.nodes[0].inputs[0].const.numpy(), np.full((2, 1, 4), start, np.float32))
+
+
 def test_fold_constants_keeps_output_names():
     m = model([h.make_node("Add", ["a", "b"], ["y"]), h.make_node("Relu", ["x"], ["z"])],
               [tensor("x", [2])], [tensor("y", [2]), tensor("z", [2])],

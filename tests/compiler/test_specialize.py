@@ -1,0 +1,88 @@
+"""Graph inputs whose values TVM needs at compile time (a Reduce's axes, a
+Range's limit, ...): named with one clear error, bound with bind=/--bind, and
+specialised per value by the ONNX backend at the first run; never a wrong shape."""
+
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from ember.compiler import onnx_io, specialize
+from ember.compiler.errors import CompileError
+from helpers import ember_cli, model, ort_run, tensor
+from onnx import TensorProto as T
+from onnx import helper as h
+
+import ember
+import ember.backend as eb
+
+
+def reduce_model() -> onnx.ModelProto:
+    return model([h.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)],
+                 [tensor("x", [2, 3, 4]), tensor("axes", [1], T.INT64)], [tensor("y", None)])
+
+
+X = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+
+
+def test_needed_inputs_named_in_one_error():
+    assert specialize.needed_inputs(onnx_io.import_model(reduce_model())) == {"axes": "ReduceSum's axes"}
+    with pytest.raises(specialize.NeedsInputValues, match=r"input 'axes' \(ReduceSum's axes\) must be known at "
+                                                           r"compile time.*--bind axes="):
+        ember.compile(reduce_model())
+
+
+def test_bind_compiles_for_the_value():
+    cm = ember.compile(reduce_model(), bind={"axes": [2]})
+    assert cm.input_names == ["x"] and cm.metadata["bound_inputs"] == {"axes": [2]}
+    np.testing.assert_allclose(cm.run({"x": X})["y"], ort_run(reduce_model(), {"x": X, "axes": np.array([2])})[0],
+                               rtol=1e-6)
+
+
+def test_backend_specialises_per_value_and_says_so():
+    rep, seen = eb.prepare(reduce_model()), set()
+    for axes, shape in (([1], (2, 4)), ([2], (2, 3)), ([1], (2, 4)), ([0], (3, 4))):
+        feeds = {"x": X, "axes": np.array(axes)}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = rep.run(feeds)[0]
+        assert out.shape == shape
+        np.testing.assert_allclose(out, ort_run(reduce_model(), feeds)[0], rtol=1e-6)
+        assert bool(caught) == (tuple(axes) not in seen)  # said once per value set, when it compiles
+        seen.add(tuple(axes))
+    assert len(rep.compiled.variants) == 3
+
+
+def test_values_reached_through_arithmetic_but_not_through_shapes():
+    # Range(0, n + 1, 1): n's value decides the output's length
+    rng = model([h.make_node("Add", ["n", "one"], ["limit"]), h.make_node("Range", ["zero", "limit", "one"], ["y"])],
+                [tensor("n", [], T.INT64)], [tensor("y", None, T.INT64)],
+                [onnx.numpy_helper.from_array(np.array(1, np.int64), "one"),
+                 onnx.numpy_helper.from_array(np.array(0, np.int64), "zero")])
+    assert set(specialize.needed_inputs(onnx_io.import_model(rng))) == {"n"}
+    np.testing.assert_array_equal(eb.prepare(rng).run({"n": np.array(4)})[0], np.arange(5))
+    # Reshape to Shape(y): only y's shape matters, known at compile time
+    shaped = model([h.make_node("Shape", ["y"], ["s"]), h.make_node("Reshape", ["x", "s"], ["z"])],
+                   [tensor("x", [2, 6]), tensor("y", [3, 4])], [tensor("z", [3, 4])])
+    assert specialize.needed_inputs(onnx_io.import_model(shaped)) == {}
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"nope": [1]}, "no such input"),
+    ({"axes": [1, 2]}, r"has shape \[1\]; cannot bind a value of shape \[2\]"),
+    ({"axes": [1.5]}, "is int64; cannot bind"),
+])
+def test_bad_bindings(values, message):
+    with pytest.raises(CompileError, match=message):
+        ember.compile(reduce_model(), bind=values)
+
+
+def test_cli_bind(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(reduce_model(), path)
+    bad = ember_cli("compile", path, "-o", tmp_path / "a", "-q")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "must be known at compile time" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    ok = ember_cli("compile", path, "-o", tmp_path / "b", "--bind", "axes=2", "-q")
+    assert ok.returncode == 0, ok.stderr
+    assert ember.load(tmp_path / "b").run({"x": X})["y"].shape == (2, 3)
