@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import narrow
 from .errors import ArtifactError, RuntimeInputError
 from .fileutil import atomic_write_text
 from .isolate import mark_pool_started
@@ -91,13 +92,16 @@ class CompiledModel:
         arrays = []
         for spec in self.inputs:
             a = np.asarray(inputs[spec["name"]])
-            if spec["dtype"] and a.dtype != np.dtype(spec["dtype"]):
+            if spec["dtype"] and a.dtype.name != spec["dtype"]:
                 raise RuntimeInputError(f"input {spec['name']!r} must be {spec['dtype']}, got {a.dtype}")
             shape = spec["shape"]
             if shape is not None:
                 if a.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, a.shape)):
                     want = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
                     raise RuntimeInputError(f"input {spec['name']!r} must have shape {want}, got {list(a.shape)}")
+            narrow_type = narrow.by_name(a.dtype.name)
+            if narrow_type is not None:  # stored in bytes (narrow.py)
+                a = narrow.to_storage(a, narrow_type)
             arrays.append(np.require(a, requirements="C"))  # keeps 0-d arrays 0-d
         return arrays
 
@@ -120,7 +124,7 @@ class CompiledModel:
         flat = _flatten(result)
         if len(flat) != len(self.outputs):
             raise ArtifactError(f"model returned {len(flat)} outputs, metadata lists {len(self.outputs)}")
-        return {o["name"]: v for o, v in zip(self.outputs, flat)}
+        return {o["name"]: _from_storage(v, o["dtype"]) for o, v in zip(self.outputs, flat)}
 
     __call__ = run
 
@@ -167,6 +171,11 @@ class CompiledModel:
         meta["library_sha256"] = _sha256(directory / LIBRARY)
         atomic_write_text(directory / METADATA, json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return directory
+
+
+def _from_storage(a: np.ndarray, dtype: str) -> np.ndarray:
+    narrow_type = narrow.by_name(dtype) if dtype else None
+    return a if narrow_type is None else narrow.from_storage(a, narrow_type)
 
 
 def _flatten(result) -> list[np.ndarray]:

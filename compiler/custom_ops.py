@@ -91,7 +91,7 @@ OPS: dict[str, CustomOp] = {op.op_type: op for op in (
 
 
 # ops only lowering adds (runtime checks); they never appear in an exported graph
-LOWERING_ONLY = frozenset({"CheckBounds"})
+LOWERING_ONLY = frozenset({"CheckBounds", "NarrowEncode", "NarrowDecode"})
 
 
 def used_ops(op_types: set[tuple[str, str]]) -> list[CustomOp]:

@@ -107,6 +107,7 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
         say(f"int8 compute: {integer} layers on integer kernels "
             f"({dot.label + ' dot products' if dot else 'int32 arithmetic: this target has no int8 dot product'})")
     say(f"lowering to Relax ({len(m.graph.nodes)} nodes)")
+    m.extra["signature"] = signature(m.graph)  # lowering may store values in other types (narrow.py)
     return m, lower.to_relax(m), passes
 
 
@@ -142,7 +143,7 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
         total = counts.get("tuned", 0) + counts.get("default", 0)
         say(f"schedules from tuning database {db} for {counts.get('tuned', 0)} of {total} kernels; "
             "default schedules for the rest")
-    inputs, outputs = signature(m.graph)
+    inputs, outputs = m.extra.pop("signature")
     meta = {
         "format_version": FORMAT_VERSION,
         "ember_version": ember.__version__,

@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import onnx
 
-from . import custom_ops, frontend_fixes, int8_lowering, ir, onnx_io
+from . import custom_ops, frontend_fixes, int8_lowering, ir, narrow, onnx_io
 from .errors import CompileError, UnsupportedError
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -170,6 +170,7 @@ def to_relax(model: ir.Model):
 
     from .guards import insert_guards
 
+    narrow.rewrite(model)
     check_supported(model)
     if insert_guards(model):
         model.verify()
@@ -194,7 +195,8 @@ def _ember_converters(opset: int):
     from tvm.relax.frontend.onnx import onnx_frontend
 
     original = onnx_frontend._get_convert_map
-    extra = {**custom_ops.relax_converters(), **frontend_fixes.converters(), **int8_lowering.converters(opset)}
+    extra = {**custom_ops.relax_converters(), **frontend_fixes.converters(), **int8_lowering.converters(opset),
+             **narrow.converters()}
     onnx_frontend._get_convert_map = lambda: {**original(), **extra}
     try:
         yield

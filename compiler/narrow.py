@@ -1,0 +1,295 @@
+"""8-bit floats, 4-bit floats and 2/4-bit integers.
+
+TVM cannot hold INT4/INT2 tensors and converts to and from its float8 types
+wrongly (float8_e4m3fnuz is garbage, no saturation), so Ember never gives it
+these types. Before lowering, every such value is stored in a byte (float
+formats: the bit pattern as uint8; integers: the value as int8/uint8), and the
+casts that touch them become two Ember ops with Relax converters:
+
+- NarrowDecode(code) -> T: a table lookup of the format's 256 codes;
+- NarrowEncode(x) -> code: round to nearest, ties to even, found by comparing
+  |x| with the midpoints between the format's values (exact, no bit tricks),
+  saturating or overflowing as ONNX's `saturate` says; integers truncate
+  and wrap, as ONNX's reference does.
+
+Only casts and data movement may touch these values (ONNX defines no
+arithmetic on them); a model that does more keeps its types and is refused.
+At the run-time boundary, arrays convert between ml_dtypes and storage
+(`to_storage`, `from_storage`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import ml_dtypes
+import numpy as np
+import onnx
+
+from . import custom_ops, ir
+
+T = onnx.TensorProto
+FLOATS = {T.FLOAT8E4M3FN: ml_dtypes.float8_e4m3fn, T.FLOAT8E4M3FNUZ: ml_dtypes.float8_e4m3fnuz,
+          T.FLOAT8E5M2: ml_dtypes.float8_e5m2, T.FLOAT8E5M2FNUZ: ml_dtypes.float8_e5m2fnuz,
+          T.FLOAT4E2M1: ml_dtypes.float4_e2m1fn}
+INTS = {T.INT4: (ml_dtypes.int4, 4, True), T.UINT4: (ml_dtypes.uint4, 4, False),
+        T.INT2: (ml_dtypes.int2, 2, True), T.UINT2: (ml_dtypes.uint2, 2, False)}
+NARROW = frozenset(FLOATS) | frozenset(INTS)
+# ops that only move elements: correct on the stored bytes
+MOVERS = frozenset({"Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Concat", "Split",
+                    "Slice", "Gather", "Expand", "Shape", "Size", "Tile", "DepthToSpace", "SpaceToDepth"})
+ENCODE, DECODE = "NarrowEncode", "NarrowDecode"
+
+
+def storage(dtype: int) -> int:
+    if dtype in INTS:
+        return T.INT8 if INTS[dtype][2] else T.UINT8
+    return T.UINT8
+
+
+def numpy_type(dtype: int):
+    return FLOATS[dtype] if dtype in FLOATS else INTS[dtype][0]
+
+
+def by_name(name: str) -> int | None:
+    """The ONNX type of an ml_dtypes name ('float8_e4m3fn', 'int4', ...), or None."""
+    for t in NARROW:
+        if np.dtype(numpy_type(t)).name == name:
+            return t
+    return None
+
+
+def to_storage(a: np.ndarray, dtype: int) -> np.ndarray:
+    return a.view(np.uint8) if dtype in FLOATS else a.astype(onnx.helper.tensor_dtype_to_np_dtype(storage(dtype)))
+
+
+def from_storage(a: np.ndarray, dtype: int) -> np.ndarray:
+    return a.view(FLOATS[dtype]) if dtype in FLOATS else a.astype(INTS[dtype][0])
+
+
+@lru_cache(maxsize=None)
+def decode_table(dtype: int) -> np.ndarray:
+    """float32 value of each of the 256 codes (codes past a 4-bit format's 16 read 0)."""
+    codes = np.arange(256, dtype=np.uint8)
+    bits = 4 if dtype == T.FLOAT4E2M1 else 8
+    values = np.zeros(256, np.float32)
+    values[: 1 << bits] = codes[: 1 << bits].view(FLOATS[dtype]).astype(np.float32)
+    return values
+
+
+@lru_cache(maxsize=None)
+def encode_tables(dtype: int, saturate: bool):
+    """(midpoints, codes, odd, nan code, sign bit, has -0) for rounding |x| to a code:
+    index = #(|x| > mid) + #(|x| == mid and the code below is odd)."""
+    fmt = FLOATS[dtype]
+    bits = 4 if dtype == T.FLOAT4E2M1 else 8
+    sign = 1 << (bits - 1)
+    table = decode_table(dtype)[:sign]
+    finite = [(float(v), c) for c, v in enumerate(table) if np.isfinite(v)]
+    finite.sort()
+    values = [v for v, _ in finite]
+    codes = [c for _, c in finite]
+    if not saturate and dtype != T.FLOAT4E2M1:  # past max + ulp/2: inf (e5m2) or NaN
+        values.append(2 * values[-1] - values[-2])
+        codes.append(int(np.array([np.inf], np.float32).astype(fmt).view(np.uint8)[0]))
+    mids = (np.array(values[:-1], np.float64) + np.array(values[1:], np.float64)) / 2
+    odd = np.array([c & 1 for c in codes[:-1]], bool)
+    nan = np.array([np.nan], np.float32).astype(fmt).view(np.uint8)[0] if dtype != T.FLOAT4E2M1 else sign
+    negative_zero = bool(np.signbit(np.array([-0.0], np.float32).astype(fmt).astype(np.float32)[0]))
+    return mids.astype(np.float32), np.array(codes, np.int32), odd, int(nan), sign, negative_zero
+
+
+# ---------------------------------------------------------------- the IR rewrite
+def _touching(v: ir.Value) -> list[ir.Node]:
+    nodes = [n for n, _ in v.uses]
+    return nodes + ([v.producer] if v.producer is not None else [])
+
+
+def _qdq_ok(node: ir.Node) -> bool:
+    """Q/DQ per tensor or per axis (not blocked), with scale and zero point of known rank."""
+    if node.attrs.get("block_size", 0):
+        return False
+    params = [v for v in node.inputs[1:3] if v is not None]
+    return node.inputs[0].shape is not None and all(v.shape is not None and len(v.shape) <= 1 for v in params)
+
+
+def _allowed(node: ir.Node) -> bool:
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        return _qdq_ok(node)
+    return node.op_type in MOVERS or node.op_type in ("Cast", "CastLike")
+
+
+def rewrite(model: ir.Model) -> bool:
+    """Store narrow values in bytes and turn their casts into Narrow ops; False (and
+    nothing changed) where anything but casts and data movement touches them."""
+    g = model.graph
+    narrow = [v for v in g.values() if v.dtype in NARROW]
+    if not narrow or any(v.dtype in NARROW for sub in g.all_graphs() if sub is not g for v in sub.values()):
+        return False
+    if not all(_allowed(n) for v in narrow for n in _touching(v)):
+        return False
+    for node in list(g.nodes):
+        if node.op_type == "CastLike" and node.domain in ("", "ai.onnx") and node.inputs[1].dtype:
+            _cast(g, node, node.inputs[0], node.inputs[1].dtype, node.attrs.get("saturate", 1))
+        elif node.op_type == "Cast" and node.domain in ("", "ai.onnx"):
+            _cast(g, node, node.inputs[0], node.attrs["to"], node.attrs.get("saturate", 1))
+        elif node.op_type == "DequantizeLinear" and node.inputs[0].dtype in NARROW:
+            _dequantize(g, node)
+        elif node.op_type == "QuantizeLinear" and node.outputs[0].dtype in NARROW:
+            _quantize(g, node)
+    for v in list(g.values()):  # the casts' new outputs too; later casts read their narrow type
+        if v.dtype not in NARROW:
+            continue
+        if v.const is not None:
+            v.const = ir.Tensor.from_numpy(to_storage(v.const.numpy(), v.dtype))
+        v.dtype = storage(v.dtype)
+    return True
+
+
+def _cast(g: ir.Graph, node: ir.Node, x: ir.Value, to: int, saturate: int) -> None:
+    src = x.dtype
+    if src not in NARROW and to not in NARROW:
+        return
+    y = node.outputs[0]
+    if src in NARROW:
+        mid_type = T.FLOAT if to in NARROW else to
+        decoded = g.make_node(DECODE, [x], attrs={"format": src, "to": mid_type}, domain=custom_ops.DOMAIN,
+                              before=node)
+        decoded.outputs[0].dtype, decoded.outputs[0].shape = mid_type, x.shape
+        x = decoded.outputs[0]
+    if to in NARROW:
+        encoded = g.make_node(ENCODE, [x], attrs={"format": to, "saturate": int(saturate)},
+                              domain=custom_ops.DOMAIN, before=node)
+        encoded.outputs[0].dtype, encoded.outputs[0].shape = to, x.shape
+        x = encoded.outputs[0]
+    g.substitute(y, x)
+    g.remove(node)
+
+
+def _qdq_params(g: ir.Graph, node: ir.Node, ftype: int) -> tuple[ir.Value, ir.Value | None]:
+    """Scale and zero point (decoded to `ftype`; None if absent), shaped to broadcast along `axis`."""
+    rank = len(node.inputs[0].shape)
+    scale = node.inputs[1]
+    zp = node.inputs[2] if len(node.inputs) > 2 else None
+    if zp is not None:
+        decoded = g.make_node(DECODE, [zp], attrs={"format": zp.dtype, "to": ftype}, domain=custom_ops.DOMAIN,
+                              before=node).outputs[0]
+        decoded.dtype, decoded.shape = ftype, zp.shape
+        zp = decoded
+    if scale.shape and rank > 1:  # per axis: [C] -> [1, .., C, .., 1]
+        axis = node.attrs.get("axis", 1) % rank
+        shape = g.make_const(np.array([1] * axis + [-1] + [1] * (rank - axis - 1), np.int64), "axis_shape")
+        scale, zp = (None if v is None else _emit(g, node, "Reshape", [v, shape], v.dtype, None)
+                     for v in (scale, zp))
+    return scale, zp
+
+
+def _emit(g: ir.Graph, node: ir.Node, op: str, inputs, dtype: int, shape, **attrs) -> ir.Value:
+    made = g.make_node(op, inputs, attrs=attrs, before=node)
+    made.outputs[0].dtype, made.outputs[0].shape = dtype, shape
+    return made.outputs[0]
+
+
+def _dequantize(g: ir.Graph, node: ir.Node) -> None:
+    """(decode(x) - zero point) * scale, in the scale's type."""
+    x, y = node.inputs[0], node.outputs[0]
+    ftype = node.inputs[1].dtype
+    scale, zero = _qdq_params(g, node, ftype)
+    value = g.make_node(DECODE, [x], attrs={"format": x.dtype, "to": ftype}, domain=custom_ops.DOMAIN,
+                        before=node).outputs[0]
+    value.dtype, value.shape = ftype, x.shape
+    if zero is not None:
+        value = _emit(g, node, "Sub", [value, zero], ftype, x.shape)
+    g.substitute(y, _emit(g, node, "Mul", [value, scale], ftype, x.shape))
+    g.remove(node)
+
+
+def _quantize(g: ir.Graph, node: ir.Node) -> None:
+    """Float formats: encode(x / scale + zero point); integers: saturate(round(x / scale) + zero point)."""
+    x, y = node.inputs[0], node.outputs[0]
+    fmt, np_type = y.dtype, onnx.helper.tensor_dtype_to_np_dtype(x.dtype)
+    scale, zero = _qdq_params(g, node, x.dtype)
+    q = _emit(g, node, "Div", [x, scale], x.dtype, x.shape)
+    if fmt in INTS:
+        q = _emit(g, node, "Round", [q], x.dtype, x.shape)
+    if zero is not None:
+        q = _emit(g, node, "Add", [q, zero], x.dtype, x.shape)
+    if fmt in INTS:
+        _, bits, signed = INTS[fmt]
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        bounds = [g.make_const(np.array(b, np_type), "bound") for b in (lo, hi)]
+        q = _emit(g, node, "Clip", [q, *bounds], x.dtype, x.shape)
+    encoded = g.make_node(ENCODE, [q], attrs={"format": fmt, "saturate": int(node.attrs.get("saturate", 1))},
+                          domain=custom_ops.DOMAIN, before=node).outputs[0]
+    encoded.dtype, encoded.shape = fmt, x.shape
+    g.substitute(y, encoded)
+    g.remove(node)
+
+
+# ---------------------------------------------------------------- lowering
+def converters() -> dict[str, type]:
+    from tvm import relax
+    from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
+
+    def const(a) -> relax.Constant:
+        a = np.asarray(a)
+        return relax.const(a, str(a.dtype))
+
+    class NarrowDecode(OnnxOpConverter):
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            fmt, to = attr["format"], onnx.helper.tensor_dtype_to_np_dtype(attr["to"]).name
+            x = inputs[0]
+            if fmt in INTS:
+                return relax.op.astype(x, to)
+            values = relax.op.take(const(decode_table(fmt)), relax.op.astype(x, "int32"), axis=0)
+            return relax.op.astype(values, to)
+
+    class NarrowEncode(OnnxOpConverter):
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            fmt, x = attr["format"], inputs[0]
+            src = str(x.ty.dtype)
+            if fmt in INTS:
+                _, bits, signed = INTS[fmt]
+                return relax.op.astype(cls._wrap(x, src, bits, signed), "int8" if signed else "uint8")
+            return relax.op.astype(cls._float(bb, x, src, fmt, bool(attr.get("saturate", 1))), "uint8")
+
+        @staticmethod
+        def _wrap(x, src: str, bits: int, signed: bool):
+            """Truncate toward zero, then keep the low `bits` bits (two's complement); NaN/inf give 0
+            (ONNX's reference)."""
+            if src.startswith(("float", "bfloat")):
+                x = relax.op.astype(x, "float64")
+                finite = relax.op.logical_not(relax.op.logical_or(relax.op.isnan(x), relax.op.isinf(x)))
+                x = relax.op.astype(relax.op.where(finite, relax.op.trunc(x), const(np.float64(0))), "int64")
+            else:
+                x = relax.op.astype(x, "int64")
+            low = relax.op.floor_mod(x, const(np.int64(1 << bits)))
+            if signed:
+                low = relax.op.where(relax.op.greater_equal(low, const(np.int64(1 << (bits - 1)))),
+                                     relax.op.subtract(low, const(np.int64(1 << bits))), low)
+            return low
+
+        @staticmethod
+        def _float(bb, x, src: str, fmt: int, saturate: bool):
+            mids, codes, odd, nan, sign, negative_zero = encode_tables(fmt, saturate)
+            x = bb.normalize(relax.op.astype(x, "float64" if src == "float64" else "float32"))
+            dtype = str(x.ty.dtype)
+            a = relax.op.expand_dims(relax.op.abs(x), -1)
+            m = const(mids.astype(dtype))
+            above = relax.op.astype(relax.op.greater(a, m), "int32")
+            tie = relax.op.astype(relax.op.logical_and(relax.op.equal(a, m), const(odd)), "int32")
+            index = relax.op.sum(relax.op.add(above, tie), axis=[-1])
+            mag = relax.op.take(const(codes), index, axis=0)
+            zero = const(np.zeros((), dtype))
+            negative = relax.op.logical_or(relax.op.less(x, zero), relax.op.logical_and(
+                relax.op.equal(x, zero), relax.op.less(relax.op.divide(const(np.ones((), dtype)), x), zero)))
+            if not negative_zero:  # no -0 in the format: a negative value rounding to 0 is +0
+                negative = relax.op.logical_and(negative, relax.op.not_equal(mag, const(np.int32(0))))
+            signed = relax.op.where(negative, relax.op.bitwise_or(mag, const(np.int32(sign))), mag)
+            return relax.op.where(relax.op.isnan(x), const(np.int32(nan)), signed)
+
+    return {DECODE: NarrowDecode, ENCODE: NarrowEncode}
