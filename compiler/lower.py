@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import onnx
 
-from . import custom_ops, frontend_fixes, int8_lowering, ir, narrow, onnx_io
+from . import custom_ops, frontend_fixes, int8_lowering, ir, missing_ops, narrow, onnx_io
 from .errors import CompileError, UnsupportedError
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -114,7 +114,7 @@ def known_wrong(node: ir.Node) -> str | None:
 def supported_ops() -> frozenset[str]:
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    return frozenset(onnx_frontend._get_convert_map()) | {"If", "Constant"} | int8_lowering.OPS
+    return frozenset(onnx_frontend._get_convert_map()) | {"If", "Constant"} | int8_lowering.OPS | missing_ops.OPS
 
 
 def needs_body(node: ir.Node) -> bool:
@@ -196,7 +196,7 @@ def _ember_converters(opset: int):
 
     original = onnx_frontend._get_convert_map
     extra = {**custom_ops.relax_converters(), **frontend_fixes.converters(), **int8_lowering.converters(opset),
-             **narrow.converters()}
+             **narrow.converters(), **missing_ops.converters()}
     onnx_frontend._get_convert_map = lambda: {**original(), **extra}
     try:
         yield

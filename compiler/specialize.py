@@ -29,7 +29,7 @@ _REDUCE = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "R
            "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "Squeeze", "Unsqueeze")
 CONST_OPERANDS: dict[str, tuple[int, ...]] = {
     **{op: (1,) for op in _REDUCE},
-    "Reshape": (1,), "OneHot": (1, 2), "CumSum": (1,), "Split": (1,), "TopK": (1,), "Upsample": (1,),
+    "Reshape": (1,), "OneHot": (1, 2), "CumSum": (1,), "CumProd": (1,), "Split": (1,), "TopK": (1,), "Upsample": (1,),
     "AffineGrid": (1,), "Resize": (1, 2, 3), "Pad": (1, 2, 3), "ConstantOfShape": (0,), "Range": (0, 1, 2),
     "MaxUnpool": (2,), "NonMaxSuppression": (2,),
 }
