@@ -16,7 +16,7 @@ import onnx
 
 import ember.passes  # noqa: F401  (registers the built-in passes)
 
-from . import functions, ir, lower, onnx_io, specialize
+from . import functions, ir, lower, onnx_io, specialize, unroll
 from .validate import Limits, validate
 from .artifact import FORMAT_VERSION, CompiledModel
 from .pass_manager import Instrument, Pass, PassContext, PassManager, format_pipeline, parse_pipeline
@@ -92,7 +92,7 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
     if bind:
         m = specialize.bind(m, bind)
     validate(m, Limits(memory_budget=memory_budget) if memory_budget else Limits())
-    m = functions.expand(m, lower.needs_body)
+    m = unroll.unroll(functions.expand(m, lower.needs_body))
     needed = specialize.needed_inputs(m)
     if needed:
         raise specialize.NeedsInputValues(needed)

@@ -1,0 +1,102 @@
+"""Scan, unrolled: TVM has no loops in its ONNX frontend, but a Scan over a
+sequence whose length is known is just its body, once per step.
+
+Each step slices the scan inputs (Gather at the step's index), copies the
+body's nodes into the graph with the state and slices in place of its inputs,
+and feeds its new state to the next step; the per-step scan outputs are
+stacked (Unsqueeze + Concat). Directions and axes follow ONNX (opset 9+).
+Scans too long to unroll (MAX_NODES), of unknown length, or with nested
+subgraphs stay as they are, and are refused as unsupported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import ir, onnx_io
+
+MAX_NODES = 20000  # body nodes x steps
+
+
+def _length(node: ir.Node, scans: list[ir.Value], axes: list[int]) -> int | None:
+    lengths = set()
+    for v, axis in zip(scans, axes):
+        if v is None or v.shape is None or not isinstance(v.shape[axis % len(v.shape)], int):
+            return None
+        lengths.add(v.shape[axis % len(v.shape)])
+    return lengths.pop() if len(lengths) == 1 else None
+
+
+def _copy_body(g: ir.Graph, node: ir.Node, body: ir.Graph, bound: list[ir.Value]) -> list[ir.Value]:
+    """The body's nodes copied before `node`, its inputs bound to `bound`; returns its outputs."""
+    mapping: dict[int, ir.Value] = {id(v): b for v, b in zip(body.inputs, bound)}
+    for v in body.initializers.values():
+        mapping[id(v)] = g.make_const(v.const.numpy(), v.name)
+    for n in body.nodes:
+        copy = g.make_node(n.op_type, [None if v is None else mapping.get(id(v), v) for v in n.inputs],
+                           len(n.outputs), dict(n.attrs), domain=n.domain, before=node)
+        copy.attr_types.update(n.attr_types)
+        for old, new in zip(n.outputs, copy.outputs):
+            new.dtype, new.shape, new.type_proto = old.dtype, old.shape, old.type_proto
+            mapping[id(old)] = new
+    return [mapping.get(id(v), v) for v in body.outputs]
+
+
+def _unsqueeze(g: ir.Graph, node: ir.Node, v: ir.Value, axis: int) -> ir.Value:
+    if g.root().opset < 13:  # axes were an attribute before opset 13
+        return g.make_node("Unsqueeze", [v], attrs={"axes": [axis]}, before=node).outputs[0]
+    return g.make_node("Unsqueeze", [v, g.make_const(np.array([axis], np.int64), "axis")], before=node).outputs[0]
+
+
+def _unroll_scan(g: ir.Graph, node: ir.Node) -> bool:
+    body = node.attrs["body"]
+    m = node.attrs["num_scan_inputs"]
+    states, scans = list(node.inputs[: len(node.inputs) - m]), list(node.inputs[len(node.inputs) - m:])
+    n_scan_out = len(body.outputs) - len(states)
+    in_axes = list(node.attrs.get("scan_input_axes", [0] * m))
+    in_dirs = list(node.attrs.get("scan_input_directions", [0] * m))
+    out_axes = list(node.attrs.get("scan_output_axes", [0] * n_scan_out))
+    out_dirs = list(node.attrs.get("scan_output_directions", [0] * n_scan_out))
+    for k, axis in enumerate(out_axes):
+        if axis < 0:
+            shape = body.outputs[len(states) + k].shape
+            if shape is None:
+                return False
+            out_axes[k] = axis + len(shape) + 1
+    length = _length(node, scans, in_axes)
+    if (length is None or length * len(body.nodes) > MAX_NODES or any(True for n in body.nodes for _ in n.subgraphs())
+            or any(v is None for v in states)):
+        return False
+    steps: list[list[ir.Value]] = []
+    for t in range(length):
+        slices = []
+        for v, axis, reverse in zip(scans, in_axes, in_dirs):
+            index = g.make_const(np.array(length - 1 - t if reverse else t, np.int64), "step")
+            gather = g.make_node("Gather", [v, index], attrs={"axis": axis % len(v.shape)}, before=node)
+            slices.append(gather.outputs[0])
+        outs = _copy_body(g, node, body, states + slices)
+        states, per_step = outs[: len(states)], outs[len(states):]
+        steps.append(per_step)
+    for i, v in enumerate(states):
+        g.substitute(node.outputs[i], v)
+    for k in range(n_scan_out):
+        pieces = [step[k] for step in steps]
+        if out_dirs[k]:
+            pieces.reverse()
+        lifted = [_unsqueeze(g, node, p, out_axes[k]) for p in pieces]
+        stacked = g.make_node("Concat", lifted, attrs={"axis": out_axes[k]}, before=node).outputs[0]
+        g.substitute(node.outputs[len(states) + k], stacked)
+    g.remove(node)
+    return True
+
+
+def unroll(model: ir.Model) -> ir.Model:
+    """`model` with every Scan it can unroll unrolled (re-imported, so shapes are inferred again)."""
+    if model.opset < 9:  # Scan-8 has a batch axis and per-batch lengths
+        return model
+    changed = False
+    for g in list(model.graph.all_graphs()):
+        for node in list(g.nodes):
+            if node.op_type == "Scan" and node.domain in ("", "ai.onnx"):
+                changed |= _unroll_scan(g, node)
+    return onnx_io.import_model(onnx_io.export_model(model)) if changed else model
