@@ -262,7 +262,77 @@ def converters() -> dict[str, type]:
     for op, limit in (("ReduceMax", -np.inf), ("ReduceMin", np.inf)):
         fixed_reductions[op] = patched(fixed_reductions[op], extreme(limit))
 
-    return {**fixed_reductions, "Sum": Sum, "Clip": Clip, "MatMul": patched(tvm_onnx.MatMul, widen),
+    def hyperbolic(sign: float):
+        """cosh/sinh as (e^x +- e^-x) / 2 (LLVM has no such intrinsic); sinh of a small x by
+        its series x + x^3/6 + x^5/120, where the difference would cancel."""
+
+        class Hyperbolic(OnnxOpConverter):
+            @classmethod
+            def _impl_v9(cls, bb, inputs, attr, params):
+                x = inputs[0]
+                c = lambda v: relax.const(v, dtype_of(x))  # noqa: E731
+                e = relax.op.exp(x)
+                y = relax.op.multiply(c(0.5), relax.op.add(e, relax.op.multiply(c(sign), relax.op.divide(c(1), e))))
+                if sign > 0:
+                    return y
+                x2 = relax.op.multiply(x, x)
+                series = relax.op.multiply(x, relax.op.add(c(1), relax.op.multiply(
+                    x2, relax.op.add(c(1 / 6), relax.op.multiply(x2, c(1 / 120))))))
+                return relax.op.where(relax.op.less(relax.op.abs(x), c(0.01)), series, y)
+
+        return Hyperbolic
+
+    def integer_pow(tvm_impl, bb, inputs, attr, params):
+        """Integer Pow in float64 (exact up to 2^53), then back: TVM's power takes floats only;
+        an integer exponent of a float base takes the base's type."""
+        x, y = inputs[0], inputs[1]
+        if dtype_of(x).startswith(("int", "uint")):
+            wide = [bb.normalize(relax.op.astype(v, "float64")) for v in (x, y)]
+            return relax.op.astype(relax.op.power(*wide), dtype_of(x))
+        if dtype_of(y) != dtype_of(x):
+            return relax.op.power(x, relax.op.astype(y, dtype_of(x)))
+        return tvm_impl(bb, inputs, attr, params)
+
+    class OneHot(tvm_onnx.OneHot):
+        """depth may be any numeric type (TVM passed a float depth on as it was)."""
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            indices, depth, values = inputs[0], inputs[1], inputs[2]
+            if not (isinstance(depth, tvm.ir.expr.Constant) and isinstance(values, tvm.ir.expr.Constant)):
+                return tvm_onnx.OneHot._impl_v11(bb, inputs, attr, params)
+            n = int(depth.value.numpy().reshape(-1)[0])
+            off, on = values.value.numpy().reshape(-1)[:2].tolist()
+            dtype = dtype_of(values)
+            if not dtype_of(indices).startswith(("int", "uint")):  # ONNX allows float indices
+                indices = bb.normalize(relax.op.astype(indices, "int64"))
+            n_const = relax.const(n, dtype_of(indices))
+            indices = relax.op.where(relax.op.less(indices, relax.const(0, dtype_of(indices))),
+                                     relax.op.add(indices, n_const), indices)
+            return relax.op.one_hot(indices, relax.prim_value(tvm.tirx.const(on, dtype)),
+                                    relax.prim_value(tvm.tirx.const(off, dtype)), n, attr.get("axis", -1))
+
+    class PRelu(OnnxOpConverter):
+        """x < 0 ? x * slope : x, with ONNX's (numpy's) broadcasting of the slope."""
+
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            x, slope = inputs[0], inputs[1]
+            return relax.op.where(relax.op.less(x, relax.const(0, dtype_of(x))), relax.op.multiply(x, slope), x)
+
+    def boolean(tvm_impl, bb, inputs, attr, params):
+        """Max/Min of booleans as uint8 (TVM has no bool start value)."""
+        if dtype_of(inputs[0]) != "bool":
+            return tvm_impl(bb, inputs, attr, params)
+        as_bytes = type(inputs)([bb.normalize(relax.op.astype(inputs[0], "uint8")), *inputs[1:]])
+        return relax.op.astype(bb.normalize(tvm_impl(bb, as_bytes, attr, params)), "bool")
+
+    for op in ("ReduceMax", "ReduceMin"):
+        fixed_reductions[op] = patched(fixed_reductions[op], boolean)
+
+    return {**fixed_reductions, "Sum": Sum, "Clip": Clip, "Cosh": hyperbolic(1.0), "Sinh": hyperbolic(-1.0),
+            "Pow": patched(tvm_onnx.Pow, integer_pow), "OneHot": OneHot, "PRelu": PRelu,
+            "Elu": patched(tvm_onnx.Elu, widen), "MatMul": patched(tvm_onnx.MatMul, widen),
             "Conv": patched(tvm_onnx.Conv, widen), "Gemm": patched(tvm_onnx.Gemm, widen), "Softmax": Softmax,
             "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand,
             "Softplus": Softplus, "Mish": Mish, "SequenceInsert": SequenceInsert}

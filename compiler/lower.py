@@ -103,6 +103,9 @@ def known_wrong(node: ir.Node) -> str | None:
         return "mode=max (TVM's max pooling of samples differs from ONNX's)"
     if op == "Resize":
         return _resize_wrong(node)
+    if op == "RMSNormalization" and node.inputs[0].shape is not None and node.attrs.get("axis", -1) in (
+            0, -len(node.inputs[0].shape)):
+        return "normalizing over every axis (TVM's kernel fails to build)"
     if op == "ConvTranspose" and "output_shape" in node.attrs and not _default_convtranspose_shape(node):
         return "an output_shape other than the default one is not supported"
     if op == "NonMaxSuppression" and len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].const is None:

@@ -121,3 +121,39 @@ def test_float16_conv_without_bias_and_clip():
     want = np.clip(np.stack([np.convolve(feeds["x"][0, c].astype(np.float32), feeds["w"][c, 0, ::-1].astype(np.float32),
                                          "valid") for c in range(4)])[None], -1, 1).astype(np.float16)
     np.testing.assert_array_equal(ember.compile(m).run(feeds)["y"], want)
+
+
+@pytest.mark.parametrize("op, fn", [("Cosh", np.cosh), ("Sinh", np.sinh)])
+def test_hyperbolic(op, fn):
+    m = model([h.make_node(op, ["x"], ["y"])], [tensor("x", [6])], [tensor("y", [6])])
+    x = np.array([-3, -1e-5, 0, 2e-3, 0.5, 4], np.float32)
+    np.testing.assert_allclose(ember.compile(m).run({"x": x})["y"], fn(x), rtol=1e-6)
+
+
+def test_integer_pow_and_integer_exponent():
+    m = model([h.make_node("Pow", ["a", "b"], ["c"]), h.make_node("Pow", ["x", "b"], ["y"])],
+              [tensor("a", [3], T.INT64), tensor("b", [3], T.INT64), tensor("x", [3])],
+              [tensor("c", [3], T.INT64), tensor("y", [3])], opset=15)
+    feeds = {"a": np.array([2, -3, 7]), "b": np.array([10, 3, 0]), "x": np.array([1.5, -2, 3], np.float32)}
+    got = ember.compile(m).run(feeds)
+    np.testing.assert_array_equal(got["c"], [1024, -27, 1])
+    np.testing.assert_allclose(got["y"], feeds["x"] ** feeds["b"], rtol=1e-6)
+
+
+def test_onehot_float_depth_and_negative_indices():
+    m = model([h.make_node("OneHot", ["i", "d", "v"], ["y"], axis=1)], [tensor("i", [3], T.INT64)],
+              [tensor("y", [3, 4])], [init("d", np.array(4.0, np.float32)), init("v", np.array([0, 5], np.float32))],
+              opset=11)
+    i = np.array([0, -1, 7])
+    np.testing.assert_array_equal(ember.compile(m).run({"i": i})["y"], ort_run(m, {"i": i})[0])
+
+
+def test_prelu_broadcasts_like_numpy_and_bool_reduce_max():
+    m = model([h.make_node("PRelu", ["x", "s"], ["y"]), h.make_node("ReduceMax", ["b", "ax"], ["any"], keepdims=0)],
+              [tensor("x", [2, 3, 2]), tensor("b", [2, 3], T.BOOL)], [tensor("y", [2, 3, 2]), tensor("any", [2], T.BOOL)],
+              [init("s", np.array([[0.1], [0.2], [0.3]], np.float32)), init("ax", np.array([1]))], opset=20)
+    feeds = {"x": np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 3, 2),
+             "b": np.array([[False, True, False], [False, False, False]])}
+    got, want = ember.compile(m).run(feeds), ort_run(m, feeds)
+    np.testing.assert_allclose(got["y"], want[0], rtol=1e-6)
+    np.testing.assert_array_equal(got["any"], want[1])
