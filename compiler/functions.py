@@ -18,7 +18,7 @@ from __future__ import annotations
 import onnx
 from onnx import inliner
 
-from . import ir, onnx_io
+from . import ir, onnx_io, recurrent
 from .errors import ModelLoadError
 
 DOMAIN = "ember.expand"
@@ -52,6 +52,9 @@ def body(node: ir.Node, opset: int) -> tuple[onnx.FunctionProto, onnx.NodeProto]
     schema = _schema(node, opset)
     if schema is None:
         return None
+    if node.op_type in recurrent.GATES:  # no body in ONNX; Ember's unrolls the sequence
+        fn, proto = recurrent.body(node, opset), _node_proto(node, schema)
+        return None if fn is None or proto is None else (fn, proto)
     plain = [v for v in schema.function_opset_versions if v <= opset]
     context = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
     if not plain and not context:
