@@ -128,8 +128,8 @@ COMPILE_ERRORS = [
     ("sequence-input", lambda: model([h.make_node("SequenceLength", ["s"], ["y"])],
                                      [h.make_tensor_sequence_value_info("s", T.FLOAT, None)], [tensor("y", [], T.INT64)]),
      UnsupportedError, "seq(tensor(float))"),
-    ("int4-cast", lambda: model([h.make_node("Cast", ["x"], ["y"], to=T.INT4)], X2, [tensor("y", [2], T.INT4)]),
-     UnsupportedError, "INT4"),
+    ("int4-add", lambda: model([h.make_node("Add", ["x", "x"], ["y"])], [tensor("x", [2], T.INT4)],
+                               [tensor("y", [2], T.INT4)]), UnsupportedError, "INT4"),
 ]
 
 
