@@ -8,6 +8,11 @@ converter for such a node, or Ember knows its converter to be wrong for the
 node's use, the node is replaced by that body before the passes run, so every
 later stage (the passes, the supported-operator check, TVM) sees primitives.
 
+Operators ONNX gives no body but TVM lacks, and whose meaning is a fixed
+composition once their lengths are known, get one from Ember
+(EMBER_BODIES: RNN/GRU/LSTM unrolled in recurrent.py, DFT/STFT as table
+products in spectral.py).
+
 The replacement goes through onnx's own inliner: each node to expand becomes a
 call of a model-local function holding its body, and the inliner renames,
 substitutes attributes and nests subgraphs as ONNX specifies.
@@ -18,10 +23,12 @@ from __future__ import annotations
 import onnx
 from onnx import inliner
 
-from . import ir, onnx_io, recurrent
+from . import ir, onnx_io, recurrent, spectral
 from .errors import ModelLoadError
 
 DOMAIN = "ember.expand"
+# operators ONNX gives no body, for which Ember builds one from the node
+EMBER_BODIES = {**{op: recurrent.body for op in recurrent.GATES}, **spectral.BUILDERS}
 MAX_ROUNDS = 4  # bodies may use operators that have bodies themselves
 
 
@@ -52,8 +59,9 @@ def body(node: ir.Node, opset: int) -> tuple[onnx.FunctionProto, onnx.NodeProto]
     schema = _schema(node, opset)
     if schema is None:
         return None
-    if node.op_type in recurrent.GATES:  # no body in ONNX; Ember's unrolls the sequence
-        fn, proto = recurrent.body(node, opset), _node_proto(node, schema)
+    builder = EMBER_BODIES.get(node.op_type)
+    if builder is not None:  # no body in ONNX: Ember's own
+        fn, proto = builder(node, opset), _node_proto(node, schema)
         return None if fn is None or proto is None else (fn, proto)
     plain = [v for v in schema.function_opset_versions if v <= opset]
     context = [v for v in schema.context_dependent_function_opset_versions if v <= opset]

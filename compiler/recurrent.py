@@ -15,61 +15,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import helper as h
-from onnx import numpy_helper
 
 from . import ir
+from .body_builder import Body
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 DEFAULTS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
 FORMALS = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"]
 MAX_STEPS = 512
-
-
-class _Body:
-    """Emits the nodes of one function body; every value gets a fresh name."""
-
-    def __init__(self, opset: int, dtype):
-        self.opset, self.dtype, self.nodes, self.count = opset, dtype, [], 0
-
-    def op(self, op_type: str, *inputs: str, **attrs) -> str:
-        self.count += 1
-        out = f"{op_type.lower()}_{self.count}"
-        self.nodes.append(h.make_node(op_type, list(inputs), [out], **attrs))
-        return out
-
-    def const(self, value, dtype=None) -> str:
-        return self.op("Constant", value=numpy_helper.from_array(np.asarray(value, dtype or self.dtype)))
-
-    def unsqueeze(self, x: str, axis: int) -> str:
-        if self.opset < 13:
-            return self.op("Unsqueeze", x, axes=[axis])
-        return self.op("Unsqueeze", x, self.const([axis], np.int64))
-
-    def cols(self, x: str, start: int, stop: int, axis: int = -1) -> str:
-        if self.opset < 10:
-            return self.op("Slice", x, axes=[axis], starts=[start], ends=[stop])
-        return self.op("Slice", x, self.const([start], np.int64), self.const([stop], np.int64),
-                       self.const([axis], np.int64))
-
-    def index(self, x: str, i: int) -> str:
-        return self.op("Gather", x, self.const(i, np.int64), axis=0)
-
-    def activation(self, name: str, x: str, alpha: float | None, beta: float | None) -> str:
-        simple = {"Sigmoid", "Tanh", "Relu", "Softsign", "Softplus"}
-        if name in simple:
-            return self.op(name, x)
-        if name in ("LeakyRelu", "ThresholdedRelu", "Elu"):
-            default = {"LeakyRelu": 0.01, "ThresholdedRelu": 1.0, "Elu": 1.0}[name]
-            return self.op(name, x, alpha=default if alpha is None else alpha)
-        if name == "HardSigmoid":
-            return self.op(name, x, alpha=0.2 if alpha is None else alpha, beta=0.5 if beta is None else beta)
-        if name == "Affine":
-            return self.op("Add", self.op("Mul", x, self.const(1.0 if alpha is None else alpha)),
-                           self.const(0.0 if beta is None else beta))
-        if name == "ScaledTanh":
-            scaled = self.op("Mul", x, self.const(1.0 if beta is None else beta))
-            return self.op("Mul", self.op("Tanh", scaled), self.const(1.0 if alpha is None else alpha))
-        raise ValueError(name)
 
 
 def _text(v) -> str:
@@ -97,7 +50,7 @@ def body(node: ir.Node, opset: int) -> onnx.FunctionProto | None:
     dirs = 2 if direction == "bidirectional" else 1
     acts = [_text(a) for a in node.attrs.get("activations", [])] or DEFAULTS[kind] * dirs
     alphas, betas = list(node.attrs.get("activation_alpha", [])), list(node.attrs.get("activation_beta", []))
-    b = _Body(opset, onnx.helper.tensor_dtype_to_np_dtype(x.dtype))
+    b = Body(opset, onnx.helper.tensor_dtype_to_np_dtype(x.dtype))
     try:
         outs = _build(b, kind, ins, seq, batch, hidden, direction, dirs, acts, alphas, betas, node.attrs, layout)
     except ValueError:  # an activation ONNX does not define
@@ -109,7 +62,7 @@ def body(node: ir.Node, opset: int) -> onnx.FunctionProto | None:
     return fn
 
 
-def _build(b: _Body, kind, ins, seq, batch, hidden, direction, dirs, acts, alphas, betas, attrs, layout) -> list[str]:
+def _build(b: Body, kind, ins, seq, batch, hidden, direction, dirs, acts, alphas, betas, attrs, layout) -> list[str]:
     present = {name: name for name, v in zip(FORMALS, ins) if v is not None}
     n_act = len(DEFAULTS[kind])
     clip = attrs.get("clip")
@@ -183,7 +136,7 @@ def _build(b: _Body, kind, ins, seq, batch, hidden, direction, dirs, acts, alpha
     return [Y, Yh] + ([Yc] if Yc else [])
 
 
-def _gru_step(b: _Body, act, d, xt, rec, H, RT, bias_r, hidden, linear_before_reset) -> str:
+def _gru_step(b: Body, act, d, xt, rec, H, RT, bias_r, hidden, linear_before_reset) -> str:
     def gate(v, k):
         return b.cols(v, k * hidden, (k + 1) * hidden)
 
@@ -203,7 +156,7 @@ def _gru_step(b: _Body, act, d, xt, rec, H, RT, bias_r, hidden, linear_before_re
     return b.op("Add", b.op("Mul", one_minus_z, hh), b.op("Mul", z, H))
 
 
-def _lstm_step(b: _Body, act, d, pre, C, peep, hidden, input_forget) -> tuple[str, str]:
+def _lstm_step(b: Body, act, d, pre, C, peep, hidden, input_forget) -> tuple[str, str]:
     def gate(k):
         return b.cols(pre, k * hidden, (k + 1) * hidden)
 
