@@ -27,8 +27,23 @@ from . import ir, onnx_io, recurrent, spectral
 from .errors import ModelLoadError
 
 DOMAIN = "ember.expand"
+
+
+def _dropout_body(node: ir.Node, opset: int) -> onnx.FunctionProto | None:
+    """Inference-mode Dropout with its mask output: the input, and a mask of all true."""
+    mode = node.inputs[2] if len(node.inputs) > 2 else None
+    if opset < 12 or (mode is not None and (mode.const is None or bool(mode.const.numpy().reshape(-1)[0]))):
+        return None
+    nodes = [onnx.helper.make_node("Identity", ["data"], ["output"]), onnx.helper.make_node("Shape", ["data"], ["s"]),
+             onnx.helper.make_node("ConstantOfShape", ["s"], ["mask"],
+                                   value=onnx.helper.make_tensor("one", onnx.TensorProto.BOOL, [1], [True]))]
+    formals = ["data", "ratio", "training_mode"][: len(node.inputs)]
+    return onnx.helper.make_function("", "Dropout", formals, ["output", "mask"], nodes,
+                                     [onnx.helper.make_opsetid("", opset)])
+
+
 # operators ONNX gives no body, for which Ember builds one from the node
-EMBER_BODIES = {**{op: recurrent.body for op in recurrent.GATES}, **spectral.BUILDERS}
+EMBER_BODIES = {**{op: recurrent.body for op in recurrent.GATES}, **spectral.BUILDERS, "Dropout": _dropout_body}
 MAX_ROUNDS = 4  # bodies may use operators that have bodies themselves
 
 

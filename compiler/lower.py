@@ -95,10 +95,10 @@ def known_wrong(node: ir.Node) -> str | None:
         return "its Mean/InvStdDev outputs are not supported"
     if op == "BatchNormalization" and (node.attrs.get("training_mode", 0) or any(_used(node, i) for i in (1, 2))):
         return "training mode (running statistics outputs) is not supported"
-    if op == "Dropout" and _used(node, 1):
-        return "its mask output is not supported"
     if op == "Dropout" and _training_dropout(node):
         return "training mode (random masks) is not an inference op"
+    if op == "Dropout" and _used(node, 1):
+        return "its mask output is not supported"
     if op == "RoiAlign" and node.attrs.get("mode", b"avg") in (b"max", "max"):
         return "mode=max (TVM's max pooling of samples differs from ONNX's)"
     if op == "Resize":

@@ -315,11 +315,12 @@ def test_corrupt_artifacts(artifact, tmp_path, how, fragment):
     (lambda: model([h.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", antialias=1)],
                    [tensor("x", [1, 1, 4, 4])], [tensor("y", [1, 1, 2, 2])],
                    [init("sizes", np.array([1, 1, 2, 2], np.int64))], opset=18), "antialias"),
-    (lambda: model([h.make_node("Dropout", ["x"], ["y", "mask"])], X2, [tensor("y", [2]), tensor("mask", [2], T.BOOL)]),
-     "mask output"),
+    (lambda: model([h.make_node("Dropout", ["x", "r", "t"], ["y", "mask"])],
+                   [*X2, tensor("r", [], T.FLOAT), tensor("t", [], T.BOOL)],
+                   [tensor("y", [2]), tensor("mask", [2], T.BOOL)], opset=13), "not an inference op"),
     (lambda: model([h.make_node("Cast", ["x"], ["y"], to=T.FLOAT8E8M0)], X2, [tensor("y", [2], T.FLOAT8E8M0)],
                    opset=24), "FLOAT8E8M0"),
-], ids=["resize-antialias", "dropout-mask", "float8e8m0-cast"])
+], ids=["resize-antialias", "training-dropout", "float8e8m0-cast"])
 def test_known_wrong_uses_are_refused(build, fragment):
     """What TVM computes wrongly is refused with a reason, never answered silently wrong."""
     with pytest.raises(UnsupportedError) as info:

@@ -89,3 +89,12 @@ def test_idempotent_and_ops_without_a_body_still_refused():
     nobody = model([h.make_node("Det", ["x"], ["y"])], [tensor("x", [3, 3])], [tensor("y", [])], opset=22)
     with pytest.raises(UnsupportedError, match="unsupported operator Det"):
         ember.compile(nobody)
+
+
+def test_inference_dropout_mask_is_all_true():
+    m = model([h.make_node("Dropout", ["x", "r"], ["y", "mask"])], [tensor("x", [2, 3]), tensor("r", [])],
+              [tensor("y", [2, 3]), tensor("mask", [2, 3], T.BOOL)], opset=13)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    got = ember.compile(m).run({"x": x, "r": np.array(0.5, np.float32)})
+    np.testing.assert_array_equal(got["y"], x)
+    np.testing.assert_array_equal(got["mask"], np.ones((2, 3), bool))
