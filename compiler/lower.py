@@ -68,14 +68,45 @@ def _const_values(node: ir.Node, index: int) -> np.ndarray | None:
     return None if v is None or v.const is None or v.const.numpy().size == 0 else v.const.numpy()
 
 
+def _resize_without_axes(node: ir.Node) -> None:
+    """Resize's `axes` (opset 18) spelled out as full-rank roi/scales/sizes, which TVM reads:
+    ones, the whole range and the input's dims on the other axes."""
+    x = node.inputs[0]
+    if x is None or x.shape is None or not all(isinstance(d, int) for d in x.shape):
+        return
+    rank, g = len(x.shape), node.graph
+    axes = [a % rank for a in node.attrs["axes"]]
+    ins = list(node.inputs) + [None] * (4 - len(node.inputs))
+    if any(v is not None and v.const is None for v in ins[1:]):
+        return
+    fills = {1: None, 2: np.ones(rank, np.float32), 3: np.array(x.shape, np.int64)}
+    for index in (1, 2, 3):
+        v = ins[index]
+        if v is None or v.const.numpy().size == 0:
+            continue
+        given = v.const.numpy()
+        if index == 1:  # roi: starts then ends
+            full = np.concatenate([np.zeros(rank), np.ones(rank)]).astype(given.dtype)
+            full[axes], full[[rank + a for a in axes]] = given[: len(axes)], given[len(axes):]
+        else:
+            full = fills[index].astype(given.dtype)
+            full[axes] = given
+        g.set_input(node, index, g.make_const(full, v.name))
+    del node.attrs["axes"]
+
+
 def _resize_wrong(node: ir.Node) -> str | None:
     """TVM's resize takes only output sizes, and has no antialias."""
     if node.attrs.get("antialias", 0):
         return "antialias is not supported"
+    if node.attrs.get("keep_aspect_ratio_policy", b"stretch") not in (b"stretch", "stretch"):
+        return "keep_aspect_ratio_policy other than stretch is not supported"
+    if "axes" in node.attrs:
+        return "axes with run-time or unknown-rank operands are not supported"
     x = node.inputs[0]
     dims = list(x.shape) if x is not None and x.shape is not None else []
     scales, sizes = _const_values(node, 2), _const_values(node, 3)
-    if scales is not None and "axes" not in node.attrs and all(isinstance(d, int) for d in dims):
+    if scales is not None and all(isinstance(d, int) for d in dims):
         if any(abs(d * float(s) - round(d * float(s))) > 1e-6 for d, s in zip(dims, scales)):
             return "scales that give a fractional output size are not supported (TVM resamples by the size ratio)"
     mode = node.attrs.get("mode", b"nearest")
@@ -174,6 +205,9 @@ def to_relax(model: ir.Model):
     from .guards import insert_guards
 
     narrow.rewrite(model)
+    for node in list(model.graph.all_nodes()):
+        if node.op_type == "Resize" and node.domain in STANDARD_DOMAINS and "axes" in node.attrs:
+            _resize_without_axes(node)
     check_supported(model)
     if insert_guards(model):
         model.verify()

@@ -157,3 +157,15 @@ def test_prelu_broadcasts_like_numpy_and_bool_reduce_max():
     got, want = ember.compile(m).run(feeds), ort_run(m, feeds)
     np.testing.assert_allclose(got["y"], want[0], rtol=1e-6)
     np.testing.assert_array_equal(got["any"], want[1])
+
+
+def test_resize_axes_spelled_out_and_keep_aspect_ratio_refused():
+    m = model([h.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest", axes=[3, 2])],
+              [tensor("x", [1, 2, 2, 3])], [tensor("y", [1, 2, 4, 9])],
+              [init("scales", np.array([3, 2], np.float32))], opset=18)
+    x = np.arange(12, dtype=np.float32).reshape(1, 2, 2, 3)
+    np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], ort_run(m, {"x": x})[0])
+    policy = model([h.make_node("Resize", ["x", "", "", "sizes"], ["y"], keep_aspect_ratio_policy="not_larger")],
+                   [tensor("x", [1, 1, 2, 4])], [tensor("y", None)], [init("sizes", np.array([1, 1, 4, 4]))], opset=18)
+    with pytest.raises(UnsupportedError, match="keep_aspect_ratio_policy"):
+        ember.compile(policy)
