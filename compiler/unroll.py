@@ -1,5 +1,6 @@
-"""Scan, unrolled: TVM has no loops in its ONNX frontend, but a Scan over a
-sequence whose length is known is just its body, once per step.
+"""Scan and Loop, unrolled: TVM has no loops in its ONNX frontend, but a
+Scan over a sequence whose length is known, or a Loop with a constant trip
+count that never stops early, is just its body, once per step.
 
 Each step slices the scan inputs (Gather at the step's index), copies the
 body's nodes into the graph with the state and slices in place of its inputs,
@@ -90,13 +91,58 @@ def _unroll_scan(g: ir.Graph, node: ir.Node) -> bool:
     return True
 
 
+def _constant(v: ir.Value | None):
+    return None if v is None or v.const is None else v.const.numpy().reshape(-1)[0]
+
+
+def _passes_cond_through(body: ir.Graph) -> bool:
+    """Whether the body's condition output is its condition input (or constant true): no early exit."""
+    out = body.outputs[0]
+    while out.producer is not None and out.producer.op_type == "Identity":
+        out = out.producer.inputs[0]
+    return out is body.inputs[1] or bool(_constant(out) is not None and _constant(out))
+
+
+def _unroll_loop(g: ir.Graph, node: ir.Node) -> bool:
+    body = node.attrs["body"]
+    ins = list(node.inputs) + [None, None]
+    trips, cond = _constant(ins[0]), ins[1]
+    carried = list(node.inputs[2:])
+    if (trips is None or int(trips) < 1 or int(trips) * len(body.nodes) > MAX_NODES
+            or (cond is not None and not _constant(cond)) or not _passes_cond_through(body)
+            or any(True for n in body.nodes for _ in n.subgraphs()) or any(v is None for v in carried)):
+        return False
+    steps: list[list[ir.Value]] = []
+    for i in range(int(trips)):
+        counter = g.make_const(np.array(i, np.int64), "iteration")
+        keep_going = g.make_const(np.array(True), "cond")
+        outs = _copy_body(g, node, body, [counter, keep_going, *carried])
+        carried, per_step = outs[1: 1 + len(carried)], outs[1 + len(carried):]
+        steps.append(per_step)
+    for i, v in enumerate(carried):
+        g.substitute(node.outputs[i], v)
+    for k in range(len(node.outputs) - len(carried)):
+        lifted = [_unsqueeze(g, node, step[k], 0) for step in steps]
+        g.substitute(node.outputs[len(carried) + k], g.make_node("Concat", lifted, attrs={"axis": 0},
+                                                                before=node).outputs[0])
+    g.remove(node)
+    return True
+
+
 def unroll(model: ir.Model) -> ir.Model:
-    """`model` with every Scan it can unroll unrolled (re-imported, so shapes are inferred again)."""
-    if model.opset < 9:  # Scan-8 has a batch axis and per-batch lengths
-        return model
+    """`model` with every Scan and Loop it can unroll unrolled (re-imported, so shapes are
+    inferred again). Constants are folded first: a trip count is often computed."""
+    if any(n.op_type == "Loop" for n in model.graph.all_nodes()):
+        from ember.passes.cleanup.fold_constants import FoldConstants
+
+        FoldConstants().run(model.graph)
     changed = False
     for g in list(model.graph.all_graphs()):
         for node in list(g.nodes):
-            if node.op_type == "Scan" and node.domain in ("", "ai.onnx"):
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            if node.op_type == "Scan" and model.opset >= 9:  # Scan-8 has a batch axis and per-batch lengths
                 changed |= _unroll_scan(g, node)
+            elif node.op_type == "Loop":
+                changed |= _unroll_loop(g, node)
     return onnx_io.import_model(onnx_io.export_model(model)) if changed else model

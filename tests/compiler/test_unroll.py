@@ -3,6 +3,7 @@
 is refused clearly."""
 
 import numpy as np
+import onnx
 import pytest
 from ember.compiler import onnx_io, unroll
 from ember.compiler.errors import EmberError
@@ -45,3 +46,40 @@ def test_scan_of_unknown_length_is_refused():
     assert unroll.unroll(onnx_io.import_model(m)).graph.nodes[0].op_type == "Scan"
     with pytest.raises(EmberError, match="unsupported operator Scan"):
         ember.compile(m)
+
+
+def loop_model(trip_count_input: bool, cond_from_body: bool = False):
+    body_nodes = [h.make_node("Cast", ["i"], ["i_float"], to=1), h.make_node("Add", ["y_in", "i_float"], ["y_out"]),
+                  h.make_node("Identity", ["y_out"], ["scan_out"])]
+    if cond_from_body:  # stops early when y grows past 3: not unrollable
+        body_nodes.append(h.make_node("Less", ["y_out", "three"], ["cond_out"]))
+    else:
+        body_nodes.append(h.make_node("Identity", ["cond_in"], ["cond_out"]))
+    body = h.make_graph(body_nodes, "body", [tensor("i", [], T.INT64), tensor("cond_in", [], T.BOOL), tensor("y_in", [1])],
+                        [tensor("cond_out", [], T.BOOL), tensor("y_out", [1]), tensor("scan_out", [1])],
+                        [onnx.numpy_helper.from_array(np.array([3], np.float32), "three")])
+    inits = [] if trip_count_input else [onnx.numpy_helper.from_array(np.array(4, np.int64), "m")]
+    ins = [tensor("y", [1])] + ([tensor("m", [], T.INT64)] if trip_count_input else [])
+    return model([h.make_node("Loop", ["m", "", "y"], ["y_final", "ys"], body=body)], ins,
+                 [tensor("y_final", [1]), tensor("ys", None)], inits, opset=16)
+
+
+def test_loop_with_a_constant_trip_count_unrolled():
+    m = loop_model(False)
+    assert "Loop" not in {n.op_type for n in unroll.unroll(onnx_io.import_model(m)).graph.all_nodes()}
+    y = np.array([0.5], np.float32)
+    got, want = ember.compile(m).run({"y": y}), ort_run(m, {"y": y})
+    np.testing.assert_allclose(got["y_final"], want[0])
+    np.testing.assert_allclose(got["ys"], want[1])
+
+
+def test_loop_trip_count_input_specialised_and_early_exit_refused():
+    import ember.backend as eb
+
+    m = loop_model(True)
+    y = np.array([1.0], np.float32)
+    for trips in (2, 5):
+        out = eb.prepare(m).run({"y": y, "m": np.array(trips)})
+        np.testing.assert_allclose(out[1], ort_run(m, {"y": y, "m": np.array(trips)})[1])
+    with pytest.raises(EmberError, match="unsupported operator Loop"):
+        ember.compile(loop_model(False, cond_from_body=True))
