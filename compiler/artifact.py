@@ -78,7 +78,12 @@ class CompiledModel:
                                     "directly (use `ember run --emulate` or `--rpc`)")
             dev = tvm.cuda(0) if target.get("tvm", {}).get("kind") == "cuda" else tvm.cpu(0)
             self._device = dev
-            self._vm = VirtualMachine(self._module, dev)
+            try:
+                self._vm = VirtualMachine(self._module, dev)
+            except Exception as e:  # TVM fails to load some executables it built (empty constants)
+                from .lower import first_line
+
+                raise ArtifactError(f"TVM cannot load the model it built: {first_line(e)}") from None
         return self._vm
 
     def check_inputs(self, inputs: dict[str, Any]) -> list[np.ndarray]:
