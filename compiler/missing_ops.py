@@ -1,10 +1,30 @@
 """Relax converters for standard ONNX operators TVM's frontend lacks:
-BitCast, CumProd, LpNormalization and ReverseSequence. `lower.py` adds them to
+BitCast, Col2Im, CumProd, LpNormalization and ReverseSequence. `lower.py` adds them to
 TVM's table for one import, and their names to the supported operators."""
 
 from __future__ import annotations
 
-OPS = frozenset({"BitCast", "CumProd", "LpNormalization", "ReverseSequence"})
+OPS = frozenset({"BitCast", "Col2Im", "CumProd", "LpNormalization", "ReverseSequence"})
+MAX_COL2IM_TABLE = 1 << 24  # entries of Col2Im's 0/1 placement matrix
+
+
+def col2im_table(image, block, dilations, pads, strides):
+    """The 0/1 matrix [K * L, prod(image)] that adds each column entry into its image position."""
+    import itertools
+
+    import numpy as np
+
+    n = len(image)
+    counts = [(image[i] + pads[i] + pads[i + n] - (dilations[i] * (block[i] - 1) + 1)) // strides[i] + 1
+              for i in range(n)]
+    kernel, places = int(np.prod(block)), int(np.prod(counts))
+    table = np.zeros((kernel * places, int(np.prod(image))), np.float32)
+    for k, offset in enumerate(itertools.product(*[range(b) for b in block])):
+        for p, where in enumerate(itertools.product(*[range(c) for c in counts])):
+            pos = [where[i] * strides[i] - pads[i] + offset[i] * dilations[i] for i in range(n)]
+            if all(0 <= pos[i] < image[i] for i in range(n)):
+                table[k * places + p, np.ravel_multi_index(pos, image)] = 1
+    return table
 
 
 def converters() -> dict[str, type]:
@@ -84,5 +104,28 @@ def converters() -> dict[str, type]:
         dims[batch_axis], dims[time_axis] = shape[batch_axis], shape[time_axis]
         return dims
 
-    return {"BitCast": BitCast, "CumProd": CumProd, "LpNormalization": LpNormalization,
+    class Col2Im(OnnxOpConverter):
+        """Columns [N, C * K, L] summed into the image [N, C, *image] by a constant 0/1 matrix."""
+
+        @classmethod
+        def _impl_v18(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            shape = static_shape(x)
+            if shape is None or not all(isinstance(v, tvm.ir.expr.Constant) for v in inputs[1:3]):
+                raise ValueError("Col2Im needs a static input shape and constant image and block shapes")
+            image, block = (v.value.numpy().astype(int).tolist() for v in inputs[1:3])
+            n = len(image)
+            dims = [attr.get("dilations", [1] * n), attr.get("pads", [0] * 2 * n), attr.get("strides", [1] * n)]
+            kernel, places, image_size = int(np.prod(block)), shape[2], int(np.prod(image))
+            if kernel * places * image_size > MAX_COL2IM_TABLE:
+                raise ValueError("Col2Im too large for Ember's placement table")
+            table = col2im_table(image, block, *dims)
+            if table.shape[0] != kernel * places:
+                raise ValueError(f"Col2Im: {places} columns do not match the image, block and strides")
+            channels = shape[1] // kernel
+            cols = relax.op.reshape(x, [shape[0], channels, kernel * places])
+            out = relax.op.matmul(cols, relax.const(table.astype(str(x.ty.dtype))))
+            return relax.op.reshape(out, [shape[0], channels, *image])
+
+    return {"BitCast": BitCast, "Col2Im": Col2Im, "CumProd": CumProd, "LpNormalization": LpNormalization,
             "ReverseSequence": ReverseSequence}

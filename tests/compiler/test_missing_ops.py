@@ -50,3 +50,13 @@ def test_reverse_sequence(batch_axis, time_axis):
               [tensor("x", shape), tensor("lens", [3], T.INT64)], [tensor("y", shape)], opset=10)
     x = np.arange(24, dtype=np.float32).reshape(shape)
     check(m, {"x": x, "lens": np.array([4, 1, 3], np.int64)})
+
+
+def test_col2im_with_strides_pads_dilations():
+    m = model([h.make_node("Col2Im", ["x", "image", "block"], ["y"], strides=[1, 2], pads=[1, 0, 1, 1],
+                           dilations=[2, 1])],
+              [tensor("x", [1, 6, 15])], [tensor("y", [1, 1, 5, 6])],
+              [init("image", np.array([5, 6], np.int64)), init("block", np.array([2, 3], np.int64))], opset=18)
+    x = np.random.default_rng(0).standard_normal((1, 6, 15)).astype(np.float32)
+    np.testing.assert_allclose(ember.compile(m).run({"x": x})["y"], ReferenceEvaluator(m).run(None, {"x": x})[0],
+                               rtol=1e-6, atol=1e-6)
