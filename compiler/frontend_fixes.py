@@ -21,6 +21,7 @@ def converters() -> dict[str, type]:
     from functools import reduce
 
     import numpy as np
+    import onnx
     import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
@@ -312,6 +313,19 @@ def converters() -> dict[str, type]:
             return relax.op.one_hot(indices, relax.prim_value(tvm.tirx.const(on, dtype)),
                                     relax.prim_value(tvm.tirx.const(off, dtype)), n, attr.get("axis", -1))
 
+    class EyeLike(OnnxOpConverter):
+        """Ones on the k-th diagonal, in the `dtype` attribute's type (TVM required the input's)."""
+
+        @classmethod
+        def _impl_v9(cls, bb, inputs, attr, params):
+            shape = static_shape(inputs[0])
+            if shape is None or len(shape) != 2:
+                return tvm_onnx.EyeLike._impl_v9(bb, inputs, attr, params)
+            dtype = (onnx.helper.tensor_dtype_to_np_dtype(attr["dtype"]).name if "dtype" in attr
+                     else dtype_of(inputs[0]))
+            rows, cols = np.arange(shape[0])[:, None], np.arange(shape[1])[None, :]
+            return relax.const((cols - rows == attr.get("k", 0)).astype(dtype), dtype)
+
     class PRelu(OnnxOpConverter):
         """x < 0 ? x * slope : x, with ONNX's (numpy's) broadcasting of the slope."""
 
@@ -331,7 +345,7 @@ def converters() -> dict[str, type]:
         fixed_reductions[op] = patched(fixed_reductions[op], boolean)
 
     return {**fixed_reductions, "Sum": Sum, "Clip": Clip, "Cosh": hyperbolic(1.0), "Sinh": hyperbolic(-1.0),
-            "Pow": patched(tvm_onnx.Pow, integer_pow), "OneHot": OneHot, "PRelu": PRelu,
+            "Pow": patched(tvm_onnx.Pow, integer_pow), "OneHot": OneHot, "PRelu": PRelu, "EyeLike": EyeLike,
             "Elu": patched(tvm_onnx.Elu, widen), "MatMul": patched(tvm_onnx.MatMul, widen),
             "Conv": patched(tvm_onnx.Conv, widen), "Gemm": patched(tvm_onnx.Gemm, widen), "Softmax": Softmax,
             "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand,

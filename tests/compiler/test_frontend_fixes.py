@@ -169,3 +169,11 @@ def test_resize_axes_spelled_out_and_keep_aspect_ratio_refused():
                    [tensor("x", [1, 1, 2, 4])], [tensor("y", None)], [init("sizes", np.array([1, 1, 4, 4]))], opset=18)
     with pytest.raises(UnsupportedError, match="keep_aspect_ratio_policy"):
         ember.compile(policy)
+
+
+def test_eyelike_with_dtype_and_offset():
+    m = model([h.make_node("EyeLike", ["x"], ["y"], k=-1, dtype=T.DOUBLE)], [tensor("x", [3, 4], T.INT32)],
+              [tensor("y", [3, 4], T.DOUBLE)], opset=9)
+    got = ember.compile(m).run({"x": np.zeros((3, 4), np.int32)})["y"]
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, np.eye(3, 4, k=-1))
