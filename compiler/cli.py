@@ -148,7 +148,8 @@ def _tune(args: argparse.Namespace, progress):
         rpc = {"host": host, "port": port, "key": args.key}
     report = tune(args.model, args.target, args.db, trials=args.trials, seconds=args.time_budget,
                   pipeline=args.pipeline, opt_level=args.opt_level, mcpu=args.mcpu, features=args.mattr,
-                  rpc=rpc, report_dir=args.report or str(Path(args.db) / "report"), progress=progress)
+                  rpc=rpc, report_dir=args.report or str(Path(args.db) / "report"), progress=progress,
+                  bind=_parse_bind(args.bind))
     return report.to_json()
 
 
@@ -567,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tn = sub.add_parser("tune", help="autotune a model's kernels for a target into a tuning database")
     tn.add_argument("model", help="ONNX model file")
+    tn.add_argument("--bind", action="append", metavar="NAME=V[,V...]",
+                    help="tune for this value of a graph input TVM needs at compile time (as in compile)")
     tn.add_argument("--db", default="ember-tuning", help="tuning database directory (default: ember-tuning; "
                     "created if missing, resumed if present)")
     tn.add_argument("--target", default="host", help="target triple or 'host' (default: host)")

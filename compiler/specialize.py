@@ -47,7 +47,7 @@ class NeedsInputValues(CompileError):
         first = next(iter(needed))
         what = "input" if len(needed) == 1 else "inputs"
         super().__init__(f"{what} {names} must be known at compile time: give the value "
-                         f"(ember compile --bind {first}=V[,V...], or bind={{{first!r}: ...}})")
+                         f"(--bind {first}=V[,V...] on the command line, or bind={{{first!r}: ...}})")
 
 
 def _operand_name(op: str, index: int, opset: int) -> str:

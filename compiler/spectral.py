@@ -19,7 +19,7 @@ from onnx import helper as h
 from . import ir
 from .body_builder import Body
 
-MAX_LENGTH = 4096
+MAX_LENGTH = 2048  # cos and sin tables of n x n doubles: 32 MiB each at most
 
 
 def _const(v: ir.Value | None) -> int | None:

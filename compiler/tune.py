@@ -183,8 +183,9 @@ def _measure_default(func, tvm_target, dev, repeat: int = 3) -> tuple[Any, float
 def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: int | None = None,
          seconds: float | None = None, pipeline=None, opt_level: int | None = None, mcpu: str | None = None,
          features=None, rpc: dict[str, Any] | None = None, report_dir: str | None = None,
-         progress: Callable[[str], None] | None = None) -> TuneReport:
-    """Tune a model's kernels for a target into database `db` (created if missing)."""
+         progress: Callable[[str], None] | None = None, bind: dict[str, Any] | None = None) -> TuneReport:
+    """Tune a model's kernels for a target into database `db` (created if missing); `bind`
+    fixes graph inputs TVM needs as constants, as in `driver.compile`."""
     import tvm
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
@@ -209,7 +210,7 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
     database = TuningDatabase.open(db, tgt, create=True)
     if database.repaired:
         say(f"dropped {database.repaired} incomplete record(s) left by an interrupted run")
-    m, relax_mod, _ = driver.lower_model(model, tgt, pipeline, opt_level=opt_level, say=say)
+    m, relax_mod, _ = driver.lower_model(model, tgt, pipeline, opt_level=opt_level, say=say, bind=bind)
     tvm_target = tgt.tvm_target()
     with tvm_target:
         mod = tvm.transform.Sequential(legalize_passes(tgt))(relax_mod)
