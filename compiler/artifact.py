@@ -126,10 +126,10 @@ class CompiledModel:
             from .lower import first_line
 
             raise RuntimeInputError(f"the model failed at run time: {first_line(e)}") from None
-        flat = _flatten(result)
-        if len(flat) != len(self.outputs):
-            raise ArtifactError(f"model returned {len(flat)} outputs, metadata lists {len(self.outputs)}")
-        return {o["name"]: _from_storage(v, o["dtype"]) for o, v in zip(self.outputs, flat)}
+        values = [result] if len(self.outputs) == 1 else list(result)
+        if len(values) != len(self.outputs):
+            raise ArtifactError(f"model returned {len(values)} outputs, metadata lists {len(self.outputs)}")
+        return {o["name"]: _output(v, o) for o, v in zip(self.outputs, values)}
 
     __call__ = run
 
@@ -178,22 +178,18 @@ class CompiledModel:
         return directory
 
 
-def _from_storage(a: np.ndarray, dtype: str) -> np.ndarray:
-    narrow_type = narrow.by_name(dtype) if dtype else None
-    return a if narrow_type is None else narrow.from_storage(a, narrow_type)
-
-
-def _flatten(result) -> list[np.ndarray]:
+def _output(value, spec: dict[str, Any]):
+    """One VM result as the user sees it: a numpy array (ml_dtypes for narrow types), or a
+    list of them for a sequence output."""
     from tvm.runtime import ShapeTuple
 
-    if hasattr(result, "numpy"):
-        return [result.numpy()]
-    if isinstance(result, ShapeTuple):  # a shape computed at run time (e.g. a Shape output)
-        return [np.array(list(result), dtype=np.int64)]
-    out: list[np.ndarray] = []
-    for r in result:
-        out.extend(_flatten(r))
-    return out
+    if spec.get("sequence"):
+        return [_output(v, {**spec, "sequence": False}) for v in value]
+    if isinstance(value, ShapeTuple):  # a shape computed at run time (e.g. a Shape output)
+        return np.array(list(value), dtype=np.int64)
+    array = value.numpy()
+    narrow_type = narrow.by_name(spec["dtype"]) if spec.get("dtype") else None
+    return array if narrow_type is None else narrow.from_storage(array, narrow_type)
 
 
 def load(directory: str | Path) -> CompiledModel:

@@ -426,7 +426,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                               progress=progress, timeout=args.timeout)
     else:
         result = _run_artifact(args.artifact, inputs, args.time, progress)
-    outputs: dict[str, np.ndarray] = result["outputs"]
+    outputs = _flat_outputs(result["outputs"])
     for name, v in outputs.items():
         finite = v[np.isfinite(v)] if np.issubdtype(v.dtype, np.floating) else v
         stats = (f" min {finite.min():.6g} max {finite.max():.6g} mean {finite.mean():.6g}"
@@ -442,10 +442,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flat_outputs(outputs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Sequence outputs (lists) as NAME[i] entries, for printing, saving and checking."""
+    flat: dict[str, np.ndarray] = {}
+    for name, v in outputs.items():
+        if isinstance(v, list):
+            flat.update({f"{name}[{i}]": np.asarray(a) for i, a in enumerate(v)})
+        else:
+            flat[name] = v
+    return flat
+
+
 def _check(args, inputs, outputs, times) -> int:
     from .reference import run_onnxruntime
 
     ref, ref_times = run_onnxruntime(args.check, inputs, repeat=args.time)
+    ref = _flat_outputs(ref)
     worst, ok = 0.0, True
     for name, r in ref.items():
         if name not in outputs:

@@ -75,6 +75,10 @@ def _dtype_name(v: ir.Value) -> str:
 
 def signature(graph: ir.Graph) -> tuple[list[dict], list[dict]]:
     def spec(v: ir.Value) -> dict[str, Any]:
+        if lower.is_tensor_sequence(v):  # a list of tensors at run time
+            elem = v.type_proto.sequence_type.elem_type.tensor_type.elem_type
+            return {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(elem).name if elem else "",
+                    "shape": None, "sequence": True}
         return {"name": v.name, "dtype": _dtype_name(v),
                 "shape": None if v.shape is None else [d if isinstance(d, int) else (d or None) for d in v.shape]}
 

@@ -158,6 +158,11 @@ def needs_body(node: ir.Node) -> bool:
                                                 or known_wrong(node) is not None)
 
 
+def is_tensor_sequence(v: ir.Value) -> bool:
+    tp = v.type_proto
+    return tp is not None and tp.HasField("sequence_type") and tp.sequence_type.elem_type.HasField("tensor_type")
+
+
 def check_supported(model: ir.Model) -> None:
     """Refuse what TVM's frontend would reject or, worse, misread: operators
     it has no converter for, and standard op names in foreign domains."""
@@ -189,9 +194,10 @@ def check_supported(model: ir.Model) -> None:
     g = model.graph
     for kind, values in (("input", [v for v in g.inputs if v.const is None]), ("output", g.outputs)):
         for v in values:
-            if not v.is_tensor:
+            if not v.is_tensor and not (kind == "output" and is_tensor_sequence(v)):
+                allowed = "tensors" if kind == "input" else "tensors and sequences of tensors"
                 raise UnsupportedError(f"{kind} {v.name!r} has type {type_proto_str(v.type_proto)}; "
-                                       "only tensors are supported")
+                                       f"only {allowed} are supported")
     for v in g.values():
         if v.dtype in SUB_BYTE_TYPES:
             raise UnsupportedError(f"value {v.name!r} has type {onnx.TensorProto.DataType.Name(v.dtype)}, "

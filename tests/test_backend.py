@@ -49,3 +49,22 @@ def test_wrong_arity():
     rep = eb.prepare(conv_relu_gemm())
     with pytest.raises(RuntimeInputError, match="takes 1 inputs"):
         rep.run([])
+
+
+def test_sequence_output_is_a_list():
+    """A graph output of sequence type comes back as a list of arrays (ORT's form)."""
+    from helpers import init, model, tensor
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    import ember
+
+    m = model([h.make_node("SplitToSequence", ["x", "split"], ["seq"], axis=1)], [tensor("x", [2, 6])],
+              [h.make_tensor_sequence_value_info("seq", T.FLOAT, None)],
+              [init("split", np.array([1, 2, 3], np.int64))], opset=13)
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    got = ember.compile(m).run({"x": x})["seq"]
+    want = ort_run(m, {"x": x})[0]
+    assert isinstance(got, list) and len(got) == 3
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)

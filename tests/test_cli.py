@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import conv_relu_gemm, model, tensor
+from helpers import conv_relu_gemm, ember_cli, init, model, tensor
+from onnx import TensorProto as T
 from onnx import helper as h
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,3 +212,16 @@ def test_crash_in_child_is_reported(tmp_path):
 def test_tune_for_a_device_this_machine_cannot_run(tmp_path, model_file):
     proc = ember("tune", model_file, "--db", tmp_path / "db", "--target", "aarch64-linux-gnu")
     assert_one_line_error(proc, "cannot be measured on this machine", "--tracker")
+
+
+def test_run_check_with_a_sequence_output(tmp_path):
+    m = model([h.make_node("SplitToSequence", ["x", "split"], ["seq"], axis=1)], [tensor("x", [2, 6])],
+              [h.make_tensor_sequence_value_info("seq", T.FLOAT, None)],
+              [init("split", np.array([1, 2, 3], np.int64))], opset=13)
+    path = tmp_path / "seq.onnx"
+    onnx.save(m, path)
+    assert ember_cli("compile", path, "-o", tmp_path / "a", "-q").returncode == 0
+    run = ember_cli("run", tmp_path / "a", "--random-inputs", "--check", path, "--save", tmp_path / "o.npz")
+    assert run.returncode == 0, run.stderr
+    assert "check seq[2]: max |error| vs onnxruntime 0" in run.stdout
+    assert sorted(np.load(tmp_path / "o.npz").files) == ["seq[0]", "seq[1]", "seq[2]"]
