@@ -344,8 +344,29 @@ def converters() -> dict[str, type]:
     for op in ("ReduceMax", "ReduceMin"):
         fixed_reductions[op] = patched(fixed_reductions[op], boolean)
 
+    def nms_parameters(tvm_impl, bb, inputs, attr, params):
+        """NonMaxSuppression's limits: constants (a run-time value made TVM fall back to its
+        defaults silently), ONNX's defaults for absent ones (IoU 0, no score filtering;
+        TVM assumed 0.5 and 0), and its strict IoU comparison."""
+        given = list(inputs) + [None] * (5 - len(inputs))
+        defaults = {3: np.float32(0.0), 4: np.float32(np.finfo(np.float32).min)}
+        for i in (2, 3, 4):
+            if given[i] is not None:
+                given[i] = tvm_onnx.get_constant(given[i], params)
+                if not isinstance(given[i], tvm.ir.expr.Constant):  # TVM would use its defaults instead
+                    raise ValueError("NonMaxSuppression's limits must be constants")
+            elif i in defaults:
+                given[i] = relax.const(defaults[i], "float32")
+        if given[2] is None:
+            given[2] = relax.const(np.array([0], np.int64), "int64")
+        # ONNX suppresses a box whose IoU is above the threshold, TVM at or above it
+        iou = np.float32(given[3].value.numpy().reshape(-1)[0])
+        given[3] = relax.const(np.nextafter(iou, np.float32(np.inf)), "float32")
+        return tvm_impl(bb, type(inputs)(given), attr, params)
+
     return {**fixed_reductions, "Sum": Sum, "Clip": Clip, "Cosh": hyperbolic(1.0), "Sinh": hyperbolic(-1.0),
             "Pow": patched(tvm_onnx.Pow, integer_pow), "OneHot": OneHot, "PRelu": PRelu, "EyeLike": EyeLike,
+            "NonMaxSuppression": patched(tvm_onnx.NonMaxSuppression, nms_parameters),
             "Elu": patched(tvm_onnx.Elu, widen), "MatMul": patched(tvm_onnx.MatMul, widen),
             "Conv": patched(tvm_onnx.Conv, widen), "Gemm": patched(tvm_onnx.Gemm, widen), "Softmax": Softmax,
             "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand,

@@ -139,8 +139,8 @@ def known_wrong(node: ir.Node) -> str | None:
         return "normalizing over every axis (TVM's kernel fails to build)"
     if op == "ConvTranspose" and "output_shape" in node.attrs and not _default_convtranspose_shape(node):
         return "an output_shape other than the default one is not supported"
-    if op == "NonMaxSuppression" and len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].const is None:
-        return "a run-time max_output_boxes_per_class is not supported"
+    if op == "NonMaxSuppression" and any(v is not None and v.const is None for v in node.inputs[2:5]):
+        return "run-time limits (max_output_boxes_per_class, thresholds) are not supported"
     return None
 
 

@@ -160,7 +160,10 @@ def schedule_generic(sch) -> None:
     from tvm import tirx
 
     root = sch.get_sblock("root")
-    for b in sch.get_child_blocks(root):
+    # an opaque block (hand-written TIR: sorts, NMS) may read a buffer in ways
+    # inlining does not see; then nothing is inlined (TVM's NMS broke otherwise)
+    opaque = any(not sch.get(b).iter_vars for b in sch.get_child_blocks(root))
+    for b in [] if opaque else sch.get_child_blocks(root):
         try:
             sch.compute_inline(b)
         except Exception:

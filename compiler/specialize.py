@@ -31,7 +31,7 @@ CONST_OPERANDS: dict[str, tuple[int, ...]] = {
     **{op: (1,) for op in _REDUCE},
     "Reshape": (1,), "OneHot": (1, 2), "CumSum": (1,), "CumProd": (1,), "Split": (1,), "TopK": (1,), "Upsample": (1,),
     "AffineGrid": (1,), "Resize": (1, 2, 3), "Pad": (1, 2, 3), "ConstantOfShape": (0,), "Range": (0, 1, 2),
-    "MaxUnpool": (2,), "NonMaxSuppression": (2,), "DFT": (1, 2), "STFT": (1, 3),
+    "MaxUnpool": (2,), "NonMaxSuppression": (2, 3, 4), "DFT": (1, 2), "STFT": (1, 3),
     "Loop": (0, 1), "Col2Im": (1, 2), "SplitToSequence": (1,),
 }
 MAX_ELEMENTS = 4096  # inputs bigger than this are data, not parameters

@@ -177,3 +177,18 @@ def test_eyelike_with_dtype_and_offset():
     got = ember.compile(m).run({"x": np.zeros((3, 4), np.int32)})["y"]
     assert got.dtype == np.float64
     np.testing.assert_array_equal(got, np.eye(3, 4, k=-1))
+
+
+@pytest.mark.parametrize("limits", [
+    {"m": np.array([3]), "iou": np.array([1 / 7], np.float32), "score": np.array([0.0], np.float32)},
+    {"m": np.array([3]), "iou": np.array([0.5], np.float32), "score": np.array([0.75], np.float32)},
+    {"m": np.array([2])},  # IoU 0 and no score filter by default (TVM assumed 0.5 and 0)
+])
+def test_nms_limits(limits):
+    names = ["boxes", "scores", *limits]
+    m = model([h.make_node("NonMaxSuppression", names, ["sel"])],
+              [tensor("boxes", [1, 4, 4]), tensor("scores", [1, 1, 4])], [tensor("sel", None, T.INT64)],
+              [init(k, v) for k, v in limits.items()], opset=11)
+    feeds = {"boxes": np.array([[[0, 0, 1, 1], [0.5, 0.5, 1.5, 1.5], [0, 0, 1, 1.1], [3, 3, 4, 4]]], np.float32),
+             "scores": np.array([[[0.9, 0.8, 0.7, -0.1]]], np.float32)}
+    np.testing.assert_array_equal(ember.compile(m).run(feeds)["sel"], ort_run(m, feeds)[0])
