@@ -73,6 +73,13 @@ def _dtype_name(v: ir.Value) -> str:
     return onnx.helper.tensor_dtype_to_np_dtype(v.dtype).name
 
 
+def _shapes_left(m: ir.Model) -> bool:
+    """Whether a Shape or Size node reads a value whose shape is not known."""
+    return any(n.op_type in ("Shape", "Size") and n.inputs[0] is not None
+               and (n.inputs[0].shape is None or not all(isinstance(d, int) for d in n.inputs[0].shape))
+               for n in m.graph.nodes)
+
+
 def signature(graph: ir.Graph) -> tuple[list[dict], list[dict]]:
     def spec(v: ir.Value) -> dict[str, Any]:
         if lower.is_tensor_sequence(v):  # a list of tensors at run time
@@ -103,6 +110,16 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
     say(f"optimizing ({len(m.graph.nodes)} nodes)")
     passes = optimize(m, pipeline, opt_level=opt_level, instruments=instruments, disabled=disabled,
                       verify_each=verify_each)
+    if any(p.name in ("cleanup", "fold-shapes") for p in passes) and _shapes_left(m):
+        # folding made shapes static that shape inference has not seen (a Pad whose pads
+        # became constants): infer again and fold what that allows
+        proto = onnx_io.export_model(m)
+        known = [vi for vi in proto.graph.value_info if vi.type.tensor_type.HasField("shape")
+                 and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)]
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(known)
+        m = onnx_io.import_model(proto)
+        optimize(m, "cleanup", instruments=instruments, disabled=disabled, verify_each=verify_each)
     integer = sum(1 for n in m.graph.nodes if n.op_type in ("ConvInteger", "MatMulInteger"))
     if integer:
         from .intrinsics import for_target
