@@ -126,10 +126,7 @@ class CompiledModel:
             from .lower import first_line
 
             raise RuntimeInputError(f"the model failed at run time: {first_line(e)}") from None
-        values = [result] if len(self.outputs) == 1 else list(result)
-        if len(values) != len(self.outputs):
-            raise ArtifactError(f"model returned {len(values)} outputs, metadata lists {len(self.outputs)}")
-        return {o["name"]: _output(v, o) for o, v in zip(self.outputs, values)}
+        return dict(zip(self.output_names, vm_outputs(result, self.outputs)))
 
     __call__ = run
 
@@ -176,6 +173,14 @@ class CompiledModel:
         meta["library_sha256"] = _sha256(directory / LIBRARY)
         atomic_write_text(directory / METADATA, json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return directory
+
+
+def vm_outputs(result, specs: list[dict[str, Any]]) -> list:
+    """The VM's result as the outputs `specs` describe, in order (see `_output`)."""
+    values = [result] if len(specs) == 1 else list(result)
+    if len(values) != len(specs):
+        raise ArtifactError(f"model returned {len(values)} outputs, metadata lists {len(specs)}")
+    return [_output(v, spec) for v, spec in zip(values, specs)]
 
 
 def _output(value, spec: dict[str, Any]):

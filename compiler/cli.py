@@ -369,8 +369,8 @@ def _run_elsewhere(args: argparse.Namespace, meta: dict, inputs: dict, progress)
 
         progress(f"running on {args.tracker or args.rpc} over RPC")
         device = "cuda" if meta["target"].get("tvm", {}).get("kind") == "cuda" else "cpu"
-        outs, times = remote.run(library, arrays, device=device, rpc=args.rpc, tracker=args.tracker,
-                                 key=args.key, repeat=args.time)
+        outs, times = remote.run(library, arrays, signature.outputs, device=device, rpc=args.rpc,
+                                 tracker=args.tracker, key=args.key, repeat=args.time)
     else:
         from ember.targets import emulation
 

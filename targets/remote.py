@@ -40,14 +40,15 @@ def connect(rpc: str | None = None, tracker: str | None = None, key: str | None 
                           f"{str(e).strip().splitlines()[-1][:200]}") from None
 
 
-def run(library: Path, inputs: list[np.ndarray], device: str = "cpu", rpc: str | None = None,
-        tracker: str | None = None, key: str | None = None, repeat: int = 0) -> tuple[list[np.ndarray], list[float]]:
-    """Upload the library, run `main` on the remote device; returns outputs
-    and `repeat` timings measured on the remote side."""
+def run(library: Path, inputs: list[np.ndarray], outputs: list[dict], device: str = "cpu", rpc: str | None = None,
+        tracker: str | None = None, key: str | None = None, repeat: int = 0) -> tuple[list, list[float]]:
+    """Upload the library, run `main` on the remote device; returns the outputs
+    (as the artifact's output specs `outputs` describe) and `repeat` timings
+    measured on the remote side."""
     import tvm
     from tvm.runtime.vm import VirtualMachine
 
-    from ember.compiler.artifact import _flatten
+    from ember.compiler.artifact import vm_outputs
 
     sess = connect(rpc, tracker, key)
     try:
@@ -56,12 +57,12 @@ def run(library: Path, inputs: list[np.ndarray], device: str = "cpu", rpc: str |
         dev = sess.cuda(0) if device == "cuda" else sess.cpu(0)
         vm = VirtualMachine(lib, dev)
         args = [tvm.runtime.tensor(a, dev) for a in inputs]
-        outputs = _flatten(vm["main"](*args))
+        results = vm_outputs(vm["main"](*args), outputs)
         times: list[float] = []
         if repeat:
             timer = vm.time_evaluator("main", dev, number=1, repeat=repeat)
             times = list(timer(*args).results)
-        return outputs, times
+        return results, times
     except RemoteError:
         raise
     except Exception as e:
