@@ -12,8 +12,11 @@ casts that touch them become two Ember ops with Relax converters:
   saturating or overflowing as ONNX's `saturate` says; integers truncate
   and wrap, as ONNX's reference does.
 
-Only casts and data movement may touch these values (ONNX defines no
+Only casts, Q/DQ and data movement may touch these values (ONNX defines no
 arithmetic on them); a model that does more keeps its types and is refused.
+Q/DQ become their arithmetic (scale, zero point, rounding, saturation);
+blocked Q/DQ (block_size), which TVM lacks, are spelled out the same way for
+every integer type.
 At the run-time boundary, arrays convert between ml_dtypes and storage
 (`to_storage`, `from_storage`).
 """
@@ -105,40 +108,62 @@ def _touching(v: ir.Value) -> list[ir.Node]:
     return nodes + ([v.producer] if v.producer is not None else [])
 
 
+QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
 def _qdq_ok(node: ir.Node) -> bool:
-    """Q/DQ per tensor or per axis (not blocked), with scale and zero point of known rank."""
-    if node.attrs.get("block_size", 0):
-        return False
+    """Q/DQ per tensor or per axis, with scale and zero point of known rank; blocked
+    (block_size) with static shapes, the scale of the input's rank."""
+    x = node.inputs[0]
     params = [v for v in node.inputs[1:3] if v is not None]
-    return node.inputs[0].shape is not None and all(v.shape is not None and len(v.shape) <= 1 for v in params)
+    if x.shape is None or any(v.shape is None for v in params):
+        return False
+    if node.attrs.get("block_size", 0):
+        return all(isinstance(d, int) for d in x.shape) and all(
+            len(v.shape) == len(x.shape) and all(isinstance(d, int) for d in v.shape) for v in params)
+    return all(len(v.shape) <= 1 for v in params)
+
+
+def _blocked(node: ir.Node) -> bool:
+    """A blocked Q/DQ of a standard integer type (TVM has no blocked quantization)."""
+    quantized = node.inputs[0] if node.op_type == "DequantizeLinear" else node.outputs[0]
+    return (node.domain in ("", "ai.onnx") and node.op_type in QDQ and bool(node.attrs.get("block_size", 0))
+            and quantized.dtype not in NARROW and _qdq_ok(node))
 
 
 def _allowed(node: ir.Node) -> bool:
     if node.domain not in ("", "ai.onnx"):
         return False
-    if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+    if node.op_type in QDQ:
         return _qdq_ok(node)
     return node.op_type in MOVERS or node.op_type in ("Cast", "CastLike")
 
 
 def rewrite(model: ir.Model) -> bool:
-    """Store narrow values in bytes and turn their casts into Narrow ops; False (and
-    nothing changed) where anything but casts and data movement touches them."""
+    """Store narrow values in bytes, turn their casts and Q/DQ into Narrow ops and
+    standard arithmetic, and spell out blocked Q/DQ of any integer type; False (and
+    nothing changed) where there is nothing to do. Narrow values touched by anything
+    but casts, Q/DQ and data movement keep their types (and are refused later)."""
     g = model.graph
     narrow = [v for v in g.values() if v.dtype in NARROW]
-    if not narrow or any(v.dtype in NARROW for sub in g.all_graphs() if sub is not g for v in sub.values()):
-        return False
-    if not all(_allowed(n) for v in narrow for n in _touching(v)):
+    narrow_ok = bool(narrow) and not any(v.dtype in NARROW for sub in g.all_graphs() if sub is not g
+                                         for v in sub.values()) and all(_allowed(n) for v in narrow
+                                                                        for n in _touching(v))
+    blocked = [n for n in g.nodes if _blocked(n)]
+    if not narrow_ok and not blocked:
         return False
     for node in list(g.nodes):
-        if node.op_type == "CastLike" and node.domain in ("", "ai.onnx") and node.inputs[1].dtype:
+        standard = node.domain in ("", "ai.onnx")
+        if narrow_ok and standard and node.op_type == "CastLike" and node.inputs[1].dtype:
             _cast(g, node, node.inputs[0], node.inputs[1].dtype, node.attrs.get("saturate", 1))
-        elif node.op_type == "Cast" and node.domain in ("", "ai.onnx"):
+        elif narrow_ok and standard and node.op_type == "Cast":
             _cast(g, node, node.inputs[0], node.attrs["to"], node.attrs.get("saturate", 1))
-        elif node.op_type == "DequantizeLinear" and node.inputs[0].dtype in NARROW:
+        elif node.op_type == "DequantizeLinear" and (node in blocked or narrow_ok and node.inputs[0].dtype in NARROW):
             _dequantize(g, node)
-        elif node.op_type == "QuantizeLinear" and node.outputs[0].dtype in NARROW:
+        elif node.op_type == "QuantizeLinear" and (node in blocked or narrow_ok and node.outputs[0].dtype in NARROW):
             _quantize(g, node)
+    if not narrow_ok:
+        return True
     for v in list(g.values()):  # the casts' new outputs too; later casts read their narrow type
         if v.dtype not in NARROW:
             continue
@@ -168,22 +193,50 @@ def _cast(g: ir.Graph, node: ir.Node, x: ir.Value, to: int, saturate: int) -> No
     g.remove(node)
 
 
+def _decode(g: ir.Graph, node: ir.Node, v: ir.Value, ftype: int) -> ir.Value:
+    """`v` as values of float type `ftype`: a table decode for narrow types, else a Cast."""
+    if v.dtype in NARROW:
+        out = g.make_node(DECODE, [v], attrs={"format": v.dtype, "to": ftype}, domain=custom_ops.DOMAIN,
+                          before=node).outputs[0]
+        out.dtype, out.shape = ftype, v.shape
+        return out
+    return _emit(g, node, "Cast", [v], ftype, v.shape, to=ftype)
+
+
 def _qdq_params(g: ir.Graph, node: ir.Node, ftype: int) -> tuple[ir.Value, ir.Value | None]:
-    """Scale and zero point (decoded to `ftype`; None if absent), shaped to broadcast along `axis`."""
-    rank = len(node.inputs[0].shape)
+    """Scale and zero point (decoded to `ftype`; None if absent), shaped to broadcast with
+    the input: along `axis`, or repeated block_size times along it."""
+    x = node.inputs[0]
+    rank = len(x.shape)
     scale = node.inputs[1]
     zp = node.inputs[2] if len(node.inputs) > 2 else None
-    if zp is not None:
-        decoded = g.make_node(DECODE, [zp], attrs={"format": zp.dtype, "to": ftype}, domain=custom_ops.DOMAIN,
-                              before=node).outputs[0]
-        decoded.dtype, decoded.shape = ftype, zp.shape
-        zp = decoded
+    zp = None if zp is None else _decode(g, node, zp, ftype)
+    axis = node.attrs.get("axis", 1) % rank if rank else 0
+    block = node.attrs.get("block_size", 0)
+    if block:  # [.., C/B, ..] -> [.., C/B, B, ..] -> [.., C, ..]
+        blocks = scale.shape[axis]
+        wide = list(x.shape[:axis]) + [blocks, block] + list(x.shape[axis + 1:])
+        merged = list(x.shape[:axis]) + [blocks * block] + list(x.shape[axis + 1:])
+        shapes = [g.make_const(np.array(s_, np.int64), "block_shape") for s_ in (wide, merged)]
+        cut = [g.make_const(np.array([v], np.int64), "block_cut") for v in (0, x.shape[axis], axis)]
+
+        def repeat(v: ir.Value) -> ir.Value:
+            v = _unsqueeze(g, node, v, axis + 1)
+            v = _emit(g, node, "Expand", [v, shapes[0]], v.dtype, tuple(wide))
+            v = _emit(g, node, "Reshape", [v, shapes[1]], v.dtype, tuple(merged))
+            return _emit(g, node, "Slice", [v, *cut], v.dtype, tuple(x.shape))
+
+        return repeat(scale), None if zp is None else repeat(zp)
     if scale.shape and rank > 1:  # per axis: [C] -> [1, .., C, .., 1]
-        axis = node.attrs.get("axis", 1) % rank
         shape = g.make_const(np.array([1] * axis + [-1] + [1] * (rank - axis - 1), np.int64), "axis_shape")
         scale, zp = (None if v is None else _emit(g, node, "Reshape", [v, shape], v.dtype, None)
                      for v in (scale, zp))
     return scale, zp
+
+
+def _unsqueeze(g: ir.Graph, node: ir.Node, v: ir.Value, axis: int) -> ir.Value:
+    shape = None if v.shape is None else tuple(v.shape[:axis]) + (1,) + tuple(v.shape[axis:])
+    return _emit(g, node, "Unsqueeze", [v, g.make_const(np.array([axis], np.int64), "axis")], v.dtype, shape)
 
 
 def _emit(g: ir.Graph, node: ir.Node, op: str, inputs, dtype: int, shape, **attrs) -> ir.Value:
@@ -197,9 +250,7 @@ def _dequantize(g: ir.Graph, node: ir.Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
     ftype = node.inputs[1].dtype
     scale, zero = _qdq_params(g, node, ftype)
-    value = g.make_node(DECODE, [x], attrs={"format": x.dtype, "to": ftype}, domain=custom_ops.DOMAIN,
-                        before=node).outputs[0]
-    value.dtype, value.shape = ftype, x.shape
+    value = _decode(g, node, x, ftype)
     if zero is not None:
         value = _emit(g, node, "Sub", [value, zero], ftype, x.shape)
     g.substitute(y, _emit(g, node, "Mul", [value, scale], ftype, x.shape))
@@ -211,20 +262,28 @@ def _quantize(g: ir.Graph, node: ir.Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
     fmt, np_type = y.dtype, onnx.helper.tensor_dtype_to_np_dtype(x.dtype)
     scale, zero = _qdq_params(g, node, x.dtype)
+    integer = fmt in INTS or fmt not in NARROW
     q = _emit(g, node, "Div", [x, scale], x.dtype, x.shape)
-    if fmt in INTS:
+    if integer:
         q = _emit(g, node, "Round", [q], x.dtype, x.shape)
     if zero is not None:
         q = _emit(g, node, "Add", [q, zero], x.dtype, x.shape)
-    if fmt in INTS:
-        _, bits, signed = INTS[fmt]
-        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if integer:
+        if fmt in INTS:
+            _, bits, signed = INTS[fmt]
+            lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        else:
+            info = np.iinfo(onnx.helper.tensor_dtype_to_np_dtype(fmt))
+            lo, hi = int(info.min), int(info.max)
         bounds = [g.make_const(np.array(b, np_type), "bound") for b in (lo, hi)]
         q = _emit(g, node, "Clip", [q, *bounds], x.dtype, x.shape)
-    encoded = g.make_node(ENCODE, [q], attrs={"format": fmt, "saturate": int(node.attrs.get("saturate", 1))},
+    if fmt in NARROW:
+        out = g.make_node(ENCODE, [q], attrs={"format": fmt, "saturate": int(node.attrs.get("saturate", 1))},
                           domain=custom_ops.DOMAIN, before=node).outputs[0]
-    encoded.dtype, encoded.shape = fmt, x.shape
-    g.substitute(y, encoded)
+        out.dtype, out.shape = fmt, x.shape
+    else:
+        out = _emit(g, node, "Cast", [q], fmt, x.shape, to=fmt)
+    g.substitute(y, out)
     g.remove(node)
 
 

@@ -109,3 +109,21 @@ def test_chained_casts_through_a_narrow_type():
               [tensor("x", [6])], [tensor("y", [6])], opset=25)
     x = np.array([0.3, -1.7, 3.4, 6.9, -7.2, 100], np.float32)
     np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], reference(m, {"x": x}))
+
+
+@pytest.mark.parametrize("fmt", ["INT4", "INT8", "UINT8"])
+def test_blocked_quantize_dequantize(fmt):
+    """block_size (opset 21): one scale per block of 4 along axis 1, C = 10 not a multiple of it."""
+    ftype = getattr(T, fmt)
+    np_type = onnx.helper.tensor_dtype_to_np_dtype(ftype)
+    m = model([h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=1, block_size=4),
+               h.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1, block_size=4)],
+              [tensor("x", [2, 10]), tensor("s", [2, 3]), tensor("z", [2, 3], ftype)],
+              [tensor("q", [2, 10], ftype), tensor("y", [2, 10])], opset=21)
+    rng = np.random.default_rng(0)
+    feeds = {"x": (rng.standard_normal((2, 10)) * 4).astype(np.float32),
+             "s": rng.uniform(0.2, 1.0, (2, 3)).astype(np.float32), "z": np.array([[1, 0, 2], [0, 3, 1]]).astype(np_type)}
+    got = ember.compile(m).run(feeds)
+    want = ReferenceEvaluator(m).run(None, feeds)
+    np.testing.assert_array_equal(got["q"].astype(np.int32), want[0].astype(np.int32))
+    np.testing.assert_allclose(got["y"], want[1], rtol=1e-6)
