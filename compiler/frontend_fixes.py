@@ -15,9 +15,9 @@ def converters() -> dict[str, type]:
     calls, which layout conversion cannot see through). And for what TVM
     gets wrong: IsInf's detect_* attributes, SpaceToDepth's CRD mode, float
     Mod (fmod=0) by infinities, Expand to a run-time shape, Softplus and Mish
-    of very negative inputs, SequenceInsert at a negative position, ReduceMax
-    and ReduceMin of all-infinite slices, and float16 MatMul/Conv/Gemm/Softmax
-    rounded at every step of their sums."""
+    of very negative inputs, SequenceInsert at a negative position, boolean
+    ReduceMax/ReduceMin, and float16 MatMul/Conv/Gemm/Softmax rounded at every
+    step of their sums. (Infinite and empty slices of ReduceMax/Min: guards.py.)"""
     from functools import reduce
 
     import numpy as np
@@ -209,25 +209,6 @@ def converters() -> dict[str, type]:
                             else x for x in inputs)  # TVM's list type: None past its end
         return relax.op.astype(bb.normalize(tvm_impl(bb, wide, attr, params)), dtype)
 
-    def extreme(bound: float):
-        """ReduceMax/ReduceMin give -inf/+inf where every reduced element is:
-        TVM starts the reduction at the lowest/highest finite value."""
-
-        def fix(tvm_impl, bb, inputs, attr, params):
-            out = tvm_impl(bb, inputs, attr, params)
-            x = inputs[0]
-            if not dtype_of(x).startswith(("float", "bfloat")):
-                return out
-            # any(x != bound) with the op's own reduction: max of {0, 1}, or min of {0, -1};
-            # an empty reduction leaves TVM's start value, of the other sign
-            dtype, sign = dtype_of(x), relax.const(1.0 if bound < 0 else -1.0, dtype_of(x))
-            c = relax.const(bound, dtype)
-            other = bb.normalize(relax.op.multiply(relax.op.astype(relax.op.not_equal(x, c), dtype), sign))
-            flag = tvm_impl(bb, type(inputs)([other, *inputs[1:]]), attr, params)
-            return relax.op.where(relax.op.greater(relax.op.multiply(flag, sign), relax.const(0, dtype)), out, c)
-
-        return fix
-
     class Softmax(tvm_onnx.Softmax):  # opset < 13 (flattening softmax) stays TVM's
         """float16 softmax as numpy computes it (ONNX's reference): each step
         rounded to float16, but the sum accumulated in float32 and rounded once."""
@@ -241,27 +222,6 @@ def converters() -> dict[str, type]:
             e = relax.op.exp(relax.op.subtract(x, relax.op.max(x, axis=axis, keepdims=True)))
             total = relax.op.sum(relax.op.astype(e, "float32"), axis=axis, keepdims=True)
             return relax.op.divide(e, relax.op.astype(total, "float16"))
-
-    def empty(start: float):
-        """A reduction over an empty set gives its start value (0 for sums, 1 for
-        products, -inf for log-sums and max): TVM left such outputs unwritten."""
-
-        def fix(tvm_impl, bb, inputs, attr, params):
-            out = bb.normalize(tvm_impl(bb, inputs, attr, params))
-            dims, got = static_shape(inputs[0]), static_shape(out)
-            dtype = dtype_of(out)
-            if dims is None or got is None or 0 not in dims or not np.prod(got) or not dtype.startswith("float"):
-                return out
-            return relax.op.full(got, relax.const(start, dtype), dtype)
-
-        return fix
-
-    reductions = {"ReduceSum": 0.0, "ReduceSumSquare": 0.0, "ReduceL1": 0.0, "ReduceL2": 0.0, "ReduceProd": 1.0,
-                  "ReduceLogSum": -np.inf, "ReduceLogSumExp": -np.inf, "ReduceMean": np.nan,
-                  "ReduceMax": -np.inf, "ReduceMin": np.inf}
-    fixed_reductions = {op: patched(getattr(tvm_onnx, op), empty(start)) for op, start in reductions.items()}
-    for op, limit in (("ReduceMax", -np.inf), ("ReduceMin", np.inf)):
-        fixed_reductions[op] = patched(fixed_reductions[op], extreme(limit))
 
     def hyperbolic(sign: float):
         """cosh/sinh as (e^x +- e^-x) / 2 (LLVM has no such intrinsic); sinh of a small x by
@@ -341,8 +301,7 @@ def converters() -> dict[str, type]:
         as_bytes = type(inputs)([bb.normalize(relax.op.astype(inputs[0], "uint8")), *inputs[1:]])
         return relax.op.astype(bb.normalize(tvm_impl(bb, as_bytes, attr, params)), "bool")
 
-    for op in ("ReduceMax", "ReduceMin"):
-        fixed_reductions[op] = patched(fixed_reductions[op], boolean)
+    reductions = {op: patched(getattr(tvm_onnx, op), boolean) for op in ("ReduceMax", "ReduceMin")}
 
     def nms_parameters(tvm_impl, bb, inputs, attr, params):
         """NonMaxSuppression's limits: constants (a run-time value made TVM fall back to its
@@ -364,7 +323,7 @@ def converters() -> dict[str, type]:
         given[3] = relax.const(np.nextafter(iou, np.float32(np.inf)), "float32")
         return tvm_impl(bb, type(inputs)(given), attr, params)
 
-    return {**fixed_reductions, "Sum": Sum, "Clip": Clip, "Cosh": hyperbolic(1.0), "Sinh": hyperbolic(-1.0),
+    return {**reductions, "Sum": Sum, "Clip": Clip, "Cosh": hyperbolic(1.0), "Sinh": hyperbolic(-1.0),
             "Pow": patched(tvm_onnx.Pow, integer_pow), "OneHot": OneHot, "PRelu": PRelu, "EyeLike": EyeLike,
             "NonMaxSuppression": patched(tvm_onnx.NonMaxSuppression, nms_parameters),
             "Elu": patched(tvm_onnx.Elu, widen), "MatMul": patched(tvm_onnx.MatMul, widen),

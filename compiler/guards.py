@@ -8,7 +8,9 @@ level; never part of an exported ONNX graph):
   process with SIGFPE (constant indices and divisors are checked at compile
   time by `validate`);
 - NaN propagates as ONNX specifies through Max, Min, ReduceMax and
-  ReduceMin (TVM's max/min drop NaN; Relu is made NaN-safe in its
+  ReduceMin, and ReduceMax/ReduceMin of slices holding only -inf/+inf give
+  -inf/+inf (TVM's max/min drop NaN and start at the lowest/highest finite
+  value; Relu is made NaN-safe in its
   legalization, `pipeline.py`);
 - reductions over an empty axis give the reduction's identity.
 """
@@ -72,34 +74,42 @@ def _index_checks(g: ir.Graph, node: ir.Node) -> bool:
 
 
 def _nan_safe(g: ir.Graph, node: ir.Node) -> bool:
-    """Wrap a NaN-dropping op: where(any input is NaN, NaN, op)."""
+    """Wrap a NaN-dropping op: where(any input is NaN, NaN, op). For ReduceMax/ReduceMin
+    one more reduction says, per slice, whether it holds a NaN (2), or only the
+    reduction's start value -inf/+inf (0; TVM starts at the lowest/highest finite
+    value instead), or anything else (1)."""
     out = node.outputs[0]
     if out.dtype not in FLOATS:
         return False
+    np_type = onnx.helper.tensor_dtype_to_np_dtype(out.dtype)
     ins = [v for v in node.inputs if v is not None]
-    if node.op_type in ("ReduceMax", "ReduceMin"):
-        # NaN in a reduced slice: the same reduction over IsNaN (as float) is 1 there
-        isnan = g.make_node("IsNaN", [ins[0]], after=node)
-        as_float = g.make_node("Cast", [isnan.outputs[0]], attrs={"to": out.dtype}, after=isnan)
-        flag = g.make_node("ReduceMax", [as_float.outputs[0], *node.inputs[1:]], attrs=dict(node.attrs), after=as_float)
-        flag.attr_types.update(node.attr_types)
-        test = g.make_node("Cast", [flag.outputs[0]], attrs={"to": onnx.TensorProto.BOOL}, after=flag)
-        cond = test.outputs[0]
-        last = test
-    else:
-        last = g.make_node("IsNaN", [ins[0]], after=node)
-        cond = last.outputs[0]
-        for v in ins[1:]:
-            flag = g.make_node("IsNaN", [v], after=last)
-            last = g.make_node("Or", [cond, flag.outputs[0]], after=flag)
-            cond = last.outputs[0]
-    nan = g.make_const(np.array(np.nan, dtype=onnx.helper.tensor_dtype_to_np_dtype(out.dtype)), "nan")
     result = ir.Value(g.fresh_name(out.name), dtype=out.dtype, shape=out.shape)
-    where = ir.Node("Where", [cond, nan, result], [], name=g.fresh_name("nan_guard"))
-    # the original op now writes `result`; Where takes over the original output value
+    # the original op now writes `result`; the last Where takes over the original output value
     node.outputs[0] = result
     result.producer, out.producer = node, None
-    where.outputs.append(out)
+    last = node
+
+    def add(op: str, inputs, **attrs) -> ir.Value:
+        nonlocal last
+        last = g.make_node(op, inputs, attrs=attrs, after=last)
+        return last.outputs[0]
+
+    def const(value) -> ir.Value:
+        return g.make_const(np.array(value, dtype=np_type), "guard")
+
+    if node.op_type in ("ReduceMax", "ReduceMin"):
+        start = const(-np.inf if node.op_type == "ReduceMax" else np.inf)
+        code = add("Where", [add("IsNaN", [ins[0]]), const(2),
+                             add("Where", [add("Equal", [ins[0], start]), const(0), const(1)])])
+        flag = add("ReduceMax", [code, *node.inputs[1:]], **node.attrs)
+        last.attr_types.update(node.attr_types)
+        value = add("Where", [add("Less", [flag, const(0.5)]), start, result])  # empty slices too
+        cond = add("Greater", [flag, const(1.5)])
+    else:
+        cond, value = add("IsNaN", [ins[0]]), result
+        for v in ins[1:]:
+            cond = add("Or", [cond, add("IsNaN", [v])])
+    where = ir.Node("Where", [cond, const(np.nan), value], [out], name=g.fresh_name("nan_guard"))
     g.insert(where, after=last)
     return True
 

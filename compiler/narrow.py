@@ -54,12 +54,12 @@ def numpy_type(dtype: int):
     return FLOATS[dtype] if dtype in FLOATS else INTS[dtype][0]
 
 
+_BY_NAME = {np.dtype(numpy_type(t)).name: t for t in NARROW}
+
+
 def by_name(name: str) -> int | None:
     """The ONNX type of an ml_dtypes name ('float8_e4m3fn', 'int4', ...), or None."""
-    for t in NARROW:
-        if np.dtype(numpy_type(t)).name == name:
-            return t
-    return None
+    return _BY_NAME.get(name)
 
 
 def to_storage(a: np.ndarray, dtype: int) -> np.ndarray:
@@ -70,11 +70,15 @@ def from_storage(a: np.ndarray, dtype: int) -> np.ndarray:
     return a.view(FLOATS[dtype]) if dtype in FLOATS else a.astype(INTS[dtype][0])
 
 
+def _bits(dtype: int) -> int:
+    return 4 if dtype == T.FLOAT4E2M1 else 8
+
+
 @lru_cache(maxsize=None)
 def decode_table(dtype: int) -> np.ndarray:
     """float32 value of each of the 256 codes (codes past a 4-bit format's 16 read 0)."""
     codes = np.arange(256, dtype=np.uint8)
-    bits = 4 if dtype == T.FLOAT4E2M1 else 8
+    bits = _bits(dtype)
     values = np.zeros(256, np.float32)
     values[: 1 << bits] = codes[: 1 << bits].view(FLOATS[dtype]).astype(np.float32)
     return values
@@ -85,8 +89,7 @@ def encode_tables(dtype: int, saturate: bool):
     """(midpoints, codes, odd, nan code, sign bit, has -0) for rounding |x| to a code:
     index = #(|x| > mid) + #(|x| == mid and the code below is odd)."""
     fmt = FLOATS[dtype]
-    bits = 4 if dtype == T.FLOAT4E2M1 else 8
-    sign = 1 << (bits - 1)
+    sign = 1 << (_bits(dtype) - 1)
     table = decode_table(dtype)[:sign]
     finite = [(float(v), c) for c, v in enumerate(table) if np.isfinite(v)]
     finite.sort()
@@ -174,33 +177,29 @@ def rewrite(model: ir.Model) -> bool:
 
 
 def _cast(g: ir.Graph, node: ir.Node, x: ir.Value, to: int, saturate: int) -> None:
-    src = x.dtype
-    if src not in NARROW and to not in NARROW:
+    if x.dtype not in NARROW and to not in NARROW:
         return
-    y = node.outputs[0]
-    if src in NARROW:
-        mid_type = T.FLOAT if to in NARROW else to
-        decoded = g.make_node(DECODE, [x], attrs={"format": src, "to": mid_type}, domain=custom_ops.DOMAIN,
-                              before=node)
-        decoded.outputs[0].dtype, decoded.outputs[0].shape = mid_type, x.shape
-        x = decoded.outputs[0]
+    if x.dtype in NARROW:
+        x = _decode(g, node, x, T.FLOAT if to in NARROW else to)
     if to in NARROW:
-        encoded = g.make_node(ENCODE, [x], attrs={"format": to, "saturate": int(saturate)},
-                              domain=custom_ops.DOMAIN, before=node)
-        encoded.outputs[0].dtype, encoded.outputs[0].shape = to, x.shape
-        x = encoded.outputs[0]
-    g.substitute(y, x)
+        x = _encode(g, node, x, to, saturate)
+    g.substitute(node.outputs[0], x)
     g.remove(node)
 
 
 def _decode(g: ir.Graph, node: ir.Node, v: ir.Value, ftype: int) -> ir.Value:
-    """`v` as values of float type `ftype`: a table decode for narrow types, else a Cast."""
+    """`v` as values of type `ftype`: a table decode for narrow types, else a Cast."""
     if v.dtype in NARROW:
-        out = g.make_node(DECODE, [v], attrs={"format": v.dtype, "to": ftype}, domain=custom_ops.DOMAIN,
-                          before=node).outputs[0]
-        out.dtype, out.shape = ftype, v.shape
-        return out
+        return _emit(g, node, DECODE, [v], ftype, v.shape, domain=custom_ops.DOMAIN, format=v.dtype, to=ftype)
     return _emit(g, node, "Cast", [v], ftype, v.shape, to=ftype)
+
+
+def _encode(g: ir.Graph, node: ir.Node, v: ir.Value, fmt: int, saturate: int) -> ir.Value:
+    """`v` as values of type `fmt`: a rounding encode for narrow types, else a Cast."""
+    if fmt in NARROW:
+        return _emit(g, node, ENCODE, [v], fmt, v.shape, domain=custom_ops.DOMAIN, format=fmt,
+                     saturate=int(saturate))
+    return _emit(g, node, "Cast", [v], fmt, v.shape, to=fmt)
 
 
 def _qdq_params(g: ir.Graph, node: ir.Node, ftype: int) -> tuple[ir.Value, ir.Value | None]:
@@ -239,8 +238,8 @@ def _unsqueeze(g: ir.Graph, node: ir.Node, v: ir.Value, axis: int) -> ir.Value:
     return _emit(g, node, "Unsqueeze", [v, g.make_const(np.array([axis], np.int64), "axis")], v.dtype, shape)
 
 
-def _emit(g: ir.Graph, node: ir.Node, op: str, inputs, dtype: int, shape, **attrs) -> ir.Value:
-    made = g.make_node(op, inputs, attrs=attrs, before=node)
+def _emit(g: ir.Graph, node: ir.Node, op: str, inputs, dtype: int, shape, domain: str = "", **attrs) -> ir.Value:
+    made = g.make_node(op, inputs, attrs=attrs, domain=domain, before=node)
     made.outputs[0].dtype, made.outputs[0].shape = dtype, shape
     return made.outputs[0]
 
@@ -277,13 +276,7 @@ def _quantize(g: ir.Graph, node: ir.Node) -> None:
             lo, hi = int(info.min), int(info.max)
         bounds = [g.make_const(np.array(b, np_type), "bound") for b in (lo, hi)]
         q = _emit(g, node, "Clip", [q, *bounds], x.dtype, x.shape)
-    if fmt in NARROW:
-        out = g.make_node(ENCODE, [q], attrs={"format": fmt, "saturate": int(node.attrs.get("saturate", 1))},
-                          domain=custom_ops.DOMAIN, before=node).outputs[0]
-        out.dtype, out.shape = fmt, x.shape
-    else:
-        out = _emit(g, node, "Cast", [q], fmt, x.shape, to=fmt)
-    g.substitute(y, out)
+    g.substitute(y, _encode(g, node, q, fmt, node.attrs.get("saturate", 1)))
     g.remove(node)
 
 

@@ -49,6 +49,16 @@ def _unsqueeze(g: ir.Graph, node: ir.Node, v: ir.Value, axis: int) -> ir.Value:
     return g.make_node("Unsqueeze", [v, g.make_const(np.array([axis], np.int64), "axis")], before=node).outputs[0]
 
 
+def _stack(g: ir.Graph, node: ir.Node, pieces: list[ir.Value], axis: int) -> ir.Value:
+    """The per-step values stacked along a new `axis`."""
+    lifted = [_unsqueeze(g, node, p, axis) for p in pieces]
+    return g.make_node("Concat", lifted, attrs={"axis": axis}, before=node).outputs[0]
+
+
+def _nested(body: ir.Graph) -> bool:
+    return any(True for n in body.nodes for _ in n.subgraphs())
+
+
 def _unroll_scan(g: ir.Graph, node: ir.Node) -> bool:
     body = node.attrs["body"]
     m = node.attrs["num_scan_inputs"]
@@ -65,8 +75,7 @@ def _unroll_scan(g: ir.Graph, node: ir.Node) -> bool:
                 return False
             out_axes[k] = axis + len(shape) + 1
     length = _length(node, scans, in_axes)
-    if (length is None or length * len(body.nodes) > MAX_NODES or any(True for n in body.nodes for _ in n.subgraphs())
-            or any(v is None for v in states)):
+    if length is None or length * len(body.nodes) > MAX_NODES or _nested(body) or any(v is None for v in states):
         return False
     steps: list[list[ir.Value]] = []
     for t in range(length):
@@ -84,9 +93,7 @@ def _unroll_scan(g: ir.Graph, node: ir.Node) -> bool:
         pieces = [step[k] for step in steps]
         if out_dirs[k]:
             pieces.reverse()
-        lifted = [_unsqueeze(g, node, p, out_axes[k]) for p in pieces]
-        stacked = g.make_node("Concat", lifted, attrs={"axis": out_axes[k]}, before=node).outputs[0]
-        g.substitute(node.outputs[len(states) + k], stacked)
+        g.substitute(node.outputs[len(states) + k], _stack(g, node, pieces, out_axes[k]))
     g.remove(node)
     return True
 
@@ -100,7 +107,8 @@ def _passes_cond_through(body: ir.Graph) -> bool:
     out = body.outputs[0]
     while out.producer is not None and out.producer.op_type == "Identity":
         out = out.producer.inputs[0]
-    return out is body.inputs[1] or bool(_constant(out) is not None and _constant(out))
+    value = _constant(out)
+    return out is body.inputs[1] or bool(value is not None and value)
 
 
 def _unroll_loop(g: ir.Graph, node: ir.Node) -> bool:
@@ -110,7 +118,7 @@ def _unroll_loop(g: ir.Graph, node: ir.Node) -> bool:
     carried = list(node.inputs[2:])
     if (trips is None or int(trips) < 1 or int(trips) * len(body.nodes) > MAX_NODES
             or (cond is not None and not _constant(cond)) or not _passes_cond_through(body)
-            or any(True for n in body.nodes for _ in n.subgraphs()) or any(v is None for v in carried)):
+            or _nested(body) or any(v is None for v in carried)):
         return False
     steps: list[list[ir.Value]] = []
     for i in range(int(trips)):
@@ -122,9 +130,7 @@ def _unroll_loop(g: ir.Graph, node: ir.Node) -> bool:
     for i, v in enumerate(carried):
         g.substitute(node.outputs[i], v)
     for k in range(len(node.outputs) - len(carried)):
-        lifted = [_unsqueeze(g, node, step[k], 0) for step in steps]
-        g.substitute(node.outputs[len(carried) + k], g.make_node("Concat", lifted, attrs={"axis": 0},
-                                                                before=node).outputs[0])
+        g.substitute(node.outputs[len(carried) + k], _stack(g, node, [step[k] for step in steps], 0))
     g.remove(node)
     return True
 
