@@ -8,7 +8,8 @@ dataflow lowering, memory planning) with Ember's pieces put in:
   legalized into Ember's GEMM kernels (`kernels.py`), and every PrimFunc
   that no tuning record covers gets Ember's default schedule
   (`schedule.py`);
-- CUDA: TVM's dlight GPU rules schedule what no tuning record covers;
+- CUDA: 8-bit conv2d / matmul are legalized into dp4a kernels (`dp4a.py`),
+  and TVM's dlight GPU rules schedule what no tuning record covers;
 - all targets: Relu and Clip keep NaN, as ONNX specifies (TVM's lower to
   max/min, which drop it), and BitShift by out-of-range amounts gives what
   ONNX specifies (LLVM leaves it undefined).
@@ -264,15 +265,76 @@ def _matmul(lanes: int, dot=None):
     return legalize
 
 
+def _dp4a_conv2d(native: bool):
+    def legalize(bb, call):
+        from . import dp4a
+
+        x, w = call.args
+        out = (dp4a.legalize_conv2d(bb, call, x, w, native)
+               if _int8_operands(x, w, call.attrs.out_dtype) else None)
+        return out if out is not None else _default(CONV2D)(bb, call)
+
+    return legalize
+
+
+def _dp4a_matmul(native: bool):
+    def legalize(bb, call):
+        from . import dp4a
+
+        x, w = call.args
+        out = dp4a.legalize_matmul(bb, x, w, native) if _int8_operands(x, w, call.attrs.out_dtype) else None
+        return out if out is not None else _default(MATMUL)(bb, call)
+
+    return legalize
+
+
 def legalize_overrides(target) -> dict[str, Any]:
     nan_safe = {RELU: _relu, MAXIMUM: _keep_nan(MAXIMUM), MINIMUM: _keep_nan(MINIMUM),
                 LEFT_SHIFT: _shift(LEFT_SHIFT), RIGHT_SHIFT: _shift(RIGHT_SHIFT)}
     if target.kind == "cuda":
-        return nan_safe
+        return {**nan_safe, CONV2D: _dp4a_conv2d(target.int8_dot), MATMUL: _dp4a_matmul(target.int8_dot)}
     from .intrinsics import for_target
 
     lanes, dot = max(4, target.vector_bits // 32), for_target(target)
     return {**nan_safe, GELU: _gelu, CONV2D: _conv2d(lanes, dot), MATMUL: _matmul(lanes, dot)}
+
+
+def _gpu_rules() -> list:
+    """dlight's GPU rules, each declining (instead of failing the build) a
+    function its analysis asserts on: GEMV's does on a block that reads
+    several elements of a buffer per iteration, as dp4a's word packing does."""
+    from tvm.s_tir import dlight as dl
+    from tvm.s_tir.dlight.base import ScheduleRule
+
+    class Declining(ScheduleRule):
+        def __init__(self, rule):
+            self.rule = rule
+
+        def apply(self, func, target, tunable):
+            try:
+                return self.rule.apply(func, target, tunable)
+            except Exception:  # the rule's analysis failed on this function: the next rule gets it
+                return None
+
+    rules = (dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction())
+    return [*(Declining(r) for r in rules), dl.gpu.Fallback()]
+
+
+def gpu_default_schedule(func, tvm_target):
+    """The schedule (with its trace) dlight's rules give one PrimFunc, or None."""
+    from tvm.s_tir.dlight.base.transform import _apply_rules
+
+    with tvm_target:
+        space = _apply_rules(func, tvm_target, _gpu_rules(), tunable=False)
+    return space[0] if space else None
+
+
+def _gpu_schedule(tvm_target):
+    def schedule(func):
+        sch = gpu_default_schedule(func, tvm_target)
+        return func if sch is None else sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+    return schedule
 
 
 def relax_pipeline(target, database=None, counts: dict[str, int] | None = None):
@@ -293,15 +355,9 @@ def relax_pipeline(target, database=None, counts: dict[str, int] | None = None):
         passes = []
         if database is not None:
             passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
-        if cuda:
-            from tvm.s_tir import dlight as dl
+        from .schedule import default_schedule_pass
 
-            passes.append(dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
-                                                  dl.gpu.GeneralReduction(), dl.gpu.Fallback()))
-        else:
-            from .schedule import default_schedule_pass
-
-            passes.append(default_schedule_pass(counts))
+        passes.append(default_schedule_pass(counts, _gpu_schedule(tvm_target) if cuda else None))
         return passes
 
     @tvm.transform.module_pass(opt_level=0, name="EmberPipeline")

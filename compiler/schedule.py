@@ -228,10 +228,12 @@ def schedule_func(func):
     return func if sch is None else sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
-def default_schedule_pass(counts: dict[str, int] | None = None):
-    """A module pass scheduling every not-yet-scheduled PrimFunc; `counts`
+def default_schedule_pass(counts: dict[str, int] | None = None, schedule=None):
+    """A module pass scheduling every not-yet-scheduled PrimFunc with
+    `schedule` (PrimFunc -> PrimFunc; default: Ember's CPU schedule); `counts`
     (if given) receives how many functions were already scheduled ("tuned")
     and how many got the default schedule ("default")."""
+    schedule = schedule or schedule_func
     import tvm
     from tvm import tirx
 
@@ -247,7 +249,7 @@ def default_schedule_pass(counts: dict[str, int] | None = None):
                 continue
             if counts is not None:
                 counts["default"] = counts.get("default", 0) + 1
-            updates[gv] = schedule_func(func)
+            updates[gv] = schedule(func)
         for gv, func in updates.items():
             mod[gv] = func
         return mod

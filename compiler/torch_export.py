@@ -118,15 +118,24 @@ def minilm_onnx(path: Path | None = None, batch: int = 2, seq: int = 32, opset: 
 
     feeds = minilm_inputs(batch, seq)
     args = tuple(torch.from_numpy(feeds[n]) for n in INPUT_NAMES)
+    return export_onnx(_Encoder(bert).eval(), args, path, INPUT_NAMES, OUTPUT_NAMES, opset)
+
+
+def export_onnx(net, args: tuple, path: Path, input_names, output_names, opset: int = 17) -> Path:
+    """Export a torch module (eval mode) with torch.onnx's dynamo exporter to
+    one self-contained ONNX file at `path`, written atomically; refuses a file
+    the exporter left at another opset than asked for."""
+    import torch
+
     with torch.no_grad():
-        program = torch.onnx.export(_Encoder(bert).eval(), args, dynamo=True, opset_version=opset,
-                                    input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                                    verbose=False)
+        program = torch.onnx.export(net, args, dynamo=True, opset_version=opset, input_names=list(input_names),
+                                    output_names=list(output_names), verbose=False)
     got = {d.domain: d.version for d in program.model_proto.opset_import}.get("", None)
     if got != opset:
         raise BenchDependencyError(
-            f"torch.onnx exported MiniLM at opset {got}, not the requested {opset} "
+            f"torch.onnx exported {type(net).__name__} at opset {got}, not the requested {opset} "
             f"(the exporter's version conversion failed); ask for opset={got}")
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
     os.close(fd)
@@ -242,19 +251,27 @@ _SENTENCES = (
 )
 
 
-def mobilenet_v2_onnx(path: Path | None = None, batch: int = 1, seed: int = 0, opset: int = 17) -> Path:
-    """MobileNetV2 (torchvision's architecture: inverted residuals, ReLU6,
-    BatchNorm) with seeded random weights and random BatchNorm statistics,
-    exported from PyTorch to ONNX at [batch, 3, 224, 224].
-
-    torchvision itself cannot be installed beside the CPU build of torch on
-    this machine, so the architecture is written out here (same layer
-    configuration as torchvision.models.mobilenet_v2)."""
+def mobilenet_v2_onnx(path: Path | None = None, batch: int = 1, seed: int = 0, opset: int = 18) -> Path:
+    """MobileNetV2 (`mobilenet_v2_module`) exported from PyTorch to ONNX at
+    [batch, 3, 224, 224], input "input", output "logits"."""
     if path is None:
         path = cache_dir() / f"mobilenet_v2_b{batch}_seed{seed}_op{opset}.onnx"
         if path.is_file():
             return path
-    path = Path(path)
+    net = mobilenet_v2_module(seed)
+    import torch
+
+    return export_onnx(net, (torch.randn(batch, 3, 224, 224),), Path(path), ["input"], ["logits"], opset)
+
+
+def mobilenet_v2_module(seed: int = 0):
+    """MobileNetV2 (torchvision's architecture: inverted residuals, ReLU6,
+    BatchNorm) with seeded random weights and random BatchNorm statistics,
+    in eval mode.
+
+    torchvision itself cannot be installed beside the CPU build of torch on
+    this machine, so the architecture is written out here (same layer
+    configuration as torchvision.models.mobilenet_v2)."""
     try:
         import torch
         from torch import nn
@@ -310,13 +327,4 @@ def mobilenet_v2_onnx(path: Path | None = None, batch: int = 1, seed: int = 0, o
             elif isinstance(mod, nn.Linear):
                 nn.init.normal_(mod.weight, 0, 0.01)
                 nn.init.zeros_(mod.bias)
-    net.eval()
-    x = torch.randn(batch, 3, 224, 224)
-    with torch.no_grad():
-        program = torch.onnx.export(net, (x,), dynamo=True, opset_version=opset, input_names=["input"],
-                                    output_names=["logits"], verbose=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.onnx")
-    program.save(str(tmp), external_data=False)
-    os.replace(tmp, path)
-    return path
+    return net.eval()

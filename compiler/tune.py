@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -157,14 +158,23 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def _measure_default(func, tvm_target, dev, repeat: int = 3) -> tuple[Any, float] | None:
-    """Ember's default schedule of a task and its measured mean seconds (host only)."""
+def _default_schedule(func, tgt, tvm_target):
+    """The schedule a kernel gets untuned: Ember's on CPUs, dlight's on CUDA."""
+    if tgt.kind == "cuda":
+        from .pipeline import gpu_default_schedule
+
+        return gpu_default_schedule(func, tvm_target)
+    from .schedule import default_schedule
+
+    return default_schedule(func)
+
+
+def _measure_default(func, tgt, tvm_target, dev, repeat: int = 3) -> tuple[Any, float] | None:
+    """A task's untuned schedule and its measured mean seconds, on this machine's CPU or GPU."""
     import numpy as np
     import tvm
 
-    from .schedule import default_schedule
-
-    sch = default_schedule(func)
+    sch = _default_schedule(func, tgt, tvm_target)
     if sch is None:
         return None
     try:
@@ -178,6 +188,17 @@ def _measure_default(func, tvm_target, dev, repeat: int = 3) -> tuple[Any, float
     except Exception:
         return None
     return sch, secs
+
+
+def _local_device(tgt, rpc):
+    """The device tasks are measured on here, or None (remote or foreign targets)."""
+    import tvm
+
+    if rpc:
+        return None
+    if tgt.kind == "cuda":
+        return tvm.cuda(0) if tvm.cuda(0).exist else None
+    return tvm.cpu() if tgt.is_host else None
 
 
 def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: int | None = None,
@@ -222,13 +243,13 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
     ms_db = database.ms_database()
     t0 = time.monotonic()
 
-    # 1. Ember's default schedules, measured, as the records to beat
-    if tgt.is_host and not rpc:
-        dev = tvm.cpu()
+    # 1. the default schedules (Ember's, dlight's on CUDA), measured, as the records to beat
+    dev = _local_device(tgt, rpc)
+    if dev is not None:
         for i, task in enumerate(extracted):
             func = task.dispatched[0]["main"]
             say(f"measuring default schedule {i + 1}/{len(extracted)}: {task.task_name}")
-            got = _measure_default(func, tvm_target, dev)
+            got = _measure_default(func, tgt, tvm_target, dev)
             if got is None:
                 continue
             sch, secs = got
@@ -274,7 +295,7 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
     _drop_unnamed_log_handlers()
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         [extracted[i] for i in chosen], work_dir=str(database.path / "logs"),
-        num_threads=max(1, tgt.num_cores or 1))
+        num_threads=max(1, tgt.num_cores or (os.cpu_count() or 1)))
     _quiet_console()
     runner = _runner(rpc)
     linker = tgt.info.linker if tgt.cross_compiler() is not None else None
@@ -296,12 +317,12 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
     except KeyboardInterrupt:
         report.interrupted = True
         say("interrupted: records measured so far are kept")
-    if tgt.is_host and not rpc and not report.interrupted:
-        report.end_to_end = _end_to_end(m, relax_mod, tgt, database, say)
+    if dev is not None and not report.interrupted:
+        report.end_to_end = _end_to_end(m, relax_mod, tgt, database, dev, say)
     return _finish(report, t0, report_dir, say)
 
 
-def _end_to_end(m, relax_mod, tgt, database: TuningDatabase, say, rounds: int = 5) -> dict[str, float] | None:
+def _end_to_end(m, relax_mod, tgt, database: TuningDatabase, dev, say, rounds: int = 5) -> dict[str, float] | None:
     """The model's real latency (VM included) with default schedules and with
     the database's, timed in alternation so both see the same machine state;
     None when an input has no fixed shape."""
@@ -317,7 +338,6 @@ def _end_to_end(m, relax_mod, tgt, database: TuningDatabase, say, rounds: int = 
         say("end-to-end check skipped: the model has inputs without a fixed shape")
         return None
     say("building the model with and without the tuned schedules to time it end to end")
-    dev = tvm.cpu()
     feed = calibration.random_batches(specs, 1)[0]
     args = [tvm.runtime.tensor(feed[s["name"]], dev) for s in specs]
     vms = {"default_ms": relax.VirtualMachine(lower.build(relax_mod, tgt), dev),
