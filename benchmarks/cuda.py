@@ -179,7 +179,7 @@ def main() -> int:
             tune_s = args.tune_time if name in args.tune_models.split(",") else 0.0
             try:
                 rows.append(bench(name, sm, args.repeat, tune_s, Path(tmp)))
-            except Exception as e:  # one model's failure must not hide the others' figures
+            except Exception as e:  # noqa: BLE001 - one model's failure must not hide the others' figures
                 print(f"  {name}: FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}",
                       flush=True)
                 rows.append({"model": name, "error": f"{type(e).__name__}: {e}"[:500]})

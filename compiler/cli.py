@@ -351,6 +351,13 @@ def _run_artifact(path: str, inputs: dict, repeat: int, progress) -> dict[str, A
 
     progress(f"loading {path}")
     cm = load(path)
+    if cm.metadata["target"].get("runner") == "gpu":
+        # checked here, in the (forked) child: a parent that touched CUDA leaves its children unable to
+        import tvm
+
+        if not tvm.cuda(0).exist:
+            raise EmberError(f"{path} is for CUDA and this machine has no CUDA GPU; "
+                             "run it where one is, or over --rpc HOST:PORT")
     progress("running")
     outputs = cm.run(inputs)
     times = cm.time(inputs, repeat=repeat) if repeat else []
@@ -408,12 +415,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if runner == "emulated" and not (args.emulate or remote):
         raise EmberError(f"{args.artifact} is for {target.get('triple')}: run it with --emulate "
                          "(qemu, see scripts/setup_arm_emulation.sh) or on a device with --rpc HOST:PORT")
-    if runner == "gpu" and not remote:
-        import tvm
-
-        if not tvm.cuda(0).exist:
-            raise EmberError(f"{args.artifact} is for CUDA and this machine has no CUDA GPU; "
-                             "run it where one is, or over --rpc HOST:PORT")
     if args.emulate and runner != "emulated":
         raise EmberError(f"--emulate runs aarch64 artifacts; {args.artifact} is for {target.get('triple')}")
     inputs = _gather_inputs(args, specs)

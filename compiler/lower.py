@@ -260,7 +260,8 @@ def build(mod, target, database=None, counts: dict[str, int] | None = None):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with tvm.transform.PassContext(opt_level=3), quiet_native_stderr():
+            # in the target's scope: TVM's CUDA compile callback reads the sm_XX to build for from it
+            with tvm.transform.PassContext(opt_level=3), tvm_target, quiet_native_stderr():
                 return tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(target, database, counts))
     except Exception as e:
         raise CompileError(f"TVM build failed for {target.describe()}: {first_line(e)}") from None

@@ -178,7 +178,8 @@ def _measure_default(func, tgt, tvm_target, dev, repeat: int = 3) -> tuple[Any, 
     if sch is None:
         return None
     try:
-        lib = tvm.tirx.build(sch.mod["main"].with_attr("global_symbol", "main"), target=tvm_target)
+        with tvm_target:
+            lib = tvm.tirx.build(sch.mod["main"].with_attr("global_symbol", "main"), target=tvm_target)
         args = []
         for p in func.params:
             shape = [int(d) for d in p.shape]
@@ -443,7 +444,8 @@ def _build(mod, target, _params):
     from tvm.driver import build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-    return build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+    with target:  # TVM's CUDA compile callback reads the sm_XX from the target in scope
+        return build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
 
 
 def _export_shared(linker: str, mod) -> str:

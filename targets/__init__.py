@@ -70,7 +70,10 @@ class Target:
     @property
     def tvm_dict(self) -> dict[str, Any]:
         if self.kind == "cuda":
-            return {"kind": "cuda", "arch": self.mcpu, "host": host().tvm_dict}
+            # the limits every NVIDIA GPU since sm_50 shares (TVM's own GPU tags use the same);
+            # MetaSchedule's GPU rules refuse a target without them
+            return {"kind": "cuda", "arch": self.mcpu, "max_threads_per_block": 1024, "thread_warp_size": 32,
+                    "max_shared_memory_per_block": 49152, "registers_per_block": 65536, "host": host().tvm_dict}
         d: dict[str, Any] = {"kind": "llvm", "mtriple": self.triple}
         if self.mcpu:
             d["mcpu"] = self.mcpu
@@ -137,10 +140,15 @@ class Target:
         return cc.cross_compiler(self.info.linker)
 
     def check_toolchain(self) -> None:
-        """Fail early, before a long build, when a needed tool is missing."""
-        if self.kind == "cuda" and shutil.which("nvcc") is None:
-            raise TargetError("the cuda target needs nvcc (the CUDA toolkit) on PATH; "
-                              "install the CUDA toolkit or compile for a CPU target")
+        """Fail early, before a long build, when a needed tool is missing (and point
+        TVM's CUDA compilation at nvcc)."""
+        if self.kind == "cuda":
+            if shutil.which("nvcc") is None:
+                raise TargetError("the cuda target needs nvcc (the CUDA toolkit) on PATH; "
+                                  "install the CUDA toolkit or compile for a CPU target")
+            # TVM compiles CUDA through NVRTC by default, which needs the cuda-bindings package;
+            # nvcc, which Ember requires anyway, unless the user chose otherwise
+            os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
         self.cross_compiler()
 
     def describe(self) -> str:
