@@ -146,6 +146,11 @@ class Target:
             if shutil.which("nvcc") is None:
                 raise TargetError("the cuda target needs nvcc (the CUDA toolkit) on PATH; "
                                   "install the CUDA toolkit or compile for a CPU target")
+            base = self.mcpu.rstrip("a")
+            built = nvcc_architectures()
+            if built and base not in built:
+                raise TargetError(f"this CUDA toolkit's nvcc cannot build for {self.mcpu} (it builds "
+                                  f"{', '.join(built)}); use an older toolkit for that GPU, or another --mcpu")
             # TVM compiles CUDA through NVRTC by default, which needs the cuda-bindings package;
             # nvcc, which Ember requires anyway, unless the user chose otherwise
             os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
@@ -162,6 +167,19 @@ class Target:
     def to_json(self) -> dict[str, Any]:
         return {"triple": self.triple, "mcpu": self.mcpu, "features": list(self.features),
                 "num_cores": self.num_cores, "runner": self.runner, "tvm": self.tvm_dict}
+
+
+@lru_cache(maxsize=1)
+def nvcc_architectures() -> tuple[str, ...]:
+    """The sm_XX the nvcc on PATH generates code for (`nvcc --list-gpu-code`),
+    or () when it cannot say."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvcc", "--list-gpu-code"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(sorted({a for a in out.split() if re.fullmatch(r"sm_\d+", a)}, key=_sm))
 
 
 def _sm(arch: str) -> int:
