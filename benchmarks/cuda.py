@@ -1,14 +1,15 @@
 """GPU benchmark: Ember on CUDA against PyTorch eager on the same GPU, fp32 and int8.
 
     python benchmarks/cuda.py [--models resnet50,squeezenet,mobilenet_v2,bert] [--repeat 100]
-                              [--tune-time 90] [--tune-models squeezenet] [--out results.json]
+                              [--tune-time 90] [--tune-models squeezenet] [--out results.json] [--strict-fp32]
 
 Needs an NVIDIA GPU, nvcc, torch with CUDA (torchvision for ResNet-50 and
 SqueezeNet, transformers for the encoder). For each model (random weights,
 batch 1; the encoder is a BERT with MiniLM's shape: 6 layers, hidden 384,
 sequence 128):
 
-- PyTorch eager fp32 on the GPU: latency, and the reference outputs;
+- PyTorch eager fp32 on the GPU (its defaults: cuDNN may run convolutions
+  in TF32, which --strict-fp32 turns off): latency, and the reference outputs;
 - the module exported to ONNX and compiled by Ember for the GPU's sm_XX
   with no tuning (TVM's dlight rules): latency, compile time, and the
   largest error against PyTorch relative to the output's largest magnitude;
@@ -163,9 +164,15 @@ def main() -> int:
     ap.add_argument("--tune-time", type=float, default=0.0, help="seconds of `ember tune` per tuned model")
     ap.add_argument("--tune-models", default="squeezenet", help="models to tune when --tune-time is given")
     ap.add_argument("--out", help="write the rows as JSON here")
+    ap.add_argument("--strict-fp32", action="store_true",
+                    help="PyTorch without TF32 (its default lets cuDNN convolutions use TF32 tensor cores)")
     args = ap.parse_args()
     import torch
     import tvm
+
+    if args.strict_fp32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
     if not torch.cuda.is_available() or not tvm.cuda(0).exist:
         print("benchmarks/cuda.py needs an NVIDIA GPU that both torch and TVM see", file=sys.stderr)
