@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import kernels
+from . import kernels, winograd
 
 CONV2D = "relax.nn.conv2d"
 MATMUL = "relax.matmul"
@@ -220,7 +220,12 @@ def _conv2d(lanes: int, dot=None):
         x, w, xs, ws = _as_nhwc(bb, x, w, nchw)
         o, kh, kw, _ = ws
         strides, padding, dilation, ow = _conv_params(a, xs, kw)
-        if dense:
+        oh = (xs[1] + padding[0] + padding[2] - dilation[0] * (kh - 1) - 1) // strides[0] + 1
+        if dense and winograd.usable((kh, kw), strides, dilation, (oh, ow), xs[3]):
+            tiles = kernels.gemm_tiles(xs[0] * (oh // winograd.M) * (ow // winograd.M), o, lanes)
+            u = bb.emit_te(winograd.transform_weights, w, tiles.nr, primfunc_name_hint="ember_pack")
+            out = bb.call_te(winograd.conv2d_nhwc, x, u, padding, tiles.mr, o, primfunc_name_hint="ember_winograd")
+        elif dense:
             tiles = kernels.gemm_tiles(ow, o, lanes)
             wp = bb.emit_te(kernels.pack_weights, w, tiles.nr, "OHWI", primfunc_name_hint="ember_pack")
             out = bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr, o,

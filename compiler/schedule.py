@@ -14,7 +14,7 @@ never depends on a schedule.
 
 from __future__ import annotations
 
-from . import kernels
+from . import kernels, winograd
 
 
 def _sch(func):
@@ -205,6 +205,12 @@ def default_schedule(func):
         names = _blocks(sch)
     except Exception:
         return None
+    if winograd.GEMM in names:
+        try:
+            winograd.schedule(sch, sch.get_sblock(winograd.GEMM))
+            return sch
+        except Exception:
+            sch = _sch(func)
     for kind, fn in ((kernels.QGEMM, schedule_qgemm), (kernels.GEMM, schedule_gemm),
                      (kernels.DEPTHWISE, schedule_depthwise)):
         main = [n for n in names if n.startswith(kind)]

@@ -4,7 +4,7 @@ stay out where they should not, and give onnxruntime's results."""
 import numpy as np
 import pytest
 import tvm
-from ember.compiler import driver, kernels, lower, pipeline, schedule
+from ember.compiler import driver, kernels, lower, pipeline, schedule, winograd
 from helpers import init, model, ort_run, tensor
 from onnx import helper as h
 
@@ -168,3 +168,52 @@ def test_forked_child_after_parent_ran_parallel_kernels():
         return cm.run(feeds)["y"]
 
     np.testing.assert_array_equal(run_isolated(step, what="run", timeout=60), want)
+
+
+def _winograd_funcs(m):
+    """The legalized and fused PrimFuncs holding a Winograd convolution."""
+    ir_model = driver.as_ir(m)
+    driver.optimize(ir_model)
+    mod = lower.to_relax(ir_model)
+    tgt = targets.parse("host")
+    with tgt.tvm_target():
+        mod = tvm.transform.Sequential(pipeline.legalize_passes(tgt))(mod)
+    return [f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "winograd" in gv.name_hint]
+
+
+@pytest.mark.parametrize("c, o, hw, pad, act", [
+    (64, 64, 14, 1, "relu"),   # even output
+    (64, 40, 15, 1, None),     # odd output (a last tile half outside it); 40 outputs: weights padded
+    (72, 16, 16, 0, "clip"),   # no padding: 14x14
+])
+def test_winograd_convolution_matches_onnxruntime(c, o, hw, pad, act):
+    m = _conv_model(c, o, hw, 3, 1, pad, act=act)
+    funcs = _winograd_funcs(m)
+    assert funcs
+    sch = schedule.default_schedule(funcs[0])  # Winograd's own schedule applies, not the generic fallback
+    assert "ember_winograd" in str(sch.trace) and "unroll" in str(sch.trace)
+    x = np.random.default_rng(1).standard_normal((1, c, hw, hw)).astype(np.float32)
+    _check(m, {"x": x})
+
+
+@pytest.mark.parametrize("c, hw, k, stride, dilation", [
+    (32, 16, 3, 1, 1),   # too few channels for the transforms to pay
+    (64, 12, 3, 1, 1),   # too small an output
+    (64, 16, 3, 2, 1),   # stride 2
+    (64, 16, 3, 1, 2),   # dilation
+    (64, 16, 5, 1, 1),   # 5x5
+])
+def test_winograd_stays_out(c, hw, k, stride, dilation):
+    m = _conv_model(c, 16, hw, k, stride, k // 2 * dilation, dilation)
+    assert not _winograd_funcs(m)
+    assert any("ember_conv2d" in f for f in _functions(m))
+
+
+def test_winograd_with_batch_and_residual_epilogue():
+    rng = np.random.default_rng(2)
+    w = (rng.standard_normal((64, 64, 3, 3)) * 0.05).astype(np.float32)
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), h.make_node("Add", ["c", "x"], ["s"]),
+             h.make_node("Relu", ["s"], ["y"])]
+    m = model(nodes, [tensor("x", [2, 64, 14, 14])], [tensor("y", [2, 64, 14, 14])], [init("w", w)])
+    assert _winograd_funcs(m)
+    _check(m, {"x": rng.standard_normal((2, 64, 14, 14)).astype(np.float32)})
