@@ -222,7 +222,7 @@ def _conv2d(lanes: int, dot=None):
         strides, padding, dilation, ow = _conv_params(a, xs, kw)
         oh = (xs[1] + padding[0] + padding[2] - dilation[0] * (kh - 1) - 1) // strides[0] + 1
         if dense and winograd.usable((kh, kw), strides, dilation, (oh, ow), xs[3]):
-            tiles = kernels.gemm_tiles(xs[0] * (oh // winograd.M) * (ow // winograd.M), o, lanes)
+            tiles = kernels.gemm_tiles(xs[0] * winograd.tiles(oh) * winograd.tiles(ow), o, lanes)
             u = bb.emit_te(winograd.transform_weights, w, tiles.nr, primfunc_name_hint="ember_pack")
             out = bb.call_te(winograd.conv2d_nhwc, x, u, padding, tiles.mr, o, primfunc_name_hint="ember_winograd")
         elif dense:

@@ -64,6 +64,16 @@ def _tail(sch, block, first: int, width: int = 16) -> None:
         pass
 
 
+WEIGHTS_IN_CACHE = 256 * 1024  # bytes of packed weights a core's L2 keeps beside the streamed rows
+
+
+def _product(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
 def schedule_gemm(sch, block) -> None:
     ann = sch.get(block).annotations
     mr, nr = int(ann["ember_mr"]), int(ann["ember_nr"])
@@ -71,16 +81,24 @@ def schedule_gemm(sch, block) -> None:
     reductions = sum(1 for iv in sch.get(block).iter_vars if iv.iter_type != 0)
     *rows, m, n = loops[:len(loops) - reductions]
     ks = loops[len(loops) - reductions:]
+    columns = _extent(sch, n) or 0
+    weights = 4 * columns * _product(_extent(sch, k) or 0 for k in ks)
     mo, mi = sch.split(m, [None, mr])
     no, ni = sch.split(n, [None, nr])
-    # the weight panel (K x NR) stays in cache while the rows stream past it
-    sch.reorder(no, *rows, mo, *ks, mi, ni)
+    if 0 < weights <= WEIGHTS_IN_CACHE and columns >= 256:
+        # many panels, all in cache: sweep them for each row tile (it stays in L1) rather than
+        # reading every input row once per panel
+        outer = [*rows, mo, no]
+    else:
+        # one weight panel (K x NR) stays in cache while the rows stream past it
+        outer = [no, *rows, mo]
+    sch.reorder(*outer, *ks, mi, ni)
     wb = sch.cache_write(block, 0, "local")
     crop = [c for c in sch.get_consumers(wb) if sch.get(c).name_hint.startswith(kernels.CROP)]
     if crop:  # padded columns: the crop reads the accumulators directly
         sch.compute_inline(wb)
         wb = crop[0]
-    _register_tile(sch, block, wb, at=mo, outer=[no, *rows, mo], rows=mi, lanes=ni, reduction=ks[0])
+    _register_tile(sch, block, wb, at=outer[-1], outer=outer, rows=mi, lanes=ni, reduction=ks[0])
 
 
 def schedule_qgemm(sch, block) -> None:

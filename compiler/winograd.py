@@ -42,6 +42,11 @@ def usable(kernel, strides, dilation, out_hw, channels: int) -> bool:
             and oh * ow >= 196 and channels >= 64)
 
 
+def tiles(size: int) -> int:
+    """Output tiles along one dimension (the last one may stick out)."""
+    return -(-size // M)
+
+
 def _pick(i, options):
     """options[i] for a loop variable i: a select chain, one branch once i is unrolled."""
     from tvm import tirx
@@ -91,7 +96,7 @@ def conv2d_nhwc(x, u, padding, mr: int, n: int):
     b, h, w, c = _ints(x.shape)
     pt, pl, pb, pr = padding
     oh, ow = h + pt + pb - 2, w + pl + pr - 2
-    th, tw = -(-oh // M), -(-ow // M)
+    th, tw = tiles(oh), tiles(ow)
     # an odd output gets a last tile half outside it: one more row / column of zeros to read
     xp = _pad_nhwc(x, (pt, pl, pb + th * M - oh, pr + tw * M - ow))
     tiles = b * th * tw
