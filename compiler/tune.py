@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from .errors import EmberError
 from .fileutil import atomic_write_text
-from .tuning_db import TuningDatabase
+from .tuning_db import SLOWER, TuningDatabase, model_key
 
 
 @dataclass
@@ -320,6 +320,8 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
         say("interrupted: records measured so far are kept")
     if dev is not None and not report.interrupted:
         report.end_to_end = _end_to_end(m, relax_mod, tgt, database, dev, say)
+        if report.end_to_end is not None:
+            database.record_end_to_end(model_key(relax_mod), report.end_to_end)
     return _finish(report, t0, report_dir, say)
 
 
@@ -349,9 +351,9 @@ def _end_to_end(m, relax_mod, tgt, database: TuningDatabase, dev, say, rounds: i
             times[k].append(vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=100)(*args).mean * 1e3)
     result = {k: float(np.median(v)) for k, v in times.items()}
     say(f"end to end: {result['default_ms']:.3f} ms with default schedules, {result['tuned_ms']:.3f} ms tuned")
-    if result["tuned_ms"] > 1.05 * result["default_ms"]:
-        say("warning: the tuned schedules made this model slower end to end (kernels measured alone do not "
-            "always add up); compile without --db, or tune longer")
+    if result["tuned_ms"] > SLOWER * result["default_ms"]:
+        say("the tuned schedules made this model slower end to end (kernels measured alone do not always add "
+            "up): `ember compile --db` will build it with its default schedules until tuning does better")
     return result
 
 

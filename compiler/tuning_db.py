@@ -3,6 +3,9 @@
 A database is a directory holding
 - ``ember-tuning.json``: format version, TVM version, and the device it was
   tuned on (target triple, CPU or GPU, ISA features, cores);
+- ``end-to-end.json``: per model, its latency with default and with tuned
+  schedules as `ember tune` last measured it (compile leaves the tuned
+  schedules out for a model they made slower);
 - ``workloads.json`` and ``records.json``: MetaSchedule's JSON-lines files
   (records are keyed by workload structural hash and TVM target).
 
@@ -30,6 +33,16 @@ FORMAT_VERSION = 1
 MANIFEST = "ember-tuning.json"
 WORKLOADS = "workloads.json"
 RECORDS = "records.json"
+END_TO_END = "end-to-end.json"  # per model: its latency with default and with tuned schedules
+# a model whose tuned build `ember tune` timed this much slower end to end is compiled without them
+SLOWER = 1.02
+
+
+def model_key(relax_mod) -> str:
+    """A model as lowered for a target (structural hash of its Relax module)."""
+    import tvm_ffi
+
+    return f"{tvm_ffi.structural_hash(relax_mod) & (1 << 64) - 1:016x}"
 
 
 class TuningDBError(EmberError):
@@ -178,6 +191,27 @@ class TuningDatabase:
             from .lower import first_line
 
             raise TuningDBError(f"corrupt tuning database {str(self.path)!r}: {first_line(e)}") from None
+
+    def end_to_end(self, model_key: str) -> dict[str, float] | None:
+        """What `ember tune` last measured for a model (its key: `model_key`):
+        {"default_ms", "tuned_ms"}, or None."""
+        try:
+            entry = json.loads((self.path / END_TO_END).read_text(encoding="utf-8")).get(model_key)
+        except (OSError, ValueError, AttributeError):
+            return None  # advisory: a missing or damaged file only means no verdict
+        if isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in ("default_ms", "tuned_ms")):
+            return entry
+        return None
+
+    def record_end_to_end(self, model_key: str, result: dict[str, float]) -> None:
+        try:
+            table = json.loads((self.path / END_TO_END).read_text(encoding="utf-8"))
+            if not isinstance(table, dict):
+                table = {}
+        except (OSError, ValueError):
+            table = {}
+        table[model_key] = result
+        atomic_write_text(self.path / END_TO_END, json.dumps(table, indent=1, sort_keys=True) + "\n")
 
     def records(self) -> list[tuple[int, float]]:
         """(workload index, mean seconds) of every measured record."""

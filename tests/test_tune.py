@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from ember.compiler import cli
-from ember.compiler.tuning_db import RECORDS, TuningDatabase
+from ember.compiler.tuning_db import END_TO_END, RECORDS, SLOWER, TuningDatabase, model_key
 from helpers import conv_relu_gemm, ember_cli, ort_run, qdq_cnn
 
 pytestmark = pytest.mark.slow
@@ -33,9 +33,13 @@ def test_tune_then_compile_with_db(tmp_path, capsys):
     assert e2e["default_ms"] > 0 and e2e["tuned_ms"] > 0
     assert sum(t["trials"] for t in report["tasks"]) >= 4
     assert (db / "report" / "tuning-report.md").read_text().startswith("# Tuning report")
+    verdicts = json.loads((db / END_TO_END).read_text())  # the timing, kept for compile to heed
+    assert list(verdicts.values()) == [e2e]
     out = tmp_path / "art"
     assert cli.main(["compile", str(path), "-o", str(out), "--db", str(db)]) == 0
-    assert "schedules from tuning database" in capsys.readouterr().err
+    used = e2e["tuned_ms"] <= SLOWER * e2e["default_ms"]
+    err = capsys.readouterr().err
+    assert ("schedules from tuning database" in err) == used and ("not using tuning database" in err) != used
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     assert cli.main(["run", str(out), "--input", f"x={tmp_path / 'x.npy'}", "--save", str(tmp_path / "y.npz")]) == 0
@@ -136,3 +140,22 @@ def test_tune_through_rpc_tracker_with_two_servers(tmp_path):
     finally:
         for p in procs:
             stop_group(p)
+
+
+@pytest.mark.parametrize("tuned_ms, used", [(2.0, False), (1.0, True)])
+def test_compile_leaves_out_schedules_tune_timed_slower(tmp_path, tuned_ms, used):
+    """A model `ember tune` timed slower with its tuned schedules is built with the default ones."""
+    import ember
+    from ember import targets
+    from ember.compiler import driver
+
+    m = conv_relu_gemm()
+    db = TuningDatabase.open(tmp_path / "db", targets.parse("host"), create=True)
+    _, mod, _ = driver.lower_model(m, targets.parse("host"))
+    db.record_end_to_end(model_key(mod), {"default_ms": 1.0, "tuned_ms": tuned_ms})
+    said = []
+    cm = ember.compile(m, db=str(tmp_path / "db"), progress=said.append)
+    assert any("not using tuning database" in s for s in said) != used
+    assert ("tuning_db_unused" in cm.metadata) != used and ("tuned_kernels" in cm.metadata) == used
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(cm.run({"x": x})["y"], ort_run(m, {"x": x})[0], rtol=1e-4, atol=1e-5)

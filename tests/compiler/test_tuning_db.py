@@ -6,6 +6,7 @@ import pytest
 import tvm
 from ember.compiler import cli, schedule
 from ember.compiler.tuning_db import (
+    END_TO_END,
     MANIFEST,
     RECORDS,
     WORKLOADS,
@@ -128,3 +129,15 @@ def test_cli_db_commands(tmp_path, db, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "corrupt tuning database" in err
     assert cli.main(["compile", "x.onnx", "-o", str(tmp_path / "a"), "--db", str(tmp_path / "nodb")]) == 1
+
+
+def test_end_to_end_verdicts_are_kept_per_model_and_a_damaged_file_means_none(db):
+    assert db.end_to_end("a") is None
+    db.record_end_to_end("a", {"default_ms": 1.0, "tuned_ms": 1.5})
+    db.record_end_to_end("b", {"default_ms": 2.0, "tuned_ms": 1.0})
+    db.record_end_to_end("a", {"default_ms": 1.0, "tuned_ms": 0.9})  # tuned again: the latest timing counts
+    assert db.end_to_end("a")["tuned_ms"] == 0.9 and db.end_to_end("b")["tuned_ms"] == 1.0
+    (db.path / END_TO_END).write_text("{not json")
+    assert db.end_to_end("a") is None  # advisory: never an error
+    db.record_end_to_end("c", {"default_ms": 1.0, "tuned_ms": 1.0})
+    assert db.end_to_end("c") is not None
