@@ -31,15 +31,19 @@ def _conv_model(c, o, hw, k, stride=1, pad=0, dilation=1, group=1, act=None, see
     return model(nodes, [tensor("x", [1, c, hw, hw])], [tensor(out, [1, o, oh, oh])], inits)
 
 
-def _functions(m):
-    """Names of the PrimFuncs the CPU pipeline produces for a model."""
+def _legalized(m):
+    """The module the CPU pipeline schedules for a model (legalized, fused)."""
     ir_model = driver.as_ir(m)
     driver.optimize(ir_model)
     mod = lower.to_relax(ir_model)
     tgt = targets.parse("host")
     with tgt.tvm_target():
-        mod = tvm.transform.Sequential(pipeline.legalize_passes(tgt))(mod)
-    return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+        return tvm.transform.Sequential(pipeline.legalize_passes(tgt))(mod)
+
+
+def _functions(m):
+    """Names of the PrimFuncs the CPU pipeline produces for a model."""
+    return [gv.name_hint for gv, f in _legalized(m).functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
 
 
 def _check(m, feeds, rtol=1e-4, atol=1e-4):
@@ -172,13 +176,8 @@ def test_forked_child_after_parent_ran_parallel_kernels():
 
 def _winograd_funcs(m):
     """The legalized and fused PrimFuncs holding a Winograd convolution."""
-    ir_model = driver.as_ir(m)
-    driver.optimize(ir_model)
-    mod = lower.to_relax(ir_model)
-    tgt = targets.parse("host")
-    with tgt.tvm_target():
-        mod = tvm.transform.Sequential(pipeline.legalize_passes(tgt))(mod)
-    return [f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "winograd" in gv.name_hint]
+    return [f for gv, f in _legalized(m).functions_items()
+            if isinstance(f, tvm.tirx.PrimFunc) and "winograd" in gv.name_hint]
 
 
 @pytest.mark.parametrize("c, o, hw, pad, act", [
