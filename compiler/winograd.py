@@ -99,16 +99,16 @@ def conv2d_nhwc(x, u, padding, mr: int, n: int):
     th, tw = tiles(oh), tiles(ow)
     # an odd output gets a last tile half outside it: one more row / column of zeros to read
     xp = _pad_nhwc(x, (pt, pl, pb + th * M - oh, pr + tw * M - ow))
-    tiles = b * th * tw
+    count = b * th * tw
     nr = _ints(u.shape)[4]
 
     def v(a, bb, p, ci):
         bi, t = p // (th * tw), p % (th * tw)
         y, xx = (t // tw) * M, (t % tw) * M
         return _bt(a, lambda i: _bt(bb, lambda j: xp[bi, y + i, xx + j, ci]))
-    tv = te.compute((ALPHA, ALPHA, tiles, c), v, name=INPUT)
+    tv = te.compute((ALPHA, ALPHA, count, c), v, name=INPUT)
     rc = te.reduce_axis((0, c), name="kc")
-    mm = te.compute((ALPHA, ALPHA, tiles, _ints(u.shape)[2] * nr),
+    mm = te.compute((ALPHA, ALPHA, count, _ints(u.shape)[2] * nr),
                     lambda a, bb, p, k: te.sum(tv[a, bb, p, rc] * u[a, bb, k // nr, rc, k % nr], axis=rc),
                     name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
 
