@@ -352,7 +352,7 @@ def _run_artifact(path: str, inputs: dict, repeat: int, progress) -> dict[str, A
     progress(f"loading {path}")
     cm = load(path)
     if cm.metadata["target"].get("runner") == "gpu":
-        # checked here, in the (forked) child: a parent that touched CUDA leaves its children unable to
+        # checked here, in the (forked) child: the child of a process that touched CUDA cannot use it
         import tvm
 
         if not tvm.cuda(0).exist:
