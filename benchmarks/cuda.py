@@ -114,7 +114,7 @@ def _ember(path, feeds: dict, sm: str, repeat: int, db: str | None = None):
     cm = ember.compile(path, target="cuda", mcpu=sm, db=db)
     compile_s = time.perf_counter() - t0
     out = next(iter(cm.run(feeds).values()))
-    return cm, float(np.median(cm.time(feeds, repeat=repeat))), out, compile_s
+    return float(np.median(cm.time(feeds, repeat=repeat))), out, compile_s
 
 
 def bench(name: str, sm: str, repeat: int, tune_s: float, tmp: Path) -> dict:
@@ -129,7 +129,7 @@ def bench(name: str, sm: str, repeat: int, tune_s: float, tmp: Path) -> dict:
     torch.cuda.empty_cache()
     scale = float(np.abs(ref).max()) or 1.0
 
-    _, t, out, row["compile_s"] = _ember(path, feeds, sm, repeat)
+    t, out, row["compile_s"] = _ember(path, feeds, sm, repeat)
     row["fp32_ms"], row["fp32_rel_err"] = t * 1e3, float(np.abs(out - ref).max()) / scale
     print(f"  {name}: torch {row['torch_ms']:.3f} ms, ember fp32 {row['fp32_ms']:.3f} ms "
           f"(compile {row['compile_s']:.0f} s, rel err {row['fp32_rel_err']:.1e})", flush=True)
@@ -137,7 +137,7 @@ def bench(name: str, sm: str, repeat: int, tune_s: float, tmp: Path) -> dict:
     q, _ = quantize(str(path), _calibration(feeds, 8), calibrate="minmax")
     qpath = tmp / f"{name}.int8.onnx"
     onnx_io.save(q, qpath)
-    _, t, qout, row["int8_compile_s"] = _ember(qpath, feeds, sm, repeat)
+    t, qout, row["int8_compile_s"] = _ember(qpath, feeds, sm, repeat)
     row["int8_ms"], row["int8_cos"] = t * 1e3, _cosine(qout, ref)
     print(f"  {name}: ember int8 {row['int8_ms']:.3f} ms (compile {row['int8_compile_s']:.0f} s, "
           f"cosine to fp32 {row['int8_cos']:.4f})", flush=True)
@@ -150,7 +150,7 @@ def bench(name: str, sm: str, repeat: int, tune_s: float, tmp: Path) -> dict:
         report = tune(str(path), target="cuda", mcpu=sm, db=db, seconds=tune_s,
                       progress=lambda msg: print(f"    {name}: {msg}", flush=True))
         row["tune_s"], row["trials"] = time.perf_counter() - t0, sum(t.trials for t in report.tasks)
-        _, t, out, _ = _ember(path, feeds, sm, repeat, db=db)
+        t, out, _ = _ember(path, feeds, sm, repeat, db=db)
         row["tuned_ms"], row["tuned_rel_err"] = t * 1e3, float(np.abs(out - ref).max()) / scale
         print(f"  {name}: tuned {row['tuned_ms']:.3f} ms after {row['tune_s']:.0f} s ({row['trials']} trials)",
               flush=True)

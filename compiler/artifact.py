@@ -128,15 +128,19 @@ class CompiledModel:
                 t.copyfrom(a)
         return self._staged
 
-    def run(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Run on named numpy inputs; returns outputs by name."""
-        arrays = self.check_inputs(inputs)
+    def _main_function(self):
         if self._main is None:
             self._main = self._vm_instance()["main"]
         mark_pool_started()
+        return self._main
+
+    def run(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Run on named numpy inputs; returns outputs by name."""
+        arrays = self.check_inputs(inputs)
+        main = self._main_function()
         args = self._stage(arrays)
         try:
-            result = self._main(*args)
+            result = main(*args)
         except AssertionError as e:  # ember's runtime checks (index bounds, division by zero)
             raise RuntimeInputError(str(e).strip().splitlines()[0]) from None
         except Exception as e:
@@ -151,13 +155,8 @@ class CompiledModel:
         """Wall-clock seconds of `repeat` runs (inputs already on the device)."""
         import time
 
-        import tvm
-
-        arrays = self.check_inputs(inputs)
-        vm = self._vm_instance()
-        mark_pool_started()
-        args = [tvm.runtime.tensor(a, self._device) for a in arrays]
-        fn = vm["main"]
+        fn = self._main_function()
+        args = self._stage(self.check_inputs(inputs))
         for _ in range(warmup):
             fn(*args)
         out = []

@@ -23,19 +23,10 @@ the same words are multiplied byte by byte in int32 arithmetic.
 
 from __future__ import annotations
 
-from .kernels import _out_hw, padded
+from .kernels import _ints, _out_hw, _te, padded
+from .pipeline import static_shape
 
 FLIP = 128  # uint8 x == (x - 128) + 128
-
-
-def _te():
-    from tvm import te, tirx
-
-    return te, tirx
-
-
-def _ints(shape) -> tuple[int, ...]:
-    return tuple(int(d) for d in shape)
 
 
 def word(byte_at, dtype: str, flip: bool = False):
@@ -160,7 +151,7 @@ def qmatmul(a, wp, wsum, native: bool):
 def legalize_conv2d(bb, call, x, w, native: bool):
     """Relax: an 8-bit NCHW conv2d (groups=1) on dp4a, or None when it is not one."""
     a = call.attrs
-    xs, ws = _static(x), _static(w)
+    xs, ws = static_shape(x), static_shape(w)
     if not (a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and a.out_layout == "NCHW"
             and a.groups == 1 and xs is not None and ws is not None and len(xs) == 4):
         return None
@@ -173,15 +164,10 @@ def legalize_conv2d(bb, call, x, w, native: bool):
 
 def legalize_matmul(bb, x, w, native: bool):
     """Relax: an 8-bit [..., M, K] x [K, N] matmul on dp4a, or None when it is not one."""
-    xs, ws = _static(x), _static(w)
+    xs, ws = static_shape(x), static_shape(w)
     if xs is None or ws is None or len(xs) < 2 or len(ws) != 2:
         return None
     wp = bb.emit_te(pack_matmul_weights, w, primfunc_name_hint="ember_pack")
     wsum = bb.emit_te(weight_sums, w, 1, primfunc_name_hint="ember_wsum") if str(x.ty.dtype) == "uint8" else None
     return bb.call_te(qmatmul, x, wp, wsum, native, primfunc_name_hint="ember_qmatmul")
 
-
-def _static(expr):
-    from .pipeline import static_shape
-
-    return static_shape(expr)

@@ -147,7 +147,7 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     import ember
     from ember import targets
 
-    from .tuning_db import SLOWER, TuningDatabase, model_key
+    from .tuning_db import TuningDatabase, model_key, tuned_slower
 
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
@@ -158,13 +158,11 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
                                  instruments=instruments, disabled=disabled, verify_each=verify_each, say=say,
                                  bind=bind)
     slower = database.end_to_end(model_key(mod)) if database is not None else None
-    if slower is not None and slower["tuned_ms"] > SLOWER * slower["default_ms"]:
+    if tuned_slower(slower):
         say(f"not using tuning database {db}: `ember tune` timed this model slower with its schedules "
             f"({slower['tuned_ms']:.3f} ms) than with the default ones ({slower['default_ms']:.3f} ms); "
             "tune longer to do better")
         database = None
-    else:
-        slower = None
     say(f"building for {tgt.describe()}")
     counts: dict[str, int] = {}
     ex = lower.build(mod, tgt, database.ms_database() if database else None, counts)
@@ -187,7 +185,7 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
         meta["bound_inputs"] = {k: np.asarray(v).tolist() for k, v in bind.items()}
     if database is not None:
         meta["tuned_kernels"] = {"tuned": counts.get("tuned", 0), "default": counts.get("default", 0)}
-    if slower is not None:
+    if tuned_slower(slower):
         meta["tuning_db_unused"] = {"default_ms": slower["default_ms"], "tuned_ms": slower["tuned_ms"]}
     cm = CompiledModel(ex, meta, executable=ex, target=tgt)
     cm.compile_seconds = time.perf_counter() - t0  # not in the metadata: artifacts stay byte-identical

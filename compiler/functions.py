@@ -32,7 +32,7 @@ DOMAIN = "ember.expand"
 def _dropout_body(node: ir.Node, opset: int) -> onnx.FunctionProto | None:
     """Inference-mode Dropout with its mask output: the input, and a mask of all true."""
     mode = node.inputs[2] if len(node.inputs) > 2 else None
-    if opset < 12 or (mode is not None and (mode.const is None or bool(mode.const.numpy().reshape(-1)[0]))):
+    if opset < 12 or (mode is not None and (mode.const is None or bool(mode.scalar()))):
         return None
     nodes = [onnx.helper.make_node("Identity", ["data"], ["output"]), onnx.helper.make_node("Shape", ["data"], ["s"]),
              onnx.helper.make_node("ConstantOfShape", ["s"], ["mask"],

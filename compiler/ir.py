@@ -103,6 +103,10 @@ class Value:
     def is_const(self) -> bool:
         return self.const is not None
 
+    def scalar(self):
+        """The first element of its constant data (a scalar operand's value), or None."""
+        return None if self.const is None else self.const.numpy().reshape(-1)[0]
+
     def consumers(self) -> list["Node"]:
         seen: dict[int, Node] = {}
         for node, _ in self.uses:

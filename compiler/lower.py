@@ -58,9 +58,9 @@ def _training_dropout(node: ir.Node) -> bool:
     """Dropout whose training_mode may be true and whose ratio may be nonzero."""
     ins = list(node.inputs) + [None, None, None]
     mode, ratio = ins[2], ins[1]
-    if mode is None or (mode.const is not None and not bool(mode.const.numpy().reshape(-1)[0])):
+    if mode is None or (mode.const is not None and not bool(mode.scalar())):
         return False
-    return not (ratio is not None and ratio.const is not None and float(ratio.const.numpy().reshape(-1)[0]) == 0.0)
+    return not (ratio is not None and ratio.const is not None and float(ratio.scalar()) == 0.0)
 
 
 def _const_values(node: ir.Node, index: int) -> np.ndarray | None:

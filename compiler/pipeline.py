@@ -163,13 +163,13 @@ def _as_nhwc(bb, x, w, nchw: bool):
     return x, w, static_shape(x), static_shape(w)
 
 
-def _conv_params(a, xs, kw: int):
-    """strides, padding, dilation of a conv2d call, and its output width (NHWC input shape `xs`)."""
+def _conv_params(a, xs, kernel):
+    """strides, padding, dilation of a conv2d call, and its output (height, width)
+    (NHWC input shape `xs`)."""
     strides = tuple(int(s) for s in a.strides)
     padding = tuple(int(p) for p in a.padding)
     dilation = tuple(int(d) for d in a.dilation)
-    ow = (xs[2] + padding[1] + padding[3] - dilation[1] * (kw - 1) - 1) // strides[1] + 1
-    return strides, padding, dilation, ow
+    return strides, padding, dilation, kernels._out_hw(xs[1], xs[2], kernel, strides, padding, dilation)
 
 
 def _qconv2d(bb, call, x, w, nchw: bool, dot, vector_lanes: int):
@@ -179,7 +179,7 @@ def _qconv2d(bb, call, x, w, nchw: bool, dot, vector_lanes: int):
 
     x, w, xs, ws = _as_nhwc(bb, x, w, nchw)
     o, kh, kw, c = ws
-    strides, padding, dilation, ow = _conv_params(call.attrs, xs, kw)
+    strides, padding, dilation, (_, ow) = _conv_params(call.attrs, xs, (kh, kw))
     lanes = dot.lanes if dot else vector_lanes
     tiles = kernels.gemm_tiles(ow, o, lanes)
     flip = bool(dot) and str(x.ty.dtype) != dot.a_dtype
@@ -219,8 +219,7 @@ def _conv2d(lanes: int, dot=None):
             return _default(CONV2D)(bb, call)
         x, w, xs, ws = _as_nhwc(bb, x, w, nchw)
         o, kh, kw, _ = ws
-        strides, padding, dilation, ow = _conv_params(a, xs, kw)
-        oh = (xs[1] + padding[0] + padding[2] - dilation[0] * (kh - 1) - 1) // strides[0] + 1
+        strides, padding, dilation, (oh, ow) = _conv_params(a, xs, (kh, kw))
         if dense and winograd.usable((kh, kw), strides, dilation, (oh, ow), xs[3]):
             tiles = kernels.gemm_tiles(xs[0] * winograd.tiles(oh) * winograd.tiles(ow), o, lanes)
             u = bb.emit_te(winograd.transform_weights, w, tiles.nr, primfunc_name_hint="ember_pack")
@@ -270,25 +269,17 @@ def _matmul(lanes: int, dot=None):
     return legalize
 
 
-def _dp4a_conv2d(native: bool):
+def _dp4a(op: str, native: bool):
+    """An 8-bit conv2d / matmul on CUDA's dp4a kernels (dp4a.py); TVM's legalization otherwise."""
     def legalize(bb, call):
         from . import dp4a
 
         x, w = call.args
-        out = (dp4a.legalize_conv2d(bb, call, x, w, native)
-               if _int8_operands(x, w, call.attrs.out_dtype) else None)
-        return out if out is not None else _default(CONV2D)(bb, call)
-
-    return legalize
-
-
-def _dp4a_matmul(native: bool):
-    def legalize(bb, call):
-        from . import dp4a
-
-        x, w = call.args
-        out = dp4a.legalize_matmul(bb, x, w, native) if _int8_operands(x, w, call.attrs.out_dtype) else None
-        return out if out is not None else _default(MATMUL)(bb, call)
+        out = None
+        if _int8_operands(x, w, call.attrs.out_dtype):
+            out = (dp4a.legalize_conv2d(bb, call, x, w, native) if op == CONV2D
+                   else dp4a.legalize_matmul(bb, x, w, native))
+        return out if out is not None else _default(op)(bb, call)
 
     return legalize
 
@@ -297,7 +288,7 @@ def legalize_overrides(target) -> dict[str, Any]:
     nan_safe = {RELU: _relu, MAXIMUM: _keep_nan(MAXIMUM), MINIMUM: _keep_nan(MINIMUM),
                 LEFT_SHIFT: _shift(LEFT_SHIFT), RIGHT_SHIFT: _shift(RIGHT_SHIFT)}
     if target.kind == "cuda":
-        return {**nan_safe, CONV2D: _dp4a_conv2d(target.int8_dot), MATMUL: _dp4a_matmul(target.int8_dot)}
+        return {**nan_safe, CONV2D: _dp4a(CONV2D, target.int8_dot), MATMUL: _dp4a(MATMUL, target.int8_dot)}
     from .intrinsics import for_target
 
     lanes, dot = max(4, target.vector_bits // 32), for_target(target)

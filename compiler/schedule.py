@@ -223,14 +223,8 @@ def default_schedule(func):
         names = _blocks(sch)
     except Exception:
         return None
-    if winograd.GEMM in names:
-        try:
-            winograd.schedule(sch, sch.get_sblock(winograd.GEMM))
-            return sch
-        except Exception:
-            sch = _sch(func)
-    for kind, fn in ((kernels.QGEMM, schedule_qgemm), (kernels.GEMM, schedule_gemm),
-                     (kernels.DEPTHWISE, schedule_depthwise)):
+    for kind, fn in ((winograd.GEMM, winograd.schedule), (kernels.QGEMM, schedule_qgemm),
+                     (kernels.GEMM, schedule_gemm), (kernels.DEPTHWISE, schedule_depthwise)):
         main = [n for n in names if n.startswith(kind)]
         if len(main) == 1:
             try:

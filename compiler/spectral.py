@@ -23,9 +23,8 @@ MAX_LENGTH = 2048  # cos and sin tables of n x n doubles: 32 MiB each at most
 
 
 def _const(v: ir.Value | None) -> int | None:
-    if v is None or v.const is None:
-        return None
-    return int(v.const.numpy().reshape(-1)[0])
+    value = None if v is None else v.scalar()
+    return None if value is None else int(value)
 
 
 def _tables(n: int, bins: int, inverse: bool, hermitian: bool, dtype) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from .errors import EmberError
 from .fileutil import atomic_write_text
-from .tuning_db import SLOWER, TuningDatabase, model_key
+from .tuning_db import TuningDatabase, model_key, tuned_slower
 
 
 @dataclass
@@ -351,7 +351,7 @@ def _end_to_end(m, relax_mod, tgt, database: TuningDatabase, dev, say, rounds: i
             times[k].append(vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=100)(*args).mean * 1e3)
     result = {k: float(np.median(v)) for k, v in times.items()}
     say(f"end to end: {result['default_ms']:.3f} ms with default schedules, {result['tuned_ms']:.3f} ms tuned")
-    if result["tuned_ms"] > SLOWER * result["default_ms"]:
+    if tuned_slower(result):
         say("the tuned schedules made this model slower end to end (kernels measured alone do not always add "
             "up): `ember compile --db` will build it with its default schedules until tuning does better")
     return result

@@ -99,7 +99,7 @@ def _unroll_scan(g: ir.Graph, node: ir.Node) -> bool:
 
 
 def _constant(v: ir.Value | None):
-    return None if v is None or v.const is None else v.const.numpy().reshape(-1)[0]
+    return None if v is None else v.scalar()
 
 
 def _passes_cond_through(body: ir.Graph) -> bool:

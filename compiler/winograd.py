@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from .kernels import PAD, _ints, _pad_nhwc, padded
 
-GEMM = "ember_winograd"
-INPUT = "ember_winograd_in"
-OUTPUT = "ember_winograd_out"
+GEMM = "ember_winograd"  # the main block; the transforms' names must not start with it
+INPUT = "ember_wtransform_in"
+OUTPUT = "ember_wtransform_out"
 M, ALPHA = 2, 4  # output tile, input tile
 
 
