@@ -173,12 +173,21 @@ def _as(v, dtype: str | None):
     return v if dtype is None else v.astype(dtype)
 
 
+def depthwise_weights(w):
+    """TE: depthwise weights [C, KH, KW, 1] (OHWI, groups = C) -> [KH, KW, C]:
+    the channels a vector of outputs needs sit side by side (read in place,
+    every tap's weights were a gather, KH*KW bytes apart)."""
+    te, _ = _te()
+    c, kh, kw, _ = _ints(w.shape)
+    return te.compute((kh, kw, c), lambda y, x, ci: w[ci, y, x, 0], name="ember_pack")
+
+
 def depthwise_nhwc(x, wt, strides, padding, dilation, acc_dtype: str | None = None):
-    """TE: NHWC depthwise conv2d, weights [C, KH, KW, 1] (OHWI with groups=C);
+    """TE: NHWC depthwise conv2d, weights [KH, KW, C] (`depthwise_weights`);
     8-bit operands accumulate in `acc_dtype` (int32)."""
     te, _ = _te()
     _, h, w, c = _ints(x.shape)
-    _, kh, kw, _ = _ints(wt.shape)
+    kh, kw, _ = _ints(wt.shape)
     (sh, sw), (dh, dw) = strides, dilation
     oh, ow = _out_hw(h, w, (kh, kw), strides, padding, dilation)
     xp = _pad_nhwc(x, padding)
@@ -187,7 +196,7 @@ def depthwise_nhwc(x, wt, strides, padding, dilation, acc_dtype: str | None = No
     return te.compute(
         (_ints(x.shape)[0], oh, ow, c),
         lambda bi, y, xx, ci: te.sum(_as(xp[bi, y * sh + ry * dh, xx * sw + rx * dw, ci], acc_dtype)
-                                      * _as(wt[ci, ry, rx, 0], acc_dtype), axis=[ry, rx]),
+                                      * _as(wt[ry, rx, ci], acc_dtype), axis=[ry, rx]),
         name=DEPTHWISE)
 
 

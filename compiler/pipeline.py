@@ -28,6 +28,7 @@ MATMUL = "relax.matmul"
 RELU = "relax.nn.relu"
 MAXIMUM, MINIMUM = "relax.maximum", "relax.minimum"
 GELU = "relax.nn.gelu"
+ROUND = "relax.round"
 LEFT_SHIFT, RIGHT_SHIFT = "relax.left_shift", "relax.right_shift"
 
 
@@ -77,6 +78,22 @@ def _gelu(bb, call):
         return te.compute(x.shape, lambda *i: x(*i) * (half + erf(*i) * half), name="gelu")
 
     return bb.call_te(gelu, x, primfunc_name_hint="gelu")
+
+
+def _round(bb, call):
+    """Round half to even as `tirx.round`: on LLVM targets TVM lowers it to
+    llvm.nearbyint, the same instruction as TVM's own legalization
+    (`tirx.nearbyint`), but TVM marks only `tirx.round` vectorizable. With
+    nearbyint, VectorizeLoop scalarized every loop that rounds: the
+    requantization epilogue of each int8 kernel, which LLVM re-vectorized
+    along the wrong axis in some kernels (gathers, 2x slower)."""
+    from tvm import te
+
+    x = call.args[0]
+    if not str(x.ty.dtype).startswith("float"):
+        return _default(ROUND)(bb, call)
+    return bb.call_te(lambda t: te.compute(t.shape, lambda *i: te.round(t(*i)), name="round"), x,
+                      primfunc_name_hint="round")
 
 
 def _broadcast(call, fn, name: str):
@@ -206,7 +223,8 @@ def _conv2d(lanes: int, dot=None):
                 return _qconv2d(bb, call, x, w, nchw, dot, lanes)
             c = xs[1] if nchw else xs[3]
             if nhwc and a.groups == c == ws[0] and ws[3] == 1:  # depthwise: int32 lanes, no dot product
-                return bb.call_te(kernels.depthwise_nhwc, x, w, tuple(int(s) for s in a.strides),
+                wt = bb.emit_te(kernels.depthwise_weights, w, primfunc_name_hint="ember_pack")
+                return bb.call_te(kernels.depthwise_nhwc, x, wt, tuple(int(s) for s in a.strides),
                                   tuple(int(p) for p in a.padding), tuple(int(d) for d in a.dilation), "int32",
                                   primfunc_name_hint="ember_qdepthwise")
         usable = ((nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4
@@ -230,7 +248,8 @@ def _conv2d(lanes: int, dot=None):
             out = bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr, o,
                              primfunc_name_hint="ember_conv2d")
         else:
-            out = bb.call_te(kernels.depthwise_nhwc, x, w, strides, padding, dilation,
+            wt = bb.emit_te(kernels.depthwise_weights, w, primfunc_name_hint="ember_pack")
+            out = bb.call_te(kernels.depthwise_nhwc, x, wt, strides, padding, dilation,
                              primfunc_name_hint="ember_depthwise")
         if nchw:
             return bb.call_te(topi.transpose, bb.emit(out), [0, 3, 1, 2], primfunc_name_hint="to_nchw")
@@ -292,7 +311,7 @@ def legalize_overrides(target) -> dict[str, Any]:
     from .intrinsics import for_target
 
     lanes, dot = max(4, target.vector_bits // 32), for_target(target)
-    return {**nan_safe, GELU: _gelu, CONV2D: _conv2d(lanes, dot), MATMUL: _matmul(lanes, dot)}
+    return {**nan_safe, GELU: _gelu, ROUND: _round, CONV2D: _conv2d(lanes, dot), MATMUL: _matmul(lanes, dot)}
 
 
 def _gpu_rules() -> list:
@@ -407,6 +426,40 @@ def _to_nhwc():
     return _pass
 
 
+def _fold_integer_offsets():
+    """(x - c1) + c2 -> x + (c2 - c1) for integer constants c1, c2 (also with
+    + for -): int32 arithmetic wraps, so the sum is exact. An int8 layer's
+    zero-point correction and its int32 bias then cost one add per output
+    in the kernel's epilogue, not two."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, wildcard
+
+    x, c1, c2 = wildcard(), is_const(), is_const()
+    inner = is_op("relax.add")(x, c1) | is_op("relax.subtract")(x, c1)
+    pattern = is_op("relax.add")(inner, c2) | is_op("relax.subtract")(inner, c2)
+
+    def rewrite(call, m):
+        a, b = m[c1].value.numpy(), m[c2].value.numpy()
+        if a.dtype != b.dtype or a.dtype.kind not in "iu" or str(call.ty.dtype) != str(a.dtype):
+            return call
+        inner_sign = 1 if m[inner].op.name == "relax.add" else -1
+        outer_sign = 1 if call.op.name == "relax.add" else -1
+        with np.errstate(over="ignore"):
+            c = (inner_sign * a.astype(np.int64) + outer_sign * b.astype(np.int64)).astype(a.dtype)
+        return relax.op.add(m[x], relax.const(c))
+
+    @tvm.transform.module_pass(opt_level=0, name="EmberFoldIntegerOffsets")
+    def _pass(mod, _ctx):
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                mod[gv] = relax.dpl.rewrite_call(pattern, rewrite, func)
+        return mod
+
+    return _pass
+
+
 def legalize_passes(target) -> list:
     """Everything up to (not including) scheduling: the module MetaSchedule extracts its tasks from."""
     from tvm import relax
@@ -416,7 +469,7 @@ def legalize_passes(target) -> list:
     backend = gpu if target.kind == "cuda" else cpu
     tvm_target = target.tvm_target()
     layout = [] if target.kind == "cuda" else [_to_nhwc()]
-    return layout + backend.library_dispatch_passes(tvm_target) + [
+    return [_fold_integer_offsets()] + layout + backend.library_dispatch_passes(tvm_target) + [
         relax.transform.LegalizeOps(legalize_overrides(target)),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

@@ -2,3 +2,4 @@
 Calibration and QDQ insertion live in `compiler/quantize.py` (they need data)."""
 
 from .integer import Int8Compute  # noqa: F401
+from .saturation import DropSaturatedClips  # noqa: F401

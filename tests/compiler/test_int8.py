@@ -270,3 +270,76 @@ def test_intrinsic_choice_per_target():
     assert intrinsics.for_target(targets.parse("aarch64-linux-gnu", features="neon,dotprod")) is intrinsics.SDOT
     assert intrinsics.for_target(targets.parse("aarch64-linux-gnu", features="neon")) is None
     assert tvm.s_tir.TensorIntrin.get(intrinsics.register(intrinsics.SDOT)) is not None
+
+
+def _clip_quantize(clip: str, lo=0.0, hi=6.0, scale=6 / 255, zp=0, zp_dtype=np.uint8, extra_use=False):
+    """x -> Relu or Clip(lo, hi) -> QuantizeLinear(scale, zp) -> DequantizeLinear."""
+    nodes = [h.make_node("Relu", ["x"], ["c"]) if clip == "Relu" else h.make_node("Clip", ["x", "lo", "hi"], ["c"]),
+             h.make_node("QuantizeLinear", ["c", "s", "z"], ["q"]),
+             h.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    outputs = [tensor("y", [2, 64])] + ([tensor("c", [2, 64])] if extra_use else [])
+    return model(nodes, [tensor("x", [2, 64])], outputs,
+                 [init("lo", np.array(lo, np.float32)), init("hi", np.array(hi, np.float32)),
+                  init("s", np.array(scale, np.float32)), init("z", np.array(zp, zp_dtype))], opset=13)
+
+
+@pytest.mark.parametrize("kw", [{"clip": "Clip"}, {"clip": "Relu"}, {"clip": "Clip", "hi": 9.0},
+                                {"clip": "Clip", "lo": -1.5, "hi": 1.0, "scale": 1 / 127, "zp_dtype": np.int8}],
+                         ids=["relu6-calibrated", "relu", "clip-looser-than-range", "signed"])
+def test_saturated_clip_is_dropped(kw):
+    """Fires where QuantizeLinear's saturation clamps at least as tightly,
+    with the same quantized outputs (values far outside the range included);
+    idempotent."""
+    x = (RNG.standard_normal((2, 64)) * 8).astype(np.float32)
+    x[0, :4] = [np.inf, -np.inf, 1e30, -1e30]
+    out = assert_pass(_clip_quantize(**kw), "drop-saturated-clips", {"x": x}, rtol=0, atol=0)
+    assert op_types(out) == ["QuantizeLinear", "DequantizeLinear"]
+
+
+@pytest.mark.parametrize("kw", [{"clip": "Clip", "hi": 3.0}, {"clip": "Clip", "lo": 0.5},
+                                {"clip": "Relu", "zp": 3}, {"clip": "Relu", "zp_dtype": np.int8},
+                                {"clip": "Clip", "extra_use": True},
+                                {"clip": "Clip", "lo": -1.0, "hi": 1.0, "scale": 1 / 127, "zp_dtype": np.int8}],
+                         ids=["clip-tighter-above", "clip-tighter-below", "zero-point-above-0", "signed-relu",
+                              "clip-output-also-used", "symmetric-clip-stops-at-minus-127"])
+def test_saturated_clip_must_not_fire(kw):
+    assert_no_fire(_clip_quantize(**kw), "drop-saturated-clips")
+
+
+def test_integer_offsets_fold_into_one_constant():
+    """(x - c1) + c2 on int32 becomes x + (c2 - c1), wrapping as int32 does;
+    float offsets are left alone (their sum would round differently)."""
+    from tvm import relax
+    from tvm.script import relax as R
+
+    from ember.compiler.pipeline import _fold_integer_offsets
+
+    big = np.array([2**31 - 1, 5], np.int32)
+
+    @tvm.script.ir_module
+    class Mod:
+        @R.function
+        def main(x: R.Tensor((2,), "int32"), f: R.Tensor((2,), "float32")):
+            a = R.add(R.subtract(x, R.const(np.array([-3, 7], np.int32))), R.const(big))
+            b = R.add(R.subtract(f, R.const(np.array([1.0, 2.0], np.float32))), R.const(np.array([3.0, 4.0],
+                                                                                                   np.float32)))
+            return (a, b)
+
+    out = _fold_integer_offsets()(Mod)
+    text = out.script()
+    assert text.count("R.subtract") == 1  # the float one stays
+    x, f = np.array([2**31 - 1, -9], np.int32), np.array([0.5, 1.5], np.float32)
+    with tvm.transform.PassContext(opt_level=3):
+        vm = relax.VirtualMachine(tvm.compile(out, target="llvm"), tvm.cpu())
+    a, b = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(f))
+    wrapped = ((x.astype(np.int64) - [-3, 7] + big + 2**31) % 2**32 - 2**31).astype(np.int32)
+    np.testing.assert_array_equal(a.numpy(), wrapped)
+    np.testing.assert_array_equal(b.numpy(), (f - [1, 2]) + [3, 4])
+
+
+def test_round_is_half_to_even_in_vectorized_loops():
+    """Round (and QuantizeLinear's rounding) lowers to a vectorizable
+    round-half-to-even on CPU targets: ties of a 64-wide vector go to even."""
+    x = np.tile(np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5000002, 254.5], np.float32), (1, 8))
+    m = model([h.make_node("Round", ["x"], ["y"])], [tensor("x", [1, 64])], [tensor("y", [1, 64])])
+    np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], np.round(x))
