@@ -255,7 +255,8 @@ def converters() -> dict[str, type]:
         return tvm_impl(bb, inputs, attr, params)
 
     class OneHot(tvm_onnx.OneHot):
-        """depth may be any numeric type (TVM passed a float depth on as it was)."""
+        """depth may be any numeric type (TVM passed a float depth on as it was);
+        a negative axis counts from the output's rank."""
 
         @classmethod
         def _impl_v11(cls, bb, inputs, attr, params):
@@ -268,10 +269,151 @@ def converters() -> dict[str, type]:
             if not dtype_of(indices).startswith(("int", "uint")):  # ONNX allows float indices
                 indices = bb.normalize(relax.op.astype(indices, "int64"))
             n_const = relax.const(n, dtype_of(indices))
-            indices = relax.op.where(relax.op.less(indices, relax.const(0, dtype_of(indices))),
-                                     relax.op.add(indices, n_const), indices)
+            indices = bb.normalize(relax.op.where(relax.op.less(indices, relax.const(0, dtype_of(indices))),
+                                                  relax.op.add(indices, n_const), indices))
+            axis = attr.get("axis", -1)
+            if axis < 0:  # relax's one_hot reads only -1 as "last"
+                axis += indices.ty.ndim + 1
             return relax.op.one_hot(indices, relax.prim_value(tvm.tirx.const(on, dtype)),
-                                    relax.prim_value(tvm.tirx.const(off, dtype)), n, attr.get("axis", -1))
+                                    relax.prim_value(tvm.tirx.const(off, dtype)), n, axis)
+
+    class Upsample(OnnxOpConverter):
+        """Upsample (opsets 7-9; scales an attribute, then an input): nearest
+        takes x[floor(i / scale)] along each axis, linear interpolates between
+        the two neighbours of i / scale (asymmetric coordinates); the output
+        is floor(dim * scale). TVM's read the scales attribute only and
+        resampled by the size ratio."""
+
+        @classmethod
+        def _impl_v7(cls, bb, inputs, attr, params):
+            return cls._resample(bb, inputs[0], np.asarray(attr.get("scales", []), np.float64), attr)
+
+        @classmethod
+        def _impl_v9(cls, bb, inputs, attr, params):
+            scales = tvm_onnx.get_constant(inputs[1], params)
+            if not isinstance(scales, tvm.ir.expr.Constant):
+                raise ValueError("Upsample's scales must be constants")
+            return cls._resample(bb, inputs[0], scales.value.numpy().astype(np.float64), attr)
+
+        @classmethod
+        def _resample(cls, bb, x, scales, attr):
+            shape = static_shape(x)
+            mode = attr.get("mode", b"nearest")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            if shape is None or len(scales) != len(shape) or mode not in ("nearest", "linear"):
+                raise ValueError("Upsample needs a static shape, one scale per axis and mode nearest or linear")
+            y = x
+            for axis, (dim, scale) in enumerate(zip(shape, scales)):
+                out = int(np.floor(dim * scale))
+                if out == dim and scale == 1:
+                    continue
+                pos = np.arange(out) / scale
+                lo = np.minimum(np.floor(pos), dim - 1).astype(np.int64)
+                if mode == "nearest":
+                    y = bb.normalize(relax.op.take(y, relax.const(lo), axis))
+                    continue
+                hi = np.minimum(lo + 1, dim - 1)
+                w = (pos - lo).astype(dtype_of(x)).reshape([-1] + [1] * (len(shape) - axis - 1))
+                a = relax.op.take(y, relax.const(lo), axis)
+                b = relax.op.take(y, relax.const(hi), axis)
+                y = bb.normalize(relax.op.add(a, relax.op.multiply(relax.op.subtract(b, a), relax.const(w))))
+            return y
+
+    def with_indices(tvm_impl, bb, inputs, attr, params):
+        """MaxPool's Indices output (TVM converts the values only): the window
+        slots are stacked (kernel offsets in scan order, padding at the type's
+        lowest value), argmax picks the first maximum, and a constant table maps
+        (slot, output position) to the flattened input index, row- or
+        column-major (storage_order)."""
+        values = bb.normalize(tvm_impl(bb, inputs, attr, params))
+        if attr.get("tvm_custom", {}).get("num_outputs", 1) < 2:
+            return values
+        x = inputs[0]
+        xs, ys = static_shape(x), static_shape(values)
+        if xs is None or ys is None:
+            raise ValueError("MaxPool's Indices output needs static shapes")
+        nd, dims, outs = len(xs) - 2, xs[2:], ys[2:]
+        kernel = list(attr["kernel_shape"])
+        strides = list(attr.get("strides", [1] * nd))
+        dil = list(attr.get("dilations", [1] * nd))
+        auto_pad = attr.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            total = [max(0, (o - 1) * s + (k - 1) * d + 1 - i) for o, s, k, d, i in zip(outs, strides, kernel, dil, dims)]
+            begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        else:
+            begin = [0] * nd if auto_pad == "VALID" else list(attr.get("pads", [0] * 2 * nd))[:nd]
+        span = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(outs, strides, kernel, dil)]
+        end = [max(0, sp - b - i) for sp, b, i in zip(span, begin, dims)]
+        dtype = dtype_of(x)
+        low = np.finfo(dtype).min if dtype.startswith(("float", "bfloat")) else np.iinfo(dtype).min
+        low = -np.inf if dtype.startswith("float") else low
+        padded = bb.normalize(relax.op.nn.pad(x, [0, 0, 0, 0] + [v for pair in zip(begin, end) for v in pair],
+                                              pad_value=float(low)))
+        offsets = list(np.ndindex(*kernel))
+        slots = [relax.op.strided_slice(padded, list(range(2, 2 + nd)), [o * d for o, d in zip(off, dil)],
+                                        [o * d + (n - 1) * s + 1 for o, d, n, s in zip(off, dil, outs, strides)],
+                                        strides)
+                 for off in offsets]
+        slot = bb.normalize(relax.op.argmax(relax.op.stack(slots, axis=2), axis=2, keepdims=True))
+        grids = np.meshgrid(*[np.arange(o) for o in outs], indexing="ij")
+        table = np.zeros([len(offsets), *outs], np.int64)
+        order = dims[::-1] if attr.get("storage_order", 0) else dims
+        for j, off in enumerate(offsets):
+            coords = [g * s + o * d - b for g, s, o, d, b in zip(grids, strides, off, dil, begin)]
+            flat = np.zeros(outs, np.int64)
+            for c, size in zip(coords[::-1] if attr.get("storage_order", 0) else coords, order):
+                flat = flat * size + c
+            table[j] = flat
+        n, c = xs[0], xs[1]
+        full = np.broadcast_to(table[None, None], (n, c, *table.shape))
+        spatial = relax.op.gather_elements(relax.const(np.ascontiguousarray(full), "int64"), slot, axis=2)
+        base = (np.arange(n * c, dtype=np.int64) * int(np.prod(dims))).reshape([n, c] + [1] * (nd + 1))
+        indices = relax.op.squeeze(relax.op.add(spatial, relax.const(base, "int64")), axis=[2])
+        return relax.Tuple([values, indices])
+
+    def unsigned_64(tvm_impl, bb, inputs, attr, params):
+        """TopK of uint64 (TVM's sort has no uint64): x ^ 2^63 read as int64
+        orders as x does; sorted, the values are flipped back."""
+        if dtype_of(inputs[0]) != "uint64":
+            return tvm_impl(bb, inputs, attr, params)
+        top = relax.const(np.uint64(1 << 63), "uint64")
+        flipped = bb.normalize(relax.op.astype(relax.op.bitwise_xor(inputs[0], top), "int64"))
+        out = bb.normalize(tvm_impl(bb, type(inputs)([flipped, *inputs[1:]]), attr, params))
+        values = relax.op.bitwise_xor(relax.op.astype(relax.TupleGetItem(out, 0), "uint64"), top)
+        return relax.Tuple([values, relax.TupleGetItem(out, 1)])
+
+    def exact_resize(tvm_impl, bb, inputs, attr, params):
+        """Resize (opset 11+) with constant roi/scales/sizes on a static float
+        input, as the reference computes it (`resample.py`); TVM's otherwise."""
+        from . import resample
+
+        given = list(inputs) + [None] * (4 - len(inputs))
+        consts = []
+        for v in given[1:4]:
+            c = None if v is None else tvm_onnx.get_constant(v, params)
+            if c is not None and not isinstance(c, tvm.ir.expr.Constant):
+                return tvm_impl(bb, inputs, attr, params)
+            consts.append(None if c is None else c.value.numpy())
+        x, shape = given[0], static_shape(given[0])
+        maps = None if len(inputs) < 3 else resample.plan(shape, dtype_of(x), attr, *consts)
+        if maps is None:
+            return tvm_impl(bb, inputs, attr, params)
+        dtype, y = dtype_of(x), x
+        for m in maps:
+            if m.is_gather:
+                y = bb.normalize(relax.op.take(y, relax.const(m.taps[:, 0]), m.axis))
+                continue
+            column = [-1] + [1] * (len(shape) - m.axis - 1)
+            terms = [relax.op.multiply(relax.op.take(y, relax.const(m.taps[:, k]), m.axis),
+                                       relax.const(m.weights[:, k].astype(dtype).reshape(column)))
+                     for k in range(m.taps.shape[1])]
+            y = bb.normalize(reduce(relax.op.add, terms))
+        mask = resample.extrapolated(maps, len(shape))
+        if mask is not None:
+            fill = relax.const(np.array(attr.get("extrapolation_value", 0.0), dtype))
+            y = relax.op.where(relax.const(mask), fill, y)
+        return y
 
     class EyeLike(OnnxOpConverter):
         """Ones on the k-th diagonal, in the `dtype` attribute's type (TVM required the input's)."""
@@ -287,10 +429,20 @@ def converters() -> dict[str, type]:
             return relax.const((cols - rows == attr.get("k", 0)).astype(dtype), dtype)
 
     class PRelu(OnnxOpConverter):
-        """x < 0 ? x * slope : x, with ONNX's (numpy's) broadcasting of the slope."""
+        """x < 0 ? x * slope : x, with ONNX's (numpy's) broadcasting of the slope
+        since opset 7; before, a 1-D slope of C values is per channel (axis 1),
+        as Caffe2 and PyTorch's exporter meant it."""
 
         @classmethod
         def _impl_v1(cls, bb, inputs, attr, params):
+            x, slope = inputs[0], inputs[1]
+            xs, ss = static_shape(x), static_shape(slope)
+            if xs is not None and ss is not None and len(ss) == 1 and ss[0] > 1 and len(xs) > 2 and xs[1] == ss[0]:
+                slope = bb.normalize(relax.op.reshape(slope, [ss[0]] + [1] * (len(xs) - 2)))
+            return cls._impl_v7(bb, [x, slope], attr, params)
+
+        @classmethod
+        def _impl_v7(cls, bb, inputs, attr, params):
             x, slope = inputs[0], inputs[1]
             return relax.op.where(relax.op.less(x, relax.const(0, dtype_of(x))), relax.op.multiply(x, slope), x)
 
@@ -325,6 +477,8 @@ def converters() -> dict[str, type]:
 
     return {**reductions, "Sum": Sum, "Clip": Clip, "Cosh": hyperbolic(1.0), "Sinh": hyperbolic(-1.0),
             "Pow": patched(tvm_onnx.Pow, integer_pow), "OneHot": OneHot, "PRelu": PRelu, "EyeLike": EyeLike,
+            "Upsample": Upsample, "Resize": patched(tvm_onnx.Resize, exact_resize),
+            "TopK": patched(tvm_onnx.TopK, unsigned_64), "MaxPool": patched(tvm_onnx.MaxPool, with_indices),
             "NonMaxSuppression": patched(tvm_onnx.NonMaxSuppression, nms_parameters),
             "Elu": patched(tvm_onnx.Elu, widen), "MatMul": patched(tvm_onnx.MatMul, widen),
             "Conv": patched(tvm_onnx.Conv, widen), "Gemm": patched(tvm_onnx.Gemm, widen), "Softmax": Softmax,

@@ -72,7 +72,7 @@ def _resize_without_axes(node: ir.Node) -> None:
     """Resize's `axes` (opset 18) spelled out as full-rank roi/scales/sizes, which TVM reads:
     ones, the whole range and the input's dims on the other axes."""
     x = node.inputs[0]
-    if x is None or x.shape is None or not all(isinstance(d, int) for d in x.shape):
+    if x is None or x.shape is None or not all(isinstance(d, int) for d in x.shape) or _resize_exact(node):
         return
     rank, g = len(x.shape), node.graph
     axes = [a % rank for a in node.attrs["axes"]]
@@ -95,8 +95,26 @@ def _resize_without_axes(node: ir.Node) -> None:
     del node.attrs["axes"]
 
 
+def _resize_exact(node: ir.Node) -> bool:
+    """Whether Ember computes this Resize itself, as the reference does (`resample.py`)."""
+    from . import resample
+
+    ins = list(node.inputs) + [None] * (4 - len(node.inputs))
+    x = ins[0]
+    if len(node.inputs) < 3 or x is None or x.shape is None or x.dtype is None:
+        return False  # opset 10's (X, scales) form, or nothing to plan with
+    if any(v is not None and v.const is None for v in ins[1:4]):
+        return False
+    consts = [None if v is None else v.const.numpy() for v in ins[1:4]]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(x.dtype).name
+    return resample.plan(list(x.shape), dtype, node.attrs, *consts) is not None
+
+
 def _resize_wrong(node: ir.Node) -> str | None:
-    """TVM's resize takes only output sizes, and has no antialias."""
+    """TVM's resize takes only output sizes, and has no antialias (Ember's own
+    path, taken where the parameters are constants, has neither limit)."""
+    if _resize_exact(node):
+        return None
     if node.attrs.get("antialias", 0):
         return "antialias is not supported"
     if node.attrs.get("keep_aspect_ratio_policy", b"stretch") not in (b"stretch", "stretch"):
@@ -199,6 +217,8 @@ def check_supported(model: ir.Model) -> None:
                 raise UnsupportedError(f"{kind} {v.name!r} has type {type_proto_str(v.type_proto)}; "
                                        f"only {allowed} are supported")
     for v in g.values():
+        if v.dtype == onnx.TensorProto.STRING:
+            raise UnsupportedError(f"value {v.name!r} is a string tensor; string tensors are not supported")
         if v.dtype in SUB_BYTE_TYPES:
             raise UnsupportedError(f"value {v.name!r} has type {onnx.TensorProto.DataType.Name(v.dtype)}, "
                                    "which is not supported")

@@ -448,7 +448,7 @@ def _fold_integer_offsets():
         outer_sign = 1 if call.op.name == "relax.add" else -1
         with np.errstate(over="ignore"):
             c = (inner_sign * a.astype(np.int64) + outer_sign * b.astype(np.int64)).astype(a.dtype)
-        return relax.op.add(m[x], relax.const(c))
+        return relax.op.add(m[x], relax.const(c, str(c.dtype)))  # relax.const would narrow int64 to int32
 
     @tvm.transform.module_pass(opt_level=0, name="EmberFoldIntegerOffsets")
     def _pass(mod, _ctx):

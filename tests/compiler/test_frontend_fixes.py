@@ -2,8 +2,9 @@
 onnxruntime's (or the node is refused with one clear line): IsInf's
 detect_* attributes, SpaceToDepth's CRD mode, float Mod by infinities, Expand
 to a run-time shape, Softplus/Mish of very negative inputs, SequenceInsert at
-a negative position; training-mode
-Dropout and RoiAlign's max mode refused."""
+a negative position, Upsample's scales input, PRelu's per-channel slope
+before opset 7, OneHot's negative axis, MaxPool's Indices output, TopK of
+uint64; training-mode Dropout and RoiAlign's max mode refused."""
 
 import numpy as np
 import pytest
@@ -11,8 +12,11 @@ from ember.compiler.errors import UnsupportedError
 from helpers import init, model, ort_run, tensor
 from onnx import TensorProto as T
 from onnx import helper as h
+from onnx.reference import ReferenceEvaluator
 
 import ember
+
+RNG = np.random.default_rng(0)
 
 
 @pytest.mark.parametrize("neg, pos", [(1, 0), (0, 1), (0, 0)])
@@ -159,16 +163,26 @@ def test_prelu_broadcasts_like_numpy_and_bool_reduce_max():
     np.testing.assert_array_equal(got["any"], want[1])
 
 
-def test_resize_axes_spelled_out_and_keep_aspect_ratio_refused():
+def test_resize_axes_and_keep_aspect_ratio():
+    """Float Resize with constant parameters is computed as the reference does
+    (compiler/resample.py, tested there); an 8-bit one still needs TVM's
+    converter, which knows no keep_aspect_ratio_policy: refused."""
     m = model([h.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest", axes=[3, 2])],
               [tensor("x", [1, 2, 2, 3])], [tensor("y", [1, 2, 4, 9])],
               [init("scales", np.array([3, 2], np.float32))], opset=18)
     x = np.arange(12, dtype=np.float32).reshape(1, 2, 2, 3)
     np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], ort_run(m, {"x": x})[0])
-    policy = model([h.make_node("Resize", ["x", "", "", "sizes"], ["y"], keep_aspect_ratio_policy="not_larger")],
-                   [tensor("x", [1, 1, 2, 4])], [tensor("y", None)], [init("sizes", np.array([1, 1, 4, 4]))], opset=18)
+
+    def policy(dtype):
+        return model([h.make_node("Resize", ["x", "", "", "sizes"], ["y"], keep_aspect_ratio_policy="not_larger")],
+                     [tensor("x", [1, 1, 2, 4], dtype)], [tensor("y", None, dtype)],
+                     [init("sizes", np.array([1, 1, 4, 4]))], opset=18)
+
+    x = np.arange(8, dtype=np.float32).reshape(1, 1, 2, 4)
+    np.testing.assert_array_equal(ember.compile(policy(T.FLOAT)).run({"x": x})["y"], ort_run(policy(T.FLOAT),
+                                                                                            {"x": x})[0])
     with pytest.raises(UnsupportedError, match="keep_aspect_ratio_policy"):
-        ember.compile(policy)
+        ember.compile(policy(T.UINT8))
 
 
 def test_eyelike_with_dtype_and_offset():
@@ -192,3 +206,54 @@ def test_nms_limits(limits):
     feeds = {"boxes": np.array([[[0, 0, 1, 1], [0.5, 0.5, 1.5, 1.5], [0, 0, 1, 1.1], [3, 3, 4, 4]]], np.float32),
              "scores": np.array([[[0.9, 0.8, 0.7, -0.1]]], np.float32)}
     np.testing.assert_array_equal(ember.compile(m).run(feeds)["sel"], ort_run(m, feeds)[0])
+
+
+@pytest.mark.parametrize("mode, scales", [("nearest", [1, 1, 2, 3]), ("nearest", [1, 1, 2.5, 1.5]),
+                                          ("linear", [1, 1, 2.5, 1.5])])
+def test_upsample_with_scales_input(mode, scales):
+    """Against onnxruntime (ONNX's reference implements integer nearest scales only)."""
+    m = model([h.make_node("Upsample", ["x", "s"], ["y"], mode=mode)], [tensor("x", [1, 2, 3, 4])],
+              [tensor("y", None)], [init("s", np.array(scales, np.float32))], opset=9)
+    x = RNG.standard_normal((1, 2, 3, 4)).astype(np.float32)
+    got = ember.compile(m).run({"x": x})["y"]
+    np.testing.assert_allclose(got, ort_run(m, {"x": x})[0], rtol=1e-6, atol=1e-6)
+
+
+def test_prelu_before_opset_7_is_per_channel():
+    m = model([h.make_node("PRelu", ["x", "slope"], ["y"])], [tensor("x", [2, 3, 4])], [tensor("y", [2, 3, 4])],
+              [init("slope", np.array([0.1, 0.2, 0.3], np.float32))], opset=6)
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    want = np.where(x < 0, x * np.array([0.1, 0.2, 0.3], np.float32)[:, None], x)
+    np.testing.assert_allclose(ember.compile(m).run({"x": x})["y"], want, rtol=1e-6)
+
+
+def test_onehot_negative_axis_counts_from_the_output_rank():
+    m = model([h.make_node("OneHot", ["i", "d", "v"], ["y"], axis=-2)], [tensor("i", [2, 2], T.INT64)],
+              [tensor("y", None)], [init("d", np.array(3, np.int64)), init("v", np.array([0.0, 1.0], np.float32))])
+    i = np.array([[0, 2], [1, -1]], np.int64)
+    np.testing.assert_array_equal(ember.compile(m).run({"i": i})["y"], ReferenceEvaluator(m).run(None, {"i": i})[0])
+
+
+@pytest.mark.parametrize("kw, shape", [
+    (dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), [1, 2, 7, 7]),
+    (dict(kernel_shape=[2, 3], strides=[1, 2], dilations=[2, 1], ceil_mode=1), [2, 3, 8, 9]),
+    (dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER", storage_order=1), [1, 2, 5, 6]),
+    (dict(kernel_shape=[3], strides=[2], pads=[1, 0]), [1, 3, 10]),
+], ids=["padded", "dilated-ceil", "same-upper-column-major", "1d"])
+def test_maxpool_indices_match_onnxruntime(kw, shape):
+    m = model([h.make_node("MaxPool", ["x"], ["y", "i"], **kw)], [tensor("x", shape)],
+              [tensor("y", None), tensor("i", None, T.INT64)], opset=12)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    got, want = ember.compile(m).run({"x": x}), ort_run(m, {"x": x})
+    np.testing.assert_array_equal(got["y"], want[0])
+    assert got["i"].dtype == np.int64
+    np.testing.assert_array_equal(got["i"], want[1])
+
+
+def test_topk_of_uint64_orders_the_full_range():
+    m = model([h.make_node("TopK", ["x", "k"], ["v", "i"])], [tensor("x", [6], T.UINT64)],
+              [tensor("v", None, T.UINT64), tensor("i", None, T.INT64)], [init("k", np.array([4], np.int64))])
+    x = np.array([3, 2**64 - 1, 2**63, 2**63 - 1, 0, 7], np.uint64)
+    got = ember.compile(m).run({"x": x})
+    np.testing.assert_array_equal(got["v"], [2**64 - 1, 2**63, 2**63 - 1, 7])
+    np.testing.assert_array_equal(got["i"], [1, 2, 3, 5])
