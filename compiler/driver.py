@@ -110,6 +110,9 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
     say(f"optimizing ({len(m.graph.nodes)} nodes)")
     passes = optimize(m, pipeline, opt_level=opt_level, instruments=instruments, disabled=disabled,
                       verify_each=verify_each)
+    needed = specialize.needed_inputs(m)  # folding can expose more (an If's branch, once inlined)
+    if needed:
+        raise specialize.NeedsInputValues(needed)
     if any(p.name in ("cleanup", "fold-shapes") for p in passes) and _shapes_left(m):
         # folding made shapes static that shape inference has not seen (a Pad whose pads
         # became constants): infer again and fold what that allows

@@ -319,6 +319,14 @@ def converters() -> dict[str, type]:
                 y = bb.normalize(relax.op.add(a, relax.op.multiply(relax.op.subtract(b, a), relax.const(w))))
             return y
 
+    def axes_as_vector(tvm_impl, bb, inputs, attr, params):
+        """Squeeze/Unsqueeze with scalar constant axes (the reference takes
+        them; function bodies such as AffineGrid's use them): as a 1-D tensor."""
+        if len(inputs) > 1 and isinstance(inputs[1], tvm.ir.expr.Constant) and inputs[1].value.numpy().ndim == 0:
+            axes = inputs[1].value.numpy().reshape(1)
+            inputs = type(inputs)([inputs[0], relax.const(axes, str(axes.dtype)), *inputs[2:]])
+        return tvm_impl(bb, inputs, attr, params)
+
     def with_indices(tvm_impl, bb, inputs, attr, params):
         """MaxPool's Indices output (TVM converts the values only): the window
         slots are stacked (kernel offsets in scan order, padding at the type's
@@ -479,6 +487,7 @@ def converters() -> dict[str, type]:
             "Pow": patched(tvm_onnx.Pow, integer_pow), "OneHot": OneHot, "PRelu": PRelu, "EyeLike": EyeLike,
             "Upsample": Upsample, "Resize": patched(tvm_onnx.Resize, exact_resize),
             "TopK": patched(tvm_onnx.TopK, unsigned_64), "MaxPool": patched(tvm_onnx.MaxPool, with_indices),
+            "Squeeze": patched(tvm_onnx.Squeeze, axes_as_vector), "Unsqueeze": patched(tvm_onnx.Unsqueeze, axes_as_vector),
             "NonMaxSuppression": patched(tvm_onnx.NonMaxSuppression, nms_parameters),
             "Elu": patched(tvm_onnx.Elu, widen), "MatMul": patched(tvm_onnx.MatMul, widen),
             "Conv": patched(tvm_onnx.Conv, widen), "Gemm": patched(tvm_onnx.Gemm, widen), "Softmax": Softmax,

@@ -12,6 +12,7 @@ from .cse import CommonSubexpressionElimination
 from .dce import DeadCodeElimination
 from .drop_identity import DropIdentity
 from .drop_noops import DropNoops
+from .fold_if import FoldIf
 from .fold_constants import FoldConstants
 from .fold_shapes import FoldShapes
 from .prune_inputs import PruneInputs
@@ -20,13 +21,13 @@ from .prune_inputs import PruneInputs
 @register_pass
 @dataclass(frozen=True)
 class Cleanup(Pass):
-    """drop-identity, drop-noops, fold-shapes, fold-constants, cse, dce until nothing changes."""
+    """drop-identity, drop-noops, fold-shapes, fold-constants, fold-if, cse, dce until nothing changes."""
 
     name: ClassVar[str] = "cleanup"
     max_rounds: int = 8
 
     def run(self, graph: Graph) -> bool:
-        members: list[Pass] = [DropIdentity(), DropNoops(), FoldShapes(), FoldConstants(),
+        members: list[Pass] = [DropIdentity(), DropNoops(), FoldShapes(), FoldConstants(), FoldIf(),
                                CommonSubexpressionElimination(), DeadCodeElimination()]
         changed = False
         for _ in range(self.max_rounds):
@@ -40,4 +41,4 @@ class Cleanup(Pass):
 
 
 __all__ = ["Cleanup", "CommonSubexpressionElimination", "DeadCodeElimination", "DropIdentity", "DropNoops",
-           "FoldConstants", "FoldShapes", "PruneInputs"]
+           "FoldConstants", "FoldIf", "FoldShapes", "PruneInputs"]

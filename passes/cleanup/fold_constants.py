@@ -25,7 +25,7 @@ SHRINKING = {"Shape", "Size", "Gather", "GatherElements", "Slice", "Squeeze", "U
              "Cast", "CastLike", "Transpose", "Identity", "Neg", "Abs", "Sqrt", "Reciprocal", "Exp", "Log",
              "Floor", "Ceil", "Round", "Sign", "Not", "Relu", "Sigmoid", "Tanh", "Erf", "ReduceSum", "ReduceMean",
              "ReduceMax", "ReduceMin", "ReduceProd", "ArgMax", "ArgMin", "Softmax", "Clip", "Constant",
-             "NonZero", "Squeeze", "Trilu"}
+             "NonZero", "Squeeze", "Trilu", "Split"}
 # quantized weights stay quantized: DequantizeLinear(const int8) is how a QDQ
 # model says "compute this in integers" (passes/quantization/integer.py)
 KEEP = {"DequantizeLinear"}

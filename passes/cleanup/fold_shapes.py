@@ -1,6 +1,7 @@
 """Shape(x) and Size(x) of statically shaped values become constants, so the
 Shape -> Gather -> Concat -> Reshape chains of exported models fold away
-(with fold-constants)."""
+(with fold-constants). CastLike(x, y) becomes Cast(x, to=y's type): only
+y's type matters, and the dependency on y kept constants from folding."""
 
 from __future__ import annotations
 
@@ -11,6 +12,21 @@ import numpy as np
 
 from ember.compiler.ir import Graph
 from ember.compiler.pass_manager import Pass, register_pass
+
+
+def _cast_like_to_cast(g: Graph, node) -> bool:
+    target = node.inputs[1] if len(node.inputs) > 1 else None
+    if target is None or not target.dtype or node.inputs[0] is None:
+        return False
+    attrs = {"to": target.dtype}
+    if "saturate" in node.attrs:
+        attrs["saturate"] = node.attrs["saturate"]
+    cast = g.make_node("Cast", [node.inputs[0]], attrs=attrs, before=node)
+    out = node.outputs[0]
+    cast.outputs[0].dtype, cast.outputs[0].shape = out.dtype or target.dtype, out.shape
+    g.substitute(out, cast.outputs[0])
+    g.remove(node)
+    return True
 
 
 @register_pass
@@ -24,6 +40,9 @@ class FoldShapes(Pass):
         changed = False
         for g in list(graph.all_graphs()):
             for node in list(g.nodes):
+                if node.op_type == "CastLike" and node.domain in ("", "ai.onnx"):
+                    changed |= _cast_like_to_cast(g, node)
+                    continue
                 if node.op_type not in ("Shape", "Size") or node.domain not in ("", "ai.onnx"):
                     continue
                 x = node.inputs[0]

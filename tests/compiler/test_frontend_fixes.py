@@ -257,3 +257,10 @@ def test_topk_of_uint64_orders_the_full_range():
     got = ember.compile(m).run({"x": x})
     np.testing.assert_array_equal(got["v"], [2**64 - 1, 2**63, 2**63 - 1, 7])
     np.testing.assert_array_equal(got["i"], [1, 2, 3, 5])
+
+
+def test_unsqueeze_squeeze_with_scalar_axes():
+    m = model([h.make_node("Unsqueeze", ["x", "a"], ["u"]), h.make_node("Squeeze", ["u", "a"], ["y"])],
+              [tensor("x", [2, 3])], [tensor("y", [2, 3])], [init("a", np.array(-1, np.int64))], opset=13)
+    x = RNG.standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], ReferenceEvaluator(m).run(None, {"x": x})[0])

@@ -87,3 +87,45 @@ def test_cleanup_combined(spec):
     assert changed and ops(out) == ["Relu"]
     check_same_outputs(m, out, {"x": X})
     assert not apply(onnx_io.export_model(out), spec)[1]
+
+
+def _if_model(cond, nested=False):
+    then_nodes = [h.make_node("Relu", ["x"], ["r"]), h.make_node("Mul", ["r", "two"], ["t"])]
+    if nested:
+        inner = h.make_graph([h.make_node("Neg", ["x"], ["n"])], "inner", [], [tensor("n", [2, 4])])
+        then_nodes = [h.make_node("If", ["b"], ["t"], then_branch=inner, else_branch=inner)]
+    then_g = h.make_graph(then_nodes, "then", [], [tensor("t", [2, 4])])
+    else_g = h.make_graph([h.make_node("Neg", ["x"], ["e"])], "else", [], [tensor("e", [2, 4])])
+    inputs = [tensor("x", [2, 4])] + ([tensor("b", [], T.BOOL)] if nested else [])
+    inits = [init("two", np.float32(2))]
+    if cond is None:
+        inputs.append(tensor("c", [], T.BOOL))
+    else:
+        inits.append(init("c", np.bool_(cond)))
+    return model([h.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g)], inputs,
+                 [tensor("y", [2, 4])], inits)
+
+
+@pytest.mark.parametrize("cond, expect", [(True, ["Relu", "Mul"]), (False, ["Neg"])])
+def test_fold_if_inlines_the_taken_branch(cond, expect):
+    m = _if_model(cond)
+    out, changed = apply(m, "fold-if")
+    assert changed and ops(out) == expect and out.graph.outputs[0].name == "y"
+    check_same_outputs(m, out, {"x": X})
+    assert not PassManager("fold-if").run(out)
+
+
+@pytest.mark.parametrize("kw", [{"cond": None}, {"cond": True, "nested": True}],
+                         ids=["run-time", "branch-holds-a-run-time-if"])
+def test_fold_if_must_not_fire(kw):
+    out, changed = apply(_if_model(**kw), "fold-if")
+    assert not changed and ops(out) == ["If"]
+
+
+def test_cast_like_becomes_cast_and_folds():
+    m = model([h.make_node("CastLike", ["k", "x"], ["kf"]), h.make_node("Add", ["x", "kf"], ["y"])],
+              [tensor("x", [2, 4], T.DOUBLE)], [tensor("y", [2, 4], T.DOUBLE)], [init("k", np.int64(3))])
+    out, changed = apply(m, "cleanup")
+    assert changed and ops(out) == ["Add"]
+    assert out.graph.nodes[0].inputs[1].const.numpy().dtype == np.float64
+    check_same_outputs(m, out, {"x": X.astype(np.float64)})
