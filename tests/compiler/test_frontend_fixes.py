@@ -263,4 +263,8 @@ def test_unsqueeze_squeeze_with_scalar_axes():
     m = model([h.make_node("Unsqueeze", ["x", "a"], ["u"]), h.make_node("Squeeze", ["u", "a"], ["y"])],
               [tensor("x", [2, 3])], [tensor("y", [2, 3])], [init("a", np.array(-1, np.int64))], opset=13)
     x = RNG.standard_normal((2, 3)).astype(np.float32)
-    np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], ReferenceEvaluator(m).run(None, {"x": x})[0])
+    np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], x)
+    unsqueeze = model([h.make_node("Unsqueeze", ["x", "a"], ["y"])], [tensor("x", [2, 3])], [tensor("y", [2, 3, 1])],
+                      [init("a", np.array(-1, np.int64))], opset=13)
+    np.testing.assert_array_equal(ember.compile(unsqueeze).run({"x": x})["y"],
+                                  ReferenceEvaluator(unsqueeze).run(None, {"x": x})[0])
