@@ -193,10 +193,17 @@ class CompiledModel:
 
 def vm_outputs(result, specs: list[dict[str, Any]]) -> list:
     """The VM's result as the outputs `specs` describe, in order (see `_output`)."""
-    values = [result] if len(specs) == 1 else list(result)
-    if len(values) != len(specs):
-        raise ArtifactError(f"model returned {len(values)} outputs, metadata lists {len(specs)}")
-    return [_output(v, spec) for v, spec in zip(values, specs)]
+    computed = [s for s in specs if not s.get("empty")]  # outputs with no elements are not computed
+    values = [] if not computed else [result] if len(computed) == 1 else list(result)
+    if len(values) != len(computed):
+        raise ArtifactError(f"model returned {len(values)} outputs, metadata lists {len(computed)}")
+    it = iter(values)
+    return [_empty_output(spec) if spec.get("empty") else _output(next(it), spec) for spec in specs]
+
+
+def _empty_output(spec: dict[str, Any]) -> np.ndarray:
+    narrow_type = narrow.by_name(spec["dtype"])
+    return np.empty(spec["shape"], narrow.numpy_type(narrow_type) if narrow_type is not None else spec["dtype"])
 
 
 def _output(value, spec: dict[str, Any]):

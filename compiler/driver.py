@@ -132,7 +132,32 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
             f"({dot.label + ' dot products' if dot else 'int32 arithmetic: this target has no int8 dot product'})")
     say(f"lowering to Relax ({len(m.graph.nodes)} nodes)")
     m.extra["signature"] = signature(m.graph)  # lowering may store values in other types (narrow.py)
+    _leave_out_empty_outputs(m)
     return m, lower.to_relax(m), passes
+
+
+def _empty(v: ir.Value) -> bool:
+    return v.shape is not None and all(isinstance(d, int) for d in v.shape) and 0 in v.shape
+
+
+def _leave_out_empty_outputs(m: ir.Model) -> None:
+    """Outputs with no elements need no computing (TVM cannot even load the
+    empty constants they fold to): they leave the lowered graph, and the
+    artifact returns them as empty arrays of their shape (spec "empty")."""
+    empty = [v for v in m.graph.outputs if _empty(v) and not lower.is_tensor_sequence(v)]
+    if not empty:
+        return
+    _, specs = m.extra["signature"]
+    for spec, v in zip(specs, m.graph.outputs):
+        spec["empty"] = any(v is e for e in empty)
+    kept = [v for v in m.graph.outputs if not any(v is e for e in empty)]
+    if not kept:  # the function must return something: one byte, which the artifact ignores
+        g = m.graph
+        nothing = g.make_node("Identity", [g.make_const(np.zeros((), np.uint8), "nothing")]).outputs[0]
+        nothing.dtype, nothing.shape = onnx.TensorProto.UINT8, ()
+        kept = [nothing]
+    m.graph.outputs = kept
+    optimize(m, "dce")
 
 
 def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | None = None, *,

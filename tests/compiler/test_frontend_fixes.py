@@ -268,3 +268,24 @@ def test_unsqueeze_squeeze_with_scalar_axes():
                       [init("a", np.array(-1, np.int64))], opset=13)
     np.testing.assert_array_equal(ember.compile(unsqueeze).run({"x": x})["y"],
                                   ReferenceEvaluator(unsqueeze).run(None, {"x": x})[0])
+
+
+@pytest.mark.parametrize("both", [True, False], ids=["beside-a-real-output", "only-empty-outputs"])
+def test_outputs_with_no_elements(tmp_path, both):
+    """Outputs with no elements are not computed (TVM cannot load the empty
+    constants they fold to): the artifact returns empty arrays of the right
+    shape and type, also after save and load."""
+    nodes = [h.make_node("ReduceSum", ["x", "ax"], ["e"], keepdims=1)]
+    outputs = [tensor("e", [2, 0, 1])]
+    if both:
+        nodes.append(h.make_node("Relu", ["w"], ["r"]))
+        outputs.append(tensor("r", [3]))
+    m = model(nodes, [tensor("x", [2, 0, 4]), tensor("w", [3])], outputs, [init("ax", np.array([2], np.int64))],
+              opset=18)
+    feeds = {"x": np.zeros((2, 0, 4), np.float32), "w": np.array([-1, 0, 2], np.float32)}
+    cm = ember.compile(m)
+    for c in (cm, ember.load(cm.save(tmp_path / "a"))):
+        got = c.run(feeds)
+        assert got["e"].shape == (2, 0, 1) and got["e"].dtype == np.float32
+        if both:
+            np.testing.assert_array_equal(got["r"], [0, 0, 2])
