@@ -327,6 +327,34 @@ def converters() -> dict[str, type]:
             inputs = type(inputs)([inputs[0], relax.const(axes, str(axes.dtype)), *inputs[2:]])
         return tvm_impl(bb, inputs, attr, params)
 
+    class SequenceLength(OnnxOpConverter):
+        """The number of tensors in a sequence, whatever expression holds it
+        (TVM took len() of the Python object: a Tuple only, not a split)."""
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            seq = inputs[0] if isinstance(inputs[0], relax.Tuple) else bb.normalize(inputs[0])
+            n = len(seq.fields) if isinstance(seq, relax.Tuple) else len(seq.ty.fields)
+            return relax.const(n, dtype="int64")
+
+    def unpool_then_pad(tvm_impl, bb, inputs, attr, params):
+        """MaxUnpool with an output_shape: the indices address the inferred
+        shape (the pooled input's), so values are placed there and the result
+        padded at the end of each axis to output_shape, as the reference does
+        (TVM scattered the indices into output_shape itself)."""
+        if len(inputs) < 3 or inputs[2] is None:
+            return tvm_impl(bb, inputs, attr, params)
+        shape = tvm_onnx.get_constant(inputs[2], params)
+        if not isinstance(shape, tvm.ir.expr.Constant):
+            raise ValueError("MaxUnpool's output_shape must be a constant")
+        y = bb.normalize(tvm_impl(bb, type(inputs)([inputs[0], inputs[1], None]), attr, params))
+        inferred, wanted = static_shape(y), shape.value.numpy().astype(np.int64).tolist()
+        if inferred is None or len(wanted) != len(inferred) or any(w < i for w, i in zip(wanted, inferred)):
+            raise ValueError("MaxUnpool's output_shape must not be smaller than the unpooled shape")
+        if list(inferred) == wanted:
+            return y
+        return relax.op.nn.pad(y, [v for i, w in zip(inferred, wanted) for v in (0, w - i)])
+
     def with_indices(tvm_impl, bb, inputs, attr, params):
         """MaxPool's Indices output (TVM converts the values only): the window
         slots are stacked (kernel offsets in scan order, padding at the type's
@@ -487,7 +515,7 @@ def converters() -> dict[str, type]:
             "Pow": patched(tvm_onnx.Pow, integer_pow), "OneHot": OneHot, "PRelu": PRelu, "EyeLike": EyeLike,
             "Upsample": Upsample, "Resize": patched(tvm_onnx.Resize, exact_resize),
             "TopK": patched(tvm_onnx.TopK, unsigned_64), "MaxPool": patched(tvm_onnx.MaxPool, with_indices),
-            "Squeeze": patched(tvm_onnx.Squeeze, axes_as_vector), "Unsqueeze": patched(tvm_onnx.Unsqueeze, axes_as_vector),
+            "SequenceLength": SequenceLength, "MaxUnpool": patched(tvm_onnx.MaxUnpool, unpool_then_pad), "Squeeze": patched(tvm_onnx.Squeeze, axes_as_vector), "Unsqueeze": patched(tvm_onnx.Unsqueeze, axes_as_vector),
             "NonMaxSuppression": patched(tvm_onnx.NonMaxSuppression, nms_parameters),
             "Elu": patched(tvm_onnx.Elu, widen), "MatMul": patched(tvm_onnx.MatMul, widen),
             "Conv": patched(tvm_onnx.Conv, widen), "Gemm": patched(tvm_onnx.Gemm, widen), "Softmax": Softmax,

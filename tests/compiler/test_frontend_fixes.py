@@ -289,3 +289,18 @@ def test_outputs_with_no_elements(tmp_path, both):
         assert got["e"].shape == (2, 0, 1) and got["e"].dtype == np.float32
         if both:
             np.testing.assert_array_equal(got["r"], [0, 0, 2])
+
+
+def test_maxunpool_to_a_larger_output_shape():
+    """Indices address the unpooled (inferred) shape; output_shape pads its end."""
+    m = model([h.make_node("MaxUnpool", ["x", "i", "s"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+              [tensor("x", [1, 1, 2, 2]), tensor("i", [1, 1, 2, 2], T.INT64)], [tensor("y", [1, 1, 5, 5])],
+              [init("s", np.array([1, 1, 5, 5], np.int64))], opset=11)
+    feeds = {"x": np.array([[[[5, 6], [7, 8]]]], np.float32), "i": np.array([[[[5, 7], [13, 15]]]], np.int64)}
+    np.testing.assert_array_equal(ember.compile(m).run(feeds)["y"], ReferenceEvaluator(m).run(None, feeds)[0])
+
+
+def test_sequence_length_of_a_split():
+    m = model([h.make_node("SplitToSequence", ["x"], ["s"], axis=-1), h.make_node("SequenceLength", ["s"], ["n"])],
+              [tensor("x", [2, 3, 4])], [tensor("n", [], T.INT64)], opset=12)
+    assert int(ember.compile(m).run({"x": np.zeros((2, 3, 4), np.float32)})["n"]) == 4
