@@ -8,7 +8,7 @@ from . import cleanup, fusion, pruning, quantization  # noqa: F401
 LEVELS: dict[int, str] = {
     0: "",
     1: "cleanup",
-    2: "cleanup,fold-batchnorm,fold-affine,merge-transposes,fuse-layernorm,fuse-gelu,fuse-silu,fuse-attention,drop-saturated-clips,int8-compute,"
+    2: "cleanup,fold-batchnorm,fold-affine,merge-transposes,fuse-layernorm,fuse-gelu,fuse-silu,fuse-attention,hoist-quantize,drop-saturated-clips,int8-compute,"
        "cleanup",
 }
 LEVELS[3] = LEVELS[2]  # later issues (layout, quantization) extend -O3

@@ -343,3 +343,40 @@ def test_round_is_half_to_even_in_vectorized_loops():
     x = np.tile(np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5000002, 254.5], np.float32), (1, 8))
     m = model([h.make_node("Round", ["x"], ["y"])], [tensor("x", [1, 64])], [tensor("y", [1, 64])])
     np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], np.round(x))
+
+
+def _pool_concat_q(axis_scale=False, extra_use=False):
+    """x -> MaxPool -> Q -> DQ  and  [a, b] -> Concat -> Q -> DQ."""
+    s = init("s", np.array([0.05, 0.07, 0.09] if axis_scale else 0.05, np.float32))
+    z = init("z", np.array([3, 3, 3] if axis_scale else 3, np.uint8))
+    nodes = [h.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             h.make_node("QuantizeLinear", ["p", "s", "z"], ["pq"], axis=1),
+             h.make_node("DequantizeLinear", ["pq", "s", "z"], ["py"], axis=1),
+             h.make_node("Concat", ["a", "b"], ["c"], axis=1),
+             h.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"], axis=1),
+             h.make_node("DequantizeLinear", ["cq", "s", "z"], ["cy"], axis=1)]
+    outputs = [tensor("py", [1, 3, 4, 4]), tensor("cy", [1, 3, 4, 4])] + ([tensor("p", [1, 3, 4, 4])] if extra_use
+                                                                        else [])
+    return model(nodes, [tensor("x", [1, 3, 8, 8]), tensor("a", [1, 1, 4, 4]), tensor("b", [1, 2, 4, 4])], outputs,
+                 [s, z], opset=13)
+
+
+def test_quantize_moves_above_maxpool_and_concat():
+    """Exact: the same quantized values (padding included), idempotent."""
+    feeds = {"x": RNG.standard_normal((1, 3, 8, 8)).astype(np.float32) * 4,
+             "a": RNG.standard_normal((1, 1, 4, 4)).astype(np.float32),
+             "b": RNG.standard_normal((1, 2, 4, 4)).astype(np.float32)}
+    feeds["x"][0, 0, :2, :2] = -100.0  # windows at the padded corner hold only very negative values
+    out = assert_pass(_pool_concat_q(), "hoist-quantize", feeds, rtol=0, atol=0)
+    assert op_types(out) == ["QuantizeLinear", "MaxPool", "DequantizeLinear", "QuantizeLinear", "QuantizeLinear",
+                             "Concat", "DequantizeLinear"]
+    m = _pool_concat_q()
+    got, want = ember.compile(m).run(feeds), ort_run(m, feeds)
+    np.testing.assert_array_equal(got["py"], want[0])
+    np.testing.assert_array_equal(got["cy"], want[1])
+
+
+@pytest.mark.parametrize("kw", [{"axis_scale": True}, {"extra_use": True}], ids=["per-channel", "float-also-used"])
+def test_quantize_stays_below_maxpool(kw):
+    out = run_pass(_pool_concat_q(**kw), "hoist-quantize")[0]
+    assert op_types(out)[:2] == ["MaxPool", "QuantizeLinear"]
