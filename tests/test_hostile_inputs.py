@@ -313,8 +313,8 @@ def test_corrupt_artifacts(artifact, tmp_path, how, fragment):
 
 @pytest.mark.parametrize("build, fragment", [
     (lambda: model([h.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", antialias=1)],
-                   [tensor("x", [1, 1, 4, 4])], [tensor("y", [1, 1, 2, 2])],
-                   [init("sizes", np.array([1, 1, 2, 2], np.int64))], opset=18), "antialias"),
+                   [tensor("x", [1, 1, 4, 4], T.UINT8)], [tensor("y", [1, 1, 2, 2], T.UINT8)],
+                   [init("sizes", np.array([1, 1, 2, 2], np.int64))], opset=18), "antialias"),  # 8-bit: TVM's path
     (lambda: model([h.make_node("Dropout", ["x", "r", "t"], ["y", "mask"])],
                    [*X2, tensor("r", [], T.FLOAT), tensor("t", [], T.BOOL)],
                    [tensor("y", [2]), tensor("mask", [2], T.BOOL)], opset=13), "not an inference op"),
