@@ -29,6 +29,8 @@ RELU = "relax.nn.relu"
 MAXIMUM, MINIMUM = "relax.maximum", "relax.minimum"
 GELU = "relax.nn.gelu"
 ROUND = "relax.round"
+SOFTMAX = "relax.nn.softmax"
+LAYER_NORM = "relax.nn.layer_norm"
 LEFT_SHIFT, RIGHT_SHIFT = "relax.left_shift", "relax.right_shift"
 
 
@@ -94,6 +96,28 @@ def _round(bb, call):
         return _default(ROUND)(bb, call)
     return bb.call_te(lambda t: te.compute(t.shape, lambda *i: te.round(t(*i)), name="round"), x,
                       primfunc_name_hint="round")
+
+
+def _softmax(bb, call):
+    """float32 softmax over the last axis: Ember's kernel (a vectorized exp, one pass per row)."""
+    x = call.args[0]
+    shape = static_shape(x)
+    if shape is None or str(x.ty.dtype) != "float32" or call.attrs.axis not in (-1, len(shape) - 1) or not shape:
+        return _default(SOFTMAX)(bb, call)
+    return bb.call_te(kernels.softmax_last_axis, x, primfunc_name_hint="ember_softmax")
+
+
+def _layer_norm(bb, call):
+    """float32 layer norm over the last axis: Ember's row kernel."""
+    x, gamma, beta = call.args
+    a = call.attrs
+    shape = static_shape(x)
+    axes = [int(v) for v in a.axes]
+    if (shape is None or not shape or str(x.ty.dtype) != "float32" or axes not in ([-1], [len(shape) - 1])
+            or static_shape(gamma) != (shape[-1],) or static_shape(beta) != (shape[-1],)):
+        return _default(LAYER_NORM)(bb, call)
+    return bb.call_te(kernels.layer_norm_last_axis, x, gamma, beta, float(a.epsilon), bool(a.center),
+                      bool(a.scale), primfunc_name_hint="ember_layernorm")
 
 
 def _broadcast(call, fn, name: str):
@@ -311,7 +335,8 @@ def legalize_overrides(target) -> dict[str, Any]:
     from .intrinsics import for_target
 
     lanes, dot = max(4, target.vector_bits // 32), for_target(target)
-    return {**nan_safe, GELU: _gelu, ROUND: _round, CONV2D: _conv2d(lanes, dot), MATMUL: _matmul(lanes, dot)}
+    return {**nan_safe, GELU: _gelu, ROUND: _round, SOFTMAX: _softmax, LAYER_NORM: _layer_norm,
+            CONV2D: _conv2d(lanes, dot), MATMUL: _matmul(lanes, dot)}
 
 
 def _gpu_rules() -> list:

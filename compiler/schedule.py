@@ -172,6 +172,57 @@ def schedule_depthwise(sch, block) -> None:
     _register_tile(sch, block, wb, at=co, outer=[b, y], rows=xi, lanes=ci if lanes > 1 else None, reduction=ky)
 
 
+def _lane_reduction(sch, name: str, lanes: int = 16):
+    """Split a row reduction's loop by `lanes` and rfactor it: the partial sums
+    become a vectorizable block; returns it (or None when the row is too short)."""
+    block = sch.get_sblock(name)
+    k = sch.get_loops(block)[-1]
+    ext = _extent(sch, k) or 0
+    width = next((w for w in (lanes, lanes // 2, lanes // 4) if w > 1 and ext % w == 0 and ext > w), None)
+    if width is None:
+        return None
+    _, ki = sch.split(k, [None, width])
+    return sch.rfactor(ki, 0)
+
+
+def _schedule_rows(sch, block, stages: tuple[str, ...], reductions: tuple[str, ...]) -> None:
+    """Row-wise kernels (softmax, layer norm over the last axis): one parallel
+    loop over rows, each row's `stages` computed under it (last consumer
+    first), reductions summed in vector lanes, elementwise passes vectorized."""
+    partials = {name: _lane_reduction(sch, name) for name in reductions}
+    _inline_epilogue(sch, block)
+    *outer, _ = sch.get_loops(block)
+    row = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    for name in stages:
+        sch.compute_at(sch.get_sblock(name), row)
+        if partials.get(name) is not None:
+            sch.compute_at(partials[name], row)
+    sch.parallel(row)
+    for partial in partials.values():
+        if partial is not None:  # under the row: (lanes, steps); steps outside, lanes vectorized
+            lanes, steps = sch.get_loops(partial)[-2:]
+            sch.reorder(steps, lanes)
+            sch.vectorize(lanes)
+    for name in stages:
+        if name not in reductions and len(sch.get_loops(sch.get_sblock(name))) > 1:
+            _tail(sch, sch.get_sblock(name), 1)
+    _tail(sch, block, 1)
+
+
+def schedule_softmax(sch, block) -> None:
+    """Softmax over the last axis: per row the maximum, the exponentials
+    (vectorized, kept), their sum and the quotient."""
+    _schedule_rows(sch, block, ("ember_smx_sum", "ember_smx_exp", "ember_smx_max"),
+                   ("ember_smx_max", "ember_smx_sum"))
+
+
+def schedule_layer_norm(sch, block) -> None:
+    """Layer norm over the last axis: per row the sum, mean, squared deviations,
+    1/sqrt, then the normalization (vectorized)."""
+    _schedule_rows(sch, block, ("ember_ln_inv", "ember_ln_sq", "ember_ln_mean", "ember_ln_sum"),
+                   ("ember_ln_sum", "ember_ln_sq"))
+
+
 def schedule_generic(sch) -> None:
     """Inline elementwise blocks, then run each remaining block's outer
     spatial loops in parallel and vectorize its innermost loop."""
@@ -224,7 +275,8 @@ def default_schedule(func):
     except Exception:
         return None
     for kind, fn in ((winograd.GEMM, winograd.schedule), (kernels.QGEMM, schedule_qgemm),
-                     (kernels.GEMM, schedule_gemm), (kernels.DEPTHWISE, schedule_depthwise)):
+                     (kernels.GEMM, schedule_gemm), (kernels.DEPTHWISE, schedule_depthwise),
+                     (kernels.SOFTMAX, schedule_softmax), (kernels.LAYERNORM, schedule_layer_norm)):
         main = [n for n in names if n.startswith(kind)]
         if len(main) == 1:
             try:

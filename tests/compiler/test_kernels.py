@@ -216,3 +216,56 @@ def test_winograd_with_batch_and_residual_epilogue():
     m = model(nodes, [tensor("x", [2, 64, 14, 14])], [tensor("y", [2, 64, 14, 14])], [init("w", w)])
     assert _winograd_funcs(m)
     _check(m, {"x": rng.standard_normal((2, 64, 14, 14)).astype(np.float32)})
+
+
+def test_softmax_kernel_with_special_values():
+    """Ember's softmax (a vectorized exp, one pass per row): numpy's result,
+    NaN where numpy has NaN (a NaN, +inf or an all -inf row), 0 for -inf."""
+    x = (np.random.default_rng(0).standard_normal((4, 3, 37)) * 10).astype(np.float32)
+    x[0, 0, :5] = -np.inf
+    x[0, 1, :] = -np.inf
+    x[0, 2, 3] = np.nan
+    x[1, 0, 0] = np.inf
+    x[1, 1, :] = 80.0
+    m = model([h.make_node("Softmax", ["x"], ["y"], axis=-1)], [tensor("x", [4, 3, 37])], [tensor("y", [4, 3, 37])])
+    assert any(f.startswith("ember_softmax") for f in _functions(m))
+    got = ember.compile(m).run({"x": x})["y"]
+    with np.errstate(all="ignore"):
+        w = x.astype(np.float64)
+        e = np.exp(w - w.max(-1, keepdims=True))
+        want = e / e.sum(-1, keepdims=True)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[~np.isnan(want)], want[~np.isnan(want)], rtol=1e-5, atol=1e-7)
+    other_axis = model([h.make_node("Softmax", ["x"], ["y"], axis=1)], [tensor("x", [4, 3, 37])],
+                       [tensor("y", [4, 3, 37])])
+    assert not any(f.startswith("ember_softmax") for f in _functions(other_axis))  # TVM's kernel
+
+
+def test_exp_is_within_two_ulp():
+    from tvm import te
+    from tvm.s_tir import Schedule
+
+    n = 1 << 16
+    a = te.placeholder((n,), "float32", name="a")
+    b = te.compute((n,), lambda i: kernels.exp_f32(a[i]), name="b")
+    sch = Schedule(te.create_prim_func([a, b]))
+    _, inner = sch.split(sch.get_loops(sch.get_sblock("b"))[0], [None, 16])
+    sch.vectorize(inner)
+    f = tvm.compile(sch.mod, target=targets.parse("host").tvm_target())
+    x = np.linspace(-87.3, 88.3, n).astype(np.float32)
+    out = tvm.runtime.tensor(np.zeros(n, np.float32))
+    f(tvm.runtime.tensor(x), out)
+    want = np.exp(x.astype(np.float64))
+    ulps = np.abs(out.numpy() - want) / np.spacing(want.astype(np.float32)).astype(np.float64)
+    assert ulps.max() <= 2.0, ulps.max()
+
+
+def test_layer_norm_kernel():
+    rng = np.random.default_rng(1)
+    m = model([h.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)],
+              [tensor("x", [2, 5, 48])], [tensor("y", [2, 5, 48])],
+              [init("g", rng.standard_normal(48).astype(np.float32)), init("b", rng.standard_normal(48).astype(np.float32))],
+              opset=17)
+    assert any(f.startswith("ember_layernorm") for f in _functions(m))
+    x = (rng.standard_normal((2, 5, 48)) * 3 + 100).astype(np.float32)  # a large mean: two passes keep precision
+    np.testing.assert_allclose(ember.compile(m).run({"x": x})["y"], ort_run(m, {"x": x})[0], rtol=1e-4, atol=1e-4)
