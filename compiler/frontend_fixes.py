@@ -199,6 +199,16 @@ def converters() -> dict[str, type]:
     def dtype_of(x) -> str:
         return str(getattr(getattr(x, "ty", None), "dtype", ""))
 
+    def constant(v, params, what: str | None = None):
+        """An operand's constant value as numpy; None when it is not a constant
+        (or, with `what`, a ValueError naming it: TVM's importer reports it)."""
+        c = tvm_onnx.get_constant(v, params)
+        if isinstance(c, tvm.ir.expr.Constant):
+            return c.value.numpy()
+        if what:
+            raise ValueError(f"{what} must be a constant")
+        return None
+
     def widen(tvm_impl, bb, inputs, attr, params):
         """float16/bfloat16 products accumulate in float32 and round once, as
         numpy (ONNX's reference) and onnxruntime do; TVM rounded every step of the sum."""
@@ -290,10 +300,8 @@ def converters() -> dict[str, type]:
 
         @classmethod
         def _impl_v9(cls, bb, inputs, attr, params):
-            scales = tvm_onnx.get_constant(inputs[1], params)
-            if not isinstance(scales, tvm.ir.expr.Constant):
-                raise ValueError("Upsample's scales must be constants")
-            return cls._resample(bb, inputs[0], scales.value.numpy().astype(np.float64), attr)
+            scales = constant(inputs[1], params, "Upsample's scales")
+            return cls._resample(bb, inputs[0], scales.astype(np.float64), attr)
 
         @classmethod
         def _resample(cls, bb, x, scales, attr):
@@ -344,11 +352,9 @@ def converters() -> dict[str, type]:
         (TVM scattered the indices into output_shape itself)."""
         if len(inputs) < 3 or inputs[2] is None:
             return tvm_impl(bb, inputs, attr, params)
-        shape = tvm_onnx.get_constant(inputs[2], params)
-        if not isinstance(shape, tvm.ir.expr.Constant):
-            raise ValueError("MaxUnpool's output_shape must be a constant")
+        wanted = constant(inputs[2], params, "MaxUnpool's output_shape").astype(np.int64).tolist()
         y = bb.normalize(tvm_impl(bb, type(inputs)([inputs[0], inputs[1], None]), attr, params))
-        inferred, wanted = static_shape(y), shape.value.numpy().astype(np.int64).tolist()
+        inferred = static_shape(y)
         if inferred is None or len(wanted) != len(inferred) or any(w < i for w, i in zip(wanted, inferred)):
             raise ValueError("MaxUnpool's output_shape must not be smaller than the unpooled shape")
         if list(inferred) == wanted:
@@ -425,12 +431,9 @@ def converters() -> dict[str, type]:
         from . import resample
 
         given = list(inputs) + [None] * (4 - len(inputs))
-        consts = []
-        for v in given[1:4]:
-            c = None if v is None else tvm_onnx.get_constant(v, params)
-            if c is not None and not isinstance(c, tvm.ir.expr.Constant):
-                return tvm_impl(bb, inputs, attr, params)
-            consts.append(None if c is None else c.value.numpy())
+        consts = [None if v is None else constant(v, params) for v in given[1:4]]
+        if any(c is None and v is not None for c, v in zip(consts, given[1:4])):
+            return tvm_impl(bb, inputs, attr, params)
         x, shape = given[0], static_shape(given[0])
         maps = None if len(inputs) < 3 else resample.plan(shape, dtype_of(x), attr, *consts)
         if maps is None:
