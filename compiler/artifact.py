@@ -193,12 +193,25 @@ class CompiledModel:
 
 def vm_outputs(result, specs: list[dict[str, Any]]) -> list:
     """The VM's result as the outputs `specs` describe, in order (see `_output`)."""
-    computed = [s for s in specs if not s.get("empty")]  # outputs with no elements are not computed
+    computed = [s for s in specs if not s.get("empty")]
     values = [] if not computed else [result] if len(computed) == 1 else list(result)
     if len(values) != len(computed):
         raise ArtifactError(f"model returned {len(values)} outputs, metadata lists {len(computed)}")
+    return with_empty_outputs([_output(v, spec) for v, spec in zip(values, computed)], specs)
+
+
+def with_empty_outputs(values: list, specs: list[dict[str, Any]]) -> list:
+    """The computed outputs `values` with the outputs that have no elements
+    (spec "empty": not computed, see driver._leave_out_empty_outputs) put back
+    in their places as empty arrays. A model whose outputs are all empty
+    returns one ignored byte."""
+    computed = [s for s in specs if not s.get("empty")]
+    if not computed:
+        values = []
+    if len(values) != len(computed):
+        raise ArtifactError(f"model returned {len(values)} outputs, metadata lists {len(computed)}")
     it = iter(values)
-    return [_empty_output(spec) if spec.get("empty") else _output(next(it), spec) for spec in specs]
+    return [_empty_output(spec) if spec.get("empty") else next(it) for spec in specs]
 
 
 def _empty_output(spec: dict[str, Any]) -> np.ndarray:

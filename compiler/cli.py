@@ -366,7 +366,7 @@ def _run_artifact(path: str, inputs: dict, repeat: int, progress) -> dict[str, A
 
 def _run_elsewhere(args: argparse.Namespace, meta: dict, inputs: dict, progress) -> dict[str, Any]:
     """Emulated or RPC runs: the library runs in another process or machine."""
-    from .artifact import LIBRARY, CompiledModel
+    from .artifact import LIBRARY, CompiledModel, with_empty_outputs
 
     signature = CompiledModel(None, meta)
     arrays = signature.check_inputs(inputs)
@@ -383,8 +383,8 @@ def _run_elsewhere(args: argparse.Namespace, meta: dict, inputs: dict, progress)
 
         cpu = args.qemu_cpu or emulation.qemu_cpu(meta["target"].get("mcpu", ""), meta["target"].get("features", []))
         progress(f"running under emulation (qemu-aarch64, CPU {cpu})")
-        (outs,) = emulation.run([(library, dict(zip(signature.input_names, arrays)), signature.input_names)], cpu)
-        times = []
+        (flat,) = emulation.run([(library, dict(zip(signature.input_names, arrays)), signature.input_names)], cpu)
+        outs, times = with_empty_outputs(list(flat), signature.outputs), []
     if len(outs) != len(signature.outputs):
         raise EmberError(f"model returned {len(outs)} outputs, metadata lists {len(signature.outputs)}")
     return {"outputs": dict(zip(signature.output_names, outs)), "times": times}

@@ -304,3 +304,18 @@ def test_sequence_length_of_a_split():
     m = model([h.make_node("SplitToSequence", ["x"], ["s"], axis=-1), h.make_node("SequenceLength", ["s"], ["n"])],
               [tensor("x", [2, 3, 4])], [tensor("n", [], T.INT64)], opset=12)
     assert int(ember.compile(m).run({"x": np.zeros((2, 3, 4), np.float32)})["n"]) == 4
+
+
+def test_empty_outputs_put_back_in_a_flat_result():
+    """How emulated runs (a flat list of arrays) get their empty outputs back."""
+    from ember.compiler.artifact import with_empty_outputs
+    from ember.compiler.errors import ArtifactError
+
+    specs = [{"name": "a", "dtype": "float32", "shape": [2, 0], "empty": True},
+             {"name": "b", "dtype": "int64", "shape": [3]}]
+    a, b = with_empty_outputs([np.arange(3)], specs)
+    assert a.shape == (2, 0) and a.dtype == np.float32 and list(b) == [0, 1, 2]
+    only_empty = with_empty_outputs([np.zeros((), np.uint8)], specs[:1])  # the ignored byte
+    assert len(only_empty) == 1 and only_empty[0].shape == (2, 0)
+    with pytest.raises(ArtifactError):
+        with_empty_outputs([], specs)
