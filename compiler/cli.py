@@ -384,9 +384,7 @@ def _run_elsewhere(args: argparse.Namespace, meta: dict, inputs: dict, progress)
         cpu = args.qemu_cpu or emulation.qemu_cpu(meta["target"].get("mcpu", ""), meta["target"].get("features", []))
         progress(f"running under emulation (qemu-aarch64, CPU {cpu})")
         (flat,) = emulation.run([(library, dict(zip(signature.input_names, arrays)), signature.input_names)], cpu)
-        outs, times = with_empty_outputs(list(flat), signature.outputs), []
-    if len(outs) != len(signature.outputs):
-        raise EmberError(f"model returned {len(outs)} outputs, metadata lists {len(signature.outputs)}")
+        outs, times = with_empty_outputs(list(flat), signature.outputs), []  # checks the count, as vm_outputs does
     return {"outputs": dict(zip(signature.output_names, outs)), "times": times}
 
 

@@ -136,15 +136,11 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
     return m, lower.to_relax(m), passes
 
 
-def _empty(v: ir.Value) -> bool:
-    return v.shape is not None and all(isinstance(d, int) for d in v.shape) and 0 in v.shape
-
-
 def _leave_out_empty_outputs(m: ir.Model) -> None:
     """Outputs with no elements need no computing (TVM cannot even load the
     empty constants they fold to): they leave the lowered graph, and the
     artifact returns them as empty arrays of their shape (spec "empty")."""
-    empty = [v for v in m.graph.outputs if _empty(v) and not lower.is_tensor_sequence(v)]
+    empty = [v for v in m.graph.outputs if v.is_empty]
     if not empty:
         return
     _, specs = m.extra["signature"]

@@ -288,10 +288,9 @@ def converters() -> dict[str, type]:
                                     relax.prim_value(tvm.tirx.const(off, dtype)), n, axis)
 
     class Upsample(OnnxOpConverter):
-        """Upsample (opsets 7-9; scales an attribute, then an input): nearest
-        takes x[floor(i / scale)] along each axis, linear interpolates between
-        the two neighbours of i / scale (asymmetric coordinates); the output
-        is floor(dim * scale). TVM's read the scales attribute only and
+        """Upsample (opsets 7-9; scales an attribute, then an input): Resize
+        with asymmetric coordinates, nearest rounding down (`resample.py`), the
+        output floor(dim * scale). TVM's read the scales attribute only and
         resampled by the size ratio."""
 
         @classmethod
@@ -300,32 +299,19 @@ def converters() -> dict[str, type]:
 
         @classmethod
         def _impl_v9(cls, bb, inputs, attr, params):
-            scales = constant(inputs[1], params, "Upsample's scales")
-            return cls._resample(bb, inputs[0], scales.astype(np.float64), attr)
+            return cls._resample(bb, inputs[0], constant(inputs[1], params, "Upsample's scales"), attr)
 
         @classmethod
         def _resample(cls, bb, x, scales, attr):
-            shape = static_shape(x)
-            mode = attr.get("mode", b"nearest")
-            mode = mode.decode() if isinstance(mode, bytes) else mode
-            if shape is None or len(scales) != len(shape) or mode not in ("nearest", "linear"):
-                raise ValueError("Upsample needs a static shape, one scale per axis and mode nearest or linear")
-            y = x
-            for axis, (dim, scale) in enumerate(zip(shape, scales)):
-                out = int(np.floor(dim * scale))
-                if out == dim and scale == 1:
-                    continue
-                pos = np.arange(out) / scale
-                lo = np.minimum(np.floor(pos), dim - 1).astype(np.int64)
-                if mode == "nearest":
-                    y = bb.normalize(relax.op.take(y, relax.const(lo), axis))
-                    continue
-                hi = np.minimum(lo + 1, dim - 1)
-                w = (pos - lo).astype(dtype_of(x)).reshape([-1] + [1] * (len(shape) - axis - 1))
-                a = relax.op.take(y, relax.const(lo), axis)
-                b = relax.op.take(y, relax.const(hi), axis)
-                y = bb.normalize(relax.op.add(a, relax.op.multiply(relax.op.subtract(b, a), relax.const(w))))
-            return y
+            from . import resample
+
+            as_resize = {"mode": attr.get("mode", b"nearest"), "coordinate_transformation_mode": "asymmetric",
+                         "nearest_mode": "floor"}
+            maps = resample.plan(static_shape(x), dtype_of(x), as_resize, None, scales, None)
+            if maps is None:
+                raise ValueError("Upsample needs a float input of static shape, one scale per axis "
+                                 "and mode nearest or linear")
+            return resampled(bb, x, maps)
 
     def axes_as_vector(tvm_impl, bb, inputs, attr, params):
         """Squeeze/Unsqueeze with scalar constant axes (the reference takes
@@ -388,8 +374,7 @@ def converters() -> dict[str, type]:
         span = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(outs, strides, kernel, dil)]
         end = [max(0, sp - b - i) for sp, b, i in zip(span, begin, dims)]
         dtype = dtype_of(x)
-        low = np.finfo(dtype).min if dtype.startswith(("float", "bfloat")) else np.iinfo(dtype).min
-        low = -np.inf if dtype.startswith("float") else low
+        low = -np.inf if dtype.startswith(("float", "bfloat")) else np.iinfo(dtype).min
         padded = bb.normalize(relax.op.nn.pad(x, [0, 0, 0, 0] + [v for pair in zip(begin, end) for v in pair],
                                               pad_value=float(low)))
         offsets = list(np.ndindex(*kernel))
@@ -400,13 +385,11 @@ def converters() -> dict[str, type]:
         slot = bb.normalize(relax.op.argmax(relax.op.stack(slots, axis=2), axis=2, keepdims=True))
         grids = np.meshgrid(*[np.arange(o) for o in outs], indexing="ij")
         table = np.zeros([len(offsets), *outs], np.int64)
-        order = dims[::-1] if attr.get("storage_order", 0) else dims
+        column_major = bool(attr.get("storage_order", 0))
         for j, off in enumerate(offsets):
             coords = [g * s + o * d - b for g, s, o, d, b in zip(grids, strides, off, dil, begin)]
-            flat = np.zeros(outs, np.int64)
-            for c, size in zip(coords[::-1] if attr.get("storage_order", 0) else coords, order):
-                flat = flat * size + c
-            table[j] = flat
+            for c, size in zip(*((coords[::-1], dims[::-1]) if column_major else (coords, dims))):
+                table[j] = table[j] * size + c
         n, c = xs[0], xs[1]
         full = np.broadcast_to(table[None, None], (n, c, *table.shape))
         spatial = relax.op.gather_elements(relax.const(np.ascontiguousarray(full), "int64"), slot, axis=2)
@@ -425,20 +408,11 @@ def converters() -> dict[str, type]:
         values = relax.op.bitwise_xor(relax.op.astype(relax.TupleGetItem(out, 0), "uint64"), top)
         return relax.Tuple([values, relax.TupleGetItem(out, 1)])
 
-    def exact_resize(tvm_impl, bb, inputs, attr, params):
-        """Resize (opset 11+) with constant roi/scales/sizes on a static float
-        input, as the reference computes it (`resample.py`); TVM's otherwise."""
+    def resampled(bb, x, maps, extrapolation_value: float = 0.0):
+        """x through `resample.plan`'s per-axis maps: one take per tap, times its weights."""
         from . import resample
 
-        given = list(inputs) + [None] * (4 - len(inputs))
-        consts = [None if v is None else constant(v, params) for v in given[1:4]]
-        if any(c is None and v is not None for c, v in zip(consts, given[1:4])):
-            return tvm_impl(bb, inputs, attr, params)
-        x, shape = given[0], static_shape(given[0])
-        maps = None if len(inputs) < 3 else resample.plan(shape, dtype_of(x), attr, *consts)
-        if maps is None:
-            return tvm_impl(bb, inputs, attr, params)
-        dtype, y = dtype_of(x), x
+        shape, dtype, y = static_shape(x), dtype_of(x), x
         for m in maps:
             if m.is_gather:
                 y = bb.normalize(relax.op.take(y, relax.const(m.taps[:, 0]), m.axis))
@@ -450,9 +424,22 @@ def converters() -> dict[str, type]:
             y = bb.normalize(reduce(relax.op.add, terms))
         mask = resample.extrapolated(maps, len(shape))
         if mask is not None:
-            fill = relax.const(np.array(attr.get("extrapolation_value", 0.0), dtype))
-            y = relax.op.where(relax.const(mask), fill, y)
+            y = relax.op.where(relax.const(mask), relax.const(np.array(extrapolation_value, dtype)), y)
         return y
+
+    def exact_resize(tvm_impl, bb, inputs, attr, params):
+        """Resize (opset 11+) with constant roi/scales/sizes on a static float
+        input, as the reference computes it (`resample.py`); TVM's otherwise."""
+        from . import resample
+
+        given = list(inputs) + [None] * (4 - len(inputs))
+        consts = [None if v is None else constant(v, params) for v in given[1:4]]
+        if any(c is None and v is not None for c, v in zip(consts, given[1:4])):
+            return tvm_impl(bb, inputs, attr, params)
+        maps = None if len(inputs) < 3 else resample.plan(static_shape(given[0]), dtype_of(given[0]), attr, *consts)
+        if maps is None:
+            return tvm_impl(bb, inputs, attr, params)
+        return resampled(bb, given[0], maps, attr.get("extrapolation_value", 0.0))
 
     class EyeLike(OnnxOpConverter):
         """Ones on the k-th diagonal, in the `dtype` attribute's type (TVM required the input's)."""

@@ -103,6 +103,12 @@ class Value:
     def is_const(self) -> bool:
         return self.const is not None
 
+    @property
+    def is_empty(self) -> bool:
+        """A tensor of static shape with no elements (its contents are known: none)."""
+        return (self.is_tensor and bool(self.dtype) and self.shape is not None and 0 in self.shape
+                and all(isinstance(d, int) for d in self.shape))
+
     def scalar(self):
         """The first element of its constant data (a scalar operand's value), or None."""
         return None if self.const is None else self.const.numpy().reshape(-1)[0]

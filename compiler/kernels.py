@@ -203,28 +203,31 @@ def depthwise_nhwc(x, wt, strides, padding, dilation, acc_dtype: str | None = No
 # ---- softmax over the last axis, with an exp that vectorizes ----
 
 SOFTMAX = "ember_softmax"
+SOFTMAX_STAGES = "ember_smx_"  # its row stages: maximum, exponentials, sum
 _EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
              5.0000001201e-1)  # Cephes expf
+_EXP_HI, _EXP_LO = 88.3762626647949, -87.3365447504  # float32's overflow, and its smallest normal
+
+
+def _f32(v):
+    _, tirx = _te()
+    return tirx.const(v, "float32")
 
 
 def exp_f32(x):
     """TIR expression: e^x in float32, Cephes' expf (within 2 ulp): x = n ln2 + r,
     a degree-7 polynomial for e^r, 2^n written into the exponent bits. Plain
     arithmetic, so it vectorizes (LLVM scalarizes llvm.exp into libm calls).
-    NaN stays NaN, e^x is 0 below -87.3 (float32 normals) and inf above 88.7."""
+    NaN stays NaN, e^x is 0 below -87.3 (float32 normals) and inf above 88.4."""
     _, tirx = _te()
-    f = lambda v: tirx.const(v, "float32")  # noqa: E731
-    c = tirx.max(tirx.min(x, f(88.3762626647949)), f(-87.3365447504))
-    n = tirx.floor(c * f(1.44269504088896341) + f(0.5))
-    r = c - n * f(0.693359375) - n * f(-2.12194440e-4)
-    p = f(_EXP_POLY[0])
+    c = tirx.max(tirx.min(x, _f32(_EXP_HI)), _f32(_EXP_LO))
+    n = tirx.floor(c * _f32(1.44269504088896341) + _f32(0.5))
+    r = c - n * _f32(0.693359375) - n * _f32(-2.12194440e-4)
+    p = _f32(_EXP_POLY[0])
     for coefficient in _EXP_POLY[1:]:
-        p = p * r + f(coefficient)
-    y = p * r * r + r + f(1.0)
-    two_n = tirx.reinterpret("float32", (n.astype("int32") + 127) << 23)
-    e = y * two_n
-    e = tirx.Select(x > f(88.3762626647949), f(float("inf")), e)
-    e = tirx.Select(x < f(-87.3365447504), f(0.0), e)
+        p = p * r + _f32(coefficient)
+    e = (p * r * r + r + _f32(1.0)) * tirx.reinterpret("float32", (n.astype("int32") + 127) << 23)
+    e = tirx.Select(x > _f32(_EXP_HI), _f32(float("inf")), tirx.Select(x < _f32(_EXP_LO), _f32(0.0), e))
     # NaN from its bits: TVM simplifies x != x away, and tirx.isnan does not vectorize
     nan = (tirx.reinterpret("int32", x) & tirx.const(0x7FFFFFFF, "int32")) > tirx.const(0x7F800000, "int32")
     return tirx.Select(nan, x, e)
@@ -237,14 +240,15 @@ def softmax_last_axis(x):
     te, _ = _te()
     *outer, n = _ints(x.shape)
     k = te.reduce_axis((0, n), name="k")
-    top = te.compute(outer, lambda *i: te.max(x[(*i, k)], axis=k), name="ember_smx_max")
-    e = te.compute(x.shape, lambda *i: exp_f32(x[i] - top[i[:-1]]), name="ember_smx_exp")
+    top = te.compute(outer, lambda *i: te.max(x[(*i, k)], axis=k), name=SOFTMAX_STAGES + "max")
+    e = te.compute(x.shape, lambda *i: exp_f32(x[i] - top[i[:-1]]), name=SOFTMAX_STAGES + "exp")
     j = te.reduce_axis((0, n), name="j")
-    total = te.compute(outer, lambda *i: te.sum(e[(*i, j)], axis=j), name="ember_smx_sum")
+    total = te.compute(outer, lambda *i: te.sum(e[(*i, j)], axis=j), name=SOFTMAX_STAGES + "sum")
     return te.compute(x.shape, lambda *i: e[i] / total[i[:-1]], name=SOFTMAX)
 
 
 LAYERNORM = "ember_layernorm"
+LAYERNORM_STAGES = "ember_ln_"  # its row stages: sum, mean, squared deviations, 1/sqrt
 
 
 def layer_norm_last_axis(x, gamma, beta, epsilon: float, center: bool, scale: bool):
@@ -253,14 +257,14 @@ def layer_norm_last_axis(x, gamma, beta, epsilon: float, center: bool, scale: bo
     the variance), 1/sqrt once per row, then one vectorizable pass."""
     te, tirx = _te()
     *outer, n = _ints(x.shape)
-    f = lambda v: tirx.const(v, "float32")  # noqa: E731
     k = te.reduce_axis((0, n), name="k")
-    total = te.compute(outer, lambda *i: te.sum(x[(*i, k)], axis=k), name="ember_ln_sum")
-    mean = te.compute(outer, lambda *i: total[i] / f(n), name="ember_ln_mean")
+    total = te.compute(outer, lambda *i: te.sum(x[(*i, k)], axis=k), name=LAYERNORM_STAGES + "sum")
+    mean = te.compute(outer, lambda *i: total[i] / _f32(n), name=LAYERNORM_STAGES + "mean")
     j = te.reduce_axis((0, n), name="j")
     squares = te.compute(outer, lambda *i: te.sum((x[(*i, j)] - mean[i]) * (x[(*i, j)] - mean[i]), axis=j),
-                         name="ember_ln_sq")
-    inv = te.compute(outer, lambda *i: f(1.0) / tirx.sqrt(squares[i] / f(n) + f(epsilon)), name="ember_ln_inv")
+                         name=LAYERNORM_STAGES + "sq")
+    inv = te.compute(outer, lambda *i: _f32(1.0) / tirx.sqrt(squares[i] / _f32(n) + _f32(epsilon)),
+                     name=LAYERNORM_STAGES + "inv")
 
     def value(*i):
         y = (x[i] - mean[i[:-1]]) * inv[i[:-1]]

@@ -107,7 +107,7 @@ def _resize_exact(node: ir.Node) -> bool:
         return False
     consts = [None if v is None else v.const.numpy() for v in ins[1:4]]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(x.dtype).name
-    return resample.plan(list(x.shape), dtype, node.attrs, *consts) is not None
+    return resample.plannable(list(x.shape), dtype, node.attrs, *consts)
 
 
 def _resize_wrong(node: ir.Node) -> str | None:

@@ -93,10 +93,10 @@ def _sizes_and_scales(shape, axes, scales, sizes, policy: str):
     return {a: (int(out[a]), factors[a]) for a in axes}
 
 
-def plan(shape, dtype: str, attrs: dict, roi, scales, sizes) -> list[AxisMap] | None:
-    """The per-axis maps of a Resize (opset 11+) with constant roi/scales/sizes
-    (numpy arrays or None) on a static `shape`, or None when Ember cannot
-    build them (then TVM's converter gets the node)."""
+def _resized_axes(shape, dtype: str, attrs: dict, roi, scales, sizes):
+    """The checks and per-axis parameters of a plan, without its matrices:
+    (reference module, coefficient function, coordinate mode,
+    [(axis, output size, scale, axis roi)]), or None."""
     r = _reference()
     if r is None or shape is None or not all(isinstance(d, int) and d > 0 for d in shape) or dtype not in FLOATS:
         return None
@@ -116,9 +116,8 @@ def plan(shape, dtype: str, attrs: dict, roi, scales, sizes) -> list[AxisMap] | 
     if roi is not None and len(roi) != 2 * len(axes):
         return None
     policy = _text(attrs.get("keep_aspect_ratio_policy"), "stretch")
-    coordinates = _text(attrs.get("coordinate_transformation_mode"), "half_pixel")
-    maps = []
-    for i, (a, (out, scale)) in enumerate(sorted(_sizes_and_scales(shape, axes, scales, sizes, policy).items())):
+    resized = []
+    for a, (out, scale) in sorted(_sizes_and_scales(shape, axes, scales, sizes, policy).items()):
         axis_roi = None if roi is None else [roi[axes.index(a)], roi[len(axes) + axes.index(a)]]
         identity = (out == shape[a] and np.isclose(scale, 1.0)
                     and (axis_roi is None or (np.isclose(axis_roi[0], 0) and np.isclose(axis_roi[1], 1))))
@@ -126,6 +125,25 @@ def plan(shape, dtype: str, attrs: dict, roi, scales, sizes) -> list[AxisMap] | 
             continue
         if out <= 0:
             return None
+        resized.append((a, out, scale, axis_roi))
+    return r, fct, _text(attrs.get("coordinate_transformation_mode"), "half_pixel"), resized
+
+
+def plannable(shape, dtype: str, attrs: dict, roi, scales, sizes) -> bool:
+    """Whether `plan` would build maps for these (cheap: no matrices)."""
+    return _resized_axes(shape, dtype, attrs, roi, scales, sizes) is not None
+
+
+def plan(shape, dtype: str, attrs: dict, roi, scales, sizes) -> list[AxisMap] | None:
+    """The per-axis maps of a Resize (opset 11+) with constant roi/scales/sizes
+    (numpy arrays or None) on a static `shape`, or None when Ember cannot
+    build them (then TVM's converter gets the node)."""
+    parsed = _resized_axes(shape, dtype, attrs, roi, scales, sizes)
+    if parsed is None:
+        return None
+    r, fct, coordinates, resized = parsed
+    maps = []
+    for a, out, scale, axis_roi in resized:
         kw = dict(roi=axis_roi, coordinate_transformation_mode=coordinates,
                   exclude_outside=bool(attrs.get("exclude_outside", 0)))
         matrix = r._interpolate_1d_along_axis(np.eye(shape[a]), 1, scale, out, fct, extrapolation_value=0.0, **kw).T

@@ -185,10 +185,15 @@ def _lane_reduction(sch, name: str, lanes: int = 16):
     return sch.rfactor(ki, 0)
 
 
-def _schedule_rows(sch, block, stages: tuple[str, ...], reductions: tuple[str, ...]) -> None:
+def _schedule_rows(sch, block, prefix: str) -> None:
     """Row-wise kernels (softmax, layer norm over the last axis): one parallel
-    loop over rows, each row's `stages` computed under it (last consumer
-    first), reductions summed in vector lanes, elementwise passes vectorized."""
+    loop over rows, each row's stages (the blocks named `prefix`...) computed
+    under it, reductions summed in vector lanes, elementwise passes vectorized."""
+    from tvm import tirx
+
+    stages = [n for n in _blocks(sch) if n.startswith(prefix)][::-1]  # last consumer first
+    reductions = [n for n in stages
+                  if any(iv.iter_type != tirx.IterVar.DataPar for iv in sch.get(sch.get_sblock(n)).iter_vars)]
     partials = {name: _lane_reduction(sch, name) for name in reductions}
     _inline_epilogue(sch, block)
     *outer, _ = sch.get_loops(block)
@@ -212,15 +217,13 @@ def _schedule_rows(sch, block, stages: tuple[str, ...], reductions: tuple[str, .
 def schedule_softmax(sch, block) -> None:
     """Softmax over the last axis: per row the maximum, the exponentials
     (vectorized, kept), their sum and the quotient."""
-    _schedule_rows(sch, block, ("ember_smx_sum", "ember_smx_exp", "ember_smx_max"),
-                   ("ember_smx_max", "ember_smx_sum"))
+    _schedule_rows(sch, block, kernels.SOFTMAX_STAGES)
 
 
 def schedule_layer_norm(sch, block) -> None:
     """Layer norm over the last axis: per row the sum, mean, squared deviations,
     1/sqrt, then the normalization (vectorized)."""
-    _schedule_rows(sch, block, ("ember_ln_inv", "ember_ln_sq", "ember_ln_mean", "ember_ln_sum"),
-                   ("ember_ln_sum", "ember_ln_sq"))
+    _schedule_rows(sch, block, kernels.LAYERNORM_STAGES)
 
 
 def schedule_generic(sch) -> None:

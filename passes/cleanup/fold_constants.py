@@ -55,12 +55,7 @@ def _predicted_elements(node: Node) -> int | None:
 
 def known(v: Value | None) -> bool:
     """A value whose contents are known: a constant, or a tensor with no elements."""
-    return v is None or v.const is not None or _empty(v)
-
-
-def _empty(v: Value) -> bool:
-    return (v.is_tensor and bool(v.dtype) and v.shape is not None and 0 in v.shape
-            and all(isinstance(d, int) for d in v.shape))
+    return v is None or v.const is not None or v.is_empty
 
 
 def _contents(v: Value) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import ClassVar
 from ember.compiler.ir import Graph, Node, Value
 from ember.compiler.pass_manager import Pass, register_pass
 
-from .saturation import _quantizer_range
+from .saturation import quantizer_range
 
 
 def _sole_quantizer(v: Value) -> Node | None:
@@ -27,7 +27,7 @@ def _sole_quantizer(v: Value) -> Node | None:
     if len(v.uses) != 1:
         return None
     user, index = v.uses[0]
-    if user.op_type != "QuantizeLinear" or index != 0 or _quantizer_range(user) is None:
+    if user.op_type != "QuantizeLinear" or index != 0 or quantizer_range(user) is None:
         return None
     return user
 

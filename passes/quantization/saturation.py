@@ -51,7 +51,7 @@ def _bounds(node: Node) -> tuple[float, float] | None:
     return bounds[0], bounds[1]
 
 
-def _quantizer_range(q: Node) -> tuple[np.float32, int, int, int] | None:
+def quantizer_range(q: Node) -> tuple[np.float32, int, int, int] | None:
     """(scale, zero point, qmin, qmax) of a per-tensor 8-bit QuantizeLinear."""
     if q.domain not in ("", "ai.onnx") or any(q.attrs.get(k, 0) for k in ("block_size", "output_dtype", "precision")):
         return None
@@ -91,7 +91,7 @@ class DropSaturatedClips(Pass):
             user, index = out.uses[0]
             if user.op_type != "QuantizeLinear" or index != 0:
                 continue
-            bounds, q = _bounds(node), _quantizer_range(user)
+            bounds, q = _bounds(node), quantizer_range(user)
             if bounds is None or q is None or np.isnan(bounds).any():
                 continue
             s, z, qmin, qmax = q
