@@ -98,9 +98,11 @@ def used_ops(op_types: set[tuple[str, str]]) -> list[CustomOp]:
     return [OPS[t] for d, t in sorted(op_types) if d == DOMAIN and t in OPS]
 
 
-def relax_converters() -> dict[str, type]:
+def relax_converters(kernel_asserts: bool = True) -> dict[str, type]:
     """Converters for TVM's ONNX frontend, keyed by op type. The frontend's
-    convert map ignores domains, so these names must not be TVM's own."""
+    convert map ignores domains, so these names must not be TVM's own.
+    `kernel_asserts`: run-time checks are compiled into a kernel (CPU
+    targets) rather than Relax's assert_op on the VM (CUDA)."""
     from tvm import relax
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
@@ -132,7 +134,12 @@ def relax_converters() -> dict[str, type]:
 
     class CheckBounds(OnnxOpConverter):
         """x -> x, asserting at run time that x is within [-b, b) (indices)
-        or has no zero (divisors, when no bound is given)."""
+        or has no zero (divisors, when no bound is given). On CPUs the
+        assertion is compiled into the kernel that passes x on
+        (`_checked_copy`): Relax's assert_op is a function of TVM's compiler
+        library, which a device with only the TVM runtime (or the emulated
+        one) lacks. On CUDA the flag lives in GPU memory, which only the
+        VM's assert_op reads (GPU artifacts run where TVM is installed)."""
 
         @classmethod
         def _impl_v1(cls, bb, inputs, attr, params):
@@ -146,8 +153,31 @@ def relax_converters() -> dict[str, type]:
             flag = bb.emit(relax.op.min(relax.op.astype(ok, "int32")))
             cond = bb.emit(relax.op.not_equal(flag, relax.const(0, "int32")))
             what = attr.get("what", "runtime check failed")
-            bb.emit(relax.op.assert_op(cond, [], what.decode() if isinstance(what, bytes) else str(what)))
-            return x
+            what = what.decode() if isinstance(what, bytes) else str(what)
+            if not kernel_asserts:
+                bb.emit(relax.op.assert_op(cond, [], what))
+                return x
+            flat = bb.emit(relax.op.reshape(x, (-1,)))
+            check = bb.add_func(_checked_copy(dtype, what).with_attr("op_pattern", 8), "ember_check_bounds")  # opaque
+            out = bb.emit(relax.call_tir(check, [flat, bb.emit(relax.op.astype(cond, "int32"))], flat.ty))
+            return relax.op.reshape(out, x.ty.shape)
+
+    def _checked_copy(dtype: str, what: str):
+        """TIR: y = x (1-D), after asserting flag != 0 with message `what`."""
+        from tvm.script import tirx as T
+
+        @T.prim_func(private=True, s_tir=True)
+        def check(x_handle: T.handle, flag: T.Buffer((), "int32"), y_handle: T.handle):
+            n = T.int64()
+            x = T.match_buffer(x_handle, (n,), dtype)
+            y = T.match_buffer(y_handle, (n,), dtype)
+            assert flag[()] != 0, what
+            for i in range(n):
+                with T.sblock("copy"):
+                    vi = T.axis.spatial(n, i)
+                    y[vi] = x[vi]
+
+        return check
 
     return {"GeluErf": unary(relax.op.nn.gelu), "GeluTanh": unary(relax.op.nn.gelu_tanh),
             "Silu": unary(relax.op.nn.silu), "SDPA": Attention, "SDPAMasked": Attention, "CheckBounds": CheckBounds}

@@ -133,7 +133,7 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
     say(f"lowering to Relax ({len(m.graph.nodes)} nodes)")
     m.extra["signature"] = signature(m.graph)  # lowering may store values in other types (narrow.py)
     _leave_out_empty_outputs(m)
-    return m, lower.to_relax(m), passes
+    return m, lower.to_relax(m, tgt), passes
 
 
 def _leave_out_empty_outputs(m: ir.Model) -> None:

@@ -224,8 +224,8 @@ def check_supported(model: ir.Model) -> None:
                                    "which is not supported")
 
 
-def to_relax(model: ir.Model):
-    """Lower the (optimised) IR to a Relax IRModule."""
+def to_relax(model: ir.Model, target=None):
+    """Lower the (optimised) IR to a Relax IRModule for an ember Target (None: a CPU)."""
     from tvm.relax.frontend.onnx import from_onnx
 
     from .guards import insert_guards
@@ -244,7 +244,7 @@ def to_relax(model: ir.Model):
         keep = [(custom_ops.DOMAIN, name) for name in custom_ops.OPS]
         proto = inliner.inline_selected_functions(proto, keep, exclude=True)
     try:
-        with warnings.catch_warnings(), _ember_converters(model.opset):
+        with warnings.catch_warnings(), _ember_converters(model.opset, target is None or target.kind != "cuda"):
             warnings.simplefilter("ignore")
             return from_onnx(proto, opset=model.opset, keep_params_in_input=False)
     except Exception as e:  # TVM raises many types; all mean "could not import"
@@ -252,13 +252,13 @@ def to_relax(model: ir.Model):
 
 
 @contextlib.contextmanager
-def _ember_converters(opset: int):
+def _ember_converters(opset: int, kernel_asserts: bool):
     """TVM's frontend looks converters up by op type through a module-level
     function; extend its table with ember's own ops for this one import."""
     from tvm.relax.frontend.onnx import onnx_frontend
 
     original = onnx_frontend._get_convert_map
-    extra = {**custom_ops.relax_converters(), **frontend_fixes.converters(), **int8_lowering.converters(opset),
+    extra = {**custom_ops.relax_converters(kernel_asserts), **frontend_fixes.converters(), **int8_lowering.converters(opset),
              **narrow.converters(), **missing_ops.converters()}
     onnx_frontend._get_convert_map = lambda: {**original(), **extra}
     try:

@@ -202,6 +202,21 @@ def test_runtime_index_out_of_range(gather_models, op, feeds):
         gather_models[op].run(feeds)
 
 
+def test_index_checks_run_in_a_kernel_on_cpus_and_on_the_vm_on_cuda():
+    """CPU artifacts may run where only the TVM runtime is (a board, the
+    emulator): the check is compiled into a kernel there. On CUDA the flag
+    sits in GPU memory, which the VM's assert_op reads (GPU artifacts run
+    where TVM is installed)."""
+    from ember import targets
+    from ember.compiler import driver
+
+    m = model([h.make_node("Gather", ["d", "i"], ["y"], axis=0)], [tensor("d", [5, 3]), tensor("i", [2], T.INT64)],
+              [tensor("y", None)])
+    for target, kernel in ((targets.host(), True), (targets.parse("cuda", mcpu="sm_80"), False)):
+        text = driver.lower_model(m, target)[1].script()
+        assert ("ember_check_bounds" in text, "R.assert_op" in text) == (kernel, not kernel), target.describe()
+
+
 def test_runtime_indices_in_range_are_correct(gather_models):
     out = gather_models["Gather"].run({"d": D53, "i": np.array([4, -5])})["y"]
     np.testing.assert_array_equal(out, D53[[4, 0]])
