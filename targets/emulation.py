@@ -2,7 +2,7 @@
 
 `scripts/setup_arm_emulation.sh` prepares the emulated tree (qemu-aarch64, a
 minimal Debian arm64 Python, the TVM runtime). qemu emulates the artifact's
-named core (`QEMU_CPU`), so code using a feature that core lacks dies with
+named core (`qemu_cpu`), so code using a feature that core lacks dies with
 SIGILL instead of passing silently (qemu's default CPU accepts everything).
 """
 
@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,7 @@ from ember.compiler.errors import EmberError
 
 DEFAULT_ROOTFS = Path.home() / ".cache" / "ember" / "arm64-rootfs"
 SETUP_HINT = "run scripts/setup_arm_emulation.sh first"
-# qemu CPU models for the LLVM CPUs it knows; anything else runs as a generic v8 core
-QEMU_CPUS = {"cortex-a53", "cortex-a57", "cortex-a72", "cortex-a76", "cortex-a710", "neoverse-n1", "neoverse-v1",
-             "neoverse-n2", "a64fx"}
+OPTIONAL = ("sve", "sve2", "i8mm", "sme")  # extensions no named core of older qemu versions has
 
 
 class EmulationError(EmberError):
@@ -35,14 +34,27 @@ def rootfs_ready(rootfs: Path = DEFAULT_ROOTFS) -> bool:
     return (rootfs / ".ember-ready").is_file() and shutil.which("qemu-aarch64") is not None
 
 
+@cache
+def qemu_cpus() -> frozenset[str]:
+    """The CPU models the installed qemu-aarch64 emulates (7.2 stops at
+    neoverse-n1: no neoverse-n2, cortex-a710 or neoverse-v1)."""
+    try:
+        out = subprocess.run(["qemu-aarch64", "-cpu", "help"], capture_output=True, text=True, timeout=30,
+                             check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(line.split()[0] for line in out.splitlines()[1:] if line.strip())
+
+
 def qemu_cpu(mcpu: str, features: list[str]) -> str:
     """The qemu core to emulate: the artifact's CPU when qemu knows it; 'max'
-    only when the artifact names no CPU but needs optional extensions."""
-    if mcpu in QEMU_CPUS:
+    (every extension) for a CPU it does not model or for optional extensions
+    (SVE, i8mm) no named core has; otherwise a generic v8.2 or v8.0 core."""
+    if mcpu in qemu_cpus():
         return mcpu
-    if not mcpu and any(f in ("sve", "sve2", "i8mm", "sme") for f in features):
+    if mcpu or any(f.lstrip("+") in OPTIONAL for f in features):
         return "max"
-    return "cortex-a76" if "dotprod" in features or "fullfp16" in features else "cortex-a72"
+    return "cortex-a76" if any(f.lstrip("+") in ("dotprod", "fullfp16") for f in features) else "cortex-a72"
 
 
 def run(jobs: list[tuple[Path, dict[str, np.ndarray], list[str]]], cpu: str,

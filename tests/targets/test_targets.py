@@ -156,3 +156,16 @@ def test_run_over_rpc(model_file, tmp_path, rpc_servers):
     one_error_line(ember_cli("run", tmp_path / "art", "--random-inputs", "--rpc", f"127.0.0.1:{free_port()}"),
                    "cannot reach the RPC server")
     one_error_line(ember_cli("run", tmp_path / "art", "--random-inputs", "--tracker", tracker), "needs --key")
+
+
+def test_qemu_core_for_an_artifact(monkeypatch):
+    """The artifact's CPU when this qemu models it; 'max' for one it does not
+    (qemu 7.2 has no neoverse-n2) or for SVE / i8mm without a CPU."""
+    from ember.targets import emulation
+
+    monkeypatch.setattr(emulation, "qemu_cpus", lambda: frozenset({"cortex-a72", "cortex-a76", "max"}))
+    assert emulation.qemu_cpu("cortex-a76", []) == "cortex-a76"
+    assert emulation.qemu_cpu("neoverse-n2", []) == "max"
+    assert emulation.qemu_cpu("", ["dotprod", "i8mm"]) == "max"
+    assert emulation.qemu_cpu("", ["+dotprod"]) == "cortex-a76"
+    assert emulation.qemu_cpu("", []) == "cortex-a72"
