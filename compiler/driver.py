@@ -125,11 +125,11 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
         optimize(m, "cleanup", instruments=instruments, disabled=disabled, verify_each=verify_each)
     integer = sum(1 for n in m.graph.nodes if n.op_type in ("ConvInteger", "MatMulInteger"))
     if integer:
-        from .intrinsics import for_target
+        from .intrinsics import available, describe
 
-        dot = for_target(tgt)
+        dots = available(tgt)
         say(f"int8 compute: {integer} layers on integer kernels "
-            f"({dot.label + ' dot products' if dot else 'int32 arithmetic: this target has no int8 dot product'})")
+            f"({describe(dots) + ' dot products' if dots else 'int32 arithmetic: this target has no int8 dot product'})")
     say(f"lowering to Relax ({len(m.graph.nodes)} nodes)")
     m.extra["signature"] = signature(m.graph)  # lowering may store values in other types (narrow.py)
     _leave_out_empty_outputs(m)

@@ -1,16 +1,24 @@
 """The int8 dot-product instructions Ember's integer kernels are tensorized with.
 
-Each is a TVM TensorIntrin: C[L] (int32) += A[4] . B[L, 4], four 8-bit
+Most are a TVM TensorIntrin C[L] (int32) += A[4] . B[L, 4]: four 8-bit
 products summed into every 32-bit lane in one instruction:
 
 - x86 AVX-512 VNNI `vpdpbusd` zmm (L = 16) and AVX-VNNI ymm (L = 8): A
   unsigned, B signed;
 - AArch64 dot product `sdot` (L = 4): A and B signed.
 
+AArch64's `i8mm` matrix multiply `usmmla` is a 2 x 2 tile instead:
+C[2, 2] += A[2, 8] . B[2, 8]^T, 32 products per instruction (twice sdot's),
+A unsigned, B signed. Its two A rows are two output pixels (conv) or rows
+(matmul), `step` elements apart in the input (a convolution's stride), each
+read as 8 bytes; its accumulator tile is kept as contiguous 2 x 2 blocks.
+Layers whose rows do not pair up take the target's next instruction.
+
 Ember registers its own (TVM's live in one package that imports all
-targets' intrinsics, 1-14 s of TVMScript parsing). `for_target` names the
-one a target supports, with the signedness its activations must have.
-The accumulators (C) are the GEMM's register tile: a "local" buffer.
+targets' intrinsics, 1-14 s of TVMScript parsing). `available` lists the
+ones a target supports, best first, each with the signedness its
+activations must have. The accumulators (C) are the GEMM's register tile:
+a "local" buffer.
 """
 
 from __future__ import annotations
@@ -26,34 +34,65 @@ from functools import cache
 @dataclass(frozen=True)
 class DotIntrin:
     name: str
-    lanes: int  # int32 accumulators per instruction
+    lanes: int  # int32 accumulator columns per instruction
     a_dtype: str  # what the activations must be: "uint8" or "int8"
     label: str  # for people
+    rows: int = 1  # output rows per instruction
+    depth: int = 4  # reduction steps per instruction
+
+    def fits(self, rows: int, step: int = 1) -> bool:
+        """Whether a layer whose row runs are `rows` long, its input rows `step`
+        apart, can use this instruction (a two-row one needs them in pairs)."""
+        return self.rows == 1 or (rows % self.rows == 0 and step <= MAX_STEP)
+
+    def registered_name(self, step: int = 1) -> str:
+        return self.name if self.rows == 1 else f"{self.name}_s{step}"
 
 
 VNNI_512 = DotIntrin("ember_vnni_16x4", 16, "uint8", "AVX-512 VNNI")
 VNNI_256 = DotIntrin("ember_avxvnni_8x4", 8, "uint8", "AVX-VNNI")
 SDOT = DotIntrin("ember_sdot_4x4", 4, "int8", "AArch64 sdot")
-ALL = (VNNI_512, VNNI_256, SDOT)
+USMMLA = DotIntrin("ember_usmmla_2x2x8", 2, "uint8", "AArch64 i8mm usmmla", rows=2, depth=8)
+ALL = (VNNI_512, VNNI_256, SDOT, USMMLA)
+MAX_STEP = 4  # the input row distances (conv strides) usmmla is registered for
 
 _LLVM = {VNNI_512.name: "llvm.x86.avx512.vpdpbusd.512", VNNI_256.name: "llvm.x86.avx512.vpdpbusd.256",
-         SDOT.name: "llvm.aarch64.neon.sdot.v4i32.v16i8"}
+         SDOT.name: "llvm.aarch64.neon.sdot.v4i32.v16i8", USMMLA.name: "llvm.aarch64.neon.usmmla.v4i32.v16i8"}
 
 
-def for_target(target) -> DotIntrin | None:
-    """The dot-product intrinsic for an ember Target's CPU, or None (plain int32 loops)."""
+def available(target) -> tuple[DotIntrin, ...]:
+    """The dot-product intrinsics an ember Target's CPU has, best first
+    (empty: plain int32 loops)."""
     if target.kind != "llvm":
-        return None
+        return ()
     f = target.all_features
     if target.triple.startswith("x86_64"):
         if "avx512vnni" in f and "avx512bw" in f:
-            return VNNI_512
+            return (VNNI_512,)
         if "avxvnni" in f or ("avx512vnni" in f and "avx512vl" in f):
-            return VNNI_256
-        return None
-    if target.triple.startswith("aarch64") and "dotprod" in f:
-        return SDOT
-    return None
+            return (VNNI_256,)
+        return ()
+    if target.triple.startswith("aarch64"):
+        return tuple(i for i, feature in ((USMMLA, "i8mm"), (SDOT, "dotprod")) if feature in f)
+    return ()
+
+
+def for_target(target) -> DotIntrin | None:
+    """The best dot-product intrinsic for an ember Target's CPU, or None."""
+    best = available(target)
+    return best[0] if best else None
+
+
+def pick(choices: tuple[DotIntrin, ...], rows: int, step: int = 1) -> DotIntrin | None:
+    """The first of `choices` a layer with row runs of `rows` (input rows
+    `step` apart) can use, or None."""
+    return next((i for i in choices if i.fits(rows, step)), None)
+
+
+def describe(choices: tuple[DotIntrin, ...]) -> str:
+    """For people: "AArch64 i8mm usmmla (AArch64 sdot where rows do not pair up)"."""
+    first, *rest = choices
+    return first.label + "".join(f" ({r.label} where rows do not pair up)" for r in rest)
 
 
 @contextmanager
@@ -89,8 +128,11 @@ def import_tvm_intrinsics() -> None:
         import tvm.s_tir.tensor_intrin  # noqa: F401
 
 
-def _make(intrin: DotIntrin):
+def _make(intrin: DotIntrin, step: int):
     from tvm.script import tirx as T
+
+    if intrin.rows == 2:
+        return _make_mmla(intrin, step)
 
     L, a_dt = intrin.lanes, intrin.a_dtype
     a_vec, b_vec, c_vec = f"{a_dt}x4", f"int8x{4 * L}", f"int32x{L}"
@@ -142,6 +184,43 @@ def _make(intrin: DotIntrin):
     return desc, impl_bytes  # sdot, and vpdpbusd since LLVM 21: byte vectors
 
 
+def _make_mmla(intrin: DotIntrin, step: int):
+    """usmmla: C[2, 2] += A[2, 8] . B[2, 8]^T, A's rows `step` apart (read as
+    rows 0 and `step` of an (step + 1) x 8 window), C a contiguous 2 x 2 block."""
+    from tvm.script import tirx as T
+
+    llvm, a_dt = _LLVM[intrin.name], intrin.a_dtype
+    half = f"{a_dt}x8"
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (step + 1, 8), a_dt, offset_factor=1, strides=[T.int32(), 1])
+        B = T.match_buffer(b, (2, 8), "int8", offset_factor=1)
+        C = T.match_buffer(c, (2, 2), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:2, 0:2], A[0:step + 1, 0:8], B[0:2, 0:8])
+            T.writes(C[0:2, 0:2])
+            for i, j, k in T.grid(2, 2, 8):
+                with T.sblock("update"):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    C[vi, vj] = C[vi, vj] + T.cast(A[vi * step, vk], "int32") * T.cast(B[vj, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (step + 1, 8), a_dt, offset_factor=1, strides=[T.int32(), 1])
+        B = T.match_buffer(b, (2, 8), "int8", offset_factor=1)
+        C = T.match_buffer(c, (2, 2), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:2, 0:2], A[0:step + 1, 0:8], B[0:2, 0:8])
+            T.writes(C[0:2, 0:2])
+            rows = T.Shuffle([A.vload([0, 0], half), A.vload([step, 0], half)], list(range(16)))
+            C.vstore([0, 0], T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm), C.vload([0, 0], dtype="int32x4"), rows,
+                B.vload([0, 0], dtype="int8x16"), dtype="int32x4"))
+
+    return desc, impl
+
+
 def _llvm_major() -> int:
     from tvm.target import codegen
 
@@ -149,20 +228,23 @@ def _llvm_major() -> int:
 
 
 @cache
-def register(intrin: DotIntrin) -> str:
-    """Register `intrin` with TVM (once per process); returns its name."""
+def register(intrin: DotIntrin, step: int = 1) -> str:
+    """Register `intrin` (for input rows `step` apart) with TVM, once per
+    process; returns the name it is registered under."""
     from tvm.s_tir import TensorIntrin
 
     with fast_stack():
-        desc, impl = _make(intrin)
-    TensorIntrin.register(intrin.name, desc, impl, override=True)
-    return intrin.name
+        desc, impl = _make(intrin, step)
+    name = intrin.registered_name(step)
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
 
 
-def register_by_name(name: str) -> str:
-    return register(next(i for i in ALL if i.name == name))
+def register_by_name(name: str, step: int = 1) -> str:
+    return register(next(i for i in ALL if i.name == name), step)
 
 
 def register_all() -> None:
     for intrin in ALL:
-        register(intrin)
+        for step in range(1, MAX_STEP + 1) if intrin.rows > 1 else (1,):
+            register(intrin, step)

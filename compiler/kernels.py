@@ -62,6 +62,22 @@ def gemm_tiles(m: int, n: int, lanes: int) -> Tiles:
     return best[1]
 
 
+def pair_tiles(m: int, n: int) -> Tiles:
+    """Register tile for a GEMM on a 2 x 2 instruction (usmmla): MR rows in
+    pairs (dividing the row run m) x NR columns in pairs, at most 16 2 x 2
+    accumulator blocks (of AArch64's 32 vector registers), the most products
+    per loaded operand, counting the columns N's zero-padding wastes."""
+    best = None
+    for nr in (16, 8, 4):
+        for mr in range(2, 17, 2):
+            if m % mr == 0 and (mr // 2) * (nr // 2) <= 16:
+                key = (mr * nr * n / padded(n, nr), nr)
+                if best is None or key > best[0]:
+                    best = (key, Tiles(mr, nr))
+    assert best is not None, "rows must come in pairs"
+    return best[1]
+
+
 def _te():
     from tvm import te, tirx
 
@@ -274,62 +290,63 @@ def layer_norm_last_axis(x, gamma, beta, epsilon: float, center: bool, scale: bo
     return te.compute(x.shape, value, name=LAYERNORM)
 
 
-# ---- int8: A (8-bit) x B (int8) -> int32, four products per lane at a time ----
+# ---- int8: A (8-bit) x B (int8) -> int32, four (or eight) products per lane at a time ----
 
 QGEMM = "ember_qgemm"
 QFIX = "ember_qfix"
 
 
-def qpack_weights(w, nr: int, layout: str, c4: int = 0):
-    """TE: int8 weights -> [N/NR, K/4, NR, 4], the layout the dot-product
-    instructions read (NR output channels x 4 consecutive reduction steps).
-    OHWI (conv): K runs over (ky, kx, c) with C zero-padded to `c4`; KN
-    (matmul): K zero-padded to a multiple of 4."""
+def qpack_weights(w, nr: int, layout: str, cpad: int = 0, depth: int = 4):
+    """TE: int8 weights -> [N/NR, K/depth, NR, depth], the layout the dot-product
+    instructions read (NR output channels x `depth` consecutive reduction
+    steps). OHWI (conv): K runs over (ky, kx, c) with C zero-padded to
+    `cpad`; KN (matmul): K zero-padded to a multiple of `depth`."""
     te, tirx = _te()
     zero = tirx.const(0, w.dtype)
     if layout == "OHWI":
         o, kh, kw, c = _ints(w.shape)
-        n, k_total = o, kh * kw * c4
+        n, k_total = o, kh * kw * cpad
 
         def at(col, k):
-            ci = k % c4
-            return tirx.if_then_else(tirx.all(col < n, ci < c), w[col, k // (kw * c4), (k // c4) % kw, ci], zero)
+            ci = k % cpad
+            return tirx.if_then_else(tirx.all(col < n, ci < c), w[col, k // (kw * cpad), (k // cpad) % kw, ci], zero)
     else:
         k_real, n = _ints(w.shape)
-        k_total = padded(k_real, 4)
+        k_total = padded(k_real, depth)
 
         def at(col, k):
             return tirx.if_then_else(tirx.all(col < n, k < k_real), w[k, col], zero)
-    return te.compute((padded(n, nr) // nr, k_total // 4, nr, 4),
-                      lambda no, ko, ni, ki: at(no * nr + ni, ko * 4 + ki), name="ember_pack")
+    return te.compute((padded(n, nr) // nr, k_total // depth, nr, depth),
+                      lambda no, ko, ni, ki: at(no * nr + ni, ko * depth + ki), name="ember_pack")
 
 
 def weight_sums(wp, n: int):
     """TE: the sum of each output channel's packed int8 weights, as int32 [n]."""
     te, _ = _te()
-    _, ko_total, nr, _ = _ints(wp.shape)
+    _, ko_total, nr, depth = _ints(wp.shape)
     ko = te.reduce_axis((0, ko_total), name="ko")
-    ki = te.reduce_axis((0, 4), name="ki")
+    ki = te.reduce_axis((0, depth), name="ki")
     return te.compute((n,), lambda j: te.sum(wp[j // nr, ko, j % nr, ki].astype("int32"), axis=[ko, ki]),
                       name="ember_wsum")
 
 
-def _qstage(x, padding, c4: int, flip: bool):
+def _qstage(x, padding, cpad: int, flip: bool):
     """TE: the 8-bit input as the kernel reads it: zero-padded spatially
-    (NHWC), channels padded to `c4`, and with its sign flipped (x ^ 0x80:
-    int8 <-> uint8 plus or minus 128) when the instruction wants the other
-    signedness. Nothing to do: the input itself."""
+    (NHWC), channels padded to `cpad` (a multiple of the instruction's
+    depth), and with its sign flipped (x ^ 0x80: int8 <-> uint8 plus or
+    minus 128) when the instruction wants the other signedness. Nothing to
+    do: the input itself."""
     te, tirx = _te()
     b, h, w, c = _ints(x.shape)
     pt, pl, pb, pr = padding if len(padding) == 4 else (0, 0, 0, 0)
-    if not any((pt, pl, pb, pr)) and c4 == c and not flip:
+    if not any((pt, pl, pb, pr)) and cpad == c and not flip:
         return x
 
     def value(bi, y, xx, ci):
         inside = tirx.all(y >= pt, y < h + pt, xx >= pl, xx < w + pl, ci < c)
         return _flipped(tirx.if_then_else(inside, x[bi, y - pt, xx - pl, ci], tirx.const(0, x.dtype)), x.dtype,
                         flip)
-    return te.compute((b, h + pt + pb, w + pl + pr, c4), value, name=PAD)
+    return te.compute((b, h + pt + pb, w + pl + pr, cpad), value, name=PAD)
 
 
 def _qout(acc, wsum, flip_sign: int, n: int):
@@ -342,31 +359,37 @@ def _qout(acc, wsum, flip_sign: int, n: int):
     return _crop(acc, n)
 
 
+def _qattrs(mr: int, nr: int, dot: str, lanes: int, step: int) -> dict:
+    return {"ember_mr": mr, "ember_nr": nr, "ember_dot": dot, "ember_lanes": lanes, "ember_step": step}
+
+
 def qconv2d_nhwc(x, wp, wsum, kernel, strides, padding, dilation, mr: int, n: int, flip: bool, dot: str = "",
                  lanes: int = 16):
     """TE: 8-bit NHWC conv2d (groups=1) into int32, as a direct GEMM over
     the staged input (see `conv2d_nhwc`), its reduction split into groups of
-    4 channels for the dot-product instruction `dot` (a TensorIntrin name;
-    empty: plain int32 loops) of `lanes` int32 lanes."""
+    the packed weights' depth (4 or 8 channels) for the dot-product
+    instruction `dot` (a TensorIntrin name; empty: plain int32 loops) of
+    `lanes` int32 lanes."""
     te, _ = _te()
     c = _ints(x.shape)[3]
     kh, kw = kernel
     (sh, sw), (dh, dw) = strides, dilation
-    nr = _ints(wp.shape)[2]
-    c4 = padded(c, 4)
-    xp = _qstage(x, padding, c4, flip)
+    nr, depth = _ints(wp.shape)[2:]
+    cpad = padded(c, depth)
+    xp = _qstage(x, padding, cpad, flip)
     b, h, w = _ints(x.shape)[:3]
     oh, ow = _out_hw(h, w, kernel, strides, padding, dilation)
     ry = te.reduce_axis((0, kh), name="ky")
     rx = te.reduce_axis((0, kw), name="kx")
-    rco = te.reduce_axis((0, c4 // 4), name="kco")
-    rci = te.reduce_axis((0, 4), name="kci")
+    rco = te.reduce_axis((0, cpad // depth), name="kco")
+    rci = te.reduce_axis((0, depth), name="kci")
     acc = te.compute(
         (b, oh, ow, _ints(wp.shape)[0] * nr),
         lambda bi, y, xx, j: te.sum(
-            xp[bi, y * sh + ry * dh, xx * sw + rx * dw, rco * 4 + rci].astype("int32")
-            * wp[j // nr, (ry * kw + rx) * (c4 // 4) + rco, j % nr, rci].astype("int32"), axis=[ry, rx, rco, rci]),
-        name=QGEMM, attrs={"ember_mr": mr, "ember_nr": nr, "ember_dot": dot, "ember_lanes": lanes})
+            xp[bi, y * sh + ry * dh, xx * sw + rx * dw, rco * depth + rci].astype("int32")
+            * wp[j // nr, (ry * kw + rx) * (cpad // depth) + rco, j % nr, rci].astype("int32"),
+            axis=[ry, rx, rco, rci]),
+        name=QGEMM, attrs=_qattrs(mr, nr, dot, lanes, sw))
     return _qout(acc, wsum, _flip_sign(x.dtype, flip), n)
 
 
@@ -386,18 +409,19 @@ def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lane
     """TE: 8-bit A [..., M, K] x packed int8 B -> int32 [..., M, N]."""
     te, tirx = _te()
     a_shape = _ints(a.shape)
-    k_real, nr, ko_total = a_shape[-1], _ints(wp.shape)[2], _ints(wp.shape)[1]
+    _, ko_total, nr, depth = _ints(wp.shape)
+    k_real = a_shape[-1]
     delta = _flip_sign(a.dtype, flip)
-    if k_real % 4 or flip:
+    if k_real % depth or flip:
         def value(*i):
             return _flipped(tirx.if_then_else(i[-1] < k_real, a[(*i[:-1], tirx.min(i[-1], k_real - 1))],
                                               tirx.const(0, a.dtype)), a.dtype, flip)
-        a = te.compute((*a_shape[:-1], ko_total * 4), value, name=PAD)
+        a = te.compute((*a_shape[:-1], ko_total * depth), value, name=PAD)
     ko = te.reduce_axis((0, ko_total), name="ko")
-    ki = te.reduce_axis((0, 4), name="ki")
+    ki = te.reduce_axis((0, depth), name="ki")
     acc = te.compute(
         (*a_shape[:-1], _ints(wp.shape)[0] * nr),
-        lambda *i: te.sum(a[(*i[:-1], ko * 4 + ki)].astype("int32")
+        lambda *i: te.sum(a[(*i[:-1], ko * depth + ki)].astype("int32")
                           * wp[i[-1] // nr, ko, i[-1] % nr, ki].astype("int32"), axis=[ko, ki]),
-        name=QGEMM, attrs={"ember_mr": mr, "ember_nr": nr, "ember_dot": dot, "ember_lanes": lanes})
+        name=QGEMM, attrs=_qattrs(mr, nr, dot, lanes, 1))
     return _qout(acc, wsum, delta, n)

@@ -213,18 +213,31 @@ def _conv_params(a, xs, kernel):
     return strides, padding, dilation, kernels._out_hw(xs[1], xs[2], kernel, strides, padding, dilation)
 
 
-def _qconv2d(bb, call, x, w, nchw: bool, dot, vector_lanes: int):
-    """8-bit conv2d (groups=1) into int32 with Ember's integer kernel (int32
+def _qtiles(dot, rows: int, n: int, vector_lanes: int):
+    """(int32 lanes, register tile, reduction depth) of an integer GEMM whose row
+    runs are `rows` long, on `dot` (None: plain int32 loops on the vector width)."""
+    if dot is not None and dot.rows == 2:
+        return dot.lanes, kernels.pair_tiles(rows, n), dot.depth
+    lanes = dot.lanes if dot else vector_lanes
+    return lanes, kernels.gemm_tiles(rows, n, lanes), 4
+
+
+def _qconv2d(bb, call, x, w, nchw: bool, dots, vector_lanes: int):
+    """8-bit conv2d (groups=1) into int32 with Ember's integer kernel, on the
+    first of the target's dot products `dots` that fits the layer (int32
     lanes: the dot product's, or the vector width's without one)."""
     from tvm import topi
+
+    from .intrinsics import pick
 
     x, w, xs, ws = _as_nhwc(bb, x, w, nchw)
     o, kh, kw, c = ws
     strides, padding, dilation, (_, ow) = _conv_params(call.attrs, xs, (kh, kw))
-    lanes = dot.lanes if dot else vector_lanes
-    tiles = kernels.gemm_tiles(ow, o, lanes)
+    dot = pick(dots, ow, strides[1])
+    lanes, tiles, depth = _qtiles(dot, ow, o, vector_lanes)
     flip = bool(dot) and str(x.ty.dtype) != dot.a_dtype
-    wp = bb.emit_te(kernels.qpack_weights, w, tiles.nr, "OHWI", kernels.padded(c, 4), primfunc_name_hint="ember_pack")
+    wp = bb.emit_te(kernels.qpack_weights, w, tiles.nr, "OHWI", kernels.padded(c, depth), depth,
+                    primfunc_name_hint="ember_pack")
     wsum = bb.emit_te(kernels.weight_sums, wp, o, primfunc_name_hint="ember_wsum") if flip else None
     out = bb.call_te(kernels.qconv2d_nhwc, x, wp, wsum, (kh, kw), strides, padding, dilation, tiles.mr, o, flip,
                      dot.name if dot else "", lanes, primfunc_name_hint="ember_qconv2d")
@@ -233,7 +246,7 @@ def _qconv2d(bb, call, x, w, nchw: bool, dot, vector_lanes: int):
     return out
 
 
-def _conv2d(lanes: int, dot=None):
+def _conv2d(lanes: int, dots=()):
     def legalize(bb, call):
         from tvm import topi
 
@@ -244,7 +257,7 @@ def _conv2d(lanes: int, dot=None):
         nhwc = a.data_layout == "NHWC" and a.kernel_layout == "OHWI" and a.out_layout == "NHWC"
         if (nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4 and _int8_operands(x, w, a.out_dtype):
             if a.groups == 1:
-                return _qconv2d(bb, call, x, w, nchw, dot, lanes)
+                return _qconv2d(bb, call, x, w, nchw, dots, lanes)
             c = xs[1] if nchw else xs[3]
             if nhwc and a.groups == c == ws[0] and ws[3] == 1:  # depthwise: int32 lanes, no dot product
                 wt = bb.emit_te(kernels.depthwise_weights, w, primfunc_name_hint="ember_pack")
@@ -282,16 +295,18 @@ def _conv2d(lanes: int, dot=None):
     return legalize
 
 
-def _matmul(lanes: int, dot=None):
+def _matmul(lanes: int, dots=()):
     def legalize(bb, call):
+        from .intrinsics import pick
+
         a, b = call.args
         as_, bs = static_shape(a), static_shape(b)
         if (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) == 2
                 and _int8_operands(a, b, call.attrs.out_dtype)):
-            q_lanes = dot.lanes if dot else lanes
-            tiles = kernels.gemm_tiles(as_[-2], bs[1], q_lanes)
+            dot = pick(dots, as_[-2])
+            q_lanes, tiles, depth = _qtiles(dot, as_[-2], bs[1], lanes)
             flip = bool(dot) and str(a.ty.dtype) != dot.a_dtype
-            wp = bb.emit_te(kernels.qpack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
+            wp = bb.emit_te(kernels.qpack_weights, b, tiles.nr, "KN", 0, depth, primfunc_name_hint="ember_pack")
             wsum = bb.emit_te(kernels.weight_sums, wp, bs[1], primfunc_name_hint="ember_wsum") if flip else None
             return bb.call_te(kernels.qmatmul_packed, a, wp, wsum, tiles.mr, bs[1], flip, dot.name if dot else "",
                               q_lanes, primfunc_name_hint="ember_qmatmul")
@@ -332,11 +347,11 @@ def legalize_overrides(target) -> dict[str, Any]:
                 LEFT_SHIFT: _shift(LEFT_SHIFT), RIGHT_SHIFT: _shift(RIGHT_SHIFT)}
     if target.kind == "cuda":
         return {**nan_safe, CONV2D: _dp4a(CONV2D, target.int8_dot), MATMUL: _dp4a(MATMUL, target.int8_dot)}
-    from .intrinsics import for_target
+    from .intrinsics import available
 
-    lanes, dot = max(4, target.vector_bits // 32), for_target(target)
+    lanes, dots = max(4, target.vector_bits // 32), available(target)
     return {**nan_safe, GELU: _gelu, ROUND: _round, SOFTMAX: _softmax, LAYER_NORM: _layer_norm,
-            CONV2D: _conv2d(lanes, dot), MATMUL: _matmul(lanes, dot)}
+            CONV2D: _conv2d(lanes, dots), MATMUL: _matmul(lanes, dots)}
 
 
 def _gpu_rules() -> list:

@@ -103,31 +103,50 @@ def schedule_gemm(sch, block) -> None:
 
 def schedule_qgemm(sch, block) -> None:
     """The int8 GEMM: like `schedule_gemm`, with the reduction in groups of
-    4 and the innermost (lanes x 4) step tensorized with the target's
-    dot-product instruction (or vectorized int32 loops without one)."""
+    the instruction's depth and the innermost step tensorized with the
+    target's dot-product instruction (or vectorized int32 loops without
+    one): (lanes x 4) for a one-row instruction; for a 2 x 2 one (usmmla),
+    (2 rows x 2 columns x 8), its accumulators stored as 2 x 2 blocks."""
+    from .intrinsics import ALL, register
+
     ann = sch.get(block).annotations
     mr, nr, dot, lanes = (int(ann["ember_mr"]), int(ann["ember_nr"]), str(ann["ember_dot"]),
                           int(ann["ember_lanes"]))
+    intrin = next((i for i in ALL if i.name == dot), None)
+    pairs = intrin is not None and intrin.rows == 2
     loops = sch.get_loops(block)
     reductions = sum(1 for iv in sch.get(block).iter_vars if iv.iter_type != 0)
     *rows, m, n = loops[:len(loops) - reductions]
     *ks, ki = loops[len(loops) - reductions:]
-    mo, mi = sch.split(m, [None, mr])
-    no, nv, ni = sch.split(n, [None, nr // lanes, lanes])
-    sch.reorder(no, *rows, mo, *ks, mi, nv, ni, ki)
+    if pairs:
+        mo, mi, inner = sch.split(m, [None, mr // 2, 2])
+        no, nv, ni = sch.split(n, [None, nr // 2, 2])
+        sch.reorder(no, *rows, mo, *ks, mi, nv, inner, ni, ki)
+    else:
+        mo, mi = sch.split(m, [None, mr])
+        no, nv, ni = sch.split(n, [None, nr // lanes, lanes])
+        inner = ni
+        sch.reorder(no, *rows, mo, *ks, mi, nv, ni, ki)
     wb = sch.cache_write(block, 0, "local")
     fix = [c for c in sch.get_consumers(wb) if sch.get(c).name_hint.startswith((kernels.CROP, kernels.QFIX))]
     if fix:  # the correction / crop reads the accumulators directly
         sch.compute_inline(wb)
         wb = fix[0]
+    if pairs:
+        sch.transform_layout(block, ("write", 0), _pair_blocks(len(rows) + 2))
     _register_tile(sch, block, wb, at=mo, outer=[no, *rows, mo], rows=mi, lanes=None, reduction=ks[0])
     sch.unroll(nv)
-    if dot:
-        from .intrinsics import register_by_name
-
-        sch.tensorize(ni, register_by_name(dot))
+    if intrin is not None:
+        sch.tensorize(inner, register(intrin, int(ann.get("ember_step", 1))))
     else:
         sch.vectorize(ni)
+
+
+def _pair_blocks(ndim: int):
+    """Index map of an (..., M, N) accumulator to 2 x 2 blocks: (..., M/2, N/2, 2, 2)."""
+    from tvm.tirx import IndexMap
+
+    return IndexMap.from_func(lambda *i: (*i[:-2], i[-2] // 2, i[-1] // 2, i[-2] % 2, i[-1] % 2), ndim=ndim)
 
 
 def _register_tile(sch, block, wb, at, outer, rows, lanes, reduction) -> None:

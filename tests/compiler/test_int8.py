@@ -270,6 +270,26 @@ def test_intrinsic_choice_per_target():
     assert intrinsics.for_target(targets.parse("aarch64-linux-gnu", features="neon,dotprod")) is intrinsics.SDOT
     assert intrinsics.for_target(targets.parse("aarch64-linux-gnu", features="neon")) is None
     assert tvm.s_tir.TensorIntrin.get(intrinsics.register(intrinsics.SDOT)) is not None
+    # i8mm first, sdot for layers whose rows do not pair up (odd row runs, strides over 4)
+    i8mm = intrinsics.available(targets.parse("aarch64-linux-gnu", mcpu="neoverse-n2"))
+    assert i8mm == (intrinsics.USMMLA, intrinsics.SDOT)
+    assert intrinsics.pick(i8mm, 56, 2) is intrinsics.USMMLA
+    assert intrinsics.pick(i8mm, 7) is intrinsics.SDOT and intrinsics.pick(i8mm, 8, 5) is intrinsics.SDOT
+    assert intrinsics.pick((intrinsics.USMMLA,), 7) is None
+    name = intrinsics.register(intrinsics.USMMLA, 2)
+    assert name == "ember_usmmla_2x2x8_s2" and tvm.s_tir.TensorIntrin.get(name) is not None
+
+
+def test_pair_tiles():
+    """usmmla's register tile: rows and columns in pairs, at most 16 2x2
+    accumulators, columns chosen to waste little zero-padding."""
+    from ember.compiler import kernels
+
+    for m, n in ((56, 64), (14, 256), (10, 20), (2, 1000), (6, 10)):
+        t = kernels.pair_tiles(m, n)
+        assert m % t.mr == 0 and t.mr % 2 == 0 and t.nr % 4 == 0 and (t.mr // 2) * (t.nr // 2) <= 16
+    assert kernels.pair_tiles(56, 64) == kernels.Tiles(4, 16)
+    assert kernels.pair_tiles(14, 256) == kernels.Tiles(14, 4)  # 14 rows: 7 pairs x 2 column pairs
 
 
 def _clip_quantize(clip: str, lo=0.0, hi=6.0, scale=6 / 255, zp=0, zp_dtype=np.uint8, extra_use=False):

@@ -67,28 +67,75 @@ def test_models_match_onnxruntime_under_emulation(tmp_path, mcpu, features, cpu)
             np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-5, err_msg=name)
 
 
-@pytest.mark.parametrize("mcpu, features, cpu, sdot", [
-    ("cortex-a76", "+dotprod", "cortex-a76", True),
-    (None, "+neon", "cortex-a72", False),
-])
-def test_int8_model_matches_x86_under_emulation(tmp_path, mcpu, features, cpu, sdot):
-    """A QDQ model on integer kernels: with +dotprod they use sdot (checked in
-    the machine code), without it plain int32 loops; both give the x86
-    int8 result."""
+def _assembly(m: onnx.ModelProto, mcpu, features) -> str:
     from ember.compiler import driver, lower
 
+    ir_model = driver.as_ir(m)
+    driver.optimize(ir_model)
+    ex = lower.build(lower.to_relax(ir_model), targets.parse("aarch64-linux-gnu", mcpu=mcpu, features=features))
+    return "\n".join(mod.inspect_source("s") for mod in ex.mod.imports if mod.kind == "llvm")
+
+
+@pytest.mark.parametrize("mcpu, features, cpu, instructions", [
+    ("cortex-a76", "+dotprod", "cortex-a76", {"sdot"}),
+    (None, "+dotprod,+i8mm", "max", {"usmmla", "sdot"}),
+    (None, "+neon", "cortex-a72", set()),
+])
+def test_int8_model_matches_x86_under_emulation(tmp_path, mcpu, features, cpu, instructions):
+    """A QDQ model on integer kernels: with +dotprod they use sdot, with +i8mm
+    usmmla where the rows pair up (its two 8x8 convolutions; the batch-1
+    Gemm takes sdot), without either plain int32 loops (checked in the
+    machine code); all give the x86 int8 result."""
     m = qdq_cnn()
     x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
     cm = ember.compile(m, target="aarch64-linux-gnu", mcpu=mcpu, features=features)
     out = cm.save(tmp_path / "int8")
     (got,), = emulation.run([(out / "model.so", {"x": x}, cm.input_names)], cpu=cpu)
     np.testing.assert_allclose(got, ember.compile(m).run({"x": x})["y"], rtol=1e-5, atol=1e-6)
-    ir_model = driver.as_ir(m)
-    driver.optimize(ir_model)
-    tgt = targets.parse("aarch64-linux-gnu", mcpu=mcpu, features=features)
-    ex = lower.build(lower.to_relax(ir_model), tgt)
-    asm = "\n".join(mod.inspect_source("s") for mod in ex.mod.imports if mod.kind == "llvm")
-    assert ("sdot" in asm) == sdot
+    asm = _assembly(m, mcpu, features)
+    assert {i for i in ("sdot", "usmmla") if f"\t{i}\t" in asm} == instructions
+
+
+def _integer_layers() -> tuple[onnx.ModelProto, dict]:
+    """ConvInteger / MatMulInteger layers side by side, one per output, for
+    usmmla's cases: rows in pairs with input rows 1, 2 and 4 apart (strides),
+    channels, outputs and depths not multiples of 8, signed activations
+    (sign-flipped for usmmla), zero points, and rows that do not pair (sdot)."""
+    rng = np.random.default_rng(5)
+    nodes, inputs, outputs, inits, feeds = [], [], [], [], {}
+    convs = [  # (activation type, zero point, channels, outputs, kernel, pads, stride, size)
+        (T.UINT8, 0, 16, 32, 3, 1, 1, 10),    # 10 output columns: pairs, stride 1
+        (T.UINT8, 131, 3, 20, 3, 1, 2, 12),   # stride 2, 3 channels (padded to 8)
+        (T.INT8, -5, 8, 16, 1, 0, 1, 8),      # signed input, flipped
+        (T.INT8, 0, 5, 16, 3, 1, 1, 9),       # 9 output columns: sdot
+        (T.UINT8, 7, 12, 10, 5, 0, 4, 27),    # stride 4, 10 outputs (padded to 12, cropped)
+    ]
+    for i, (dt, zp, c, o, k, pad, stride, size) in enumerate(convs):
+        np_dt = np.uint8 if dt == T.UINT8 else np.int8
+        inits += [init(f"w{i}", rng.integers(-127, 128, (o, c, k, k)).astype(np.int8)),
+                  init(f"z{i}", np.array(zp, np_dt))]
+        nodes.append(h.make_node("ConvInteger", [f"x{i}", f"w{i}", f"z{i}"], [f"y{i}"], pads=[pad] * 4,
+                                 strides=[stride, stride]))
+        inputs.append(tensor(f"x{i}", [1, c, size, size], dt))
+        outputs.append(tensor(f"y{i}", None, T.INT32))
+        info = np.iinfo(np_dt)
+        feeds[f"x{i}"] = rng.integers(info.min, info.max + 1, (1, c, size, size)).astype(np_dt)
+    for j, shape in enumerate(([2, 6, 20], [5, 20])):  # 6 rows: pairs, depth 20 padded to 24; 5 rows: sdot
+        inits += [init(f"b{j}", rng.integers(-127, 128, (20, 24)).astype(np.int8)),
+                  init(f"za{j}", np.array(100, np.uint8))]
+        nodes.append(h.make_node("MatMulInteger", [f"a{j}", f"b{j}", f"za{j}"], [f"m{j}"]))
+        inputs.append(tensor(f"a{j}", shape, T.UINT8))
+        outputs.append(tensor(f"m{j}", None, T.INT32))
+        feeds[f"a{j}"] = rng.integers(0, 256, shape).astype(np.uint8)
+    return model(nodes, inputs, outputs, inits), feeds
+
+
+def test_i8mm_layers_match_onnxruntime_exactly(tmp_path):
+    m, feeds = _integer_layers()
+    cm = ember.compile(m, target="aarch64-linux-gnu", features="+dotprod,+i8mm")
+    (got,) = emulation.run([(cm.save(tmp_path / "i8mm") / "model.so", feeds, cm.input_names)], cpu="max")
+    for g, r, name in zip(got, ort_run(m, feeds), [o.name for o in m.graph.output]):
+        np.testing.assert_array_equal(g, r, err_msg=name)
 
 
 def test_sve_build_is_refused_on_cortex_a72(tmp_path):
