@@ -50,7 +50,10 @@ def digits_data():
     return train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
 
 
-def train_cnn(width: int, xtr, ytr, epochs: int, seed: int = 0) -> onnx.ModelProto:
+def train_cnn(width: int, xtr, ytr, epochs: int, seed: int = 0, residual: bool = False) -> onnx.ModelProto:
+    """Train a digits CNN: conv-BN-ReLU blocks of width w, 2w, 4w, a max pool,
+    global average pooling and a linear classifier; `residual` adds a
+    ResNet basic block (two convs and a skip connection) after the first two."""
     import torch
     from torch import nn
 
@@ -60,8 +63,17 @@ def train_cnn(width: int, xtr, ytr, epochs: int, seed: int = 0) -> onnx.ModelPro
     def block(i, o):
         return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU()]
 
-    net = nn.Sequential(*block(1, w), *block(w, 2 * w), nn.MaxPool2d(2), *block(2 * w, 4 * w),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10))
+    class Basic(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.body = nn.Sequential(*block(c, c), nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + x)
+
+    skip = (lambda c: [Basic(c)]) if residual else (lambda c: [])
+    net = nn.Sequential(*block(1, w), *skip(w), *block(w, 2 * w), *skip(2 * w), nn.MaxPool2d(2),
+                        *block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10))
     opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
     xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr).long()
     for _ in range(epochs):

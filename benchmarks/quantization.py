@@ -2,8 +2,8 @@
 
     python benchmarks/quantization.py [--part digits|minilm|speed|all] [--epochs 40] [--budget 3]
 
-digits: the narrow and wide CNNs of benchmarks/pruning.py, trained here on
-scikit-learn's digits. Each is quantized with every Ember observer (QDQ, int8
+digits: the narrow and wide CNNs of benchmarks/pruning.py, and one with
+ResNet basic blocks, trained here on scikit-learn's digits. Each is quantized with every Ember observer (QDQ, int8
 per-channel weights, uint8 activations, 256 training images as calibration)
 and with onnxruntime's `quantize_static` (QDQ, per-channel, same images);
 top-1 accuracy on the 450 held-out digits, run by onnxruntime (its integer
@@ -42,7 +42,7 @@ import onnx
 from ember.compiler import calibration, onnx_io
 from ember.compiler.prune import Size, prune
 from ember.compiler.quantize import OBSERVERS, quantize
-from pruning import feeds_of, test_accuracy, trained_cnns
+from pruning import digits_data, feeds_of, test_accuracy, train_cnn, trained_cnns
 
 import ember
 
@@ -72,8 +72,18 @@ def ember_accuracy(proto: onnx.ModelProto, xte, yte) -> float:
     return float(np.mean(logits.argmax(axis=1) == yte))
 
 
+def digits_cnns(epochs: int):
+    """The pruning benchmark's narrow and wide CNNs, and one with residual
+    blocks (its skip connections join quantized layers)."""
+    yield from trained_cnns(epochs)
+    xtr, xte, ytr, yte = digits_data()
+    print(".. training the residual CNN", file=sys.stderr, flush=True)
+    m = train_cnn(16, xtr, ytr, epochs, residual=True)
+    yield "residual 16-32-64", m, m.graph.input[0].name, test_accuracy(m, xte, yte), (xtr, xte, ytr, yte)
+
+
 def digits(epochs: int) -> None:
-    for label, m, name, base, (xtr, xte, ytr, yte) in trained_cnns(epochs):
+    for label, m, name, base, (xtr, xte, ytr, yte) in digits_cnns(epochs):
         calib = feeds_of(xtr[:256], name)
         fp_size = Size.of(m).file_bytes
         print(f"\n{label} CNN: fp32 top-1 {100 * base:.2f}% on 450 held-out digits; file {fp_size / 1e3:.1f} kB")

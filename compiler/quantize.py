@@ -8,7 +8,8 @@ that benefit) that onnxruntime and Ember both run.
   asymmetric (default) or int8 symmetric, from an observer over the
   calibration data: minmax, percentile (99.99th), entropy (the KL-divergence
   threshold search of TensorRT's calibrator) or mse (the clipping threshold
-  with the least quantization error).
+  with the least quantization error). A residual Add between quantized
+  layers reads the quantized form of such a tensor.
 - Accuracy tools: a per-layer report (SQNR of each quantized layer's output
   against the float model's), bias correction, and `max_drop`: the layers
   with the worst SQNR go back to float until the error budget holds.
@@ -204,6 +205,28 @@ def insert_qdq(graph: ir.Graph, layers: list[ir.Node], ranges: dict[str, tuple[f
                 graph.set_input(node, 2, r.outputs[0])
             else:
                 graph.set_input(node, 2, bdq.outputs[0])
+    _join_quantized(graph, {name: v for name, (v, _) in act.items()})
+
+
+def _join_quantized(graph: ir.Graph, dequantized: dict[str, ir.Value]) -> None:
+    """Residual joins between quantized layers (an Add or Sum whose result is
+    quantized, directly or through Relu and MaxPool) read the quantized form
+    of inputs that are quantized anyway, as onnxruntime's QLinearAdd does:
+    then the float tensor has no reader left but its quantizer, which folds
+    into the layer that produced it (8-bit in memory, not float plus a
+    separate quantizing pass). A join feeding float ops (a transformer's Add
+    before LayerNorm) stays float."""
+    for node in list(graph.nodes):
+        if node.op_type not in ("Add", "Sum"):
+            continue
+        out = node.outputs[0]
+        while out.name not in dequantized and len(out.uses) == 1 and out.uses[0][0].op_type in ("Relu", "MaxPool"):
+            out = out.uses[0][0].outputs[0]
+        if out.name not in dequantized:
+            continue
+        for i, x in enumerate(node.inputs):
+            if x is not None and x.name in dequantized:
+                graph.set_input(node, i, dequantized[x.name])
 
 
 def quantize_embeddings(graph: ir.Graph, min_elements: int = 4096) -> int:

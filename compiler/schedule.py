@@ -31,15 +31,34 @@ def _extent(sch, loop) -> int | None:
 
 
 def _inline_epilogue(sch, block) -> None:
-    """Fold the elementwise consumers of `block` into it, one after another."""
+    """Fold the elementwise consumers of `block` into it, one after another;
+    the other operands they compute first (a residual's dequantization) are
+    inlined into them, or the consumer would have two producing blocks."""
     while True:
         consumers = sch.get_consumers(block)
         if len(consumers) != 1:
             return
+        _inline_side_inputs(sch, consumers[0], sch.get(block).name_hint)
         try:
             sch.reverse_compute_inline(consumers[0])
         except Exception:
             return
+
+
+def _inline_side_inputs(sch, consumer, main: str) -> None:
+    """Inline every block producing an input of `consumer` other than `main`."""
+    pending = True
+    while pending:
+        pending = False
+        for p in sch.get_producers(consumer):
+            if sch.get(p).name_hint == main:
+                continue
+            try:
+                sch.compute_inline(p)
+                pending = True
+                break
+            except Exception:
+                continue
 
 
 def _tail(sch, block, first: int, width: int = 16) -> None:

@@ -400,3 +400,32 @@ def test_quantize_moves_above_maxpool_and_concat():
 def test_quantize_stays_below_maxpool(kw):
     out = run_pass(_pool_concat_q(**kw), "hoist-quantize")[0]
     assert op_types(out)[:2] == ["MaxPool", "QuantizeLinear"]
+
+
+def test_residual_epilogue_folds_into_the_integer_kernel():
+    """A residual join reading an 8-bit tensor: its dequantization (cast,
+    scale) is computed in the conv kernel's tile writeback with the rest of
+    the epilogue, not in whole-tensor passes after an unscheduled kernel."""
+    import sys
+    from pathlib import Path
+
+    from ember.compiler import pipeline, schedule
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_quantize import _residual
+
+    m = _residual("conv")
+    feeds = [{"x": RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)} for _ in range(8)]
+    proto = onnx_io.export_model(quantize(m, feeds)[0])
+    ir_model = driver.as_ir(proto)
+    driver.optimize(ir_model)
+    tgt = targets.host()
+    with tgt.tvm_target():
+        mod = tvm.transform.Sequential(pipeline.legalize_passes(tgt))(lower.to_relax(ir_model))
+    # the kernel of the second conv dequantizes its own input a second time, as the residual
+    joins = [f for gv, f in mod.functions_items() if gv.name_hint.startswith("fused_cast") and "qconv2d" in gv.name_hint]
+    assert len(joins) == 1
+    for f in joins:
+        blocks = schedule._blocks(schedule.default_schedule(f))
+        assert all(b.startswith("ember_") for b in blocks), blocks
+    np.testing.assert_allclose(ember.compile(proto).run(feeds[0])["y"], ort_run(proto, feeds[0])[0], atol=1e-4)

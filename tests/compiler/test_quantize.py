@@ -151,3 +151,40 @@ def test_bad_calibration_data(tmp_path, content, fragment):
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ember: error")]
         assert proc.returncode == 1 and len(errors) == 1 and fragment in errors[0], proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def _residual(after: str) -> onnx.ModelProto:
+    """x -> Conv -> Relu (r1) -> Conv (c2) -> Add(c2, r1) -> `after`: Relu then Conv,
+    or Relu, MaxPool then Conv (a CNN's residual join, between quantized
+    layers), or LayerNormalization (a transformer's, which feeds float ops)."""
+    rng = np.random.default_rng(1)
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)  # noqa: E731
+    pool = [h.make_node("MaxPool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[2, 2])] if after == "pool" else []
+    tail = ([h.make_node("Relu", ["a"], ["r2"]), *pool,
+             h.make_node("Conv", ["p" if pool else "r2", "w3"], ["y"], pads=[1, 1, 1, 1])]
+            if after != "layernorm" else [h.make_node("LayerNormalization", ["a", "g", "b"], ["y"], axis=1)])
+    nodes = [h.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c1"], ["r1"]),
+             h.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]), h.make_node("Add", ["c2", "r1"], ["a"]),
+             *tail]
+    inits = [init("w1", w(8, 3, 3, 3)), init("w2", w(8, 8, 3, 3)), init("w3", w(4, 8, 3, 3)),
+             init("g", np.ones((8, 6, 6), np.float32)), init("b", np.zeros((8, 6, 6), np.float32))]
+    return model(nodes, [tensor("x", [1, 3, 6, 6])], [tensor("y", None)], inits)
+
+
+@pytest.mark.parametrize("after, joined", [("conv", True), ("pool", True), ("layernorm", False)])
+def test_residual_join_reads_the_quantized_tensor(after, joined):
+    """An Add between quantized layers reads r1's quantized form (as
+    onnxruntime's QLinearAdd does), so r1 is stored in 8 bits; one feeding
+    float ops keeps reading the float tensor. Either way onnxruntime and
+    Ember agree and stay close to the float model."""
+    m = _residual(after)
+    feeds = [{"x": RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)} for _ in range(8)]
+    q, _ = quantize(m, feeds)
+    proto = onnx_io.export_model(q)
+    onnx.checker.check_model(proto, full_check=True)
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    add = next(n for n in proto.graph.node if n.op_type == "Add")
+    assert (producer[add.input[1]].op_type == "DequantizeLinear") == joined
+    ref, got = ort_run(m, feeds[0])[0], ort_run(proto, feeds[0])[0]
+    assert np.linalg.norm(got - ref) < 0.1 * np.linalg.norm(ref)
+    np.testing.assert_allclose(ember.compile(proto).run(feeds[0])["y"], got, atol=0.02 * np.abs(got).max())
