@@ -431,6 +431,56 @@ def relax_pipeline(target, database=None, counts: dict[str, int] | None = None):
     return _pipeline
 
 
+def _round_to_int():
+    """astype(round(x) [+ c], int32) for static float32 x (and c a constant of
+    whole numbers: a zero point) becomes llvm.lrint(x) [+ int32(c)]: one
+    conversion in the current rounding mode (the default: nearest, ties to
+    even) instead of a rounding then a truncating conversion (vcvtps2dq, or
+    AArch64's fcvtns; every requantization ends so). The results are the
+    same, out-of-range values included (both give x86's 0x80000000, or
+    AArch64's saturated value). CPU targets only."""
+    import numpy as np
+    import tvm
+    from tvm import relax, te, tirx
+    from tvm.relax.dpl import is_const, is_op, wildcard
+
+    x, c = wildcard(), is_const()
+    rounded = is_op("relax.round")(x)
+    shifted = is_op("relax.add")(rounded, c)
+    pattern = is_op("relax.astype")(rounded | shifted)
+
+    def lrint_func(shape):
+        shape = [tirx.IntImm("int64", d) for d in shape]  # as Relax's own kernels: FuseTIR matches buffers
+        t = te.placeholder(shape, "float32", name="x")
+        out = te.compute(shape, lambda *i: tirx.call_llvm_pure_intrin("int32", "llvm.lrint", t(*i)), name="lrint")
+        return te.create_prim_func([t, out]).without_attr("global_symbol")
+
+    @tvm.transform.module_pass(opt_level=0, name="EmberRoundToInt")
+    def _pass(mod, _ctx):
+        bb = relax.BlockBuilder(mod)
+        kernels = {}
+
+        def rewrite(call, m):
+            shape = static_shape(m[x])
+            if str(call.ty.dtype) != "int32" or str(m[x].ty.dtype) != "float32" or shape is None:
+                return call
+            offset = m[c].value.numpy() if shifted in m else None
+            if offset is not None and (offset.dtype != np.float32 or np.any(offset != np.round(offset))
+                                       or np.any(np.abs(offset) > 2**24)):
+                return call
+            if shape not in kernels:
+                kernels[shape] = bb.add_func(lrint_func(shape), "lrint")
+            out = relax.call_tir(kernels[shape], [m[x]], relax.TensorType(shape, "int32"))
+            return out if offset is None else relax.op.add(out, relax.const(offset.astype(np.int32), "int32"))
+
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                bb.update_func(gv, relax.dpl.rewrite_call(pattern, rewrite, func))
+        return bb.get()
+
+    return _pass
+
+
 def _has_conv2d(mod) -> bool:
     from tvm import relax
 
@@ -508,8 +558,8 @@ def legalize_passes(target) -> list:
 
     backend = gpu if target.kind == "cuda" else cpu
     tvm_target = target.tvm_target()
-    layout = [] if target.kind == "cuda" else [_to_nhwc()]
-    return [_fold_integer_offsets()] + layout + backend.library_dispatch_passes(tvm_target) + [
+    cpu_only = [] if target.kind == "cuda" else [_to_nhwc(), _round_to_int()]
+    return [_fold_integer_offsets()] + cpu_only + backend.library_dispatch_passes(tvm_target) + [
         relax.transform.LegalizeOps(legalize_overrides(target)),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

@@ -365,6 +365,25 @@ def test_round_is_half_to_even_in_vectorized_loops():
     np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], np.round(x))
 
 
+def test_quantize_converts_once_with_ties_to_even():
+    """QuantizeLinear's round-then-int32 is one conversion on CPUs (llvm.lrint:
+    vcvtps2dq here), with onnxruntime's results: ties to even, saturation,
+    and inf / NaN / out-of-range inputs as before."""
+    m = model([h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"])], [tensor("x", [1, 64])],
+              [tensor("q", [1, 64], T.UINT8)], [init("s", np.array(0.5, np.float32)), init("z", np.array(3, np.uint8))])
+    ties = np.array([0.25, 0.75, 1.25, -0.25, -0.75, -1.25, 126.25, 1e9, -1e9, np.inf, -np.inf, 300.0], np.float32)
+    x = np.concatenate([ties, np.linspace(-3, 130, 52, dtype=np.float32)])[None]
+    got, ref = ember.compile(m).run({"x": x})["q"], ort_run(m, {"x": x})[0]
+    finite = np.isfinite(x)
+    np.testing.assert_array_equal(got[finite], ref[finite])  # ties (0.5, 1.5, 2.5 ... steps) go to even
+    # +inf converts to x86's "integer indefinite" 0x80000000, clamped to 0 (onnxruntime: 255), as it
+    # did before through round then a truncating conversion
+    assert got[0, 9] == 0 and got[0, 10] == 0
+    asm = _assembly(m, targets.host())
+    if targets.host().triple.startswith("x86_64"):
+        assert "vcvtps2dq" in asm and "vrndscaleps" not in asm
+
+
 def _pool_concat_q(axis_scale=False, extra_use=False):
     """x -> MaxPool -> Q -> DQ  and  [a, b] -> Concat -> Q -> DQ."""
     s = init("s", np.array([0.05, 0.07, 0.09] if axis_scale else 0.05, np.float32))
