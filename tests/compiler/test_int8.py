@@ -376,12 +376,12 @@ def test_quantize_converts_once_with_ties_to_even():
     got, ref = ember.compile(m).run({"x": x})["q"], ort_run(m, {"x": x})[0]
     finite = np.isfinite(x)
     np.testing.assert_array_equal(got[finite], ref[finite])  # ties (0.5, 1.5, 2.5 ... steps) go to even
-    # +inf converts to x86's "integer indefinite" 0x80000000, clamped to 0 (onnxruntime: 255), as it
-    # did before through round then a truncating conversion
-    assert got[0, 9] == 0 and got[0, 10] == 0
-    asm = _assembly(m, targets.host())
     if targets.host().triple.startswith("x86_64"):
+        asm = _assembly(m, targets.host())
         assert "vcvtps2dq" in asm and "vrndscaleps" not in asm
+        # +inf converts to x86's "integer indefinite" 0x80000000, clamped to 0 (onnxruntime: 255), as
+        # it did before through round then a truncating conversion
+        assert got[0, 9] == 0 and got[0, 10] == 0
 
 
 def _pool_concat_q(axis_scale=False, extra_use=False):
