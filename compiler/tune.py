@@ -191,6 +191,29 @@ def _measure_default(func, tgt, tvm_target, dev, repeat: int = 3) -> tuple[Any, 
     return sch, secs
 
 
+def _measure_defaults_remote(extracted, tgt, tvm_target, builder, runner) -> list[tuple[Any, float] | None]:
+    """Each task's default schedule and its mean seconds on the RPC device,
+    built and timed by MetaSchedule's own builder and runner (as its
+    candidates are), or None where that failed. Without them as records, a
+    searched schedule replaced Ember's dot-product kernels however slow."""
+    from tvm.s_tir import meta_schedule as ms
+
+    schedules = [_default_schedule(t.dispatched[0]["main"], tgt, tvm_target) for t in extracted]
+    todo = [i for i, sch in enumerate(schedules) if sch is not None]
+    built = builder.build([ms.builder.BuilderInput(schedules[i].mod, tvm_target) for i in todo])
+    ok = [(i, b) for i, b in zip(todo, built) if b.error_msg is None]
+    device = "cuda" if tgt.kind == "cuda" else "cpu"
+    inputs = [ms.runner.RunnerInput(b.artifact_path, device_type=device,
+                                    args_info=ms.arg_info.ArgInfo.from_prim_func(extracted[i].dispatched[0]["main"]))
+              for i, b in ok]
+    out: list[tuple[Any, float] | None] = [None] * len(extracted)
+    for (i, _), future in zip(ok, runner.run(inputs)):
+        r = future.result()
+        if r.error_msg is None and r.run_secs:
+            out[i] = (schedules[i], sum(float(x) for x in r.run_secs) / len(r.run_secs))
+    return out
+
+
 def _local_device(tgt, rpc):
     """The device tasks are measured on here, or None (remote or foreign targets)."""
     import tvm
@@ -244,20 +267,31 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
     ms_db = database.ms_database()
     t0 = time.monotonic()
 
+    runner = _runner(rpc)
+    linker = tgt.info.linker if tgt.cross_compiler() is not None else None
+    builder = ms.builder.LocalBuilder(timeout_sec=300, f_build=_build,
+                                      f_export=functools.partial(_export_shared, linker) if linker else None)
+
     # 1. the default schedules (Ember's, dlight's on CUDA), measured, as the records to beat
     dev = _local_device(tgt, rpc)
     if dev is not None:
+        measured = []
         for i, task in enumerate(extracted):
-            func = task.dispatched[0]["main"]
             say(f"measuring default schedule {i + 1}/{len(extracted)}: {task.task_name}")
-            got = _measure_default(func, tgt, tvm_target, dev)
-            if got is None:
-                continue
-            sch, secs = got
-            report.tasks[i].default_ms = secs * 1e3
-            wl = ms_db.commit_workload(task.dispatched[0])
-            ms_db.commit_tuning_record(ms.database.TuningRecord(
-                sch.trace, wl, [secs], tvm_target, ms.arg_info.ArgInfo.from_prim_func(func)))
+            measured.append(_measure_default(task.dispatched[0]["main"], tgt, tvm_target, dev))
+    elif rpc:
+        say(f"measuring the {len(extracted)} default schedules on the device")
+        measured = _measure_defaults_remote(extracted, tgt, tvm_target, builder, runner)
+    else:
+        measured = [None] * len(extracted)
+    for i, (task, got) in enumerate(zip(extracted, measured)):
+        if got is None:
+            continue
+        sch, secs = got
+        report.tasks[i].default_ms = secs * 1e3
+        wl = ms_db.commit_workload(task.dispatched[0])
+        ms_db.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, wl, [secs], tvm_target, ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])))
     report.timeline.append((time.monotonic() - t0, report.estimate_ms()))
     if report.default_ms() is not None:
         say(f"{len(extracted)} tasks; default schedules: {report.estimate_ms():.3f} ms of kernel time")
@@ -298,10 +332,6 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
         [extracted[i] for i in chosen], work_dir=str(database.path / "logs"),
         num_threads=max(1, tgt.num_cores or (os.cpu_count() or 1)))
     _quiet_console()
-    runner = _runner(rpc)
-    linker = tgt.info.linker if tgt.cross_compiler() is not None else None
-    builder = ms.builder.LocalBuilder(timeout_sec=300, f_build=_build,
-                                      f_export=functools.partial(_export_shared, linker) if linker else None)
     say(f"tuning {len(contexts)} tasks ({report.budget})")
     try:
         # TVM's own VNNI rule tries (and fails) to tensorize Ember's int8 kernels, which
