@@ -240,10 +240,6 @@ def register(intrin: DotIntrin, step: int = 1) -> str:
     return name
 
 
-def register_by_name(name: str, step: int = 1) -> str:
-    return register(next(i for i in ALL if i.name == name), step)
-
-
 def register_all() -> None:
     for intrin in ALL:
         for step in range(1, MAX_STEP + 1) if intrin.rows > 1 else (1,):
