@@ -282,9 +282,30 @@ def build(mod, target, database=None, counts: dict[str, int] | None = None):
             warnings.simplefilter("ignore")
             # in the target's scope: TVM's CUDA compile callback reads the sm_XX to build for from it
             with tvm.transform.PassContext(opt_level=3), tvm_target, quiet_native_stderr():
-                return tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(target, database, counts))
+                ex = tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(target, database, counts))
     except Exception as e:
         raise CompileError(f"TVM build failed for {target.describe()}: {first_line(e)}") from None
+    if target.runner not in ("local", "gpu"):
+        _check_runtime_only(ex, target)
+    return ex
+
+
+# what TVM's VM calls from its compiler library (libtvm), with the ONNX ops that lower to them
+COMPILER_LIBRARY_CALLS = {"relax.run.nonzero": "NonZero, or Compress with a run-time condition",
+                          "relax.run.unique": "Unique", "relax.run.print": "a debug print",
+                          "relax.run.shape_to_tensor": "a shape turned into a tensor at run time"}
+
+
+def _check_runtime_only(ex, target) -> None:
+    """An artifact for another device runs on the TVM runtime alone (a board,
+    the emulator, an RPC server), which lacks functions of TVM's compiler
+    library: refuse at compile time what would fail there at run time."""
+    text = ex.as_text()
+    used = [f"{what} ({name})" for name, what in COMPILER_LIBRARY_CALLS.items() if name in text]
+    if used:
+        raise UnsupportedError(f"{', '.join(used)}: computed by a function of TVM's compiler library, which "
+                               f"the TVM runtime alone (on the {target.triple} device) lacks; this model "
+                               "compiles for this machine or a GPU here")
 
 
 def first_line(e: BaseException) -> str:

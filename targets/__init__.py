@@ -137,7 +137,11 @@ class Target:
                               f"install it with: apt-get install {self.info.linker_package}")
         import tvm.support.cc as cc
 
-        return cc.cross_compiler(self.info.linker)
+        fcompile = cc.cross_compiler(self.info.linker)
+        # TVM's asks the host's compiler: a model without kernels (its host code a C module) then
+        # packed its imports into an x86 object the cross linker refused
+        fcompile.get_target_triple = lambda: self.triple
+        return fcompile
 
     def check_toolchain(self) -> None:
         """Fail early, before a long build, when a needed tool is missing (and point

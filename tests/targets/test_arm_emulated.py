@@ -32,6 +32,9 @@ def cases():
     yield "if_false", if_model(), {"c": np.array(False), "x": x}
     # indices checked at run time (guards.py), inside a kernel: the runtime has no Relax assert_op
     yield "gather", gather_model(), {"d": np.arange(15, dtype=np.float32).reshape(5, 3), "i": np.array([[4, -5]])}
+    # no kernel at all: the host code is a C module, linked with the VM code packed for aarch64
+    yield "identity", model([h.make_node("Identity", ["x"], ["y"])], [tensor("x", [2, 3])], [tensor("y", [2, 3])]), \
+        {"x": x}
 
 
 def gather_model() -> onnx.ModelProto:

@@ -169,3 +169,22 @@ def test_qemu_core_for_an_artifact(monkeypatch):
     assert emulation.qemu_cpu("", ["dotprod", "i8mm"]) == "max"
     assert emulation.qemu_cpu("", ["+dotprod"]) == "cortex-a76"
     assert emulation.qemu_cpu("", []) == "cortex-a72"
+
+
+def test_runtime_only_devices_refuse_compiler_library_ops():
+    """NonZero runs through relax.run.nonzero, a function of TVM's compiler
+    library: refused (one clear error) for a device running the TVM runtime
+    alone, compiled for this machine."""
+    import numpy as np
+    from helpers import model, tensor
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    import ember
+    from ember.compiler.errors import UnsupportedError
+
+    m = model([h.make_node("NonZero", ["x"], ["y"])], [tensor("x", [2, 3])], [tensor("y", None, T.INT64)])
+    with pytest.raises(UnsupportedError, match=r"NonZero.*relax\.run\.nonzero.*TVM runtime alone"):
+        ember.compile(m, target="aarch64-linux-gnu")
+    x = np.array([[1, 0, 2], [0, 3, 0]], np.float32)
+    np.testing.assert_array_equal(ember.compile(m).run({"x": x})["y"], np.array(np.nonzero(x)))
