@@ -200,6 +200,16 @@ def vm_outputs(result, specs: list[dict[str, Any]]) -> list:
     return with_empty_outputs([_output(v, spec) for v, spec in zip(values, computed)], specs)
 
 
+def array_outputs(arrays: list[np.ndarray], specs: list[dict[str, Any]]) -> list:
+    """Outputs computed elsewhere (the emulator) and returned as numpy arrays,
+    as `vm_outputs` gives them: narrow types back from their storage, empty
+    outputs put back."""
+    computed = [s for s in specs if not s.get("empty")]
+    if len(arrays) != len(computed):
+        raise ArtifactError(f"model returned {len(arrays)} outputs, metadata lists {len(computed)}")
+    return with_empty_outputs([_output(a, spec) for a, spec in zip(arrays, computed)], specs)
+
+
 def with_empty_outputs(values: list, specs: list[dict[str, Any]]) -> list:
     """The computed outputs `values` with the outputs that have no elements
     (spec "empty": not computed, see driver._leave_out_empty_outputs) put back
@@ -228,7 +238,7 @@ def _output(value, spec: dict[str, Any]):
         return [_output(v, {**spec, "sequence": False}) for v in value]
     if isinstance(value, ShapeTuple):  # a shape computed at run time (e.g. a Shape output)
         return np.array(list(value), dtype=np.int64)
-    array = value.numpy()
+    array = value if isinstance(value, np.ndarray) else value.numpy()
     narrow_type = narrow.by_name(spec["dtype"]) if spec.get("dtype") else None
     return array if narrow_type is None else narrow.from_storage(array, narrow_type)
 

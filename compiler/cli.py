@@ -366,7 +366,7 @@ def _run_artifact(path: str, inputs: dict, repeat: int, progress) -> dict[str, A
 
 def _run_elsewhere(args: argparse.Namespace, meta: dict, inputs: dict, progress) -> dict[str, Any]:
     """Emulated or RPC runs: the library runs in another process or machine."""
-    from .artifact import LIBRARY, CompiledModel, with_empty_outputs
+    from .artifact import LIBRARY, CompiledModel, array_outputs
 
     signature = CompiledModel(None, meta)
     arrays = signature.check_inputs(inputs)
@@ -384,7 +384,7 @@ def _run_elsewhere(args: argparse.Namespace, meta: dict, inputs: dict, progress)
         cpu = args.qemu_cpu or emulation.qemu_cpu(meta["target"].get("mcpu", ""), meta["target"].get("features", []))
         progress(f"running under emulation (qemu-aarch64, CPU {cpu})")
         (flat,) = emulation.run([(library, dict(zip(signature.input_names, arrays)), signature.input_names)], cpu)
-        outs, times = with_empty_outputs(list(flat), signature.outputs), []  # checks the count, as vm_outputs does
+        outs, times = array_outputs(list(flat), signature.outputs), []
     return {"outputs": dict(zip(signature.output_names, outs)), "times": times}
 
 
@@ -466,7 +466,10 @@ def _check(args, inputs, outputs, times) -> int:
             print(f"check {name}: shape {list(got.shape)} != onnxruntime {list(r.shape)}")
             ok = False
             continue
-        err = float(np.max(np.abs(got.astype(np.float64) - r.astype(np.float64)))) if r.size else 0.0
+        if got.dtype.kind == "V" and r.dtype.kind in "ui" and r.dtype.itemsize == got.dtype.itemsize:
+            r = r.view(got.dtype)  # onnxruntime returns float8 outputs as their bytes
+        got, r = got.astype(np.float64), r.astype(np.float64)
+        err = float(np.max(np.abs(got - r))) if r.size else 0.0
         close = np.allclose(got, r, rtol=args.rtol, atol=args.atol, equal_nan=True)
         worst = max(worst, err)
         ok &= bool(close)

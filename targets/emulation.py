@@ -66,9 +66,10 @@ def run(jobs: list[tuple[Path, dict[str, np.ndarray], list[str]]], cpu: str,
     with tempfile.TemporaryDirectory(prefix="ember-arm-") as tmp:
         spec = []
         for i, (lib, inputs, names) in enumerate(jobs):
-            np.savez(f"{tmp}/in{i}.npz", **inputs)
+            np.savez(f"{tmp}/in{i}.npz", **{k: _as_bits(v) for k, v in inputs.items()})
             spec.append({"library": str(Path(lib).resolve()), "inputs": f"{tmp}/in{i}.npz",
-                         "outputs": f"{tmp}/out{i}.npz", "input_names": names})
+                         "outputs": f"{tmp}/out{i}.npz", "input_names": names,
+                         "dtypes": {k: v.dtype.name for k, v in inputs.items() if _is_ml_dtype(v)}})
         Path(tmp, "jobs.json").write_text(json.dumps(spec))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env.update(QEMU_CPU=cpu, TVM_USE_RUNTIME_LIB="1", PYTHONNOUSERSITE="1")
@@ -88,9 +89,29 @@ def run(jobs: list[tuple[Path, dict[str, np.ndarray], list[str]]], cpu: str,
             raise EmulationError(f"emulated run failed on {cpu}: {tail[0][:300]}")
         results = []
         for s in spec:
+            dtypes = json.loads(Path(s["outputs"] + ".json").read_text())
             with np.load(s["outputs"]) as z:
-                results.append([z[f"arr_{k}"] for k in range(len(z.files))])
+                results.append([_from_bits(z[f"arr_{k}"], dtypes[k]) for k in range(len(z.files))])
         return results
+
+
+def _is_ml_dtype(a: np.ndarray) -> bool:
+    """bfloat16, float8...: ml_dtypes types, which npz stores as raw void bytes
+    and the emulated Python (no ml_dtypes) could not read."""
+    return a.dtype.kind == "V"
+
+
+def _as_bits(a: np.ndarray) -> np.ndarray:
+    """An ml_dtypes array as unsigned integers of its width (its bits), any other as it is."""
+    return a.view(f"uint{8 * a.dtype.itemsize}") if _is_ml_dtype(a) else a
+
+
+def _from_bits(a: np.ndarray, dtype: str | None) -> np.ndarray:
+    if dtype is None:
+        return a
+    import ml_dtypes  # noqa: F401  (registers bfloat16 and the float8 types with numpy)
+
+    return a.view(np.dtype(dtype))
 
 
 def start_rpc_server(port: int, cpu: str = "cortex-a72", rootfs: Path = DEFAULT_ROOTFS,

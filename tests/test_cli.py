@@ -225,3 +225,14 @@ def test_run_check_with_a_sequence_output(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "check seq[2]: max |error| vs onnxruntime 0" in run.stdout
     assert sorted(np.load(tmp_path / "o.npz").files) == ["seq[0]", "seq[1]", "seq[2]"]
+
+
+def test_run_check_with_a_float8_output(tmp_path):
+    """onnxruntime returns float8 outputs as their bytes: --check compares values."""
+    m = model([h.make_node("Cast", ["x"], ["y"], to=T.FLOAT8E4M3FN)], [tensor("x", [3, 5])],
+              [tensor("y", [3, 5], T.FLOAT8E4M3FN)], opset=19)
+    path = tmp_path / "f8.onnx"
+    onnx.save(m, path)
+    assert ember_cli("compile", path, "-o", tmp_path / "a", "-q").returncode == 0
+    run = ember_cli("run", tmp_path / "a", "--random-inputs", "--check", path)
+    assert run.returncode == 0 and "check y: max |error| vs onnxruntime 0 (ok" in run.stdout, run.stdout + run.stderr

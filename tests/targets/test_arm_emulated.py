@@ -152,6 +152,25 @@ def test_sve_build_is_refused_on_cortex_a72(tmp_path):
     np.testing.assert_allclose(out[0], ort_run(m, feeds)[0], rtol=1e-3, atol=1e-5)
 
 
+def test_narrow_float_types_cross_the_emulator(tmp_path):
+    """bfloat16 and float8 inputs and outputs (the emulated Python has no
+    ml_dtypes: they travel as their bits) give the host's results, through
+    the API and through `ember run --emulate --check`."""
+    import ml_dtypes
+
+    m = model([h.make_node("Cast", ["x"], ["f"], to=T.FLOAT), h.make_node("Relu", ["f"], ["r"]),
+               h.make_node("Cast", ["r"], ["y"], to=T.BFLOAT16), h.make_node("Cast", ["f"], ["z"], to=T.FLOAT8E4M3FN)],
+              [tensor("x", [2, 3], T.BFLOAT16)], [tensor("y", [2, 3], T.BFLOAT16), tensor("z", [2, 3], T.FLOAT8E4M3FN)],
+              opset=19)
+    x = np.array([[-1.5, 0.25, 3.0], [100.0, -0.0, 7.75]], ml_dtypes.bfloat16)
+    cm = ember.compile(m, target="aarch64-linux-gnu")
+    (got,) = emulation.run([(cm.save(tmp_path / "a") / "model.so", {"x": x}, cm.input_names)], cpu="cortex-a72")
+    ref = ember.compile(m).run({"x": x})
+    assert got[0].dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(got[0].astype(np.float32), ref["y"].astype(np.float32))
+    np.testing.assert_array_equal(got[1], ref["z"].view(np.uint8))  # float8 is stored as bytes (narrow.py)
+
+
 def test_cli_emulate(tmp_path):
     import subprocess
     import sys
