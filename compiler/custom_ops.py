@@ -12,6 +12,7 @@ Each one is defined twice, once per consumer:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Callable
 
 import onnx
@@ -98,6 +99,26 @@ def used_ops(op_types: set[tuple[str, str]]) -> list[CustomOp]:
     return [OPS[t] for d, t in sorted(op_types) if d == DOMAIN and t in OPS]
 
 
+@cache
+def _checked_copy(dtype: str, what: str):
+    """TIR: y = x (1-D), after asserting flag != 0 with message `what` (parsed
+    once per dtype and message: a model checks many tensors alike)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(private=True, s_tir=True)
+    def check(x_handle: T.handle, flag: T.Buffer((), "int32"), y_handle: T.handle):
+        n = T.int64()
+        x = T.match_buffer(x_handle, (n,), dtype)
+        y = T.match_buffer(y_handle, (n,), dtype)
+        assert flag[()] != 0, what
+        for i in range(n):
+            with T.sblock("copy"):
+                vi = T.axis.spatial(n, i)
+                y[vi] = x[vi]
+
+    return check
+
+
 def relax_converters(kernel_asserts: bool = True) -> dict[str, type]:
     """Converters for TVM's ONNX frontend, keyed by op type. The frontend's
     convert map ignores domains, so these names must not be TVM's own.
@@ -161,23 +182,6 @@ def relax_converters(kernel_asserts: bool = True) -> dict[str, type]:
             check = bb.add_func(_checked_copy(dtype, what).with_attr("op_pattern", 8), "ember_check_bounds")  # opaque
             out = bb.emit(relax.call_tir(check, [flat, bb.emit(relax.op.astype(cond, "int32"))], flat.ty))
             return relax.op.reshape(out, x.ty.shape)
-
-    def _checked_copy(dtype: str, what: str):
-        """TIR: y = x (1-D), after asserting flag != 0 with message `what`."""
-        from tvm.script import tirx as T
-
-        @T.prim_func(private=True, s_tir=True)
-        def check(x_handle: T.handle, flag: T.Buffer((), "int32"), y_handle: T.handle):
-            n = T.int64()
-            x = T.match_buffer(x_handle, (n,), dtype)
-            y = T.match_buffer(y_handle, (n,), dtype)
-            assert flag[()] != 0, what
-            for i in range(n):
-                with T.sblock("copy"):
-                    vi = T.axis.spatial(n, i)
-                    y[vi] = x[vi]
-
-        return check
 
     return {"GeluErf": unary(relax.op.nn.gelu), "GeluTanh": unary(relax.op.nn.gelu_tanh),
             "Silu": unary(relax.op.nn.silu), "SDPA": Attention, "SDPAMasked": Attention, "CheckBounds": CheckBounds}

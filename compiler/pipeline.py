@@ -219,7 +219,7 @@ def _qtiles(dot, rows: int, n: int, vector_lanes: int):
     if dot is not None and dot.rows == 2:
         return dot.lanes, kernels.pair_tiles(rows, n), dot.depth
     lanes = dot.lanes if dot else vector_lanes
-    return lanes, kernels.gemm_tiles(rows, n, lanes), 4
+    return lanes, kernels.gemm_tiles(rows, n, lanes), dot.depth if dot else 4
 
 
 def _qconv2d(bb, call, x, w, nchw: bool, dots, vector_lanes: int):

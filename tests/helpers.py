@@ -53,6 +53,24 @@ def cnn(seed: int = 0, width: int = 16, opset: int = 17) -> onnx.ModelProto:
     return model(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 10])], inits, opset=opset)
 
 
+def residual_cnn(after: str) -> onnx.ModelProto:
+    """x -> Conv -> Relu (r1) -> Conv (c2) -> Add(c2, r1) -> `after`: Relu then Conv,
+    or Relu, MaxPool then Conv (a CNN's residual join, between quantized
+    layers), or LayerNormalization (a transformer's, which feeds float ops)."""
+    rng = np.random.default_rng(1)
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)  # noqa: E731
+    pool = [h.make_node("MaxPool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[2, 2])] if after == "pool" else []
+    tail = ([h.make_node("Relu", ["a"], ["r2"]), *pool,
+             h.make_node("Conv", ["p" if pool else "r2", "w3"], ["y"], pads=[1, 1, 1, 1])]
+            if after != "layernorm" else [h.make_node("LayerNormalization", ["a", "g", "b"], ["y"], axis=1)])
+    nodes = [h.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c1"], ["r1"]),
+             h.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]), h.make_node("Add", ["c2", "r1"], ["a"]),
+             *tail]
+    inits = [init("w1", w(8, 3, 3, 3)), init("w2", w(8, 8, 3, 3)), init("w3", w(4, 8, 3, 3)),
+             init("g", np.ones((8, 6, 6), np.float32)), init("b", np.zeros((8, 6, 6), np.float32))]
+    return model(nodes, [tensor("x", [1, 3, 6, 6])], [tensor("y", None)], inits)
+
+
 def calib(n: int = 24) -> list[dict]:
     """Random calibration batches for `cnn`."""
     from ember.compiler import calibration

@@ -9,8 +9,8 @@ import pytest
 import tvm
 from ember.compiler import driver, intrinsics, lower, onnx_io
 from ember.compiler.quantize import quantize
-from helpers import (assert_no_fire, assert_pass, calib, cnn, init, model, op_types, ort_run, qdq_cnn, run_pass,
-                     tensor)
+from helpers import (assert_no_fire, assert_pass, calib, cnn, init, model, op_types, ort_run, qdq_cnn, residual_cnn,
+                     run_pass, tensor)
 from onnx import TensorProto as T
 from onnx import helper as h
 
@@ -425,15 +425,9 @@ def test_residual_epilogue_folds_into_the_integer_kernel():
     """A residual join reading an 8-bit tensor: its dequantization (cast,
     scale) is computed in the conv kernel's tile writeback with the rest of
     the epilogue, not in whole-tensor passes after an unscheduled kernel."""
-    import sys
-    from pathlib import Path
-
     from ember.compiler import pipeline, schedule
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_quantize import _residual
-
-    m = _residual("conv")
+    m = residual_cnn("conv")
     feeds = [{"x": RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)} for _ in range(8)]
     proto = onnx_io.export_model(quantize(m, feeds)[0])
     ir_model = driver.as_ir(proto)

@@ -8,7 +8,7 @@ import pytest
 from ember.compiler import onnx_io
 from ember.compiler.prune import Size
 from ember.compiler.quantize import activation_range, qparams, quantize
-from helpers import calib, cnn, ember_cli, init, model, ort_run, tensor
+from helpers import calib, cnn, ember_cli, init, model, ort_run, residual_cnn, tensor
 from onnx import helper as h
 
 import ember
@@ -153,31 +153,13 @@ def test_bad_calibration_data(tmp_path, content, fragment):
         assert "Traceback" not in proc.stderr
 
 
-def _residual(after: str) -> onnx.ModelProto:
-    """x -> Conv -> Relu (r1) -> Conv (c2) -> Add(c2, r1) -> `after`: Relu then Conv,
-    or Relu, MaxPool then Conv (a CNN's residual join, between quantized
-    layers), or LayerNormalization (a transformer's, which feeds float ops)."""
-    rng = np.random.default_rng(1)
-    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)  # noqa: E731
-    pool = [h.make_node("MaxPool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[2, 2])] if after == "pool" else []
-    tail = ([h.make_node("Relu", ["a"], ["r2"]), *pool,
-             h.make_node("Conv", ["p" if pool else "r2", "w3"], ["y"], pads=[1, 1, 1, 1])]
-            if after != "layernorm" else [h.make_node("LayerNormalization", ["a", "g", "b"], ["y"], axis=1)])
-    nodes = [h.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c1"], ["r1"]),
-             h.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]), h.make_node("Add", ["c2", "r1"], ["a"]),
-             *tail]
-    inits = [init("w1", w(8, 3, 3, 3)), init("w2", w(8, 8, 3, 3)), init("w3", w(4, 8, 3, 3)),
-             init("g", np.ones((8, 6, 6), np.float32)), init("b", np.zeros((8, 6, 6), np.float32))]
-    return model(nodes, [tensor("x", [1, 3, 6, 6])], [tensor("y", None)], inits)
-
-
 @pytest.mark.parametrize("after, joined", [("conv", True), ("pool", True), ("layernorm", False)])
 def test_residual_join_reads_the_quantized_tensor(after, joined):
     """An Add between quantized layers reads r1's quantized form (as
     onnxruntime's QLinearAdd does), so r1 is stored in 8 bits; one feeding
     float ops keeps reading the float tensor. Either way onnxruntime and
     Ember agree and stay close to the float model."""
-    m = _residual(after)
+    m = residual_cnn(after)
     feeds = [{"x": RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)} for _ in range(8)]
     q, _ = quantize(m, feeds)
     proto = onnx_io.export_model(q)
