@@ -10,7 +10,9 @@ casts that touch them become two Ember ops with Relax converters:
 - NarrowEncode(x) -> code: round to nearest, ties to even, found by comparing
   |x| with the midpoints between the format's values (exact, no bit tricks),
   saturating or overflowing as ONNX's `saturate` says; integers truncate
-  and wrap, as ONNX's reference does.
+  toward zero and wrap (ONNX leaves out-of-range float -> integer casts
+  undefined; Ember defines them as the integer part modulo 2**bits, NaN and
+  +-inf giving 0, the same rule ONNX gives for integer -> integer casts).
 
 Only casts, Q/DQ and data movement may touch these values (ONNX defines no
 arithmetic on them); a model that does more keeps its types and is refused.
@@ -311,12 +313,15 @@ def converters() -> dict[str, type]:
 
         @staticmethod
         def _wrap(x, src: str, bits: int, signed: bool):
-            """Truncate toward zero, then keep the low `bits` bits (two's complement); NaN/inf give 0
-            (ONNX's reference)."""
+            """Ember's definition of an out-of-range cast (ONNX leaves float -> integer undefined there):
+            the integer part of x modulo 2**bits, read as two's complement; NaN and +-inf give 0. Beyond
+            2**62 every float is a multiple of 2**bits, so those give 0 too (never an undefined
+            float -> int64 conversion)."""
             if src.startswith(("float", "bfloat")):
                 x = relax.op.astype(x, "float64")
-                finite = relax.op.logical_not(relax.op.logical_or(relax.op.isnan(x), relax.op.isinf(x)))
-                x = relax.op.astype(relax.op.where(finite, relax.op.trunc(x), const(np.float64(0))), "int64")
+                exact = relax.op.logical_and(relax.op.logical_not(relax.op.isnan(x)),
+                                             relax.op.less(relax.op.abs(x), const(np.float64(2.0 ** 62))))
+                x = relax.op.astype(relax.op.where(exact, relax.op.trunc(x), const(np.float64(0))), "int64")
             else:
                 x = relax.op.astype(x, "int64")
             low = relax.op.floor_mod(x, const(np.int64(1 << bits)))

@@ -12,7 +12,11 @@ STAMP="$ROOTFS/.ember-ready"
 PY=${PYTHON:-python3}
 TVM_VERSION=$("$PY" -c "from importlib.metadata import version; print(version('apache-tvm'))" 2>/dev/null || echo 0.27.0.post1)
 FFI_VERSION=$("$PY" -c "from importlib.metadata import version; print(version('apache-tvm-ffi'))" 2>/dev/null || echo 0.1.14.post1)
-WANT="tvm=$TVM_VERSION ffi=$FFI_VERSION"
+# numpy and ml_dtypes as on the host, so both sides compute with the same releases
+pinned() { "$PY" -c "from importlib.metadata import version; print('$1==' + version('$1'))" 2>/dev/null || echo "$1"; }
+NUMPY=$(pinned numpy)
+ML_DTYPES=$(pinned ml_dtypes)
+WANT="tvm=$TVM_VERSION ffi=$FFI_VERSION $NUMPY $ML_DTYPES"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && command -v qemu-aarch64 >/dev/null \
    && command -v aarch64-linux-gnu-g++ >/dev/null; then
@@ -32,6 +36,7 @@ fi
 
 if [ ! -x "$ROOTFS/usr/bin/python3.11" ]; then
   rm -rf "$ROOTFS.tmp"
+  mkdir -p "$(dirname "$ROOTFS")"  # mmdebstrap needs the parent of its target to exist
   mmdebstrap --quiet --variant=extract --arch=arm64 --include=python3.11,libstdc++6,zlib1g \
     bookworm "$ROOTFS.tmp"
   rm -rf "$ROOTFS"
@@ -43,7 +48,7 @@ mkdir -p "$SITE"
 "$PY" -m pip install -q --upgrade --target "$SITE" --only-binary=:all: \
   --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 --python-version 3.11 \
   --implementation cp --abi cp311 --abi abi3 --abi none \
-  "apache-tvm==$TVM_VERSION" "apache-tvm-ffi==$FFI_VERSION" numpy ml_dtypes typing_extensions psutil cloudpickle
+  "apache-tvm==$TVM_VERSION" "apache-tvm-ffi==$FFI_VERSION" "$NUMPY" "$ML_DTYPES" typing_extensions psutil cloudpickle
 # the compiler library is not needed to run modules; it is most of the tree's size
 rm -f "$SITE"/tvm/libtvm_compiler.so 2>/dev/null || true
 echo "$WANT" > "$STAMP"
