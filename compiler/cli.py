@@ -706,9 +706,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        import ember
+        from ember.version import __version__
 
-        print(f"ember {ember.__version__}")
+        print(f"ember {__version__}")
         return 0
     if not getattr(args, "cmd", None):
         parser.print_help()

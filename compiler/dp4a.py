@@ -23,8 +23,10 @@ the same words are multiplied byte by byte in int32 arithmetic.
 
 from __future__ import annotations
 
-from .kernels import _ints, _out_hw, _te, padded
-from .pipeline import static_shape
+from tvm import te, tirx
+
+from .kernels import conv_out_hw, padded, static_ints
+from .relax_util import static_shape
 
 FLIP = 128  # uint8 x == (x - 128) + 128
 
@@ -43,7 +45,6 @@ def word(byte_at, dtype: str, flip: bool = False):
 
 def dot4(a, b, native: bool):
     """TE: the sum of the four signed byte products of words a and b."""
-    _, tirx = _te()
     if native:
         return tirx.call_pure_extern("int32", "__dp4a", a, b, tirx.const(0, "int32"))
     total = None
@@ -56,8 +57,7 @@ def dot4(a, b, native: bool):
 
 def pack_conv_weights(w):
     """TE: int8 OIHW weights -> int32 words [O, KH*KW*C4/4], C zero-padded to a multiple of 4."""
-    te, tirx = _te()
-    o, c, kh, kw = _ints(w.shape)
+    o, c, kh, kw = static_ints(w.shape)
     groups = padded(c, 4) // 4
 
     def at(oi, k, i):
@@ -70,8 +70,7 @@ def pack_conv_weights(w):
 
 def pack_matmul_weights(w):
     """TE: int8 [K, N] weights -> int32 words [N, K4/4], K zero-padded to a multiple of 4."""
-    te, tirx = _te()
-    k, n = _ints(w.shape)
+    k, n = static_ints(w.shape)
 
     def at(j, ko, i):
         ki = ko * 4 + i
@@ -82,8 +81,7 @@ def pack_matmul_weights(w):
 
 def weight_sums(w, axis: int):
     """TE: int32 sums of 8-bit weights over every axis but `axis` (the output channel)."""
-    te, _ = _te()
-    shape = _ints(w.shape)
+    shape = static_ints(w.shape)
     red = [te.reduce_axis((0, d), name=f"r{i}") for i, d in enumerate(shape) if i != axis]
 
     def total(j):
@@ -95,16 +93,14 @@ def weight_sums(w, axis: int):
 
 
 def _fixed(acc, wsum, flip: bool, channel: int):
-    te, _ = _te()
     if not flip:
         return acc
-    return te.compute(_ints(acc.shape), lambda *i: acc[i] + wsum[i[channel]] * FLIP, name="ember_qfix")
+    return te.compute(static_ints(acc.shape), lambda *i: acc[i] + wsum[i[channel]] * FLIP, name="ember_qfix")
 
 
 def qconv2d_nchw(x, wp, wsum, kernel, strides, padding, dilation, native: bool):
     """TE: 8-bit NCHW conv2d (groups=1) x packed int8 weights -> int32 NCHW."""
-    te, tirx = _te()
-    b, c, h, w = _ints(x.shape)
+    b, c, h, w = static_ints(x.shape)
     kh, kw = kernel
     (sh, sw), (dh, dw) = strides, dilation
     pt, pl, pb, pr = padding
@@ -117,12 +113,12 @@ def qconv2d_nchw(x, wp, wsum, kernel, strides, padding, dilation, native: bool):
         return tirx.if_then_else(inside, x[bi, tirx.min(ci, c - 1), y - pt, xx - pl], tirx.const(0, x.dtype))
     xp = te.compute((b, groups, h + pt + pb, w + pl + pr),
                     lambda bi, g, y, xx: word(lambda i: byte(bi, g, y, xx, i), x.dtype, flip), name="ember_words")
-    oh, ow = _out_hw(h, w, kernel, strides, padding, dilation)
+    oh, ow = conv_out_hw(h, w, kernel, strides, padding, dilation)
     ry = te.reduce_axis((0, kh), name="ky")
     rx = te.reduce_axis((0, kw), name="kx")
     rg = te.reduce_axis((0, groups), name="kg")
     acc = te.compute(
-        (b, _ints(wp.shape)[0], oh, ow),
+        (b, static_ints(wp.shape)[0], oh, ow),
         lambda bi, o, y, xx: te.sum(dot4(xp[bi, rg, y * sh + ry * dh, xx * sw + rx * dw],
                                          wp[o, (ry * kw + rx) * groups + rg], native), axis=[ry, rx, rg]),
         name="ember_dp4a")
@@ -131,10 +127,9 @@ def qconv2d_nchw(x, wp, wsum, kernel, strides, padding, dilation, native: bool):
 
 def qmatmul(a, wp, wsum, native: bool):
     """TE: 8-bit A [..., M, K] x packed int8 weights -> int32 [..., M, N]."""
-    te, tirx = _te()
-    shape = _ints(a.shape)
+    shape = static_ints(a.shape)
     k = shape[-1]
-    n, ko_total = _ints(wp.shape)
+    n, ko_total = static_ints(wp.shape)
     flip = a.dtype == "uint8"
 
     def byte(i, ko, j):

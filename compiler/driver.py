@@ -168,8 +168,8 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     time: a Reduce's axes, a Reshape's shape, ... given as graph inputs)."""
     import tvm
 
-    import ember
     from ember import targets
+    from ember.version import __version__
 
     from .tuning_db import TuningDatabase, model_key, tuned_slower
 
@@ -197,7 +197,7 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     inputs, outputs = m.extra.pop("signature")
     meta = {
         "format_version": FORMAT_VERSION,
-        "ember_version": ember.__version__,
+        "ember_version": __version__,
         "tvm_version": tvm.__version__,
         "target": tgt.to_json(),
         "pipeline": format_pipeline(passes),

@@ -27,7 +27,7 @@ def converters() -> dict[str, type]:
     from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
-    from .pipeline import static_shape
+    from .relax_util import static_shape
 
     def bound(value, default: float) -> float | None:
         """A constant scalar clip bound as a float (NaN means unbounded), or None if not constant."""

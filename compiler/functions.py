@@ -60,7 +60,7 @@ def _node_proto(node: ir.Node, schema) -> onnx.NodeProto | None:
     """The node as the function builder sees it: its attributes plus the schema's defaults."""
     if node.attr_refs or any(v is not None and not v.name for v in node.inputs):
         return None
-    proto = onnx_io._export_node(node)
+    proto = onnx_io.export_node(node)
     have = {a.name for a in proto.attribute}
     for name, attr in schema.attributes.items():
         if name not in have and attr.default_value.type:
@@ -88,7 +88,7 @@ def body(node: ir.Node, opset: int) -> tuple[onnx.FunctionProto, onnx.NodeProto]
     fn = onnx.FunctionProto()
     try:
         if context and (not plain or max(context) >= max(plain)):
-            types = [onnx.TypeProto() if v is None else onnx_io._type_proto(v) for v in node.inputs]
+            types = [onnx.TypeProto() if v is None else onnx_io.type_proto(v) for v in node.inputs]
             if any(t is None or not t.tensor_type.elem_type for v, t in zip(node.inputs, types) if v is not None):
                 return None  # the builder needs every input's element type
             data = schema.get_context_dependent_function_with_opset_version(
@@ -127,7 +127,7 @@ def expand(model: ir.Model, wanted) -> ir.Model:
             fn.domain, fn.name = DOMAIN, name
             for a in proto.attribute:
                 if a.name not in node.attrs:  # the schema's defaults
-                    node.attrs[a.name] = onnx_io._import_attr(a, node.graph, {}, {})
+                    node.attrs[a.name] = onnx_io.import_attr(a, node.graph, {}, {})
                     node.attr_types[a.name] = a.type
             node.domain, node.op_type = DOMAIN, name
             model.functions.append(fn)

@@ -36,11 +36,6 @@ def _where(node: ir.Node) -> str:
     return f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node"
 
 
-def _static(v: ir.Value | None) -> tuple[int, ...] | None:
-    if v is None or v.shape is None or not all(isinstance(d, int) for d in v.shape):
-        return None
-    return tuple(v.shape)  # type: ignore[return-value]
-
 
 def _check(g: ir.Graph, node: ir.Node, index: int, bounds: np.ndarray | None, what: str) -> None:
     """Route input `index` of `node` through an ember CheckBounds op: indices
@@ -56,7 +51,7 @@ def _check(g: ir.Graph, node: ir.Node, index: int, bounds: np.ndarray | None, wh
 def _index_checks(g: ir.Graph, node: ir.Node) -> bool:
     if len(node.inputs) < 2 or node.inputs[1] is None or node.inputs[1].const is not None:
         return False
-    data, where = _static(node.inputs[0]), _where(node)
+    data, where = ir.static_shape(node.inputs[0]), _where(node)
     if data is None:
         return False
     if node.op_type in INDEXED_BY_AXIS:
@@ -64,7 +59,7 @@ def _index_checks(g: ir.Graph, node: ir.Node) -> bool:
         _check(g, node, 1, np.array(data[axis]), f"{where}: index out of range for axis {axis} of size {data[axis]}")
         return True
     if node.op_type in ("GatherND", "ScatterND"):
-        idx = _static(node.inputs[1])
+        idx = ir.static_shape(node.inputs[1])
         if idx is None or not idx:
             return False
         b = node.attrs.get("batch_dims", 0)
@@ -116,7 +111,7 @@ def _nan_safe(g: ir.Graph, node: ir.Node) -> bool:
 
 def _empty_reduction(g: ir.Graph, node: ir.Node) -> bool:
     x, out = node.inputs[0], node.outputs[0]
-    shape, out_shape = _static(x), _static(out)
+    shape, out_shape = ir.static_shape(x), ir.static_shape(out)
     if shape is None or out_shape is None or 0 not in shape or out.dtype not in FLOATS:
         return False
     axes = node.attrs.get("axes")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .pipeline import static_shape
+from .relax_util import static_shape
 
 OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger", "QLinearMatMul",
                  "QLinearConv"})

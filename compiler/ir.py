@@ -123,6 +123,18 @@ class Value:
         return f"Value({self.name!r}, dtype={self.dtype}, shape={self.shape})"
 
 
+def static_shape(v: Value | None) -> tuple[int, ...] | None:
+    """The shape of `v` when every dim is a known integer, else None (also for None)."""
+    if v is None or v.shape is None or not all(isinstance(d, int) for d in v.shape):
+        return None
+    return tuple(v.shape)  # type: ignore[return-value]
+
+
+def const_array(v: Value | None) -> np.ndarray | None:
+    """The constant data of `v` as a numpy array, or None when it is not a constant (or None)."""
+    return None if v is None or v.const is None else v.const.numpy()
+
+
 class Node:
     """One operator application. Inputs may be None for omitted optional
     inputs. Attributes are plain Python values (int, float, bytes/str,
@@ -434,6 +446,21 @@ class Graph:
         except nx.NetworkXUnfeasible:
             raise IRError(f"graph {self.name!r} has a cycle") from None
         self.nodes = [self.nodes[i] for i in seq]
+
+    def inline_body(self, body: "Graph", bound: list[Value], before: Node) -> list[Value]:
+        """A copy of subgraph `body`'s nodes placed before `before`, its inputs bound to `bound`;
+        returns the copied outputs."""
+        mapping: dict[int, Value] = {id(v): b for v, b in zip(body.inputs, bound)}
+        for v in body.initializers.values():
+            mapping[id(v)] = self.make_const(v.const.numpy(), v.name)
+        for n in body.nodes:
+            copy = self.make_node(n.op_type, [None if v is None else mapping.get(id(v), v) for v in n.inputs],
+                                  len(n.outputs), dict(n.attrs), domain=n.domain, before=before)
+            copy.attr_types.update(n.attr_types)
+            for old, new in zip(n.outputs, copy.outputs):
+                new.dtype, new.shape, new.type_proto = old.dtype, old.shape, old.type_proto
+                mapping[id(old)] = new
+        return [mapping.get(id(v), v) for v in body.outputs]
 
     # ---- invariants ---------------------------------------------------
     def verify(self) -> None:

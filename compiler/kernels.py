@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tvm import te, tirx
+
 GEMM = "ember_gemm"
 DEPTHWISE = "ember_depthwise"
 PAD = "ember_pad"
@@ -78,21 +80,13 @@ def pair_tiles(m: int, n: int) -> Tiles:
     return best[1]
 
 
-def _te():
-    from tvm import te, tirx
-
-    return te, tirx
-
-
-def _ints(shape) -> tuple[int, ...]:
+def static_ints(shape) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
 def pack_weights(w, nr: int, layout: str):
     """TE: weights -> [N/NR, K, NR]. `layout` OHWI (conv, K = kh,kw,c) or KN (matmul)."""
-    te, _ = _te()
-    _, tirx = _te()
-    w_shape = _ints(w.shape)
+    w_shape = static_ints(w.shape)
     zero = tirx.const(0, w.dtype)
     if layout == "OHWI":
         o, kh, kw, c = w_shape
@@ -111,12 +105,11 @@ def pack_weights(w, nr: int, layout: str):
     return te.compute((padded(n, nr) // nr, k_total, nr), f, name="ember_pack")
 
 
-def _pad_nhwc(x, padding):
+def pad_nhwc(x, padding):
     """TE: zero-pad an NHWC tensor spatially (no-op without padding)."""
-    te, tirx = _te()
     if not any(padding):
         return x
-    b, h, w, c = _ints(x.shape)
+    b, h, w, c = static_ints(x.shape)
     pt, pl, pb, pr = padding
 
     def pad(bi, y, xx, ci):
@@ -125,35 +118,33 @@ def _pad_nhwc(x, padding):
     return te.compute((b, h + pt + pb, w + pl + pr, c), pad, name=PAD)
 
 
-def _out_hw(h, w, kernel, strides, padding, dilation):
+def conv_out_hw(h, w, kernel, strides, padding, dilation):
     (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = kernel, strides, padding, dilation
     return (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
 
 
 def _crop(out, n: int):
     """TE: the first n columns of a GEMM computed on zero-padded weights."""
-    te, _ = _te()
-    if _ints(out.shape)[-1] == n:
+    if static_ints(out.shape)[-1] == n:
         return out
-    return te.compute((*_ints(out.shape)[:-1], n), lambda *i: out[i], name=CROP)
+    return te.compute((*static_ints(out.shape)[:-1], n), lambda *i: out[i], name=CROP)
 
 
 def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int):
     """TE: NHWC conv2d (groups=1) as a direct GEMM: rows are output pixels,
     columns output channels, the reduction runs over (ky, kx, c) of the
     zero-padded input, whose channels are contiguous: no im2col copy."""
-    te, _ = _te()
-    b, h, w, c = _ints(x.shape)
+    b, h, w, c = static_ints(x.shape)
     kh, kw = kernel
     (sh, sw), (dh, dw) = strides, dilation
-    oh, ow = _out_hw(h, w, kernel, strides, padding, dilation)
-    nr = _ints(wp.shape)[2]
-    xp = _pad_nhwc(x, padding)
+    oh, ow = conv_out_hw(h, w, kernel, strides, padding, dilation)
+    nr = static_ints(wp.shape)[2]
+    xp = pad_nhwc(x, padding)
     ry = te.reduce_axis((0, kh), name="ky")
     rx = te.reduce_axis((0, kw), name="kx")
     rc = te.reduce_axis((0, c), name="kc")
     out = te.compute(
-        (b, oh, ow, _ints(wp.shape)[0] * nr),
+        (b, oh, ow, static_ints(wp.shape)[0] * nr),
         lambda bi, y, xx, j: te.sum(xp[bi, y * sh + ry * dh, xx * sw + rx * dw, rc]
                                     * wp[j // nr, (ry * kw + rx) * c + rc, j % nr], axis=[ry, rx, rc]),
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
@@ -162,8 +153,7 @@ def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int):
 
 def matmul_packed(a, wp, mr: int, n: int):
     """TE: A [..., M, K] x packed constant B -> [..., M, N]."""
-    te, _ = _te()
-    a_shape, packed_shape = _ints(a.shape), _ints(wp.shape)
+    a_shape, packed_shape = static_ints(a.shape), static_ints(wp.shape)
     k_total, nr = a_shape[-1], packed_shape[2]
     r = te.reduce_axis((0, k_total), name="k")
     out = te.compute(
@@ -176,11 +166,10 @@ def matmul_packed(a, wp, mr: int, n: int):
 def batch_matmul(a, b, mr: int, nr: int):
     """TE: A [..., M, K] x B [..., K, N] (same batch dims, B read in place:
     its rows are contiguous along N, the vector dimension)."""
-    te, _ = _te()
-    k_total = _ints(a.shape)[-1]
+    k_total = static_ints(a.shape)[-1]
     r = te.reduce_axis((0, k_total), name="k")
     return te.compute(
-        (*_ints(a.shape)[:-1], _ints(b.shape)[-1]),
+        (*static_ints(a.shape)[:-1], static_ints(b.shape)[-1]),
         lambda *i: te.sum(a[(*i[:-1], r)] * b[(*i[:-2], r, i[-1])], axis=r),
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
 
@@ -193,24 +182,22 @@ def depthwise_weights(w):
     """TE: depthwise weights [C, KH, KW, 1] (OHWI, groups = C) -> [KH, KW, C]:
     the channels a vector of outputs needs sit side by side (read in place,
     every tap's weights were a gather, KH*KW bytes apart)."""
-    te, _ = _te()
-    c, kh, kw, _ = _ints(w.shape)
+    c, kh, kw, _ = static_ints(w.shape)
     return te.compute((kh, kw, c), lambda y, x, ci: w[ci, y, x, 0], name="ember_pack")
 
 
 def depthwise_nhwc(x, wt, strides, padding, dilation, acc_dtype: str | None = None):
     """TE: NHWC depthwise conv2d, weights [KH, KW, C] (`depthwise_weights`);
     8-bit operands accumulate in `acc_dtype` (int32)."""
-    te, _ = _te()
-    _, h, w, c = _ints(x.shape)
-    kh, kw, _ = _ints(wt.shape)
+    _, h, w, c = static_ints(x.shape)
+    kh, kw, _ = static_ints(wt.shape)
     (sh, sw), (dh, dw) = strides, dilation
-    oh, ow = _out_hw(h, w, (kh, kw), strides, padding, dilation)
-    xp = _pad_nhwc(x, padding)
+    oh, ow = conv_out_hw(h, w, (kh, kw), strides, padding, dilation)
+    xp = pad_nhwc(x, padding)
     ry = te.reduce_axis((0, kh), name="ky")
     rx = te.reduce_axis((0, kw), name="kx")
     return te.compute(
-        (_ints(x.shape)[0], oh, ow, c),
+        (static_ints(x.shape)[0], oh, ow, c),
         lambda bi, y, xx, ci: te.sum(_as(xp[bi, y * sh + ry * dh, xx * sw + rx * dw, ci], acc_dtype)
                                       * _as(wt[ry, rx, ci], acc_dtype), axis=[ry, rx]),
         name=DEPTHWISE)
@@ -226,7 +213,6 @@ _EXP_HI, _EXP_LO = 88.3762626647949, -87.3365447504  # float32's overflow, and i
 
 
 def _f32(v):
-    _, tirx = _te()
     return tirx.const(v, "float32")
 
 
@@ -235,7 +221,6 @@ def exp_f32(x):
     a degree-7 polynomial for e^r, 2^n written into the exponent bits. Plain
     arithmetic, so it vectorizes (LLVM scalarizes llvm.exp into libm calls).
     NaN stays NaN, e^x is 0 below -87.3 (float32 normals) and inf above 88.4."""
-    _, tirx = _te()
     c = tirx.max(tirx.min(x, _f32(_EXP_HI)), _f32(_EXP_LO))
     n = tirx.floor(c * _f32(1.44269504088896341) + _f32(0.5))
     r = c - n * _f32(0.693359375) - n * _f32(-2.12194440e-4)
@@ -253,8 +238,7 @@ def softmax_last_axis(x):
     """TE: softmax over the last axis of a float32 tensor: row maximum, e^(x - max)
     stored once, its sum, and the quotient (TVM's computed e^(x - max) twice,
     with libm's scalar expf)."""
-    te, _ = _te()
-    *outer, n = _ints(x.shape)
+    *outer, n = static_ints(x.shape)
     k = te.reduce_axis((0, n), name="k")
     top = te.compute(outer, lambda *i: te.max(x[(*i, k)], axis=k), name=SOFTMAX_STAGES + "max")
     e = te.compute(x.shape, lambda *i: exp_f32(x[i] - top[i[:-1]]), name=SOFTMAX_STAGES + "exp")
@@ -271,8 +255,7 @@ def layer_norm_last_axis(x, gamma, beta, epsilon: float, center: bool, scale: bo
     """TE: layer normalization over the last axis, two passes per row (the sum,
     then the squared deviations from the mean, as ONNX's reference computes
     the variance), 1/sqrt once per row, then one vectorizable pass."""
-    te, tirx = _te()
-    *outer, n = _ints(x.shape)
+    *outer, n = static_ints(x.shape)
     k = te.reduce_axis((0, n), name="k")
     total = te.compute(outer, lambda *i: te.sum(x[(*i, k)], axis=k), name=LAYERNORM_STAGES + "sum")
     mean = te.compute(outer, lambda *i: total[i] / _f32(n), name=LAYERNORM_STAGES + "mean")
@@ -301,17 +284,16 @@ def qpack_weights(w, nr: int, layout: str, cpad: int = 0, depth: int = 4):
     instructions read (NR output channels x `depth` consecutive reduction
     steps). OHWI (conv): K runs over (ky, kx, c) with C zero-padded to
     `cpad`; KN (matmul): K zero-padded to a multiple of `depth`."""
-    te, tirx = _te()
     zero = tirx.const(0, w.dtype)
     if layout == "OHWI":
-        o, kh, kw, c = _ints(w.shape)
+        o, kh, kw, c = static_ints(w.shape)
         n, k_total = o, kh * kw * cpad
 
         def at(col, k):
             ci = k % cpad
             return tirx.if_then_else(tirx.all(col < n, ci < c), w[col, k // (kw * cpad), (k // cpad) % kw, ci], zero)
     else:
-        k_real, n = _ints(w.shape)
+        k_real, n = static_ints(w.shape)
         k_total = padded(k_real, depth)
 
         def at(col, k):
@@ -322,8 +304,7 @@ def qpack_weights(w, nr: int, layout: str, cpad: int = 0, depth: int = 4):
 
 def weight_sums(wp, n: int):
     """TE: the sum of each output channel's packed int8 weights, as int32 [n]."""
-    te, _ = _te()
-    _, ko_total, nr, depth = _ints(wp.shape)
+    _, ko_total, nr, depth = static_ints(wp.shape)
     ko = te.reduce_axis((0, ko_total), name="ko")
     ki = te.reduce_axis((0, depth), name="ki")
     return te.compute((n,), lambda j: te.sum(wp[j // nr, ko, j % nr, ki].astype("int32"), axis=[ko, ki]),
@@ -336,8 +317,7 @@ def _qstage(x, padding, cpad: int, flip: bool):
     depth), and with its sign flipped (x ^ 0x80: int8 <-> uint8 plus or
     minus 128) when the instruction wants the other signedness. Nothing to
     do: the input itself."""
-    te, tirx = _te()
-    b, h, w, c = _ints(x.shape)
+    b, h, w, c = static_ints(x.shape)
     pt, pl, pb, pr = padding if len(padding) == 4 else (0, 0, 0, 0)
     if not any((pt, pl, pb, pr)) and cpad == c and not flip:
         return x
@@ -352,9 +332,8 @@ def _qstage(x, padding, cpad: int, flip: bool):
 def _qout(acc, wsum, flip_sign: int, n: int):
     """TE: the int32 result: flipped inputs add +-128 * sum(w) to every
     output, taken off here; padded columns cropped."""
-    te, _ = _te()
     if flip_sign:
-        return te.compute((*_ints(acc.shape)[:-1], n),
+        return te.compute((*static_ints(acc.shape)[:-1], n),
                           lambda *i: acc[i] - wsum[i[-1]] * flip_sign, name=QFIX)
     return _crop(acc, n)
 
@@ -370,21 +349,20 @@ def qconv2d_nhwc(x, wp, wsum, kernel, strides, padding, dilation, mr: int, n: in
     the packed weights' depth (4 or 8 channels) for the dot-product
     instruction `dot` (a TensorIntrin name; empty: plain int32 loops) of
     `lanes` int32 lanes."""
-    te, _ = _te()
-    c = _ints(x.shape)[3]
+    c = static_ints(x.shape)[3]
     kh, kw = kernel
     (sh, sw), (dh, dw) = strides, dilation
-    nr, depth = _ints(wp.shape)[2:]
+    nr, depth = static_ints(wp.shape)[2:]
     cpad = padded(c, depth)
     xp = _qstage(x, padding, cpad, flip)
-    b, h, w = _ints(x.shape)[:3]
-    oh, ow = _out_hw(h, w, kernel, strides, padding, dilation)
+    b, h, w = static_ints(x.shape)[:3]
+    oh, ow = conv_out_hw(h, w, kernel, strides, padding, dilation)
     ry = te.reduce_axis((0, kh), name="ky")
     rx = te.reduce_axis((0, kw), name="kx")
     rco = te.reduce_axis((0, cpad // depth), name="kco")
     rci = te.reduce_axis((0, depth), name="kci")
     acc = te.compute(
-        (b, oh, ow, _ints(wp.shape)[0] * nr),
+        (b, oh, ow, static_ints(wp.shape)[0] * nr),
         lambda bi, y, xx, j: te.sum(
             xp[bi, y * sh + ry * dh, xx * sw + rx * dw, rco * depth + rci].astype("int32")
             * wp[j // nr, (ry * kw + rx) * (cpad // depth) + rco, j % nr, rci].astype("int32"),
@@ -407,9 +385,8 @@ def _flipped(v, dtype: str, flip: bool):
 
 def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lanes: int = 16):
     """TE: 8-bit A [..., M, K] x packed int8 B -> int32 [..., M, N]."""
-    te, tirx = _te()
-    a_shape = _ints(a.shape)
-    _, ko_total, nr, depth = _ints(wp.shape)
+    a_shape = static_ints(a.shape)
+    _, ko_total, nr, depth = static_ints(wp.shape)
     k_real = a_shape[-1]
     delta = _flip_sign(a.dtype, flip)
     if k_real % depth or flip:
@@ -420,7 +397,7 @@ def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lane
     ko = te.reduce_axis((0, ko_total), name="ko")
     ki = te.reduce_axis((0, depth), name="ki")
     acc = te.compute(
-        (*a_shape[:-1], _ints(wp.shape)[0] * nr),
+        (*a_shape[:-1], static_ints(wp.shape)[0] * nr),
         lambda *i: te.sum(a[(*i[:-1], ko * depth + ki)].astype("int32")
                           * wp[i[-1] // nr, ko, i[-1] % nr, ki].astype("int32"), axis=[ko, ki]),
         name=QGEMM, attrs=_qattrs(mr, nr, dot, lanes, 1))

@@ -34,7 +34,7 @@ def converters() -> dict[str, type]:
     from tvm import relax, te
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
-    from .pipeline import static_shape
+    from .relax_util import static_shape
 
     def constant_int(value, what: str) -> int:
         if not isinstance(value, tvm.ir.expr.Constant):

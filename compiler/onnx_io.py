@@ -289,7 +289,7 @@ def _import_graph(gp: onnx.GraphProto, parent: ir.Graph | None, outer: dict[str,
         node.overload = getattr(np_, "overload", "")
         node.metadata = {p.key: p.value for p in getattr(np_, "metadata_props", [])}
         for a in np_.attribute:
-            node.attrs[a.name] = _import_attr(a, g, full, types)
+            node.attrs[a.name] = import_attr(a, g, full, types)
             node.attr_types[a.name] = a.type
             if a.ref_attr_name:
                 node.attr_refs[a.name] = a.ref_attr_name
@@ -321,7 +321,7 @@ def _check_text(*texts: str) -> None:
             raise ModelLoadError(f"malformed ONNX model: invalid UTF-8 in name {shown!r}") from None
 
 
-def _import_attr(a: onnx.AttributeProto, g: ir.Graph, scope: dict[str, ir.Value],
+def import_attr(a: onnx.AttributeProto, g: ir.Graph, scope: dict[str, ir.Value],
                  types: dict[str, onnx.TypeProto]) -> Any:
     if a.type == A.GRAPH:
         return _import_graph(a.g, g, scope, types)
@@ -384,7 +384,7 @@ def _add_custom_op_functions(model: ir.Model, proto: onnx.ModelProto) -> None:
         proto.opset_import.add(domain=custom_ops.DOMAIN, version=custom_ops.VERSION)
 
 
-def _type_proto(v: ir.Value) -> onnx.TypeProto | None:
+def type_proto(v: ir.Value) -> onnx.TypeProto | None:
     if v.type_proto is not None:
         return v.type_proto
     if not v.dtype and v.shape is None:
@@ -405,7 +405,7 @@ def _type_proto(v: ir.Value) -> onnx.TypeProto | None:
 
 def _value_info(v: ir.Value) -> onnx.ValueInfoProto:
     vi = onnx.ValueInfoProto(name=v.name, doc_string=v.doc_string)
-    tp = _type_proto(v)
+    tp = type_proto(v)
     if tp is not None:
         vi.type.CopyFrom(tp)
     return vi
@@ -421,7 +421,7 @@ def export_graph(g: ir.Graph) -> onnx.GraphProto:
                           if not any(v is i for i in g.inputs))
     outputs = {id(v) for v in g.outputs}
     for n in g.nodes:
-        gp.node.append(_export_node(n))
+        gp.node.append(export_node(n))
         for v in n.outputs:
             if id(v) not in outputs and not v.omitted and (v.dtype or v.type_proto is not None or v.shape is not None):
                 gp.value_info.append(_value_info(v))
@@ -429,7 +429,7 @@ def export_graph(g: ir.Graph) -> onnx.GraphProto:
     return gp
 
 
-def _export_node(n: ir.Node) -> onnx.NodeProto:
+def export_node(n: ir.Node) -> onnx.NodeProto:
     np_ = onnx.NodeProto(op_type=n.op_type, domain=n.domain, name=n.name, doc_string=n.doc_string)
     np_.input.extend("" if v is None else v.name for v in n.inputs)
     g = n.graph

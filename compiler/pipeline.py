@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import kernels, winograd
+from .relax_util import static_shape
 
 CONV2D = "relax.nn.conv2d"
 MATMUL = "relax.matmul"
@@ -33,16 +34,6 @@ SOFTMAX = "relax.nn.softmax"
 LAYER_NORM = "relax.nn.layer_norm"
 LEFT_SHIFT, RIGHT_SHIFT = "relax.left_shift", "relax.right_shift"
 
-
-def static_shape(expr) -> tuple[int, ...] | None:
-    """The static shape of a Relax expression (all dims known), or None."""
-    from tvm import tirx
-
-    shape = getattr(expr.ty, "shape", None)
-    values = getattr(shape, "values", None)
-    if values is None or not all(isinstance(v, tirx.IntImm) for v in values):
-        return None
-    return tuple(int(v) for v in values)
 
 
 def _default_dtype(dtype) -> bool:
@@ -210,7 +201,7 @@ def _conv_params(a, xs, kernel):
     strides = tuple(int(s) for s in a.strides)
     padding = tuple(int(p) for p in a.padding)
     dilation = tuple(int(d) for d in a.dilation)
-    return strides, padding, dilation, kernels._out_hw(xs[1], xs[2], kernel, strides, padding, dilation)
+    return strides, padding, dilation, kernels.conv_out_hw(xs[1], xs[2], kernel, strides, padding, dilation)
 
 
 def _qtiles(dot, rows: int, n: int, vector_lanes: int):

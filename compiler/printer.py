@@ -1,11 +1,17 @@
-"""Human-readable text form of the IR, used for IR dumps and `print(graph)`."""
+"""Human-readable text form of the IR, used for IR dumps and `print(graph)`.
+
+The IR's classes print through this module (`Graph.__str__`), so it reads
+them by their attributes and imports the IR for type annotations only."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
-from . import ir
+if TYPE_CHECKING:
+    from . import ir
 
 
 def type_proto_str(tp: onnx.TypeProto) -> str:
@@ -23,7 +29,7 @@ def type_proto_str(tp: onnx.TypeProto) -> str:
     return kind or "?"
 
 
-def _type(v: ir.Value) -> str:
+def value_type_str(v: ir.Value) -> str:
     if not v.is_tensor:
         return type_proto_str(v.type_proto)
     dt = onnx.TensorProto.DataType.Name(v.dtype).lower() if v.dtype else "?"
@@ -33,9 +39,9 @@ def _type(v: ir.Value) -> str:
 
 
 def _attr(value) -> str:
-    if isinstance(value, ir.Graph):
+    if hasattr(value, "nodes") and hasattr(value, "initializers"):  # a Graph
         return f"<graph {value.name}>"
-    if isinstance(value, ir.Tensor):
+    if hasattr(value, "numpy") and hasattr(value, "shape"):  # a Tensor
         return f"<tensor {list(value.shape)}>"
     if isinstance(value, list):
         return "[" + ", ".join(_attr(x) for x in value) + "]"
@@ -48,15 +54,15 @@ def _attr(value) -> str:
 
 def format_graph(graph: ir.Graph, indent: str = "") -> str:
     lines = [f"{indent}graph {graph.name} ("
-             + ", ".join(f"%{v.name}: {_type(v)}" for v in graph.inputs if not v.is_const) + ") {"]
+             + ", ".join(f"%{v.name}: {value_type_str(v)}" for v in graph.inputs if not v.is_const) + ") {"]
     for v in graph.initializers.values():
         t = v.const
-        lines.append(f"{indent}  %{v.name}: {_type(v)} = <const {np.prod(t.shape, dtype=np.int64)} elems>")
+        lines.append(f"{indent}  %{v.name}: {value_type_str(v)} = <const {np.prod(t.shape, dtype=np.int64)} elems>")
     for n in graph.nodes:
         attrs = ", ".join(f"{k}={_attr(a)}" for k, a in sorted(n.attrs.items()))
         lines.append(f"{indent}  {n!r}" + (f" {{{attrs}}}" if attrs else "") + (f"  # {n.name}" if n.name else ""))
         for g in n.subgraphs():
             lines.append(format_graph(g, indent + "    "))
-    lines.append(f"{indent}  return " + ", ".join(f"%{v.name}: {_type(v)}" for v in graph.outputs))
+    lines.append(f"{indent}  return " + ", ".join(f"%{v.name}: {value_type_str(v)}" for v in graph.outputs))
     lines.append(f"{indent}}}")
     return "\n".join(lines)

@@ -302,6 +302,38 @@ def schedule_generic(sch) -> None:
             _tail(sch, b, 1)
 
 
+def schedule_winograd(sch, block) -> None:
+    """The three stages: input transform parallel over tiles (positions
+    unrolled, channels vectorized, padding read in place), the GEMM as
+    `schedule_gemm`, the output transform with its epilogue parallel
+    over output rows (r, s unrolled, channels vectorized)."""
+    root = sch.get_sblock("root")
+    blocks = {sch.get(b).name_hint: b for b in sch.get_child_blocks(root)}
+    out = blocks[winograd.OUTPUT]
+    schedule_gemm(sch, block)
+    tv = blocks[winograd.INPUT]
+    for p in sch.get_producers(tv):
+        if sch.get(p).name_hint.startswith(kernels.PAD):
+            sch.compute_inline(p)
+    a, b, p, c = sch.get_loops(tv)
+    sch.reorder(p, a, b, c)
+    sch.parallel(p)
+    sch.unroll(a)
+    sch.unroll(b)
+    _tail(sch, tv, 3)
+
+    _inline_epilogue(sch, out)
+    bi, yy, xx, k = sch.get_loops(out)
+    ty, r = sch.split(yy, [None, winograd.M])
+    tx, s = sch.split(xx, [None, winograd.M])
+    sch.reorder(bi, ty, tx, r, s, k)
+    sch.parallel(sch.fuse(bi, ty))
+    sch.unroll(r)
+    sch.unroll(s)
+    if (_extent(sch, k) or 0) > 1:
+        _tail(sch, out, 5)
+
+
 def _blocks(sch) -> list[str]:
     root = sch.get_sblock("root")
     return [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
@@ -315,7 +347,7 @@ def default_schedule(func):
         names = _blocks(sch)
     except Exception:
         return None
-    for kind, fn in ((winograd.GEMM, winograd.schedule), (kernels.QGEMM, schedule_qgemm),
+    for kind, fn in ((winograd.GEMM, schedule_winograd), (kernels.QGEMM, schedule_qgemm),
                      (kernels.GEMM, schedule_gemm), (kernels.DEPTHWISE, schedule_depthwise),
                      (kernels.SOFTMAX, schedule_softmax), (kernels.LAYERNORM, schedule_layer_norm)):
         main = [n for n in names if n.startswith(kind)]

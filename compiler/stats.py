@@ -27,11 +27,6 @@ class ModelStats:
     flops_unknown_nodes: int = 0
 
 
-def _static(v: ir.Value | None) -> tuple[int, ...] | None:
-    if v is None or v.shape is None or not all(isinstance(d, int) for d in v.shape):
-        return None
-    return tuple(v.shape)  # type: ignore[return-value]
-
 
 def _numel(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape, dtype=np.int64))
@@ -43,11 +38,11 @@ _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Clip", "
 
 
 def node_flops(n: ir.Node) -> int | None:
-    out = _static(n.outputs[0]) if n.outputs else None
+    out = ir.static_shape(n.outputs[0]) if n.outputs else None
     op = n.op_type
     if op in ("Conv", "ConvTranspose"):
-        w = _static(n.inputs[1])
-        x = _static(n.inputs[0])
+        w = ir.static_shape(n.inputs[1])
+        x = ir.static_shape(n.inputs[0])
         if w is None or out is None or x is None:
             return None
         if op == "Conv":
@@ -55,7 +50,7 @@ def node_flops(n: ir.Node) -> int | None:
             return 2 * _numel(out) * _numel(w[1:])
         return 2 * _numel(x) * w[1] * _numel(w[2:])
     if op in ("Gemm", "MatMul"):
-        a = _static(n.inputs[0])
+        a = ir.static_shape(n.inputs[0])
         if a is None or out is None or not a:
             return None
         k = a[0] if op == "Gemm" and n.attrs.get("transA", 0) else a[-1]
@@ -70,7 +65,7 @@ def node_flops(n: ir.Node) -> int | None:
         k = n.attrs.get("kernel_shape", [1])
         return _numel(out) * int(np.prod(k))
     if op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax"):
-        x = _static(n.inputs[0])
+        x = ir.static_shape(n.inputs[0])
         return None if x is None else _numel(x)
     return 0  # data movement (Reshape, Concat, Transpose...) does no arithmetic
 
@@ -79,9 +74,9 @@ def collect(model: ir.Model) -> ModelStats:
     g = model.graph
 
     def sig(v: ir.Value) -> str:
-        from .printer import _type
+        from .printer import value_type_str
 
-        return _type(v)
+        return value_type_str(v)
 
     st = ModelStats(opsets=dict(model.opset_imports),
                     inputs=[(v.name, sig(v)) for v in g.inputs if v.const is None],

@@ -28,20 +28,6 @@ def _length(node: ir.Node, scans: list[ir.Value], axes: list[int]) -> int | None
     return lengths.pop() if len(lengths) == 1 else None
 
 
-def _copy_body(g: ir.Graph, node: ir.Node, body: ir.Graph, bound: list[ir.Value]) -> list[ir.Value]:
-    """The body's nodes copied before `node`, its inputs bound to `bound`; returns its outputs."""
-    mapping: dict[int, ir.Value] = {id(v): b for v, b in zip(body.inputs, bound)}
-    for v in body.initializers.values():
-        mapping[id(v)] = g.make_const(v.const.numpy(), v.name)
-    for n in body.nodes:
-        copy = g.make_node(n.op_type, [None if v is None else mapping.get(id(v), v) for v in n.inputs],
-                           len(n.outputs), dict(n.attrs), domain=n.domain, before=node)
-        copy.attr_types.update(n.attr_types)
-        for old, new in zip(n.outputs, copy.outputs):
-            new.dtype, new.shape, new.type_proto = old.dtype, old.shape, old.type_proto
-            mapping[id(old)] = new
-    return [mapping.get(id(v), v) for v in body.outputs]
-
 
 def _unsqueeze(g: ir.Graph, node: ir.Node, v: ir.Value, axis: int) -> ir.Value:
     if g.root().opset < 13:  # axes were an attribute before opset 13
@@ -84,7 +70,7 @@ def _unroll_scan(g: ir.Graph, node: ir.Node) -> bool:
             index = g.make_const(np.array(length - 1 - t if reverse else t, np.int64), "step")
             gather = g.make_node("Gather", [v, index], attrs={"axis": axis % len(v.shape)}, before=node)
             slices.append(gather.outputs[0])
-        outs = _copy_body(g, node, body, states + slices)
+        outs = g.inline_body(body, states + slices, before=node)
         states, per_step = outs[: len(states)], outs[len(states):]
         steps.append(per_step)
     for i, v in enumerate(states):
@@ -124,7 +110,7 @@ def _unroll_loop(g: ir.Graph, node: ir.Node) -> bool:
     for i in range(int(trips)):
         counter = g.make_const(np.array(i, np.int64), "iteration")
         keep_going = g.make_const(np.array(True), "cond")
-        outs = _copy_body(g, node, body, [counter, keep_going, *carried])
+        outs = g.inline_body(body, [counter, keep_going, *carried], before=node)
         carried, per_step = outs[1: 1 + len(carried)], outs[1 + len(carried):]
         steps.append(per_step)
     for i, v in enumerate(carried):

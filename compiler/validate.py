@@ -152,17 +152,14 @@ def _schema(node: ir.Node, where: str, opset: int) -> None:
                                     f"got {onnx.AttributeProto.AttributeType.Name(atype)}")
 
 
-def _const(v: ir.Value | None):
-    return None if v is None or v.const is None else v.const.numpy()
-
 
 def _constant_sizes(node: ir.Node, where: str, limits: Limits) -> None:
     """Ops that allocate what a small constant says: refuse bombs before anyone allocates."""
     shape = None
     if node.op_type in ("ConstantOfShape", "Expand") and len(node.inputs) >= 1:
-        shape = _const(node.inputs[0] if node.op_type == "ConstantOfShape" else node.inputs[1])
+        shape = ir.const_array(node.inputs[0] if node.op_type == "ConstantOfShape" else node.inputs[1])
     elif node.op_type == "Range" and len(node.inputs) == 3:
-        start, limit, delta = (_const(v) for v in node.inputs)
+        start, limit, delta = (ir.const_array(v) for v in node.inputs)
         if start is not None and limit is not None and delta is not None and float(delta) != 0:
             shape = np.array([max(0.0, np.ceil((float(limit) - float(start)) / float(delta)))])
     if shape is None:
@@ -182,7 +179,7 @@ def _constant_indices(node: ir.Node, where: str) -> None:
     so the compiled code never reads out of bounds for them)."""
     if node.op_type not in ("Gather", "GatherElements", "ScatterElements", "ScatterND", "GatherND") or len(node.inputs) < 2:
         return
-    data, idx = node.inputs[0], _const(node.inputs[1])
+    data, idx = node.inputs[0], ir.const_array(node.inputs[1])
     if idx is None or data is None or data.shape is None or idx.size == 0:
         return
     if node.op_type in ("GatherND", "ScatterND"):

@@ -22,7 +22,7 @@ smaller than the direct convolution's.
 
 from __future__ import annotations
 
-from .kernels import PAD, _ints, _pad_nhwc, padded
+from .kernels import pad_nhwc, padded, static_ints
 
 GEMM = "ember_winograd"  # the main block; the transforms' names must not start with it
 INPUT = "ember_wtransform_in"
@@ -80,7 +80,7 @@ def transform_weights(w, nr: int):
     channels zero-padded to a multiple of NR)."""
     from tvm import te, tirx
 
-    n, _, _, c = _ints(w.shape)
+    n, _, _, c = static_ints(w.shape)
 
     def u(a, b, no, ci, ni):
         k = no * nr + ni
@@ -93,14 +93,14 @@ def conv2d_nhwc(x, u, padding, mr: int, n: int):
     """TE: NHWC 3x3 stride-1 conv2d from transformed weights `u`."""
     from tvm import te
 
-    b, h, w, c = _ints(x.shape)
+    b, h, w, c = static_ints(x.shape)
     pt, pl, pb, pr = padding
     oh, ow = h + pt + pb - 2, w + pl + pr - 2
     th, tw = tiles(oh), tiles(ow)
     # an odd output gets a last tile half outside it: one more row / column of zeros to read
-    xp = _pad_nhwc(x, (pt, pl, pb + th * M - oh, pr + tw * M - ow))
+    xp = pad_nhwc(x, (pt, pl, pb + th * M - oh, pr + tw * M - ow))
     count = b * th * tw
-    nr = _ints(u.shape)[4]
+    nr = static_ints(u.shape)[4]
 
     def v(a, bb, p, ci):
         bi, t = p // (th * tw), p % (th * tw)
@@ -108,7 +108,7 @@ def conv2d_nhwc(x, u, padding, mr: int, n: int):
         return _bt(a, lambda i: _bt(bb, lambda j: xp[bi, y + i, xx + j, ci]))
     tv = te.compute((ALPHA, ALPHA, count, c), v, name=INPUT)
     rc = te.reduce_axis((0, c), name="kc")
-    mm = te.compute((ALPHA, ALPHA, count, _ints(u.shape)[2] * nr),
+    mm = te.compute((ALPHA, ALPHA, count, static_ints(u.shape)[2] * nr),
                     lambda a, bb, p, k: te.sum(tv[a, bb, p, rc] * u[a, bb, k // nr, rc, k % nr], axis=rc),
                     name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
 
@@ -117,36 +117,3 @@ def conv2d_nhwc(x, u, padding, mr: int, n: int):
         return _at(yy % M, lambda a: _at(xx % M, lambda bb: mm[a, bb, p, k]))
     return te.compute((b, oh, ow, n), y, name=OUTPUT)
 
-
-def schedule(sch, block) -> None:
-    """The three stages: input transform parallel over tiles (positions
-    unrolled, channels vectorized, padding read in place), the GEMM as
-    `schedule.schedule_gemm`, the output transform with its epilogue parallel
-    over output rows (r, s unrolled, channels vectorized)."""
-    from .schedule import _extent, _inline_epilogue, _tail, schedule_gemm
-
-    root = sch.get_sblock("root")
-    blocks = {sch.get(b).name_hint: b for b in sch.get_child_blocks(root)}
-    out = blocks[OUTPUT]
-    schedule_gemm(sch, block)
-    tv = blocks[INPUT]
-    for p in sch.get_producers(tv):
-        if sch.get(p).name_hint.startswith(PAD):
-            sch.compute_inline(p)
-    a, b, p, c = sch.get_loops(tv)
-    sch.reorder(p, a, b, c)
-    sch.parallel(p)
-    sch.unroll(a)
-    sch.unroll(b)
-    _tail(sch, tv, 3)
-
-    _inline_epilogue(sch, out)
-    bi, yy, xx, k = sch.get_loops(out)
-    ty, r = sch.split(yy, [None, M])
-    tx, s = sch.split(xx, [None, M])
-    sch.reorder(bi, ty, tx, r, s, k)
-    sch.parallel(sch.fuse(bi, ty))
-    sch.unroll(r)
-    sch.unroll(s)
-    if (_extent(sch, k) or 0) > 1:
-        _tail(sch, out, 5)

@@ -7,7 +7,7 @@ Apache TVM.
     m.save("out/"); m2 = ember.load("out/")
 """
 
-__version__ = "0.1.0"
+from ember.version import __version__
 
 import os as _os
 

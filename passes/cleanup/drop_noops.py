@@ -9,22 +9,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from ember.compiler.ir import Graph, Node, Value
+from ember.compiler.ir import Graph, Node, Value, const_array, static_shape
 from ember.compiler.pass_manager import Pass, register_pass
 
 
-def _static(v: Value | None) -> tuple[int, ...] | None:
-    if v is None or v.shape is None or not all(isinstance(d, int) for d in v.shape):
-        return None
-    return tuple(v.shape)  # type: ignore[return-value]
-
-
-def _const(v: Value | None):
-    return None if v is None or v.const is None else v.const.numpy()
 
 
 def _same_shape(node: Node) -> bool:
-    a, b = _static(node.inputs[0]), _static(node.outputs[0])
+    a, b = static_shape(node.inputs[0]), static_shape(node.outputs[0])
     return a is not None and a == b
 
 
@@ -42,16 +34,16 @@ def _noop_input(node: Node) -> int | None:
     if op == "Cast":
         return 0 if x.dtype and x.dtype == node.attrs.get("to") else None
     if op == "Pad":
-        pads = _const(ins[1]) if len(ins) > 1 else np.asarray(node.attrs.get("pads", [1]))
+        pads = const_array(ins[1]) if len(ins) > 1 else np.asarray(node.attrs.get("pads", [1]))
         return 0 if pads is not None and not np.any(pads) else None
     if op == "Concat":
         return 0 if len(ins) == 1 else None
     if op in ("Add", "Sub", "Mul", "Div") and len(ins) == 2:
         neutral = 0 if op in ("Add", "Sub") else 1
         for keep in ((0, 1) if op in ("Add", "Mul") else (0,)):
-            c, kept = _const(ins[1 - keep]), ins[keep]
+            c, kept = const_array(ins[1 - keep]), ins[keep]
             if (c is not None and c.size > 0 and np.all(c == neutral) and kept.dtype == y.dtype
-                    and _static(kept) is not None and _static(kept) == _static(y)):
+                    and static_shape(kept) is not None and static_shape(kept) == static_shape(y)):
                 return keep
     return None
 

@@ -68,10 +68,10 @@ def evaluate(node: Node, opset: int) -> list[np.ndarray]:
     """Run one node with onnx's reference evaluator on its constant inputs."""
     from onnx.reference import ReferenceEvaluator
 
-    from ember.compiler.onnx_io import _export_node
+    from ember.compiler.onnx_io import export_node
 
     names = [f"in{i}" if v is not None else "" for i, v in enumerate(node.inputs)]
-    proto = _export_node(node)
+    proto = export_node(node)
     del proto.input[:]
     proto.input.extend(names)
     del proto.output[:]

@@ -13,7 +13,6 @@ from typing import ClassVar
 
 from ember.compiler.ir import Graph
 from ember.compiler.pass_manager import Pass, register_pass
-from ember.compiler.unroll import _copy_body
 
 
 @register_pass
@@ -35,7 +34,7 @@ class FoldIf(Pass):
                 branch = node.attrs["then_branch" if bool(cond.const.numpy().reshape(())) else "else_branch"]
                 if any(True for n in branch.nodes for _ in n.subgraphs()):
                     continue  # nested subgraphs would be shared, not copied
-                outs = _copy_body(g, node, branch, [])
+                outs = g.inline_body(branch, [], before=node)
                 if len(outs) != len(node.outputs) or any(o is None for o in outs):
                     continue
                 for old, new in zip(node.outputs, outs):

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ember.compiler.ir import Graph, Node, Value
+from ember.compiler.ir import Graph, Node, Value, const_array, static_shape
 from ember.compiler.pass_manager import Pass, register_pass
 
 UNARY = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu",
@@ -52,18 +52,11 @@ class Space:
         return self.producers[0].outputs[0].name if self.producers else "?"
 
 
-def _const(v: Value | None) -> np.ndarray | None:
-    return None if v is None or v.const is None else v.const.numpy()
-
-
-def _static(v: Value) -> bool:
-    return v.shape is not None and all(isinstance(d, int) for d in v.shape)
-
 
 def producer_output_axis(node: Node) -> int | None:
     """Axis of the prunable layer's weight that holds its output channels, or
     None when the layer cannot lose output channels."""
-    w = _const(node.inputs[1]) if len(node.inputs) > 1 else None
+    w = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
     if w is None or w.dtype.kind != "f":
         return None
     if node.op_type == "Conv" and node.attrs.get("group", 1) == 1 and (len(node.inputs) < 3 or node.inputs[2] is None
@@ -71,7 +64,7 @@ def producer_output_axis(node: Node) -> int | None:
         return 0
     if node.op_type == "Gemm" and not node.attrs.get("transA", 0) and w.ndim == 2:
         c = node.inputs[2] if len(node.inputs) > 2 else None
-        if c is not None and (c.const is None or _const(c).ndim > 2):
+        if c is not None and (c.const is None or const_array(c).ndim > 2):
             return None
         return 0 if node.attrs.get("transB", 0) else 1
     if node.op_type == "MatMul" and w.ndim == 2:
@@ -80,14 +73,14 @@ def producer_output_axis(node: Node) -> int | None:
 
 
 def producer_rows(node: Node) -> np.ndarray:
-    w = _const(node.inputs[1])
+    w = const_array(node.inputs[1])
     axis = producer_output_axis(node)
     return np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
 
 
 def _input_axis(node: Node) -> int | None:
     """Axis of a channel-reducing layer's weight that holds its input channels."""
-    w = _const(node.inputs[1]) if len(node.inputs) > 1 else None
+    w = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
     if w is None:
         return None
     if node.op_type == "Conv" and node.attrs.get("group", 1) == 1:
@@ -100,7 +93,7 @@ def _input_axis(node: Node) -> int | None:
 
 
 def _is_depthwise(node: Node, channels: int) -> bool:
-    w = _const(node.inputs[1]) if len(node.inputs) > 1 else None
+    w = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
     return (node.op_type == "Conv" and w is not None and node.attrs.get("group", 1) == channels
             and w.shape[0] == channels and w.shape[1] == 1
             and (len(node.inputs) < 3 or node.inputs[2] is None or node.inputs[2].const is not None))
@@ -246,7 +239,7 @@ def _visit(s: _Spaces, root: int, v: Value, axis: int, node: Node, work: list[Va
         gone = _reduced_axes(node, v)
         join(node.outputs[0], axis if node.attrs.get("keepdims", 1) else axis - sum(1 for g in gone if g < axis))
     elif (op == "Flatten" and node.attrs.get("axis", 1) == 1 or _flattening_reshape(node, v)) and first \
-            and axis == 1 and _static(v):
+            and axis == 1 and static_shape(v) is not None:
         block = int(np.prod(v.shape[2:], dtype=np.int64))
         users = node.outputs[0].consumers()
         if users and all(u.inputs[0] is node.outputs[0] and u.op_type in ("Gemm", "MatMul")
@@ -266,7 +259,7 @@ def _reduced_axes(node: Node, v: Value) -> set[int] | None:
     rank = len(v.shape)
     axes = node.attrs.get("axes")
     if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
-        c = _const(node.inputs[1])
+        c = const_array(node.inputs[1])
         if c is None:
             return None
         axes = c.reshape(-1).tolist()
@@ -277,9 +270,9 @@ def _reduced_axes(node: Node, v: Value) -> set[int] | None:
 
 def _flattening_reshape(node: Node, v: Value) -> bool:
     """A Reshape [N, C, ...] -> [N, C*...] (what Flatten does) with a constant 2-D shape."""
-    if node.op_type != "Reshape" or len(node.inputs) < 2 or not _static(v) or len(v.shape) < 2:
+    if node.op_type != "Reshape" or len(node.inputs) < 2 or not static_shape(v) is not None or len(v.shape) < 2:
         return False
-    shape = _const(node.inputs[1])
+    shape = const_array(node.inputs[1])
     out = node.outputs[0].shape
     return (shape is not None and shape.size == 2 and out is not None and len(out) == 2
             and out[0] == v.shape[0] and out[1] == int(np.prod(v.shape[1:], dtype=np.int64)))
@@ -312,7 +305,7 @@ def channel_scores(sp: Space, norm: str = "l2", acts: dict[str, np.ndarray] | No
             if block > 1:  # flattened: features are channel-major blocks
                 x = x.reshape(x.shape[0], sp.channels, block)
             energy = np.moveaxis(x ** 2, axis, 0).reshape(sp.channels, -1).mean(axis=1)
-            w = np.moveaxis(_const(node.inputs[1]).astype(np.float64), _input_axis(node), 0)
+            w = np.moveaxis(const_array(node.inputs[1]).astype(np.float64), _input_axis(node), 0)
             wn = (w.reshape(sp.channels, block, -1) ** 2).sum(axis=(1, 2))
             total += energy * wn
         return total
@@ -333,24 +326,24 @@ def set_const(graph: Graph, node: Node, index: int, array: np.ndarray) -> None:
 def apply(graph: Graph, sp: Space, keep: np.ndarray) -> None:
     """Remove every channel of `sp` not in `keep` (sorted indices)."""
     for p in sp.producers:
-        set_const(graph, p, 1, np.take(_const(p.inputs[1]), keep, axis=producer_output_axis(p)))
+        set_const(graph, p, 1, np.take(const_array(p.inputs[1]), keep, axis=producer_output_axis(p)))
         b = p.inputs[2] if len(p.inputs) > 2 else None
         if b is not None:
-            arr = _const(b)
+            arr = const_array(b)
             if arr.ndim >= 1 and arr.shape[-1] == sp.channels:
                 set_const(graph, p, 2, np.take(arr, keep, axis=arr.ndim - 1))
     for node, i, axis in sp.channel_params:
-        arr = _const(node.inputs[i])
+        arr = const_array(node.inputs[i])
         if arr.shape[axis] == sp.channels:
             set_const(graph, node, i, np.take(arr, keep, axis=axis))
     for node in sp.depthwise:
-        set_const(graph, node, 1, np.take(_const(node.inputs[1]), keep, axis=0))
+        set_const(graph, node, 1, np.take(const_array(node.inputs[1]), keep, axis=0))
         if len(node.inputs) > 2 and node.inputs[2] is not None:
-            set_const(graph, node, 2, np.take(_const(node.inputs[2]), keep, axis=0))
+            set_const(graph, node, 2, np.take(const_array(node.inputs[2]), keep, axis=0))
         node.attrs["group"] = len(keep)
     for node, block in sp.sinks:
         idx = (keep[:, None] * block + np.arange(block)[None, :]).reshape(-1) if block > 1 else keep
-        set_const(graph, node, 1, np.take(_const(node.inputs[1]), idx, axis=_input_axis(node)))
+        set_const(graph, node, 1, np.take(const_array(node.inputs[1]), idx, axis=_input_axis(node)))
     for v, axis in sp.values:
         v.shape = tuple(len(keep) if i == axis else d for i, d in enumerate(v.shape))
     for node, block in sp.flattens:
@@ -358,7 +351,7 @@ def apply(graph: Graph, sp: Space, keep: np.ndarray) -> None:
         if out.shape is not None:
             out.shape = (out.shape[0], len(keep) * block)
         if node.op_type == "Reshape":
-            shape = _const(node.inputs[1]).copy()
+            shape = const_array(node.inputs[1]).copy()
             if shape[1] > 0:  # an explicit feature count (0 and -1 need no change)
                 shape[1] = len(keep) * block
                 set_const(graph, node, 1, shape)

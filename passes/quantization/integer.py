@@ -33,14 +33,11 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from ember.compiler.ir import Graph, Node, Value
+from ember.compiler.ir import Graph, Node, Value, const_array
 from ember.compiler.pass_manager import Pass, register_pass
 
 INT8_TYPES = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
 
-
-def _const(v: Value | None) -> np.ndarray | None:
-    return None if v is None or v.const is None else v.const.numpy()
 
 
 def _dq(v: Value | None) -> Node | None:
@@ -54,8 +51,8 @@ def _dq(v: Value | None) -> Node | None:
 def _dq_parts(node: Node):
     """(quantized input, scale array, zero point array, axis) of a DequantizeLinear."""
     ins = list(node.inputs) + [None] * 3
-    zp = _const(ins[2]) if ins[2] is not None else np.zeros((), np.uint8)
-    return ins[0], _const(ins[1]), zp, node.attrs.get("axis", 1)
+    zp = const_array(ins[2]) if ins[2] is not None else np.zeros((), np.uint8)
+    return ins[0], const_array(ins[1]), zp, node.attrs.get("axis", 1)
 
 
 def _activation(v: Value) -> tuple[Value, float, int] | None:
@@ -78,7 +75,7 @@ def _weight(v: Value, channel_axis: int) -> tuple[np.ndarray, np.ndarray] | None
     if dq is None:
         return None
     wq_v, s, z, axis = _dq_parts(dq)
-    wq = _const(wq_v)
+    wq = const_array(wq_v)
     if wq is None or wq.dtype != np.int8 or s is None or z is None or np.any(z != 0) or s.dtype != np.float32:
         return None
     channels = wq.shape[channel_axis]
@@ -95,14 +92,14 @@ def _bias(v: Value | None, scale: np.ndarray) -> tuple[str, np.ndarray] | None:
     None when neither."""
     if v is None:
         return "none", np.zeros(0)
-    c = _const(v)
+    c = const_array(v)
     if c is not None and c.dtype == np.float32 and c.size == scale.size:
         return "float", c.reshape(-1)
     dq = _dq(v)
     if dq is None:
         return None
     bq_v, s, z, _ = _dq_parts(dq)
-    bq = _const(bq_v)
+    bq = const_array(bq_v)
     if bq is None or bq.dtype != np.int32 or bq.size != scale.size or s is None or np.any(z != 0):
         return None
     s = np.broadcast_to(s.reshape(-1), scale.shape).astype(np.float32)
@@ -203,7 +200,7 @@ class Int8Compute(Pass):
 
 
 def _scalar(v: Value | None) -> float | None:
-    c = _const(v)
+    c = const_array(v)
     return float(c.reshape(())) if c is not None and c.size == 1 else None
 
 
