@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import narrow
+from . import storage
 from .errors import ArtifactError, RuntimeInputError
 from .fileutil import atomic_write_text
 from .isolate import mark_pool_started
@@ -83,7 +83,7 @@ class CompiledModel:
             try:
                 self._vm = VirtualMachine(self._module, dev)
             except Exception as e:  # TVM fails to load some executables it built (empty constants)
-                from .lower import first_line
+                from .errors import first_line
 
                 raise ArtifactError(f"TVM cannot load the model it built: {first_line(e)}") from None
         return self._vm
@@ -106,9 +106,9 @@ class CompiledModel:
                 if a.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, a.shape)):
                     want = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
                     raise RuntimeInputError(f"input {spec['name']!r} must have shape {want}, got {list(a.shape)}")
-            narrow_type = narrow.by_name(a.dtype.name)
-            if narrow_type is not None:  # stored in bytes (narrow.py)
-                a = narrow.to_storage(a, narrow_type)
+            narrow_type = storage.by_name(a.dtype.name)
+            if narrow_type is not None:  # stored in bytes (storage.py)
+                a = storage.to_storage(a, narrow_type)
             arrays.append(np.require(a, requirements="C"))  # keeps 0-d arrays 0-d
         return arrays
 
@@ -144,7 +144,7 @@ class CompiledModel:
         except AssertionError as e:  # ember's runtime checks (index bounds, division by zero)
             raise RuntimeInputError(str(e).strip().splitlines()[0]) from None
         except Exception as e:
-            from .lower import first_line
+            from .errors import first_line
 
             raise RuntimeInputError(f"the model failed at run time: {first_line(e)}") from None
         return dict(zip(self.output_names, vm_outputs(result, self.outputs)))
@@ -176,7 +176,7 @@ class CompiledModel:
             raise ArtifactError("this model was loaded from disk; copy its directory instead")
         directory.mkdir(parents=True, exist_ok=True)
         fcompile = self._target.cross_compiler() if self._target is not None else None
-        from .lower import quiet_native_stderr
+        from .native_stderr import quiet_native_stderr
 
         with tempfile.TemporaryDirectory(dir=directory) as tmp, quiet_native_stderr():
             lib_tmp = Path(tmp) / LIBRARY
@@ -225,8 +225,8 @@ def with_empty_outputs(values: list, specs: list[dict[str, Any]]) -> list:
 
 
 def _empty_output(spec: dict[str, Any]) -> np.ndarray:
-    narrow_type = narrow.by_name(spec["dtype"])
-    return np.empty(spec["shape"], narrow.numpy_type(narrow_type) if narrow_type is not None else spec["dtype"])
+    narrow_type = storage.by_name(spec["dtype"])
+    return np.empty(spec["shape"], storage.numpy_type(narrow_type) if narrow_type is not None else spec["dtype"])
 
 
 def _output(value, spec: dict[str, Any]):
@@ -239,8 +239,8 @@ def _output(value, spec: dict[str, Any]):
     if isinstance(value, ShapeTuple):  # a shape computed at run time (e.g. a Shape output)
         return np.array(list(value), dtype=np.int64)
     array = value if isinstance(value, np.ndarray) else value.numpy()
-    narrow_type = narrow.by_name(spec["dtype"]) if spec.get("dtype") else None
-    return array if narrow_type is None else narrow.from_storage(array, narrow_type)
+    narrow_type = storage.by_name(spec["dtype"]) if spec.get("dtype") else None
+    return array if narrow_type is None else storage.from_storage(array, narrow_type)
 
 
 def load(directory: str | Path) -> CompiledModel:
@@ -274,13 +274,13 @@ def load(directory: str | Path) -> CompiledModel:
     runner = meta["target"].get("runner", "local")
     if runner not in ("local", "gpu") or (runner == "gpu" and not tvm.cuda(0).exist):
         return CompiledModel(None, meta)  # signature only: runs under emulation, over RPC or on a GPU elsewhere
-    from .lower import quiet_native_stderr
+    from .native_stderr import quiet_native_stderr
 
     try:
         with quiet_native_stderr():
             module = tvm.runtime.load_module(str(lib_path))
     except Exception as e:
-        from .lower import first_line
+        from .errors import first_line
 
         raise ArtifactError(f"{lib_path}: cannot load the library ({first_line(e)})") from None
     return CompiledModel(module, meta)

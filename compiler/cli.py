@@ -222,7 +222,7 @@ def _calibration(args: argparse.Namespace, model) -> tuple[list | None, Any]:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from . import driver, onnx_io
+    from . import onnx_io
     from .prune import prune
 
     progress = _Progress(args.quiet)
@@ -234,7 +234,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             raise EmberError(f"--nm {args.nm!r}: expected N:M, e.g. 2:4") from None
         nm = (n, m)
     progress("importing model")
-    model = driver.as_ir(args.model)
+    model = onnx_io.as_ir(args.model)
     calib, labels = _calibration(args, model)
     pruned, report = prune(model, args.method, args.sparsity, nm=nm, scope=args.scope, norm=args.norm,
                            multiple=args.multiple, reconstruct=args.reconstruct, calib=calib, labels=labels,
@@ -253,11 +253,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- quantize
 def _quantized(args: argparse.Namespace, progress):
     """The model quantized to QDQ int8 as --calibrate, --symmetric, ... say."""
-    from . import driver
+    from . import onnx_io
     from .quantize import quantize
 
     progress("importing model")
-    model = driver.as_ir(args.model)
+    model = onnx_io.as_ir(args.model)
     calib, labels = _calibration(args, model)
     if calib is None:
         raise EmberError("quantization needs calibration data: --calib-data FILE|DIR (or --random-calib, "
@@ -488,7 +488,7 @@ def _check(args, inputs, outputs, times) -> int:
 # ---------------------------------------------------------------- optimize
 def cmd_optimize(args: argparse.Namespace) -> int:
     from . import onnx_io
-    from .driver import optimize
+    from ember.passes import optimize
     from .pass_manager import PassTiming, format_pipeline
 
     _load_plugins(args.plugin)

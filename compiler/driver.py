@@ -14,57 +14,13 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import onnx
 
-import ember.passes  # noqa: F401  (registers the built-in passes)
+from ember.passes import optimize  # importing ember.passes registers the built-in passes
 
 from . import functions, ir, lower, onnx_io, specialize, unroll
-from .validate import Limits, validate
 from .artifact import FORMAT_VERSION, CompiledModel
-from .pass_manager import Instrument, Pass, PassContext, PassManager, format_pipeline, parse_pipeline
-
-from ember.passes import DEFAULT_LEVEL, LEVELS
-
-def as_ir(model: Any) -> ir.Model:
-    """Path, ModelProto or ir.Model -> a fresh ir.Model (the caller's object is never changed)."""
-    if isinstance(model, ir.Model):
-        return onnx_io.import_model(onnx_io.export_model(model), infer_shapes=False)
-    if isinstance(model, onnx.ModelProto):
-        # re-parse: the same checks as a file, and an in-memory proto may be deeper than protobuf allows
-        return onnx_io.import_model(onnx_io.parse_proto(_serialize(model), "model"))
-    if isinstance(model, (str, os.PathLike)):
-        return onnx_io.load(model)
-    raise TypeError(f"expected a path, onnx.ModelProto or ember IR Model, got {type(model).__name__}")
-
-
-def resolve_pipeline(pipeline: str | Sequence[Pass] | None = None, opt_level: int | None = None) -> list[Pass]:
-    """An explicit pipeline wins; else the -O level's pipeline (default -O2)."""
-    if pipeline is not None:
-        return parse_pipeline(pipeline) if isinstance(pipeline, str) else list(pipeline)
-    level = DEFAULT_LEVEL if opt_level is None else opt_level
-    if level not in LEVELS:
-        from .errors import PassError
-
-        raise PassError(f"no optimization level -O{level}; levels are {', '.join(f'-O{k}' for k in LEVELS)}")
-    return parse_pipeline(LEVELS[level])
-
-
-def _serialize(model: onnx.ModelProto) -> bytes:
-    from .errors import ModelLoadError
-
-    try:
-        return model.SerializeToString()
-    except Exception as e:
-        raise ModelLoadError(f"model cannot be serialized: {e}") from None
-
-
-def optimize(model: ir.Model, pipeline: str | Sequence[Pass] | None = None, *, opt_level: int | None = None,
-             instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
-             verify_each: bool = True) -> list[Pass]:
-    """Run a pipeline (or the -O level's) on the IR in place; returns the passes run."""
-    passes = resolve_pipeline(pipeline, opt_level)
-    model.verify()
-    ctx = PassContext(disabled=frozenset(disabled), instruments=tuple(instruments), verify_each=verify_each)
-    PassManager(passes, ctx).run(model)
-    return passes
+from .onnx_io import as_ir
+from .pass_manager import Instrument, Pass, format_pipeline
+from .validate import Limits, validate
 
 
 def _dtype_name(v: ir.Value) -> str:

@@ -36,3 +36,19 @@ class RuntimeInputError(EmberError):
 
 class ArtifactError(EmberError):
     """A compiled artifact is missing, corrupt or from another version."""
+
+
+def first_line(e: BaseException) -> str:
+    """The informative line of a (often multi-line, traceback-laden) TVM error.
+    A failed nvcc run comes as the whole CUDA source, then "Compilation
+    error:" and nvcc's output: its first error line is the one."""
+    text = str(e)
+    if "\nCompilation error:\n" in text:
+        text = text.split("\nCompilation error:\n", 1)[1]
+        errors = [ln for ln in text.splitlines() if "error" in ln.lower()]
+        text = "\n".join(errors) or text
+    for ln in text.splitlines():
+        s = ln.strip()
+        if s and not s.startswith(("Traceback", "File ", "0:", "1:", "2:")):
+            return f"{type(e).__name__}: {s[:400]}"
+    return type(e).__name__

@@ -21,9 +21,21 @@ from .errors import CompileError, EmberError
 _pool_started = False
 
 
+def use_all_cores() -> None:
+    """TVM's thread pool assumes two hyperthreads per core on x86 and uses half the logical
+    CPUs it sees: one thread on a 2-core machine, halving every kernel. Before the pool
+    starts (it reads the variable once), run on all the cores this process may use, unless
+    the user said otherwise."""
+    if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["TVM_NUM_THREADS"] = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                            else (os.cpu_count() or 1))
+
+
 def mark_pool_started() -> None:
-    """Note that this process may have started TVM's worker threads (it ran kernels)."""
+    """Note that this process may now start TVM's worker threads (it is about to run
+    kernels); the pool gets all cores (`use_all_cores`)."""
     global _pool_started
+    use_all_cores()
     _pool_started = True
 
 

@@ -9,8 +9,6 @@ instead of an error from deep inside TVM.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import warnings
 from functools import lru_cache
 
@@ -18,7 +16,8 @@ import numpy as np
 import onnx
 
 from . import custom_ops, frontend_fixes, int8_lowering, ir, missing_ops, narrow, onnx_io
-from .errors import CompileError, UnsupportedError
+from .errors import CompileError, UnsupportedError, first_line
+from .native_stderr import quiet_native_stderr
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 # TVM miscomputes or cannot hold these element types: refused, never silently wrong
@@ -274,8 +273,10 @@ def build(mod, target, database=None, counts: dict[str, int] | None = None):
 
     from .isolate import mark_pool_started
     from .pipeline import relax_pipeline
+    from .tvm_target import prepare
 
     mark_pool_started()  # FoldConstant runs kernels in this process
+    prepare(target)
     tvm_target = target.tvm_target()
     try:
         with warnings.catch_warnings():
@@ -306,79 +307,3 @@ def _check_runtime_only(ex, target) -> None:
         raise UnsupportedError(f"{', '.join(used)}: computed by a function of TVM's compiler library, which "
                                f"the TVM runtime alone (on the {target.triple} device) lacks; this model "
                                "compiles for this machine or a GPU here")
-
-
-def first_line(e: BaseException) -> str:
-    """The informative line of a (often multi-line, traceback-laden) TVM error.
-    A failed nvcc run comes as the whole CUDA source, then "Compilation
-    error:" and nvcc's output: its first error line is the one."""
-    text = str(e)
-    if "\nCompilation error:\n" in text:
-        text = text.split("\nCompilation error:\n", 1)[1]
-        errors = [ln for ln in text.splitlines() if "error" in ln.lower()]
-        text = "\n".join(errors) or text
-    for ln in text.splitlines():
-        s = ln.strip()
-        if s and not s.startswith(("Traceback", "File ", "0:", "1:", "2:")):
-            return f"{type(e).__name__}: {s[:400]}"
-    return type(e).__name__
-
-
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Silence what TVM's C++ side logs to fd 2 (e.g. one 'Scope Saving'
-    warning per function on export); replay it if the block fails."""
-    try:
-        fd = os.dup(2)
-    except OSError:
-        yield
-        return
-    with tempfile.TemporaryFile() as buf:
-        os.dup2(buf.fileno(), 2)
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            os.dup2(fd, 2)
-            os.close(fd)
-            if not ok:
-                buf.seek(0)
-                os.write(2, buf.read()[-4000:])
-
-
-@contextlib.contextmanager
-def filtered_native_stderr(noise: tuple[str, ...]):
-    """Pass fd 2 through, minus the lines containing any of `noise` (TVM's
-    C++ side logs some harmless warnings once per candidate it tries)."""
-    import threading
-
-    try:
-        saved = os.dup(2)
-        read_end, write_end = os.pipe()
-    except OSError:
-        yield
-        return
-    os.dup2(write_end, 2)
-    os.close(write_end)
-
-    out = os.dup(saved)  # the reader's own: processes started meanwhile (TVM's worker pools)
-    # keep the pipe as their stderr and may outlive this block; the reader forwards until they exit
-
-    def pump() -> None:
-        with os.fdopen(read_end, "rb") as src, os.fdopen(out, "wb", buffering=0) as dst:
-            for line in src:
-                if not any(n.encode() in line for n in noise):
-                    dst.write(line)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        yield
-    finally:
-        import sys
-
-        sys.stderr.flush()
-        os.dup2(saved, 2)  # our write end of the pipe closes with this
-        os.close(saved)
-        reader.join(timeout=2)  # drained, unless a worker process still holds the pipe

@@ -29,6 +29,25 @@ def load(path: str | os.PathLike, *, infer_shapes: bool = True) -> ir.Model:
     return import_model(load_proto(path), infer_shapes=infer_shapes)
 
 
+def as_ir(model: Any) -> ir.Model:
+    """Path, ModelProto or ir.Model -> a fresh ir.Model (the caller's object is never changed)."""
+    if isinstance(model, ir.Model):
+        return import_model(export_model(model), infer_shapes=False)
+    if isinstance(model, onnx.ModelProto):
+        # re-parse: the same checks as a file, and an in-memory proto may be deeper than protobuf allows
+        return import_model(parse_proto(_serialize(model), "model"))
+    if isinstance(model, (str, os.PathLike)):
+        return load(model)
+    raise TypeError(f"expected a path, onnx.ModelProto or ember IR Model, got {type(model).__name__}")
+
+
+def _serialize(model: onnx.ModelProto) -> bytes:
+    try:
+        return model.SerializeToString()
+    except Exception as e:
+        raise ModelLoadError(f"model cannot be serialized: {e}") from None
+
+
 def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an ONNX file; external data is accepted only from files inside the
     model's directory (no absolute paths, no '..', no symlinks leading out)."""

@@ -22,7 +22,9 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from . import calibration, driver, ir, onnx_io
+from ember.passes import optimize
+
+from . import calibration, ir, onnx_io
 from .errors import EmberError
 
 METHODS = ("channel", "magnitude", "n:m")
@@ -118,8 +120,8 @@ def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tup
         raise EmberError("reconstruction and sensitivity analysis need calibration data (--calib-data)")
     if (target_sparsity is not None or max_drop is not None) and method != "channel":
         raise EmberError("--target-sparsity/--max-drop pick per-layer channel ratios: use --method channel")
-    teacher = driver.as_ir(model)
-    driver.optimize(teacher, "cleanup,fold-batchnorm")
+    teacher = onnx_io.as_ir(model)
+    optimize(teacher, "cleanup,fold-batchnorm")
     drop_dead_weights(teacher.graph)
     teacher_proto = onnx_io.export_model(teacher)
     report = PruneReport(method=method, before=Size.of(teacher_proto))
@@ -127,7 +129,7 @@ def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tup
     if ref is not None and labels is not None:
         report.accuracy["original"] = accuracy(ref, labels)
 
-    student = driver.as_ir(teacher)
+    student = onnx_io.as_ir(teacher)
     keeps: dict[str, np.ndarray] = {}  # tensor of a pruned space -> its kept channels
     if method == "channel":
         spaces = channels.prunable(student.graph)  # the teacher's, too: student is a copy
@@ -261,7 +263,7 @@ def _sensitivity(teacher: ir.Model, calib, labels, ref, target: float | None, ma
     for i in range(n_spaces):
         row: dict[float, tuple[float, int]] = {0.0: (0.0, 0)}
         for r in RATIOS:
-            m = driver.as_ir(teacher)
+            m = onnx_io.as_ir(teacher)
             sp = channels.prunable(m.graph)[i]
             channels.apply(m.graph, sp, channels.keep_channels(channels.channel_scores(sp, norm, acts), r, multiple))
             drop_dead_weights(m.graph)

@@ -23,7 +23,9 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from . import calibration, driver, ir, onnx_io
+from ember.passes import optimize
+
+from . import calibration, ir, onnx_io
 from .errors import EmberError
 from .prune import Size, accuracy, drop_dead_weights, rel_error
 
@@ -303,8 +305,8 @@ def quantize(model: Any, calib: list[dict[str, np.ndarray]], *, calibrate: str =
     if not calib:
         raise EmberError("quantization needs calibration data (--calib-data, or --random-calib to accept "
                          "unknown accuracy)")
-    fp = _at_least_opset_13(driver.as_ir(model), say)
-    driver.optimize(fp, "cleanup,fold-batchnorm")
+    fp = _at_least_opset_13(onnx_io.as_ir(model), say)
+    optimize(fp, "cleanup,fold-batchnorm")
     drop_dead_weights(fp.graph)
     fp_proto = onnx_io.export_model(fp)
     report = QuantReport(calibrate=calibrate, before=Size.of(fp_proto))
@@ -321,7 +323,7 @@ def quantize(model: Any, calib: list[dict[str, np.ndarray]], *, calibrate: str =
     in_float: list[str] = []
     per_channel = fp.opset >= 13
     while True:
-        q = driver.as_ir(fp)
+        q = onnx_io.as_ir(fp)
         chosen = [n for n in quantizable(q.graph, set(exclude)) if n.outputs[0].name not in in_float]
         if bias_correction:
             _correct_biases(q, chosen, acts, ranges, symmetric, per_channel, calib, say)
@@ -378,7 +380,7 @@ def _correct_biases(q: ir.Model, layers: list[ir.Node], acts: dict[str, np.ndarr
         b = node.inputs[2] if len(node.inputs) > 2 else None
         if b is None or b.const is None:
             continue
-        trial = driver.as_ir(q)
+        trial = onnx_io.as_ir(q)
         tnode = next(n for n in trial.graph.nodes if n.outputs and n.outputs[0].name == node.outputs[0].name)
         insert_qdq(trial.graph, [tnode], ranges, symmetric, per_channel)
         name = node.outputs[0].name

@@ -240,13 +240,17 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
     from . import driver
     from .pipeline import legalize_passes
     from .intrinsics import import_tvm_intrinsics
-    from .lower import filtered_native_stderr
+    from .isolate import use_all_cores
+    from .tvm_target import prepare
+    from .native_stderr import filtered_native_stderr
 
     say = progress or (lambda msg: None)
+    use_all_cores()  # before MetaSchedule's workers start: they inherit the thread count
     if trials is None and seconds is None:
         trials = 64
     tgt = targets.parse(target, mcpu=mcpu, features=features)
     tgt.check_toolchain()
+    prepare(tgt)
     if not rpc and tgt.runner not in ("local", "gpu"):
         raise EmberError(f"{tgt.describe()} code cannot be measured on this machine; tune on devices of that "
                          "kind through a TVM RPC tracker: --tracker HOST:PORT --key KEY")

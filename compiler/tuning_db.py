@@ -192,7 +192,7 @@ class TuningDatabase:
             return ms.database.JSONDatabase(str(self.path / WORKLOADS), str(self.path / RECORDS),
                                             allow_missing=True)
         except Exception as e:  # TVM raises its own error types for unparsable records
-            from .lower import first_line
+            from .errors import first_line
 
             raise TuningDBError(f"corrupt tuning database {str(self.path)!r}: {first_line(e)}") from None
 

@@ -7,19 +7,21 @@ Apache TVM.
     m.save("out/"); m2 = ember.load("out/")
 """
 
+from importlib import import_module
+
+from ember.compiler.errors import EmberError
 from ember.version import __version__
 
-import os as _os
-
-# TVM's thread pool assumes two hyperthreads per core on x86 and uses half the
-# logical CPUs it sees: one thread on a 2-core machine, halving every kernel.
-# Run on all the cores this process may use, unless the user said otherwise.
-if "TVM_NUM_THREADS" not in _os.environ and "OMP_NUM_THREADS" not in _os.environ:
-    _os.environ["TVM_NUM_THREADS"] = str(len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity")
-                                         else (_os.cpu_count() or 1))
-
-from ember.compiler.artifact import CompiledModel, load  # noqa: E402
-from ember.compiler.driver import compile, optimize  # noqa: E402
-from ember.compiler.errors import EmberError  # noqa: E402
+# the public names, imported on first use: `import ember` loads neither TVM nor the compiler
+_LAZY = {"CompiledModel": "ember.compiler.artifact", "load": "ember.compiler.artifact",
+         "compile": "ember.compiler.driver", "optimize": "ember.passes"}
 
 __all__ = ["CompiledModel", "EmberError", "compile", "load", "optimize", "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ember' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

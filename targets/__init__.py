@@ -84,14 +84,9 @@ class Target:
         return d
 
     def tvm_target(self):
-        import tvm
+        from ember.compiler import tvm_target
 
-        d = dict(self.tvm_dict)
-        host_dict = d.pop("host", None)
-        try:
-            return tvm.target.Target(d, host=host_dict) if host_dict else tvm.target.Target(d)
-        except Exception as e:
-            raise TargetError(f"TVM refused target {self.describe()}: {str(e).splitlines()[-1]}") from None
+        return tvm_target.tvm_target(self.tvm_dict, self.describe())
 
     # ---- capabilities passes can read ----------------------------------
     @property
@@ -135,17 +130,12 @@ class Target:
         if shutil.which(self.info.linker) is None:
             raise TargetError(f"cross compiler {self.info.linker} not found on PATH; "
                               f"install it with: apt-get install {self.info.linker_package}")
-        import tvm.support.cc as cc
+        from ember.compiler import tvm_target
 
-        fcompile = cc.cross_compiler(self.info.linker)
-        # TVM's asks the host's compiler: a model without kernels (its host code a C module) then
-        # packed its imports into an x86 object the cross linker refused
-        fcompile.get_target_triple = lambda: self.triple
-        return fcompile
+        return tvm_target.cross_compiler(self.info.linker, self.triple)
 
     def check_toolchain(self) -> None:
-        """Fail early, before a long build, when a needed tool is missing (and point
-        TVM's CUDA compilation at nvcc)."""
+        """Fail early, before a long build, when a needed tool is missing."""
         if self.kind == "cuda":
             if shutil.which("nvcc") is None:
                 raise TargetError("the cuda target needs nvcc (the CUDA toolkit) on PATH; "
@@ -155,9 +145,6 @@ class Target:
             if built and base not in built:
                 raise TargetError(f"this CUDA toolkit's nvcc cannot build for {self.mcpu} (it builds "
                                   f"{', '.join(built)}); use an older toolkit for that GPU, or another --mcpu")
-            # TVM compiles CUDA through NVRTC by default, which needs the cuda-bindings package;
-            # nvcc, which Ember requires anyway, unless the user chose otherwise
-            os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
         self.cross_compiler()
 
     def describe(self) -> str:
@@ -193,19 +180,16 @@ def _sm(arch: str) -> int:
 
 @lru_cache(maxsize=None)
 def _cpu_features(triple: str, mcpu: str) -> frozenset[str]:
-    from tvm.target import Target as TvmTarget
-    from tvm.target import codegen
+    from ember.compiler import tvm_target
 
-    return frozenset(str(f) for f in codegen.llvm_get_cpu_features(
-        TvmTarget({"kind": "llvm", "mtriple": triple, "mcpu": mcpu})))
+    return tvm_target.cpu_features(triple, mcpu)
 
 
 @lru_cache(maxsize=None)
 def known_cpus(triple: str) -> tuple[str, ...]:
-    from tvm.target import Target as TvmTarget
-    from tvm.target import codegen
+    from ember.compiler import tvm_target
 
-    return tuple(str(c) for c in codegen.llvm_get_cpu_archlist(TvmTarget({"kind": "llvm", "mtriple": triple})))
+    return tvm_target.known_cpus(triple)
 
 
 @lru_cache(maxsize=None)
@@ -224,9 +208,9 @@ def host() -> Target:
     triple = ALIASES.get(arch, arch)
     if triple not in TRIPLES:
         raise TargetError(f"this machine's architecture {arch!r} is not supported")
-    from tvm.target import codegen
+    from ember.compiler import tvm_target
 
-    mcpu = codegen.llvm_get_system_cpu()
+    mcpu = tvm_target.system_cpu()
     table = _X86_FLAGS if arch == "x86_64" else _ARM_FLAGS
     flags = _cpu_flags()
     features = sorted(v for k, v in table.items() if k in flags)

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ember.compiler.ir import Graph, Node, Value, const_array, static_shape
+from ember.compiler.ir import Graph, Node, const_array, static_shape
 from ember.compiler.pass_manager import Pass, register_pass
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import onnx
 import pytest
 import tvm
-from ember.compiler import driver, intrinsics, lower, onnx_io
+from ember import passes
+from ember.compiler import intrinsics, lower, onnx_io
 from ember.compiler.quantize import quantize
 from helpers import (assert_no_fire, assert_pass, calib, cnn, init, model, op_types, ort_run, qdq_cnn, residual_cnn,
                      run_pass, tensor)
@@ -144,7 +145,7 @@ def test_kernels_on_each_instruction(features, dot):
     w = RNG.integers(-127, 128, (40, 12, 3, 3)).astype(np.int8)
     m = _integer_conv_model(T.UINT8, w, 9, (1, 1, 1, 1), hw=10)
     x = _int8_input(T.UINT8, (1, 12, 10, 10))
-    cm = driver.compile(m, target="x86_64-linux-gnu", features=features)
+    cm = ember.compile(m, target="x86_64-linux-gnu", features=features)
     np.testing.assert_array_equal(cm.run({"x": x})["y"], ort_run(m, {"x": x})[0])
     asm = _assembly(m, tgt)
     assert ("vpdpbusd" in asm) == (dot is not None)
@@ -153,8 +154,8 @@ def test_kernels_on_each_instruction(features, dot):
 
 
 def _assembly(m, tgt) -> str:
-    ir_model = driver.as_ir(m)
-    driver.optimize(ir_model)
+    ir_model = onnx_io.as_ir(m)
+    passes.optimize(ir_model)
     ex = lower.build(lower.to_relax(ir_model), tgt)
     return "\n".join(mod.inspect_source("s") for mod in ex.mod.imports if mod.kind == "llvm")
 
@@ -244,8 +245,8 @@ def test_onnxruntime_quantized_model_runs_on_integer_kernels(tmp_path):
     quantize_static(str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     proto = onnx.load(str(tmp_path / "q.onnx"))
-    ir_model = driver.as_ir(proto)
-    driver.optimize(ir_model)
+    ir_model = onnx_io.as_ir(proto)
+    passes.optimize(ir_model)
     assert "ConvInteger" in op_types(ir_model)
     x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
     ref = ort_run(proto, {"x": x})[0]
@@ -430,8 +431,8 @@ def test_residual_epilogue_folds_into_the_integer_kernel():
     m = residual_cnn("conv")
     feeds = [{"x": RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)} for _ in range(8)]
     proto = onnx_io.export_model(quantize(m, feeds)[0])
-    ir_model = driver.as_ir(proto)
-    driver.optimize(ir_model)
+    ir_model = onnx_io.as_ir(proto)
+    passes.optimize(ir_model)
     tgt = targets.host()
     with tgt.tvm_target():
         mod = tvm.transform.Sequential(pipeline.legalize_passes(tgt))(lower.to_relax(ir_model))

@@ -4,7 +4,8 @@ stay out where they should not, and give onnxruntime's results."""
 import numpy as np
 import pytest
 import tvm
-from ember.compiler import driver, kernels, lower, pipeline, schedule, winograd
+from ember import passes
+from ember.compiler import kernels, lower, onnx_io, pipeline, schedule
 from helpers import init, model, ort_run, tensor
 from onnx import helper as h
 
@@ -33,8 +34,8 @@ def _conv_model(c, o, hw, k, stride=1, pad=0, dilation=1, group=1, act=None, see
 
 def _legalized(m):
     """The module the CPU pipeline schedules for a model (legalized, fused)."""
-    ir_model = driver.as_ir(m)
-    driver.optimize(ir_model)
+    ir_model = onnx_io.as_ir(m)
+    passes.optimize(ir_model)
     mod = lower.to_relax(ir_model)
     tgt = targets.parse("host")
     with tgt.tvm_target():

@@ -11,7 +11,7 @@ from onnx import helper as h
 from onnx.reference import ReferenceEvaluator
 
 import ember
-from ember.compiler import narrow
+from ember.compiler import storage
 
 FLOAT_FORMATS = ["FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT4E2M1"]
 INT_FORMATS = ["INT4", "UINT4", "INT2", "UINT2"]
@@ -69,7 +69,7 @@ def wrapped(x: np.ndarray, bits: int, signed: bool) -> np.ndarray:
 def test_integer_formats_truncate_and_wrap(fmt):
     """ONNX defines float -> integer casts only in range (there onnx's reference must agree);
     out of range Ember wraps, as ONNX's integer -> integer casts do (see `wrapped`)."""
-    _, width, signed = narrow.INTS[getattr(T, fmt)]
+    _, width, signed = storage.INTS[getattr(T, fmt)]
     x = np.array([0.4, 0.5, 1.5, 2.5, -2.5, -0.9, 7.6, 8, 100, -9, -100, 3e9, -2.0**62 - 2**40, 2.0**62, 1e30,
                   -3.4e38, np.nan, np.inf, -np.inf], np.float32)
     to = cast_model(T.FLOAT, getattr(T, fmt), x.size)

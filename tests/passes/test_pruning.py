@@ -5,7 +5,8 @@ ratios, `ember prune`, and a pruned real architecture compiled by Ember."""
 import numpy as np
 import onnx
 import pytest
-from ember.compiler import calibration, driver, onnx_io
+from ember import passes
+from ember.compiler import calibration, onnx_io
 from ember.compiler.prune import Size, prune
 from ember.passes.pruning import PruneChannels, PruneMagnitude, PruneNM
 from ember.passes.pruning.channels import find_spaces
@@ -43,8 +44,8 @@ def residual_net(seed: int = 0) -> onnx.ModelProto:
 
 
 def _ir(m):
-    ir_model = driver.as_ir(m)
-    driver.optimize(ir_model, "cleanup,fold-batchnorm")
+    ir_model = onnx_io.as_ir(m)
+    passes.optimize(ir_model, "cleanup,fold-batchnorm")
     return ir_model
 
 
@@ -167,8 +168,8 @@ def test_cli_prune_errors(tmp_path, args, message):
 def test_prune_as_a_compile_pipeline_pass():
     pipeline = "cleanup,fold-batchnorm,prune-channels{sparsity=0.5},cleanup"
     cm = ember.compile(residual_net(), pipeline=pipeline)
-    ref = driver.as_ir(residual_net())
-    driver.optimize(ref, pipeline)
+    ref = onnx_io.as_ir(residual_net())
+    passes.optimize(ref, pipeline)
     np.testing.assert_allclose(cm.run({"x": X})["y"], ort_run(onnx_io.export_model(ref), {"x": X})[0],
                                rtol=1e-4, atol=1e-5)
 

@@ -71,10 +71,11 @@ def test_models_match_onnxruntime_under_emulation(tmp_path, mcpu, features, cpu)
 
 
 def _assembly(m: onnx.ModelProto, mcpu, features) -> str:
-    from ember.compiler import driver, lower
+    from ember import passes
+    from ember.compiler import lower, onnx_io
 
-    ir_model = driver.as_ir(m)
-    driver.optimize(ir_model)
+    ir_model = onnx_io.as_ir(m)
+    passes.optimize(ir_model)
     ex = lower.build(lower.to_relax(ir_model), targets.parse("aarch64-linux-gnu", mcpu=mcpu, features=features))
     return "\n".join(mod.inspect_source("s") for mod in ex.mod.imports if mod.kind == "llvm")
 
