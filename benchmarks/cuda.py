@@ -35,9 +35,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ember.compiler import onnx_io
-from ember.compiler import torch_export as tx
-from ember.compiler.quantize import quantize
+from ember.compiler.ir import onnx_io
+from ember.models import torch_export as tx
+from ember.passes.quantization.quantize import quantize
 
 import ember
 
@@ -143,7 +143,7 @@ def bench(name: str, sm: str, repeat: int, tune_s: float, tmp: Path) -> dict:
           f"cosine to fp32 {row['int8_cos']:.4f})", flush=True)
 
     if tune_s:
-        from ember.compiler.tune import tune
+        from ember.autotune.tune import tune
 
         db = str(tmp / f"{name}-db")
         t0 = time.perf_counter()

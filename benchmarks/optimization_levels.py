@@ -24,9 +24,10 @@ import numpy as np
 import onnx
 
 import ember
-from ember.compiler import onnx_io, zoo
-from ember.compiler.errors import EmberError
-from ember.compiler.reference import run_onnxruntime, session
+from ember.compiler.ir import onnx_io
+from ember.models import zoo
+from ember.errors import EmberError
+from ember.compiler.ir.reference import run_onnxruntime, session
 
 RECOGNISED = ("LayerNormalization", "GeluErf", "GeluTanh", "Silu", "SDPA", "SDPAMasked")
 
@@ -37,7 +38,7 @@ def models(names: list[str] | None):
             m = zoo.light_model(name, seed=0)
             yield name, m, zoo.random_inputs(m, seed=1)
     if not names or "mobilenet_v2" in names or "minilm" in names:
-        from ember.compiler import torch_export as tx
+        from ember.models import torch_export as tx
 
         extra = [("mobilenet_v2", lambda: onnx.load(str(tx.mobilenet_v2_onnx())), None),
                  ("minilm", lambda: onnx.load(str(tx.minilm_onnx())), tx.minilm_inputs)]

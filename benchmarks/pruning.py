@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import onnx
-from ember.compiler import calibration, onnx_io
-from ember.compiler.prune import Size, accuracy, prune
-from ember.compiler.reference import session
+from ember.passes import calibration
+from ember.compiler.ir import onnx_io
+from ember.passes.pruning.prune import Size, accuracy, prune
+from ember.compiler.ir.reference import session
 from optimization_levels import max_error, timed_together
 
 import ember
@@ -148,7 +149,7 @@ def digits(epochs: int) -> None:
 
 
 def mobilenet(budget: float) -> None:
-    from ember.compiler import torch_export as tx
+    from ember.models import torch_export as tx
 
     m = onnx.load(str(tx.mobilenet_v2_onnx()))
     name = m.graph.input[0].name

@@ -39,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import onnx
-from ember.compiler import calibration, onnx_io
-from ember.compiler.prune import Size, prune
-from ember.compiler.quantize import OBSERVERS, quantize
+from ember.passes import calibration
+from ember.compiler.ir import onnx_io
+from ember.passes.pruning.prune import Size, prune
+from ember.passes.quantization.quantize import OBSERVERS, quantize
 from pruning import digits_data, feeds_of, test_accuracy, train_cnn, trained_cnns
 
 import ember
@@ -110,7 +111,7 @@ def digits(epochs: int) -> None:
 
 
 def minilm() -> None:
-    from ember.compiler import torch_export as tx
+    from ember.models import torch_export as tx
 
     path = tx.minilm_onnx()
     m = onnx.load(str(path))
@@ -150,8 +151,8 @@ def minilm() -> None:
 
 def speed_models() -> dict[str, tuple[onnx.ModelProto, list[dict]]]:
     """fp32 model and calibration batches for each model of the speed table."""
-    from ember.compiler import torch_export as tx
-    from ember.compiler.zoo import light_model, random_inputs
+    from ember.models import torch_export as tx
+    from ember.models.zoo import light_model, random_inputs
 
     out = {}
     for name, m in (("resnet50", light_model("resnet50")), ("mobilenet_v2", onnx.load(str(tx.mobilenet_v2_onnx())))):
@@ -182,7 +183,7 @@ def openvino_runner(proto: onnx.ModelProto, threads: int = 2):
 def speed(budget: float) -> None:
     from optimization_levels import timed_together
 
-    from ember.compiler.reference import session
+    from ember.compiler.ir.reference import session
 
     rows = []
     for name, (m, calib) in speed_models().items():

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import onnx
-from ember.compiler.reference import run_onnxruntime, session
-from ember.compiler.tune import parse_duration, tune
+from ember.compiler.ir.reference import run_onnxruntime, session
+from ember.autotune.tune import parse_duration, tune
 from optimization_levels import max_error, models, timed_together
 
 import ember

@@ -9,11 +9,11 @@ Apache TVM.
 
 from importlib import import_module
 
-from ember.compiler.errors import EmberError
+from ember.errors import EmberError
 from ember.version import __version__
 
 # the public names, imported on first use: `import ember` loads neither TVM nor the compiler
-_LAZY = {"CompiledModel": "ember.compiler.artifact", "load": "ember.compiler.artifact",
+_LAZY = {"CompiledModel": "ember.compiler.runtime.artifact", "load": "ember.compiler.runtime.artifact",
          "compile": "ember.compiler.driver", "optimize": "ember.passes"}
 
 __all__ = ["CompiledModel", "EmberError", "compile", "load", "optimize", "__version__"]

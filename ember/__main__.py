@@ -1,3 +1,3 @@
-from ember.compiler.cli import main
+from ember.cli import main
 
 raise SystemExit(main())

@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep
 
-from ember.compiler.artifact import CompiledModel
+from ember.compiler.runtime.artifact import CompiledModel
 from ember.compiler.driver import compile as ember_compile
-from ember.compiler.specialize import NeedsInputValues, Specializing
+from ember.compiler.input.specialize import NeedsInputValues, Specializing
 
 
 class EmberRep(BackendRep):
@@ -35,7 +35,7 @@ class EmberRep(BackendRep):
                 inputs = [inputs]
             inputs = list(inputs)
             if len(inputs) != len(names):
-                from ember.compiler.errors import RuntimeInputError
+                from ember.errors import RuntimeInputError
 
                 raise RuntimeInputError(f"model takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}")
             feed = dict(zip(names, inputs))
@@ -51,7 +51,7 @@ class EmberBackend(Backend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> EmberRep:
         if not cls.supports_device(device):
-            from ember.compiler.errors import TargetError
+            from ember.errors import TargetError
 
             raise TargetError(f"device {device!r} is not supported by the ember backend (use CPU)")
         pipeline = kwargs.get("pipeline")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ember.compiler.ir import Graph
-from ember.compiler.pass_manager import Pass, register_pass
+from ember.passes.manager import Pass, register_pass
 
 
 @register_pass

@@ -7,8 +7,8 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ember.compiler.pass_manager import register_pass
-from ember.compiler.rewrite import Op, Rule, RuleSet, Var
+from ember.passes.manager import register_pass
+from ember.passes.rewrite import Op, Rule, RuleSet, Var
 
 
 class ReluRelu(Rule):

@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 
 import ember
-from ember.compiler import zoo
-from ember.compiler.reference import run_onnxruntime
+from ember.models import zoo
+from ember.compiler.ir.reference import run_onnxruntime
 
 
 def main() -> int:
@@ -42,8 +42,8 @@ def main() -> int:
     feeds = zoo.random_inputs(model, seed=1)
     float_path = path
     if args.int8:
-        from ember.compiler import onnx_io
-        from ember.compiler.quantize import quantize
+        from ember.compiler.ir import onnx_io
+        from ember.passes.quantization.quantize import quantize
 
         calib = [zoo.random_inputs(model, seed=s) for s in range(2, 10)]
         q, _ = quantize(model, calib)

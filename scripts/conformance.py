@@ -259,7 +259,7 @@ def run_ort(test: Test, model: onnx.ModelProto, data_sets, threads: int) -> tupl
 def run_ember(test: Test, model: onnx.ModelProto, data_sets, pipeline: str | None) -> tuple[str, str]:
     """(category, detail) of the test on Ember's ONNX backend."""
     import ember.backend as eb
-    from ember.compiler.errors import ModelLoadError, UnsupportedError
+    from ember.errors import ModelLoadError, UnsupportedError
 
     try:
         rep = eb.prepare(model, "CPU", pipeline=pipeline)

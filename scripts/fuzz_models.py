@@ -22,7 +22,7 @@ import numpy as np
 
 
 def seeds() -> list[bytes]:
-    from ember.compiler import zoo
+    from ember.models import zoo
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests"))
     from helpers import conv_relu_gemm, if_model  # noqa: E402
@@ -57,8 +57,8 @@ def mutate(data: bytes, other: bytes, rng: np.random.Generator) -> bytes:
 
 def _child(conn, data: bytes, run: bool) -> None:
     import ember
-    from ember.compiler.errors import EmberError
-    from ember.compiler.isolate import after_fork
+    from ember.errors import EmberError
+    from ember.compiler.runtime.isolate import after_fork
 
     after_fork()
     try:
@@ -83,7 +83,7 @@ def _child(conn, data: bytes, run: bool) -> None:
 
 
 def _parse(data: bytes):
-    from ember.compiler import onnx_io
+    from ember.compiler.ir import onnx_io
 
     return onnx_io.import_model(onnx_io.parse_proto(data, "mutant"))
 

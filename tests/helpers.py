@@ -73,15 +73,15 @@ def residual_cnn(after: str) -> onnx.ModelProto:
 
 def calib(n: int = 24) -> list[dict]:
     """Random calibration batches for `cnn`."""
-    from ember.compiler import calibration
+    from ember.passes import calibration
 
     return calibration.random_batches([{"name": "x", "shape": [1, 3, 8, 8], "dtype": "float32"}], n)
 
 
 def qdq_cnn() -> onnx.ModelProto:
     """`cnn` quantized by Ember (QDQ: int8 weights, uint8 activations)."""
-    from ember.compiler import onnx_io
-    from ember.compiler.quantize import quantize
+    from ember.compiler.ir import onnx_io
+    from ember.passes.quantization.quantize import quantize
 
     q, _ = quantize(cnn(width=16), calib())
     return onnx_io.export_model(q)
@@ -107,8 +107,8 @@ def ort_run(m: onnx.ModelProto, feeds: dict) -> list:
 def run_pass(m: onnx.ModelProto, spec: str):
     """Import, run a pipeline, verify; returns (ir_model, changed)."""
     import ember.passes  # noqa: F401
-    from ember.compiler import onnx_io
-    from ember.compiler.pass_manager import PassManager
+    from ember.compiler.ir import onnx_io
+    from ember.passes.manager import PassManager
 
     ir_model = onnx_io.import_model(m)
     changed = PassManager(spec).run(ir_model)
@@ -123,7 +123,7 @@ def op_types(ir_model) -> list[str]:
 def assert_pass(m: onnx.ModelProto, spec: str, feeds: dict, expect_ops=None, rtol=1e-5, atol=1e-6):
     """The pass fires, the result runs in onnxruntime with the same outputs,
     and a second run changes nothing. Returns the optimised IR model."""
-    from ember.compiler import onnx_io
+    from ember.compiler.ir import onnx_io
 
     out, changed = run_pass(m, spec)
     assert changed, f"{spec} did not fire"

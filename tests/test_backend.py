@@ -44,7 +44,7 @@ def test_run_node():
 
 
 def test_wrong_arity():
-    from ember.compiler.errors import RuntimeInputError
+    from ember.errors import RuntimeInputError
 
     rep = eb.prepare(conv_relu_gemm())
     with pytest.raises(RuntimeInputError, match="takes 1 inputs"):

@@ -196,8 +196,8 @@ def test_crash_in_child_is_reported(tmp_path):
     """A signal in the isolated step (what a TVM segfault looks like) is reported, not fatal."""
     import signal
 
-    from ember.compiler.errors import EmberError
-    from ember.compiler.isolate import run_isolated
+    from ember.errors import EmberError
+    from ember.compiler.runtime.isolate import run_isolated
 
     def boom(progress):
         progress("building node 'conv1'")

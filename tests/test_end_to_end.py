@@ -9,7 +9,7 @@ import onnx
 import pytest
 from helpers import if_model
 
-from ember.compiler import zoo
+from ember.models import zoo
 
 
 def ember(*args):

@@ -13,8 +13,8 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 import ember
-from ember.compiler.errors import ArtifactError, EmberError, ModelLoadError, RuntimeInputError, UnsupportedError
-from ember.compiler.validate import InvalidModelError
+from ember.errors import ArtifactError, EmberError, ModelLoadError, RuntimeInputError, UnsupportedError
+from ember.compiler.input.validate import InvalidModelError
 
 GOOD = conv_relu_gemm().SerializeToString()
 

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import onnx
 import pytest
-from ember.compiler import cli
-from ember.compiler.tuning_db import END_TO_END, RECORDS, SLOWER, TuningDatabase, model_key
+from ember import cli
+from ember.autotune.database import END_TO_END, RECORDS, SLOWER, TuningDatabase, model_key
 from helpers import conv_relu_gemm, ember_cli, ort_run, qdq_cnn
 
 pytestmark = pytest.mark.slow

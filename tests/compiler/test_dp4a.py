@@ -9,8 +9,9 @@ import shutil
 import numpy as np
 import pytest
 import tvm
-from ember.compiler import dp4a, onnx_io
-from ember.compiler.quantize import quantize
+from ember.compiler.backend.tvm import dp4a
+from ember.compiler.ir import onnx_io
+from ember.passes.quantization.quantize import quantize
 from helpers import calib, cnn, init, model, ort_run, tensor
 from onnx import TensorProto as T
 from onnx import helper as h

@@ -8,7 +8,7 @@ uint64; training-mode Dropout and RoiAlign's max mode refused."""
 
 import numpy as np
 import pytest
-from ember.compiler.errors import UnsupportedError
+from ember.errors import UnsupportedError
 from helpers import init, model, ort_run, tensor
 from onnx import TensorProto as T
 from onnx import helper as h
@@ -308,8 +308,8 @@ def test_sequence_length_of_a_split():
 
 def test_empty_outputs_put_back_in_a_flat_result():
     """How emulated runs (a flat list of arrays) get their empty outputs back."""
-    from ember.compiler.artifact import with_empty_outputs
-    from ember.compiler.errors import ArtifactError
+    from ember.compiler.runtime.artifact import with_empty_outputs
+    from ember.errors import ArtifactError
 
     specs = [{"name": "a", "dtype": "float32", "shape": [2, 0], "empty": True},
              {"name": "b", "dtype": "int64", "shape": [3]}]

@@ -5,8 +5,10 @@ gives ONNX's reference numbers, reaches into subgraphs, is idempotent."""
 import numpy as np
 import onnx
 import pytest
-from ember.compiler import functions, lower, onnx_io
-from ember.compiler.errors import UnsupportedError
+from ember.compiler.input import functions
+from ember.compiler.backend.tvm import lower
+from ember.compiler.ir import onnx_io
+from ember.errors import UnsupportedError
 from helpers import model, ort_run, tensor
 from onnx import TensorProto as T
 from onnx import helper as h

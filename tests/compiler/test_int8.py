@@ -8,8 +8,9 @@ import onnx
 import pytest
 import tvm
 from ember import passes
-from ember.compiler import intrinsics, lower, onnx_io
-from ember.compiler.quantize import quantize
+from ember.compiler.backend.tvm import intrinsics, lower
+from ember.compiler.ir import onnx_io
+from ember.passes.quantization.quantize import quantize
 from helpers import (assert_no_fire, assert_pass, calib, cnn, init, model, op_types, ort_run, qdq_cnn, residual_cnn,
                      run_pass, tensor)
 from onnx import TensorProto as T
@@ -256,7 +257,7 @@ def test_onnxruntime_quantized_model_runs_on_integer_kernels(tmp_path):
 def test_window_sums_match_a_real_convolution():
     """The zero-point correction for padded convolutions equals the
     convolution of an all-ones input, border effects included."""
-    from ember.compiler.int8_lowering import _window_sums
+    from ember.compiler.backend.tvm.int8_lowering import _window_sums
 
     w = RNG.integers(-127, 128, (3, 2, 3, 3)).astype(np.int8)
     m = _integer_conv_model(T.UINT8, w, 0, (1, 2, 0, 1), strides=(2, 1), hw=7)
@@ -284,7 +285,7 @@ def test_intrinsic_choice_per_target():
 def test_pair_tiles():
     """usmmla's register tile: rows and columns in pairs, at most 16 2x2
     accumulators, columns chosen to waste little zero-padding."""
-    from ember.compiler import kernels
+    from ember.compiler.backend.tvm import kernels
 
     for m, n in ((56, 64), (14, 256), (10, 20), (2, 1000), (6, 10)):
         t = kernels.pair_tiles(m, n)
@@ -333,7 +334,7 @@ def test_integer_offsets_fold_into_one_constant():
     from tvm import relax
     from tvm.script import relax as R
 
-    from ember.compiler.pipeline import _fold_integer_offsets
+    from ember.compiler.backend.tvm.pipeline import _fold_integer_offsets
 
     big = np.array([2**31 - 1, 5], np.int32)
 
@@ -426,7 +427,7 @@ def test_residual_epilogue_folds_into_the_integer_kernel():
     """A residual join reading an 8-bit tensor: its dequantization (cast,
     scale) is computed in the conv kernel's tile writeback with the rest of
     the epilogue, not in whole-tensor passes after an unscheduled kernel."""
-    from ember.compiler import pipeline, schedule
+    from ember.compiler.backend.tvm import pipeline, schedule
 
     m = residual_cnn("conv")
     feeds = [{"x": RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)} for _ in range(8)]

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 from helpers import conv_relu_gemm, if_model
 
-from ember.compiler import ir, onnx_io
-from ember.compiler.errors import IRError
+from ember.compiler import ir
+from ember.compiler.ir import onnx_io
+from ember.errors import IRError
 
 
 def small_graph():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tvm
 from ember import passes
-from ember.compiler import kernels, lower, onnx_io, pipeline, schedule
+from ember.compiler.backend.tvm import kernels, lower, pipeline, schedule
+from ember.compiler.ir import onnx_io
 from helpers import init, model, ort_run, tensor
 from onnx import helper as h
 
@@ -134,7 +135,7 @@ def test_light_model_with_big_dense_layers_compiles_fast():
     """AlexNet (9216x4096 and 4096x4096 dense layers, grouped convolutions)."""
     import time
 
-    from ember.compiler import zoo
+    from ember.models import zoo
 
     t = time.perf_counter()
     m = zoo.light_model("bvlc_alexnet")
@@ -162,7 +163,7 @@ def test_forked_child_after_parent_ran_parallel_kernels():
     kernels must not wait for them (it used to hang in every parallel loop)."""
     from helpers import conv_relu_gemm
 
-    from ember.compiler.isolate import run_isolated
+    from ember.compiler.runtime.isolate import run_isolated
 
     m = conv_relu_gemm()
     feeds = {"x": np.random.default_rng(6).standard_normal((1, 3, 8, 8)).astype(np.float32)}

@@ -6,8 +6,8 @@ import pytest
 from helpers import conv_relu_gemm, if_model, init, model, ort_run, tensor
 from onnx import helper as h
 
-from ember.compiler import onnx_io
-from ember.compiler.errors import ModelLoadError
+from ember.compiler.ir import onnx_io
+from ember.errors import ModelLoadError
 
 
 def roundtrip(m: onnx.ModelProto) -> onnx.ModelProto:

@@ -5,11 +5,10 @@ import pytest
 from helpers import conv_relu_gemm
 
 import ember.passes  # noqa: F401
-from ember.compiler import onnx_io
-from ember.compiler.errors import PassError
+from ember.compiler.ir import onnx_io
+from ember.errors import PassError
 from ember.compiler.ir import Graph
-from ember.compiler.pass_manager import (DumpIR, Pass, PassContext, PassManager, PassRegistry, PassTiming,
-                                         format_pipeline, parse_pipeline)
+from ember.passes.manager import DumpIR, Pass, PassContext, PassManager, PassRegistry, PassTiming, format_pipeline, parse_pipeline
 
 
 @dataclass(frozen=True)
@@ -109,6 +108,6 @@ def test_disabled_passes_and_instruments(reg, tmp_path):
 
 
 def test_default_registry_has_cleanup():
-    from ember.compiler.pass_manager import registry
+    from ember.passes.manager import registry
 
     assert {"cleanup", "dce", "drop-identity"} <= set(registry.names())

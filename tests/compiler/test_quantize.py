@@ -5,9 +5,9 @@ accuracy tools and the CLI."""
 import numpy as np
 import onnx
 import pytest
-from ember.compiler import onnx_io
-from ember.compiler.prune import Size
-from ember.compiler.quantize import activation_range, qparams, quantize
+from ember.compiler.ir import onnx_io
+from ember.passes.pruning.prune import Size
+from ember.passes.quantization.quantize import activation_range, qparams, quantize
 from helpers import calib, cnn, ember_cli, init, model, ort_run, residual_cnn, tensor
 from onnx import helper as h
 

@@ -8,7 +8,8 @@ from onnx import helper as h
 from onnx.reference import ReferenceEvaluator
 
 import ember
-from ember.compiler import lower, onnx_io, resample
+from ember.compiler.backend.tvm import lower, resample
+from ember.compiler.ir import onnx_io
 
 RNG = np.random.default_rng(0)
 

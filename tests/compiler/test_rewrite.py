@@ -5,9 +5,9 @@ import pytest
 from helpers import init, model, ort_run, tensor
 from onnx import helper as h
 
-from ember.compiler import onnx_io
+from ember.compiler.ir import onnx_io
 from ember.compiler.ir import Graph
-from ember.compiler.rewrite import Const, Match, NoMatch, Op, Rule, RuleSet, Var, explain, match
+from ember.passes.rewrite import Const, Match, NoMatch, Op, Rule, RuleSet, Var, explain, match
 
 X = Var("x")
 

@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
-from ember.compiler import onnx_io, zoo
+from ember.compiler.ir import onnx_io
+from ember.models import zoo
 
 
 def _node_cases():

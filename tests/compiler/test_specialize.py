@@ -7,8 +7,9 @@ import warnings
 import numpy as np
 import onnx
 import pytest
-from ember.compiler import onnx_io, specialize
-from ember.compiler.errors import CompileError
+from ember.compiler.ir import onnx_io
+from ember.compiler.input import specialize
+from ember.errors import CompileError
 from helpers import ember_cli, model, ort_run, tensor
 from onnx import TensorProto as T
 from onnx import helper as h

@@ -4,15 +4,9 @@ import json
 
 import pytest
 import tvm
-from ember.compiler import cli, schedule
-from ember.compiler.tuning_db import (
-    END_TO_END,
-    MANIFEST,
-    RECORDS,
-    WORKLOADS,
-    TuningDatabase,
-    TuningDBError,
-)
+from ember import cli
+from ember.compiler.backend.tvm import schedule
+from ember.autotune.database import END_TO_END, MANIFEST, RECORDS, WORKLOADS, TuningDatabase, TuningDBError
 from tvm import te
 from tvm.s_tir import meta_schedule as ms
 

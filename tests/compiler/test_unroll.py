@@ -5,8 +5,9 @@ is refused clearly."""
 import numpy as np
 import onnx
 import pytest
-from ember.compiler import onnx_io, unroll
-from ember.compiler.errors import EmberError
+from ember.compiler.ir import onnx_io
+from ember.compiler.input import unroll
+from ember.errors import EmberError
 from helpers import model, ort_run, tensor
 from onnx import TensorProto as T
 from onnx import helper as h

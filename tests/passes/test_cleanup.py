@@ -8,8 +8,8 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 import ember.passes  # noqa: F401
-from ember.compiler import onnx_io
-from ember.compiler.pass_manager import PassManager
+from ember.compiler.ir import onnx_io
+from ember.passes.manager import PassManager
 
 
 def apply(m: onnx.ModelProto, spec: str):

@@ -153,8 +153,8 @@ def test_fuse_layernorm(opset, pow_form):
 
 
 def test_fuse_layernorm_needs_opset_17():
-    from ember.compiler import onnx_io
-    from ember.compiler.rewrite import explain
+    from ember.compiler.ir import onnx_io
+    from ember.passes.rewrite import explain
     from ember.passes.fusion.layernorm import FuseLayerNorm
 
     m = onnx_io.import_model(layernorm(opset=13))
@@ -214,7 +214,7 @@ def test_ember_ops_follow_the_model_opset():
     """The function definitions of ember's ops import the model's own opset
     (onnx refuses a model whose functions and graph disagree)."""
     import ember
-    from ember.compiler import onnx_io
+    from ember.compiler.ir import onnx_io
 
     m = gelu_erf(0)
     m.opset_import[0].version = 21

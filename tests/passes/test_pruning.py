@@ -6,8 +6,9 @@ import numpy as np
 import onnx
 import pytest
 from ember import passes
-from ember.compiler import calibration, onnx_io
-from ember.compiler.prune import Size, prune
+from ember.passes import calibration
+from ember.compiler.ir import onnx_io
+from ember.passes.pruning.prune import Size, prune
 from ember.passes.pruning import PruneChannels, PruneMagnitude, PruneNM
 from ember.passes.pruning.channels import find_spaces
 from helpers import ember_cli, init, model, ort_run, tensor
@@ -176,7 +177,7 @@ def test_prune_as_a_compile_pipeline_pass():
 
 @pytest.mark.slow
 def test_pruned_resnet50_runs_in_ember_and_onnxruntime():
-    from ember.compiler import zoo
+    from ember.models import zoo
 
     m = zoo.light_model("resnet50", seed=0)
     pruned, rep = prune(m, "channel", 0.5)

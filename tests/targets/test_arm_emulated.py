@@ -12,8 +12,8 @@ from onnx import helper as h
 
 import ember
 from ember import targets
-from ember.compiler import zoo
-from ember.targets import emulation
+from ember.models import zoo
+from ember.compiler.runtime import emulation
 
 pytestmark = [pytest.mark.arm, pytest.mark.skipif(not emulation.rootfs_ready(),
                                                   reason="emulated aarch64 runtime not set up "
@@ -72,7 +72,8 @@ def test_models_match_onnxruntime_under_emulation(tmp_path, mcpu, features, cpu)
 
 def _assembly(m: onnx.ModelProto, mcpu, features) -> str:
     from ember import passes
-    from ember.compiler import lower, onnx_io
+    from ember.compiler.backend.tvm import lower
+    from ember.compiler.ir import onnx_io
 
     ir_model = onnx_io.as_ir(m)
     passes.optimize(ir_model)

@@ -12,7 +12,7 @@ import pytest
 from helpers import conv_relu_gemm, free_port, stop_group, wait_port
 
 from ember import targets
-from ember.compiler.errors import TargetError
+from ember.errors import TargetError
 
 
 def test_host_is_detected():
@@ -161,7 +161,7 @@ def test_run_over_rpc(model_file, tmp_path, rpc_servers):
 def test_qemu_core_for_an_artifact(monkeypatch):
     """The artifact's CPU when this qemu models it; 'max' for one it does not
     (qemu 7.2 has no neoverse-n2) or for SVE / i8mm without a CPU."""
-    from ember.targets import emulation
+    from ember.compiler.runtime import emulation
 
     monkeypatch.setattr(emulation, "qemu_cpus", lambda: frozenset({"cortex-a72", "cortex-a76", "max"}))
     assert emulation.qemu_cpu("cortex-a76", []) == "cortex-a76"
@@ -181,7 +181,7 @@ def test_runtime_only_devices_refuse_compiler_library_ops():
     from onnx import helper as h
 
     import ember
-    from ember.compiler.errors import UnsupportedError
+    from ember.errors import UnsupportedError
 
     m = model([h.make_node("NonZero", ["x"], ["y"])], [tensor("x", [2, 3])], [tensor("y", None, T.INT64)])
     with pytest.raises(UnsupportedError, match=r"NonZero.*relax\.run\.nonzero.*TVM runtime alone"):

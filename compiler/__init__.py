@@ -1,1 +1,0 @@
-"""IR, ONNX import/export, pass infrastructure, lowering, driver and CLI."""

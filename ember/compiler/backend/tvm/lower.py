@@ -1,0 +1,311 @@
+"""Ember IR -> Relax IRModule -> built executable.
+
+Standard operators go through TVM's own Relax ONNX frontend (one copy of the
+conversion rules, not two). Before handing the graph over, Ember checks what
+the frontend cannot take, so the user gets one clear message naming the node
+instead of an error from deep inside TVM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from functools import lru_cache
+
+import numpy as np
+import onnx
+
+from ember.compiler.ir import custom_ops, onnx_io
+from ember.compiler.backend.tvm import ember_ops, frontend_fixes, int8_lowering, missing_ops, narrow
+from ember.compiler import ir
+from ember.errors import CompileError, UnsupportedError, first_line
+from ember.compiler.runtime.native_stderr import quiet_native_stderr
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+# TVM miscomputes or cannot hold these element types: refused, never silently wrong
+SUB_BYTE_TYPES = frozenset(getattr(onnx.TensorProto, n) for n in (
+    "INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
+    "FLOAT8E5M2FNUZ", "FLOAT8E8M0") if hasattr(onnx.TensorProto, n))
+
+
+def _used(node: ir.Node, index: int) -> bool:
+    if index >= len(node.outputs):
+        return False
+    v = node.outputs[index]
+    return bool(v.uses) or (node.graph is not None and node.graph.is_output(v))
+
+
+def _default_convtranspose_shape(node: ir.Node) -> bool:
+    """Whether output_shape asks for the shape ConvTranspose gives anyway (TVM ignores the attribute)."""
+    x, w = node.inputs[0], node.inputs[1]
+    if x is None or w is None or x.shape is None or w.shape is None:
+        return False
+    spatial, kernel = list(x.shape[2:]), list(node.attrs.get("kernel_shape", w.shape[2:]))
+    if not all(isinstance(d, int) for d in spatial + kernel):
+        return False
+    n = len(spatial)
+    strides = node.attrs.get("strides", [1] * n)
+    dil = node.attrs.get("dilations", [1] * n)
+    outpad = node.attrs.get("output_padding", [0] * n)
+    pads = node.attrs.get("pads", [0] * 2 * n)
+    if node.attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return False
+    default = [strides[i] * (spatial[i] - 1) + outpad[i] + (kernel[i] - 1) * dil[i] + 1 - pads[i] - pads[i + n]
+               for i in range(n)]
+    return list(node.attrs["output_shape"])[-n:] == default
+
+
+def _training_dropout(node: ir.Node) -> bool:
+    """Dropout whose training_mode may be true and whose ratio may be nonzero."""
+    ins = list(node.inputs) + [None, None, None]
+    mode, ratio = ins[2], ins[1]
+    if mode is None or (mode.const is not None and not bool(mode.scalar())):
+        return False
+    return not (ratio is not None and ratio.const is not None and float(ratio.scalar()) == 0.0)
+
+
+def _const_values(node: ir.Node, index: int) -> np.ndarray | None:
+    v = node.inputs[index] if index < len(node.inputs) else None
+    return None if v is None or v.const is None or v.const.numpy().size == 0 else v.const.numpy()
+
+
+def _resize_without_axes(node: ir.Node) -> None:
+    """Resize's `axes` (opset 18) spelled out as full-rank roi/scales/sizes, which TVM reads:
+    ones, the whole range and the input's dims on the other axes."""
+    x = node.inputs[0]
+    if x is None or x.shape is None or not all(isinstance(d, int) for d in x.shape) or _resize_exact(node):
+        return
+    rank, g = len(x.shape), node.graph
+    axes = [a % rank for a in node.attrs["axes"]]
+    ins = list(node.inputs) + [None] * (4 - len(node.inputs))
+    if any(v is not None and v.const is None for v in ins[1:]):
+        return
+    fills = {1: None, 2: np.ones(rank, np.float32), 3: np.array(x.shape, np.int64)}
+    for index in (1, 2, 3):
+        v = ins[index]
+        if v is None or v.const.numpy().size == 0:
+            continue
+        given = v.const.numpy()
+        if index == 1:  # roi: starts then ends
+            full = np.concatenate([np.zeros(rank), np.ones(rank)]).astype(given.dtype)
+            full[axes], full[[rank + a for a in axes]] = given[: len(axes)], given[len(axes):]
+        else:
+            full = fills[index].astype(given.dtype)
+            full[axes] = given
+        g.set_input(node, index, g.make_const(full, v.name))
+    del node.attrs["axes"]
+
+
+def _resize_exact(node: ir.Node) -> bool:
+    """Whether Ember computes this Resize itself, as the reference does (`resample.py`)."""
+    from ember.compiler.backend.tvm import resample
+
+    ins = list(node.inputs) + [None] * (4 - len(node.inputs))
+    x = ins[0]
+    if len(node.inputs) < 3 or x is None or x.shape is None or x.dtype is None:
+        return False  # opset 10's (X, scales) form, or nothing to plan with
+    if any(v is not None and v.const is None for v in ins[1:4]):
+        return False
+    consts = [None if v is None else v.const.numpy() for v in ins[1:4]]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(x.dtype).name
+    return resample.plannable(list(x.shape), dtype, node.attrs, *consts)
+
+
+def _resize_wrong(node: ir.Node) -> str | None:
+    """TVM's resize takes only output sizes, and has no antialias (Ember's own
+    path, taken where the parameters are constants, has neither limit)."""
+    if _resize_exact(node):
+        return None
+    if node.attrs.get("antialias", 0):
+        return "antialias is not supported"
+    if node.attrs.get("keep_aspect_ratio_policy", b"stretch") not in (b"stretch", "stretch"):
+        return "keep_aspect_ratio_policy other than stretch is not supported"
+    if "axes" in node.attrs:
+        return "axes with run-time or unknown-rank operands are not supported"
+    x = node.inputs[0]
+    dims = list(x.shape) if x is not None and x.shape is not None else []
+    scales, sizes = _const_values(node, 2), _const_values(node, 3)
+    if scales is not None and all(isinstance(d, int) for d in dims):
+        if any(abs(d * float(s) - round(d * float(s))) > 1e-6 for d, s in zip(dims, scales)):
+            return "scales that give a fractional output size are not supported (TVM resamples by the size ratio)"
+    mode = node.attrs.get("mode", b"nearest")
+    if sizes is not None and mode in (b"nearest", "nearest") and all(isinstance(d, int) and d for d in dims):
+        if any(o > d and o % d for d, o in zip(dims, sizes.tolist())):
+            return "nearest upsampling by a fractional ratio is not supported (TVM rounds ties differently)"
+    return None
+
+
+def known_wrong(node: ir.Node) -> str | None:
+    """Why TVM's converter would give wrong results for this node (measured on
+    the ONNX conformance suite), or None."""
+    op = node.op_type
+    if op == "Attention" and node.domain in STANDARD_DOMAINS:
+        return "TVM converts com.microsoft's Attention under this name, not ONNX's"
+    if op == "LayerNormalization" and (_used(node, 1) or _used(node, 2)):
+        return "its Mean/InvStdDev outputs are not supported"
+    if op == "BatchNormalization" and (node.attrs.get("training_mode", 0) or any(_used(node, i) for i in (1, 2))):
+        return "training mode (running statistics outputs) is not supported"
+    if op == "Dropout" and _training_dropout(node):
+        return "training mode (random masks) is not an inference op"
+    if op == "Dropout" and _used(node, 1):
+        return "its mask output is not supported"
+    if op == "RoiAlign" and node.attrs.get("mode", b"avg") in (b"max", "max"):
+        return "mode=max (TVM's max pooling of samples differs from ONNX's)"
+    if op == "Resize":
+        return _resize_wrong(node)
+    if op == "RMSNormalization" and node.inputs[0].shape is not None and node.attrs.get("axis", -1) in (
+            0, -len(node.inputs[0].shape)):
+        return "normalizing over every axis (TVM's kernel fails to build)"
+    if op == "ConvTranspose" and "output_shape" in node.attrs and not _default_convtranspose_shape(node):
+        return "an output_shape other than the default one is not supported"
+    if op == "NonMaxSuppression" and any(v is not None and v.const is None for v in node.inputs[2:5]):
+        return "run-time limits (max_output_boxes_per_class, thresholds) are not supported"
+    return None
+
+
+@lru_cache(maxsize=1)
+def supported_ops() -> frozenset[str]:
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    return frozenset(onnx_frontend._get_convert_map()) | {"If", "Constant"} | int8_lowering.OPS | missing_ops.OPS
+
+
+def needs_body(node: ir.Node) -> bool:
+    """Whether a standard node must be replaced by its ONNX function body (see
+    functions.py): TVM has no converter for it, or a wrong one for this use."""
+    return node.domain in STANDARD_DOMAINS and (node.op_type not in supported_ops()
+                                                or known_wrong(node) is not None)
+
+
+def is_tensor_sequence(v: ir.Value) -> bool:
+    tp = v.type_proto
+    return tp is not None and tp.HasField("sequence_type") and tp.sequence_type.elem_type.HasField("tensor_type")
+
+
+def check_supported(model: ir.Model) -> None:
+    """Refuse what TVM's frontend would reject or, worse, misread: operators
+    it has no converter for, and standard op names in foreign domains."""
+    ops = supported_ops()
+    local_functions = {(f.domain, f.name) for f in model.functions}
+    for node in model.graph.all_nodes():
+        where = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node"
+        if (node.domain, node.op_type) in local_functions:
+            continue  # inlined before lowering
+        if node.domain == custom_ops.DOMAIN and (node.op_type in custom_ops.OPS
+                                                 or node.op_type in custom_ops.LOWERING_ONLY):
+            continue  # ember's own converters
+        if node.domain not in STANDARD_DOMAINS:
+            raise UnsupportedError(f"unsupported operator {node.domain}::{node.op_type} ({where}): "
+                                   f"domain {node.domain!r} is not supported")
+        if node.op_type not in ops:
+            raise UnsupportedError(f"unsupported operator {node.op_type} ({where})")
+        reason = known_wrong(node)
+        if reason:
+            raise UnsupportedError(f"unsupported use of {node.op_type} ({where}): {reason}")
+        to = node.attrs.get("to") if node.op_type in ("Cast", "CastLike") else None
+        if to in SUB_BYTE_TYPES:
+            raise UnsupportedError(f"{where}: casts to {onnx.TensorProto.DataType.Name(to)} are not supported")
+        if node.op_type == "CastLike" and node.inputs[1] is not None and node.inputs[1].dtype in SUB_BYTE_TYPES:
+            raise UnsupportedError(f"{where}: casts to {onnx.TensorProto.DataType.Name(node.inputs[1].dtype)} "
+                                   "are not supported")
+    from ember.compiler.ir.printer import type_proto_str
+
+    g = model.graph
+    for kind, values in (("input", [v for v in g.inputs if v.const is None]), ("output", g.outputs)):
+        for v in values:
+            if not v.is_tensor and not (kind == "output" and is_tensor_sequence(v)):
+                allowed = "tensors" if kind == "input" else "tensors and sequences of tensors"
+                raise UnsupportedError(f"{kind} {v.name!r} has type {type_proto_str(v.type_proto)}; "
+                                       f"only {allowed} are supported")
+    for v in g.values():
+        if v.dtype == onnx.TensorProto.STRING:
+            raise UnsupportedError(f"value {v.name!r} is a string tensor; string tensors are not supported")
+        if v.dtype in SUB_BYTE_TYPES:
+            raise UnsupportedError(f"value {v.name!r} has type {onnx.TensorProto.DataType.Name(v.dtype)}, "
+                                   "which is not supported")
+
+
+def to_relax(model: ir.Model, target=None):
+    """Lower the (optimised) IR to a Relax IRModule for an ember Target (None: a CPU)."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from ember.compiler.backend.tvm.guards import insert_guards
+
+    narrow.rewrite(model)
+    for node in list(model.graph.all_nodes()):
+        if node.op_type == "Resize" and node.domain in STANDARD_DOMAINS and "axes" in node.attrs:
+            _resize_without_axes(node)
+    check_supported(model)
+    if insert_guards(model):
+        model.verify()
+    proto = onnx_io.export_model(model)
+    if proto.functions:
+        from onnx import inliner
+
+        keep = [(custom_ops.DOMAIN, name) for name in custom_ops.OPS]
+        proto = inliner.inline_selected_functions(proto, keep, exclude=True)
+    try:
+        with warnings.catch_warnings(), _ember_converters(model.opset, target is None or target.kind != "cuda"):
+            warnings.simplefilter("ignore")
+            return from_onnx(proto, opset=model.opset, keep_params_in_input=False)
+    except Exception as e:  # TVM raises many types; all mean "could not import"
+        raise CompileError(f"TVM's ONNX importer failed: {first_line(e)}") from None
+
+
+@contextlib.contextmanager
+def _ember_converters(opset: int, kernel_asserts: bool):
+    """TVM's frontend looks converters up by op type through a module-level
+    function; extend its table with ember's own ops for this one import."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    original = onnx_frontend._get_convert_map
+    extra = {**ember_ops.relax_converters(kernel_asserts), **frontend_fixes.converters(), **int8_lowering.converters(opset),
+             **narrow.converters(), **missing_ops.converters()}
+    onnx_frontend._get_convert_map = lambda: {**original(), **extra}
+    try:
+        yield
+    finally:
+        onnx_frontend._get_convert_map = original
+
+
+def build(mod, target, database=None, counts: dict[str, int] | None = None):
+    """Compile a Relax module for an ember Target (with tuned schedules from
+    a MetaSchedule `database`, if given); returns a relax Executable."""
+    import tvm
+
+    from ember.compiler.runtime.isolate import mark_pool_started
+    from ember.compiler.backend.tvm.pipeline import relax_pipeline
+    from ember.compiler.backend.tvm.target import prepare
+
+    mark_pool_started()  # FoldConstant runs kernels in this process
+    prepare(target)
+    tvm_target = target.tvm_target()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # in the target's scope: TVM's CUDA compile callback reads the sm_XX to build for from it
+            with tvm.transform.PassContext(opt_level=3), tvm_target, quiet_native_stderr():
+                ex = tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(target, database, counts))
+    except Exception as e:
+        raise CompileError(f"TVM build failed for {target.describe()}: {first_line(e)}") from None
+    if target.runner not in ("local", "gpu"):
+        _check_runtime_only(ex, target)
+    return ex
+
+
+# what TVM's VM calls from its compiler library (libtvm), with the ONNX ops that lower to them
+COMPILER_LIBRARY_CALLS = {"relax.run.nonzero": "NonZero, or Compress with a run-time condition",
+                          "relax.run.unique": "Unique", "relax.run.print": "a debug print",
+                          "relax.run.shape_to_tensor": "a shape turned into a tensor at run time"}
+
+
+def _check_runtime_only(ex, target) -> None:
+    """An artifact for another device runs on the TVM runtime alone (a board,
+    the emulator, an RPC server), which lacks functions of TVM's compiler
+    library: refuse at compile time what would fail there at run time."""
+    text = ex.as_text()
+    used = [f"{what} ({name})" for name, what in COMPILER_LIBRARY_CALLS.items() if name in text]
+    if used:
+        raise UnsupportedError(f"{', '.join(used)}: computed by a function of TVM's compiler library, which "
+                               f"the TVM runtime alone (on the {target.triple} device) lacks; this model "
+                               "compiles for this machine or a GPU here")

@@ -1,0 +1,400 @@
+"""Default CPU schedules, applied to every PrimFunc after operator fusion.
+
+- functions holding an ember GEMM or depthwise block (`kernels.py`) get its
+  register-blocked schedule, with the fused epilogue (bias, activation,
+  residual add) inlined into the tile's writeback;
+- every other function gets a generic schedule: elementwise chains inlined,
+  outer loops of each remaining block run in parallel and its innermost
+  spatial loop vectorized when that is legal.
+
+Functions already scheduled (by a tuning database) are left alone. A
+schedule step that TVM refuses leaves that function as it was: correctness
+never depends on a schedule.
+"""
+
+from __future__ import annotations
+
+from ember.compiler.backend.tvm import kernels, winograd
+
+
+def _sch(func):
+    from tvm import s_tir
+
+    return s_tir.Schedule(func)
+
+
+def _extent(sch, loop) -> int | None:
+    from tvm import tirx
+
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, tirx.IntImm) else None
+
+
+def _inline_epilogue(sch, block) -> None:
+    """Fold the elementwise consumers of `block` into it, one after another;
+    the other operands they compute first (a residual's dequantization) are
+    inlined into them, or the consumer would have two producing blocks."""
+    while True:
+        consumers = sch.get_consumers(block)
+        if len(consumers) != 1:
+            return
+        _inline_side_inputs(sch, consumers[0], sch.get(block).name_hint)
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:
+            return
+
+
+def _inline_side_inputs(sch, consumer, main: str) -> None:
+    """Inline every block producing an input of `consumer` other than `main`."""
+    pending = True
+    while pending:
+        pending = False
+        for p in sch.get_producers(consumer):
+            if sch.get(p).name_hint == main:
+                continue
+            try:
+                sch.compute_inline(p)
+                pending = True
+                break
+            except Exception:
+                continue
+
+
+def _tail(sch, block, first: int, width: int = 16) -> None:
+    """Vectorize the innermost loop of a block nested under `first` loops, in
+    chunks of at most `width` lanes (a whole long loop as one vector makes
+    LLVM generate enormous vector types), when that is legal."""
+    loops = sch.get_loops(block)
+    if len(loops) <= first:
+        return
+    inner = loops[-1]
+    ext = _extent(sch, inner)
+    if ext is None or ext < 2:
+        return
+    try:
+        if ext > width:
+            lanes = next((w for w in (width, width // 2, width // 4) if w > 1 and ext % w == 0), None)
+            if lanes is None:
+                return
+            inner = sch.split(inner, [None, lanes])[1]
+        sch.vectorize(inner)
+    except Exception:
+        pass
+
+
+WEIGHTS_IN_CACHE = 256 * 1024  # bytes of packed weights a core's L2 keeps beside the streamed rows
+
+
+def _product(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def schedule_gemm(sch, block) -> None:
+    ann = sch.get(block).annotations
+    mr, nr = int(ann["ember_mr"]), int(ann["ember_nr"])
+    loops = sch.get_loops(block)
+    reductions = sum(1 for iv in sch.get(block).iter_vars if iv.iter_type != 0)
+    *rows, m, n = loops[:len(loops) - reductions]
+    ks = loops[len(loops) - reductions:]
+    columns = _extent(sch, n) or 0
+    weights = 4 * columns * _product(_extent(sch, k) or 0 for k in ks)
+    mo, mi = sch.split(m, [None, mr])
+    no, ni = sch.split(n, [None, nr])
+    if 0 < weights <= WEIGHTS_IN_CACHE and columns >= 256:
+        # many panels, all in cache: sweep them for each row tile (it stays in L1) rather than
+        # reading every input row once per panel
+        outer = [*rows, mo, no]
+    else:
+        # one weight panel (K x NR) stays in cache while the rows stream past it
+        outer = [no, *rows, mo]
+    sch.reorder(*outer, *ks, mi, ni)
+    wb = sch.cache_write(block, 0, "local")
+    crop = [c for c in sch.get_consumers(wb) if sch.get(c).name_hint.startswith(kernels.CROP)]
+    if crop:  # padded columns: the crop reads the accumulators directly
+        sch.compute_inline(wb)
+        wb = crop[0]
+    _register_tile(sch, block, wb, at=outer[-1], outer=outer, rows=mi, lanes=ni, reduction=ks[0])
+
+
+def schedule_qgemm(sch, block) -> None:
+    """The int8 GEMM: like `schedule_gemm`, with the reduction in groups of
+    the instruction's depth and the innermost step tensorized with the
+    target's dot-product instruction (or vectorized int32 loops without
+    one): (lanes x 4) for a one-row instruction; for a 2 x 2 one (usmmla),
+    (2 rows x 2 columns x 8), its accumulators stored as 2 x 2 blocks."""
+    from ember.compiler.backend.tvm.intrinsics import ALL, register
+
+    ann = sch.get(block).annotations
+    mr, nr, dot, lanes = (int(ann["ember_mr"]), int(ann["ember_nr"]), str(ann["ember_dot"]),
+                          int(ann["ember_lanes"]))
+    intrin = next((i for i in ALL if i.name == dot), None)
+    pairs = intrin is not None and intrin.rows == 2
+    loops = sch.get_loops(block)
+    reductions = sum(1 for iv in sch.get(block).iter_vars if iv.iter_type != 0)
+    *rows, m, n = loops[:len(loops) - reductions]
+    *ks, ki = loops[len(loops) - reductions:]
+    if pairs:
+        mo, mi, inner = sch.split(m, [None, mr // 2, 2])
+        no, nv, ni = sch.split(n, [None, nr // 2, 2])
+        sch.reorder(no, *rows, mo, *ks, mi, nv, inner, ni, ki)
+    else:
+        mo, mi = sch.split(m, [None, mr])
+        no, nv, ni = sch.split(n, [None, nr // lanes, lanes])
+        inner = ni
+        sch.reorder(no, *rows, mo, *ks, mi, nv, ni, ki)
+    wb = sch.cache_write(block, 0, "local")
+    fix = [c for c in sch.get_consumers(wb) if sch.get(c).name_hint.startswith((kernels.CROP, kernels.QFIX))]
+    if fix:  # the correction / crop reads the accumulators directly
+        sch.compute_inline(wb)
+        wb = fix[0]
+    if pairs:
+        sch.transform_layout(block, ("write", 0), _pair_blocks(len(rows) + 2))
+    _register_tile(sch, block, wb, at=mo, outer=[no, *rows, mo], rows=mi, lanes=None, reduction=ks[0])
+    sch.unroll(nv)
+    if intrin is not None:
+        sch.tensorize(inner, register(intrin, int(ann.get("ember_step", 1))))
+    else:
+        sch.vectorize(ni)
+
+
+def _pair_blocks(ndim: int):
+    """Index map of an (..., M, N) accumulator to 2 x 2 blocks: (..., M/2, N/2, 2, 2)."""
+    from tvm.tirx import IndexMap
+
+    return IndexMap.from_func(lambda *i: (*i[:-2], i[-2] // 2, i[-1] // 2, i[-2] % 2, i[-1] % 2), ndim=ndim)
+
+
+def _register_tile(sch, block, wb, at, outer, rows, lanes, reduction) -> None:
+    """The common tail of the kernel schedules: the accumulator tile's writeback
+    (with the fused epilogue folded in) at loop `at`, the `outer` loops fused and
+    parallel, `rows` unrolled, `lanes` vectorized, the reduction's init split off."""
+    _inline_epilogue(sch, wb)
+    sch.reverse_compute_at(wb, at)
+    sch.parallel(sch.fuse(*outer))
+    sch.unroll(rows)
+    if lanes is not None:
+        sch.vectorize(lanes)
+    init = sch.decompose_reduction(block, reduction)
+    _tail(sch, init, 1)
+    _tail(sch, wb, 1)
+    _schedule_pad(sch, block)
+
+
+def _schedule_pad(sch, block) -> None:
+    for p in sch.get_producers(block):
+        if sch.get(p).name_hint.startswith(kernels.PAD):
+            lp = sch.get_loops(p)
+            sch.parallel(sch.fuse(*lp[:2]))
+            _tail(sch, p, 1)
+
+
+def schedule_depthwise(sch, block) -> None:
+    # read the input through the padding condition (lane-invariant: it
+    # stays a branch, not a masked load) instead of copying it padded
+    for p in sch.get_producers(block):
+        if sch.get(p).name_hint.startswith(kernels.PAD):
+            sch.compute_inline(p)
+    b, y, x, c, ky, kx = sch.get_loops(block)
+    cext = _extent(sch, c) or 1
+    lanes = 16 if cext % 16 == 0 else 8 if cext % 8 == 0 else 4 if cext % 4 == 0 else 1
+    xext = _extent(sch, x) or 1
+    xr = next(r for r in (8, 7, 4, 2, 1) if xext % r == 0)
+    xo, xi = sch.split(x, [None, xr])
+    co, ci = sch.split(c, [None, lanes])
+    sch.reorder(b, y, xo, co, ky, kx, xi, ci)
+    wb = sch.cache_write(block, 0, "local")
+    _register_tile(sch, block, wb, at=co, outer=[b, y], rows=xi, lanes=ci if lanes > 1 else None, reduction=ky)
+
+
+def _lane_reduction(sch, name: str, lanes: int = 16):
+    """Split a row reduction's loop by `lanes` and rfactor it: the partial sums
+    become a vectorizable block; returns it (or None when the row is too short)."""
+    block = sch.get_sblock(name)
+    k = sch.get_loops(block)[-1]
+    ext = _extent(sch, k) or 0
+    width = next((w for w in (lanes, lanes // 2, lanes // 4) if w > 1 and ext % w == 0 and ext > w), None)
+    if width is None:
+        return None
+    _, ki = sch.split(k, [None, width])
+    return sch.rfactor(ki, 0)
+
+
+def _schedule_rows(sch, block, prefix: str) -> None:
+    """Row-wise kernels (softmax, layer norm over the last axis): one parallel
+    loop over rows, each row's stages (the blocks named `prefix`...) computed
+    under it, reductions summed in vector lanes, elementwise passes vectorized."""
+    from tvm import tirx
+
+    stages = [n for n in _blocks(sch) if n.startswith(prefix)][::-1]  # last consumer first
+    reductions = [n for n in stages
+                  if any(iv.iter_type != tirx.IterVar.DataPar for iv in sch.get(sch.get_sblock(n)).iter_vars)]
+    partials = {name: _lane_reduction(sch, name) for name in reductions}
+    _inline_epilogue(sch, block)
+    *outer, _ = sch.get_loops(block)
+    row = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    for name in stages:
+        sch.compute_at(sch.get_sblock(name), row)
+        if partials.get(name) is not None:
+            sch.compute_at(partials[name], row)
+    sch.parallel(row)
+    for partial in partials.values():
+        if partial is not None:  # under the row: (lanes, steps); steps outside, lanes vectorized
+            lanes, steps = sch.get_loops(partial)[-2:]
+            sch.reorder(steps, lanes)
+            sch.vectorize(lanes)
+    for name in stages:
+        if name not in reductions and len(sch.get_loops(sch.get_sblock(name))) > 1:
+            _tail(sch, sch.get_sblock(name), 1)
+    _tail(sch, block, 1)
+
+
+def schedule_softmax(sch, block) -> None:
+    """Softmax over the last axis: per row the maximum, the exponentials
+    (vectorized, kept), their sum and the quotient."""
+    _schedule_rows(sch, block, kernels.SOFTMAX_STAGES)
+
+
+def schedule_layer_norm(sch, block) -> None:
+    """Layer norm over the last axis: per row the sum, mean, squared deviations,
+    1/sqrt, then the normalization (vectorized)."""
+    _schedule_rows(sch, block, kernels.LAYERNORM_STAGES)
+
+
+def schedule_generic(sch) -> None:
+    """Inline elementwise blocks, then run each remaining block's outer
+    spatial loops in parallel and vectorize its innermost loop."""
+    from tvm import tirx
+
+    root = sch.get_sblock("root")
+    # an opaque block (hand-written TIR: sorts, NMS) may read a buffer in ways
+    # inlining does not see; then nothing is inlined (TVM's NMS broke otherwise)
+    opaque = any(not sch.get(b).iter_vars for b in sch.get_child_blocks(root))
+    for b in [] if opaque else sch.get_child_blocks(root):
+        try:
+            sch.compute_inline(b)
+        except Exception:
+            pass
+    for b in sch.get_child_blocks(root):
+        loops = sch.get_loops(b)
+        spatial = []
+        for lp, iv in zip(loops, sch.get(b).iter_vars):
+            if iv.iter_type != tirx.IterVar.DataPar:
+                break
+            spatial.append(lp)
+        if not spatial:
+            continue
+        try:
+            # parallel over enough outer loops to give the threads work
+            outer, total = [], 1
+            for lp in spatial[:-1] if len(spatial) > 1 else spatial:
+                outer.append(lp)
+                total *= _extent(sch, lp) or 1
+                if total >= 64:
+                    break
+            sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+        except Exception:
+            continue
+        if len(spatial) == len(loops) and len(spatial) > 1:
+            _tail(sch, b, 1)
+
+
+def schedule_winograd(sch, block) -> None:
+    """The three stages: input transform parallel over tiles (positions
+    unrolled, channels vectorized, padding read in place), the GEMM as
+    `schedule_gemm`, the output transform with its epilogue parallel
+    over output rows (r, s unrolled, channels vectorized)."""
+    root = sch.get_sblock("root")
+    blocks = {sch.get(b).name_hint: b for b in sch.get_child_blocks(root)}
+    out = blocks[winograd.OUTPUT]
+    schedule_gemm(sch, block)
+    tv = blocks[winograd.INPUT]
+    for p in sch.get_producers(tv):
+        if sch.get(p).name_hint.startswith(kernels.PAD):
+            sch.compute_inline(p)
+    a, b, p, c = sch.get_loops(tv)
+    sch.reorder(p, a, b, c)
+    sch.parallel(p)
+    sch.unroll(a)
+    sch.unroll(b)
+    _tail(sch, tv, 3)
+
+    _inline_epilogue(sch, out)
+    bi, yy, xx, k = sch.get_loops(out)
+    ty, r = sch.split(yy, [None, winograd.M])
+    tx, s = sch.split(xx, [None, winograd.M])
+    sch.reorder(bi, ty, tx, r, s, k)
+    sch.parallel(sch.fuse(bi, ty))
+    sch.unroll(r)
+    sch.unroll(s)
+    if (_extent(sch, k) or 0) > 1:
+        _tail(sch, out, 5)
+
+
+def _blocks(sch) -> list[str]:
+    root = sch.get_sblock("root")
+    return [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
+
+
+def default_schedule(func):
+    """Ember's default schedule of one PrimFunc as a Schedule (its trace can
+    be stored as a tuning record), or None if nothing applies."""
+    try:
+        sch = _sch(func)
+        names = _blocks(sch)
+    except Exception:
+        return None
+    for kind, fn in ((winograd.GEMM, schedule_winograd), (kernels.QGEMM, schedule_qgemm),
+                     (kernels.GEMM, schedule_gemm), (kernels.DEPTHWISE, schedule_depthwise),
+                     (kernels.SOFTMAX, schedule_softmax), (kernels.LAYERNORM, schedule_layer_norm)):
+        main = [n for n in names if n.startswith(kind)]
+        if len(main) == 1:
+            try:
+                fn(sch, sch.get_sblock(main[0]))
+                return sch
+            except Exception:
+                sch = _sch(func)  # a failed step may leave the schedule half-applied
+                break
+    try:
+        schedule_generic(sch)
+        return sch
+    except Exception:
+        return None
+
+
+def schedule_func(func):
+    """Schedule one PrimFunc; returns the scheduled function (or the original)."""
+    sch = default_schedule(func)
+    return func if sch is None else sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def default_schedule_pass(counts: dict[str, int] | None = None, schedule=None):
+    """A module pass scheduling every not-yet-scheduled PrimFunc with
+    `schedule` (PrimFunc -> PrimFunc; default: Ember's CPU schedule); `counts`
+    (if given) receives how many functions were already scheduled ("tuned")
+    and how many got the default schedule ("default")."""
+    schedule = schedule or schedule_func
+    import tvm
+    from tvm import tirx
+
+    @tvm.transform.module_pass(opt_level=0, name="EmberDefaultSchedule")
+    def _pass(mod, _ctx):
+        updates = {}
+        for gv, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc):
+                continue
+            if func.attrs and func.attrs.get("tirx.is_scheduled", False):
+                if counts is not None:
+                    counts["tuned"] = counts.get("tuned", 0) + 1
+                continue
+            if counts is not None:
+                counts["default"] = counts.get("default", 0) + 1
+            updates[gv] = schedule(func)
+        for gv, func in updates.items():
+            mod[gv] = func
+        return mod
+
+    return _pass

@@ -1,0 +1,175 @@
+"""The compile driver: model -> IR -> passes -> Relax -> built CompiledModel.
+
+`compile()` is the one entry point the CLI, the Python API and the ONNX
+backend share.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import onnx
+
+from ember.passes import optimize  # importing ember.passes registers the built-in passes
+
+from ember.compiler.input import functions, specialize, unroll
+from ember.compiler import ir
+from ember.compiler.backend.tvm import lower
+from ember.compiler.ir import onnx_io
+from ember.compiler.runtime.artifact import FORMAT_VERSION, CompiledModel
+from ember.compiler.ir.onnx_io import as_ir
+from ember.passes.manager import Instrument, Pass, format_pipeline
+from ember.compiler.input.validate import Limits, validate
+
+
+def _dtype_name(v: ir.Value) -> str:
+    if not v.dtype:
+        return ""
+    return onnx.helper.tensor_dtype_to_np_dtype(v.dtype).name
+
+
+def _shapes_left(m: ir.Model) -> bool:
+    """Whether a Shape or Size node reads a value whose shape is not known."""
+    return any(n.op_type in ("Shape", "Size") and n.inputs[0] is not None
+               and (n.inputs[0].shape is None or not all(isinstance(d, int) for d in n.inputs[0].shape))
+               for n in m.graph.nodes)
+
+
+def signature(graph: ir.Graph) -> tuple[list[dict], list[dict]]:
+    def spec(v: ir.Value) -> dict[str, Any]:
+        if lower.is_tensor_sequence(v):  # a list of tensors at run time
+            elem = v.type_proto.sequence_type.elem_type.tensor_type.elem_type
+            return {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(elem).name if elem else "",
+                    "shape": None, "sequence": True}
+        return {"name": v.name, "dtype": _dtype_name(v),
+                "shape": None if v.shape is None else [d if isinstance(d, int) else (d or None) for d in v.shape]}
+
+    return [spec(v) for v in graph.inputs if v.const is None], [spec(v) for v in graph.outputs]
+
+
+def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *, opt_level: int | None = None,
+                memory_budget: int | None = None, instruments: Sequence[Instrument] = (),
+                disabled: Iterable[str] = (), verify_each: bool = True,
+                say: Callable[[str], None] = lambda msg: None, bind: dict[str, Any] | None = None):
+    """Import, validate, optimize and lower to Relax: (IR model, Relax module, passes run).
+    `bind` gives values to graph inputs, which become constants."""
+    say("importing model")
+    m = as_ir(model)
+    if bind:
+        m = specialize.bind(m, bind)
+    validate(m, Limits(memory_budget=memory_budget) if memory_budget else Limits())
+    m = unroll.unroll(functions.expand(m, lower.needs_body))
+    needed = specialize.needed_inputs(m)
+    if needed:
+        raise specialize.NeedsInputValues(needed)
+    say(f"optimizing ({len(m.graph.nodes)} nodes)")
+    passes = optimize(m, pipeline, opt_level=opt_level, instruments=instruments, disabled=disabled,
+                      verify_each=verify_each)
+    needed = specialize.needed_inputs(m)  # folding can expose more (an If's branch, once inlined)
+    if needed:
+        raise specialize.NeedsInputValues(needed)
+    if any(p.name in ("cleanup", "fold-shapes") for p in passes) and _shapes_left(m):
+        # folding made shapes static that shape inference has not seen (a Pad whose pads
+        # became constants): infer again and fold what that allows
+        proto = onnx_io.export_model(m)
+        known = [vi for vi in proto.graph.value_info if vi.type.tensor_type.HasField("shape")
+                 and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)]
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(known)
+        m = onnx_io.import_model(proto)
+        optimize(m, "cleanup", instruments=instruments, disabled=disabled, verify_each=verify_each)
+    integer = sum(1 for n in m.graph.nodes if n.op_type in ("ConvInteger", "MatMulInteger"))
+    if integer:
+        from ember.compiler.backend.tvm.intrinsics import available, describe
+
+        dots = available(tgt)
+        say(f"int8 compute: {integer} layers on integer kernels "
+            f"({describe(dots) + ' dot products' if dots else 'int32 arithmetic: this target has no int8 dot product'})")
+    say(f"lowering to Relax ({len(m.graph.nodes)} nodes)")
+    m.extra["signature"] = signature(m.graph)  # lowering may store values in other types (narrow.py)
+    _leave_out_empty_outputs(m)
+    return m, lower.to_relax(m, tgt), passes
+
+
+def _leave_out_empty_outputs(m: ir.Model) -> None:
+    """Outputs with no elements need no computing (TVM cannot even load the
+    empty constants they fold to): they leave the lowered graph, and the
+    artifact returns them as empty arrays of their shape (spec "empty")."""
+    empty = [v for v in m.graph.outputs if v.is_empty]
+    if not empty:
+        return
+    _, specs = m.extra["signature"]
+    for spec, v in zip(specs, m.graph.outputs):
+        spec["empty"] = any(v is e for e in empty)
+    kept = [v for v in m.graph.outputs if not any(v is e for e in empty)]
+    if not kept:  # the function must return something: one byte, which the artifact ignores
+        g = m.graph
+        nothing = g.make_node("Identity", [g.make_const(np.zeros((), np.uint8), "nothing")]).outputs[0]
+        nothing.dtype, nothing.shape = onnx.TensorProto.UINT8, ()
+        kept = [nothing]
+    m.graph.outputs = kept
+    optimize(m, "dce")
+
+
+def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | None = None, *,
+            opt_level: int | None = None, memory_budget: int | None = None, mcpu: str | None = None,
+            features: str | Sequence[str] | None = None, db: str | os.PathLike | None = None,
+            instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
+            verify_each: bool = True, progress: Callable[[str], None] | None = None,
+            bind: dict[str, Any] | None = None) -> CompiledModel:
+    """Compile an ONNX model (path, ModelProto or ember IR) for a target triple,
+    with the tuned schedules of tuning database `db` where it has them. `bind`
+    fixes graph inputs to values (needed where TVM must know them at compile
+    time: a Reduce's axes, a Reshape's shape, ... given as graph inputs)."""
+    import tvm
+
+    from ember import targets
+    from ember.version import __version__
+
+    from ember.autotune.database import TuningDatabase, model_key, tuned_slower
+
+    say = progress or (lambda msg: None)
+    t0 = time.perf_counter()
+    tgt = targets.parse(target, mcpu=mcpu, features=features)
+    tgt.check_toolchain()
+    database = TuningDatabase.open(db, tgt) if db is not None else None
+    m, mod, passes = lower_model(model, tgt, pipeline, opt_level=opt_level, memory_budget=memory_budget,
+                                 instruments=instruments, disabled=disabled, verify_each=verify_each, say=say,
+                                 bind=bind)
+    slower = database.end_to_end(model_key(mod)) if database is not None else None
+    if tuned_slower(slower):
+        say(f"not using tuning database {db}: `ember tune` timed this model slower with its schedules "
+            f"({slower['tuned_ms']:.3f} ms) than with the default ones ({slower['default_ms']:.3f} ms); "
+            "tune longer to do better")
+        database = None
+    say(f"building for {tgt.describe()}")
+    counts: dict[str, int] = {}
+    ex = lower.build(mod, tgt, database.ms_database() if database else None, counts)
+    if database is not None:
+        total = counts.get("tuned", 0) + counts.get("default", 0)
+        say(f"schedules from tuning database {db} for {counts.get('tuned', 0)} of {total} kernels; "
+            "default schedules for the rest")
+    inputs, outputs = m.extra.pop("signature")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "ember_version": __version__,
+        "tvm_version": tvm.__version__,
+        "target": tgt.to_json(),
+        "pipeline": format_pipeline(passes),
+        "inputs": inputs,
+        "outputs": outputs,
+        "source": str(model) if isinstance(model, (str, Path)) else "",
+    }
+    if bind:
+        meta["bound_inputs"] = {k: np.asarray(v).tolist() for k, v in bind.items()}
+    if database is not None:
+        meta["tuned_kernels"] = {"tuned": counts.get("tuned", 0), "default": counts.get("default", 0)}
+    if tuned_slower(slower):
+        meta["tuning_db_unused"] = {"default_ms": slower["default_ms"], "tuned_ms": slower["tuned_ms"]}
+    cm = CompiledModel(ex, meta, executable=ex, target=tgt)
+    cm.compile_seconds = time.perf_counter() - t0  # not in the metadata: artifacts stay byte-identical
+    return cm

@@ -1,8 +1,0 @@
-"""Pruning family: structured channel removal (a smaller dense model),
-unstructured magnitude and N:M sparsity (zeros: a smaller compressed file),
-and the least-squares reconstruction `ember prune --reconstruct` runs after them."""
-
-from .channels import PruneChannels
-from .magnitude import PruneMagnitude, PruneNM
-
-__all__ = ["PruneChannels", "PruneMagnitude", "PruneNM"]
