@@ -353,9 +353,9 @@ def _run_artifact(path: str, inputs: dict, repeat: int, progress) -> dict[str, A
     cm = load(path)
     if cm.metadata["target"].get("runner") == "gpu":
         # checked here, in the (forked) child: the child of a process that touched CUDA cannot use it
-        import tvm
+        from ember.compiler.runtime.artifact import cuda_present
 
-        if not tvm.cuda(0).exist:
+        if not cuda_present():
             raise EmberError(f"{path} is for CUDA and this machine has no CUDA GPU; "
                              "run it where one is, or over --rpc HOST:PORT")
     progress("running")

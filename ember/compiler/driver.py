@@ -125,8 +125,6 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     with the tuned schedules of tuning database `db` where it has them. `bind`
     fixes graph inputs to values (needed where TVM must know them at compile
     time: a Reduce's axes, a Reshape's shape, ... given as graph inputs)."""
-    import tvm
-
     from ember import targets
     from ember.version import __version__
 
@@ -157,7 +155,7 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     meta = {
         "format_version": FORMAT_VERSION,
         "ember_version": __version__,
-        "tvm_version": tvm.__version__,
+        "tvm_version": lower.tvm_version(),
         "target": tgt.to_json(),
         "pipeline": format_pipeline(passes),
         "inputs": inputs,

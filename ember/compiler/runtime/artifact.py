@@ -191,6 +191,13 @@ class CompiledModel:
         return directory
 
 
+def cuda_present() -> bool:
+    """Whether this machine has a CUDA GPU TVM can use."""
+    import tvm
+
+    return bool(tvm.cuda(0).exist)
+
+
 def vm_outputs(result, specs: list[dict[str, Any]]) -> list:
     """The VM's result as the outputs `specs` describe, in order (see `_output`)."""
     computed = [s for s in specs if not s.get("empty")]

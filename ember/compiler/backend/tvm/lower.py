@@ -268,6 +268,13 @@ def _ember_converters(opset: int, kernel_asserts: bool):
         onnx_frontend._get_convert_map = original
 
 
+def tvm_version() -> str:
+    """The version of TVM that builds (recorded in artifacts, checked when they load)."""
+    import tvm
+
+    return tvm.__version__
+
+
 def build(mod, target, database=None, counts: dict[str, int] | None = None):
     """Compile a Relax module for an ember Target (with tuned schedules from
     a MetaSchedule `database`, if given); returns a relax Executable."""
