@@ -41,6 +41,10 @@ def artifact(model_file):
     proc = ember("compile", model_file, "-o", out, "--print-pass-times")
     assert proc.returncode == 0, proc.stderr
     assert "cleanup" in proc.stdout and "compiled" in proc.stdout
+    # the input phase runs as passes the instruments see, before the pipeline
+    times = proc.stdout
+    steps = ["bind-inputs", "validate", "expand-functions", "unroll-loops", "require-input-values", "cleanup"]
+    assert all(s in times for s in steps) and [times.index(s) for s in steps] == sorted(times.index(s) for s in steps)
     assert "building for x86_64-linux-gnu" in proc.stderr  # progress lines
     return out
 
@@ -236,3 +240,13 @@ def test_run_check_with_a_float8_output(tmp_path):
     assert ember_cli("compile", path, "-o", tmp_path / "a", "-q").returncode == 0
     run = ember_cli("run", tmp_path / "a", "--random-inputs", "--check", path)
     assert run.returncode == 0 and "check y: max |error| vs onnxruntime 0 (ok" in run.stdout, run.stdout + run.stderr
+
+
+def test_dump_ir_after_an_input_step(model_file, tmp_path):
+    np.save(tmp_path / "x.npy", np.full((1, 3, 8, 8), 0.5, np.float32))
+    proc = ember("compile", model_file, "-o", tmp_path / "a", "--bind", f"x={tmp_path / 'x.npy'}",
+                 "--dump-ir-after", "bind-inputs", "--dump-ir-after", "validate")
+    assert proc.returncode == 0, proc.stderr
+    dumps = proc.stderr.split("// ---- IR after ")[1:]
+    assert [d.split("\n", 1)[0] for d in dumps] == ["001-bind-inputs", "002-validate"]
+    assert "%x:" not in dumps[0].split("\n", 2)[1]  # bound: no longer a graph input

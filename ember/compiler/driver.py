@@ -14,16 +14,13 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import onnx
 
-from ember.passes import optimize  # importing ember.passes registers the built-in passes
-
-from ember.compiler.input import functions, specialize, unroll
 from ember.compiler import ir
 from ember.compiler.backend.tvm import lower
-from ember.compiler.ir import onnx_io
-from ember.compiler.runtime.artifact import FORMAT_VERSION, CompiledModel
+from ember.compiler.input import phase
 from ember.compiler.ir.onnx_io import as_ir
-from ember.passes.manager import Instrument, Pass, format_pipeline
-from ember.compiler.input.validate import Limits, validate
+from ember.compiler.runtime.artifact import FORMAT_VERSION, CompiledModel
+from ember.passes import optimize  # importing ember.passes registers the built-in passes
+from ember.passes.manager import Instrument, Pass, PassContext, PassManager, format_pipeline
 
 
 def _dtype_name(v: ir.Value) -> str:
@@ -31,12 +28,6 @@ def _dtype_name(v: ir.Value) -> str:
         return ""
     return onnx.helper.tensor_dtype_to_np_dtype(v.dtype).name
 
-
-def _shapes_left(m: ir.Model) -> bool:
-    """Whether a Shape or Size node reads a value whose shape is not known."""
-    return any(n.op_type in ("Shape", "Size") and n.inputs[0] is not None
-               and (n.inputs[0].shape is None or not all(isinstance(d, int) for d in n.inputs[0].shape))
-               for n in m.graph.nodes)
 
 
 def signature(graph: ir.Graph) -> tuple[list[dict], list[dict]]:
@@ -59,28 +50,17 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
     `bind` gives values to graph inputs, which become constants."""
     say("importing model")
     m = as_ir(model)
-    if bind:
-        m = specialize.bind(m, bind)
-    validate(m, Limits(memory_budget=memory_budget) if memory_budget else Limits())
-    m = unroll.unroll(functions.expand(m, lower.needs_body))
-    needed = specialize.needed_inputs(m)
-    if needed:
-        raise specialize.NeedsInputValues(needed)
+    # the input phase: its own steps (not a pipeline's: none can be disabled), errors as they are
+    steps = PassContext(instruments=tuple(instruments), verify_each=False, name_failing_pass=False)
+    PassManager(phase.input_passes(bind, memory_budget, lower.needs_body), steps).run(m)
     say(f"optimizing ({len(m.graph.nodes)} nodes)")
     passes = optimize(m, pipeline, opt_level=opt_level, instruments=instruments, disabled=disabled,
                       verify_each=verify_each)
-    needed = specialize.needed_inputs(m)  # folding can expose more (an If's branch, once inlined)
-    if needed:
-        raise specialize.NeedsInputValues(needed)
-    if any(p.name in ("cleanup", "fold-shapes") for p in passes) and _shapes_left(m):
-        # folding made shapes static that shape inference has not seen (a Pad whose pads
-        # became constants): infer again and fold what that allows
-        proto = onnx_io.export_model(m)
-        known = [vi for vi in proto.graph.value_info if vi.type.tensor_type.HasField("shape")
-                 and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)]
-        del proto.graph.value_info[:]
-        proto.graph.value_info.extend(known)
-        m = onnx_io.import_model(proto)
+    # folding can expose more inputs needed at compile time (an If's branch, once inlined), and
+    # make shapes static that shape inference has not seen: infer again and fold what that allows
+    folded = any(p.name in ("cleanup", "fold-shapes") for p in passes)
+    after = [phase.RequireInputValues()] + ([phase.InferShapes()] if folded else [])
+    if PassManager(after, steps).run(m):
         optimize(m, "cleanup", instruments=instruments, disabled=disabled, verify_each=verify_each)
     integer = sum(1 for n in m.graph.nodes if n.op_type in ("ConvInteger", "MatMulInteger"))
     if integer:

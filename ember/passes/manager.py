@@ -233,6 +233,7 @@ class PassContext:
     instruments: Sequence[Instrument] = ()
     verify_each: bool = True
     max_iterations: int = 1  # >1: repeat the pipeline until nothing changes
+    name_failing_pass: bool = True  # False: a pass's EmberError reaches the caller as it is
 
 
 class PassManager:
@@ -260,6 +261,8 @@ class PassManager:
                     if self.ctx.verify_each:
                         model.verify()
                 except EmberError as e:
+                    if not self.ctx.name_failing_pass:
+                        raise
                     raise PassError(f"pass {p} failed after [{', '.join(ran)}]: {e}") from e
                 except Exception as e:  # a bug in a pass: say which one
                     raise PassError(f"pass {p} crashed after [{', '.join(ran)}]: "

@@ -14,7 +14,7 @@ subgraph still needs.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Iterator, Union
 
 import numpy as np
@@ -570,6 +570,13 @@ class Model:
 
     def verify(self) -> None:
         self.graph.verify()
+
+    def assign(self, other: "Model") -> None:
+        """Take over `other`'s contents: a step that rebuilt the model (re-imported it, say)
+        replaces this one in place."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(other, f.name))
+        self.graph.opset = self.opset
 
     @property
     def opset(self) -> int:

@@ -1,0 +1,125 @@
+"""The input phase as passes, run by a PassManager with the compile's
+instruments, so `--dump-ir-after` and `--print-pass-times` show it too.
+
+These steps are not in the pass registry: they are the driver's, not options
+of a pipeline (a pipeline must not be able to leave out validation), and some
+take values no pipeline string can hold (the bound inputs, the backend's
+choice of which nodes to expand)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
+
+from ember.compiler import ir
+from ember.compiler.input import functions, specialize, unroll
+from ember.compiler.input.validate import Limits, validate
+from ember.compiler.ir import onnx_io
+from ember.passes.manager import Pass
+
+
+@dataclass(frozen=True)
+class BindInputs(Pass):
+    """Graph inputs given values become constants (`bind=` / `--bind`)."""
+
+    name: ClassVar[str] = "bind-inputs"
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def run_model(self, model: ir.Model) -> bool:
+        if not self.values:
+            return False
+        model.assign(specialize.bind(model, self.values))
+        return True
+
+    def __str__(self) -> str:  # the names, not the arrays
+        return self.name + ("{" + ";".join(self.values) + "}" if self.values else "")
+
+
+@dataclass(frozen=True)
+class Validate(Pass):
+    """Refuse hostile or broken models before anything is allocated (`validate.py`)."""
+
+    name: ClassVar[str] = "validate"
+    memory_budget: int = 0
+
+    def run_model(self, model: ir.Model) -> bool:
+        validate(model, Limits(memory_budget=self.memory_budget) if self.memory_budget else Limits())
+        return False
+
+
+@dataclass(frozen=True)
+class ExpandFunctions(Pass):
+    """Nodes the backend wants expanded (`wanted(node)`) replaced by their ONNX function bodies."""
+
+    name: ClassVar[str] = "expand-functions"
+    wanted: Callable[[ir.Node], bool] = lambda node: False
+
+    def run_model(self, model: ir.Model) -> bool:
+        expanded = functions.expand(model, self.wanted)
+        if expanded is model:
+            return False
+        model.assign(expanded)
+        return True
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class UnrollLoops(Pass):
+    """Scan and Loop unrolled where their trip counts are known (`unroll.py`)."""
+
+    name: ClassVar[str] = "unroll-loops"
+
+    def run_model(self, model: ir.Model) -> bool:
+        unrolled = unroll.unroll(model)
+        if unrolled is model:
+            return False
+        model.assign(unrolled)
+        return True
+
+
+@dataclass(frozen=True)
+class RequireInputValues(Pass):
+    """Refuse, naming them, graph inputs whose values TVM needs at compile time."""
+
+    name: ClassVar[str] = "require-input-values"
+
+    def run_model(self, model: ir.Model) -> bool:
+        needed = specialize.needed_inputs(model)
+        if needed:
+            raise specialize.NeedsInputValues(needed)
+        return False
+
+
+@dataclass(frozen=True)
+class InferShapes(Pass):
+    """Shape inference again where a Shape or Size reads a value of unknown shape: folding
+    made shapes static that inference has not seen (a Pad whose pads became constants)."""
+
+    name: ClassVar[str] = "infer-shapes"
+
+    def run_model(self, model: ir.Model) -> bool:
+        if not _shapes_left(model):
+            return False
+        proto = onnx_io.export_model(model)
+        known = [vi for vi in proto.graph.value_info if vi.type.tensor_type.HasField("shape")
+                 and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)]
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(known)
+        model.assign(onnx_io.import_model(proto))
+        return True
+
+
+def _shapes_left(m: ir.Model) -> bool:
+    """Whether a Shape or Size node reads a value whose shape is not known."""
+    return any(n.op_type in ("Shape", "Size") and n.inputs[0] is not None
+               and (n.inputs[0].shape is None or not all(isinstance(d, int) for d in n.inputs[0].shape))
+               for n in m.graph.nodes)
+
+
+def input_passes(bind: Mapping[str, Any] | None, memory_budget: int | None,
+                 wanted: Callable[[ir.Node], bool]) -> list[Pass]:
+    """The steps between import and the pass pipeline, in order."""
+    return [BindInputs(dict(bind or {})), Validate(memory_budget or 0), ExpandFunctions(wanted), UnrollLoops(),
+            RequireInputValues()]
