@@ -366,7 +366,7 @@ def _run_artifact(path: str, inputs: dict, repeat: int, progress) -> dict[str, A
 
 def _run_elsewhere(args: argparse.Namespace, meta: dict, inputs: dict, progress) -> dict[str, Any]:
     """Emulated or RPC runs: the library runs in another process or machine."""
-    from ember.compiler.runtime.artifact import LIBRARY, CompiledModel, array_outputs
+    from ember.compiler.runtime.artifact import LIBRARY, CompiledModel, array_outputs, device_name
 
     signature = CompiledModel(None, meta)
     arrays = signature.check_inputs(inputs)
@@ -375,8 +375,7 @@ def _run_elsewhere(args: argparse.Namespace, meta: dict, inputs: dict, progress)
         from ember.compiler.runtime import remote
 
         progress(f"running on {args.tracker or args.rpc} over RPC")
-        device = "cuda" if meta["target"].get("tvm", {}).get("kind") == "cuda" else "cpu"
-        outs, times = remote.run(library, arrays, signature.outputs, device=device, rpc=args.rpc,
+        outs, times = remote.run(library, arrays, signature.outputs, device=device_name(meta["target"]), rpc=args.rpc,
                                  tracker=args.tracker, key=args.key, repeat=args.time)
     else:
         from ember.compiler.runtime import emulation

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from ember.errors import EmberError
 from ember.fileutil import atomic_write_text
 from ember.autotune.database import TuningDatabase, model_key, tuned_slower
+from ember.compiler.backend.tvm.pipeline import for_target
 
 
 @dataclass
@@ -160,13 +161,7 @@ def parse_duration(text: str) -> float:
 
 def _default_schedule(func, tgt, tvm_target):
     """The schedule a kernel gets untuned: Ember's on CPUs, dlight's on CUDA."""
-    if tgt.kind == "cuda":
-        from ember.compiler.backend.tvm.pipeline import gpu_default_schedule
-
-        return gpu_default_schedule(func, tvm_target)
-    from ember.compiler.backend.tvm.schedule import default_schedule
-
-    return default_schedule(func)
+    return for_target(tgt).default_schedule(func, tvm_target)
 
 
 def _measure_default(func, tgt, tvm_target, dev, repeat: int = 3) -> tuple[Any, float] | None:
@@ -202,8 +197,7 @@ def _measure_defaults_remote(extracted, tgt, tvm_target, builder, runner) -> lis
     todo = [i for i, sch in enumerate(schedules) if sch is not None]
     built = builder.build([ms.builder.BuilderInput(schedules[i].mod, tvm_target) for i in todo])
     ok = [(i, b) for i, b in zip(todo, built) if b.error_msg is None]
-    device = "cuda" if tgt.kind == "cuda" else "cpu"
-    inputs = [ms.runner.RunnerInput(b.artifact_path, device_type=device,
+    inputs = [ms.runner.RunnerInput(b.artifact_path, device_type=for_target(tgt).DEVICE,
                                     args_info=ms.arg_info.ArgInfo.from_prim_func(extracted[i].dispatched[0]["main"]))
               for i, b in ok]
     out: list[tuple[Any, float] | None] = [None] * len(extracted)
@@ -220,9 +214,8 @@ def _local_device(tgt, rpc):
 
     if rpc:
         return None
-    if tgt.kind == "cuda":
-        return tvm.cuda(0) if tvm.cuda(0).exist else None
-    return tvm.cpu() if tgt.is_host else None
+    dev = tvm.device(for_target(tgt).DEVICE, 0)
+    return dev if dev.exist and (tgt.is_host or tgt.kind != "llvm") else None
 
 
 def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: int | None = None,
@@ -251,7 +244,7 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
     tgt = targets.parse(target, mcpu=mcpu, features=features)
     tgt.check_toolchain()
     prepare(tgt)
-    if not rpc and tgt.runner not in ("local", "gpu"):
+    if not rpc and tgt.runtime_only:
         raise EmberError(f"{tgt.describe()} code cannot be measured on this machine; tune on devices of that "
                          "kind through a TVM RPC tracker: --tracker HOST:PORT --key KEY")
     if rpc and not tgt.num_cores:  # MetaSchedule's CPU rules need the device's core count

@@ -123,6 +123,12 @@ class Target:
             return "local"
         return "emulated" if self.info.arch == "aarch64" else "rpc"
 
+    @property
+    def runtime_only(self) -> bool:
+        """Whether artifacts for this target run on another device (emulated, a board, RPC),
+        where only the TVM runtime is, not its compiler library."""
+        return self.runner not in ("local", "gpu")
+
     def cross_compiler(self):
         """The `fcompile` for export_library, or None for the host's compiler."""
         if self.info.linker is None:

@@ -334,7 +334,7 @@ def test_integer_offsets_fold_into_one_constant():
     from tvm import relax
     from tvm.script import relax as R
 
-    from ember.compiler.backend.tvm.pipeline import _fold_integer_offsets
+    from ember.compiler.backend.tvm.pipeline.common import _fold_integer_offsets
 
     big = np.array([2**31 - 1, 5], np.int32)
 

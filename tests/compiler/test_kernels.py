@@ -150,7 +150,7 @@ def test_nchw_convolutions_when_layout_conversion_gives_up(monkeypatch):
     """ConvertLayout refuses some graphs; the kernels then run between transposes."""
     import tvm as _tvm
 
-    monkeypatch.setattr(pipeline, "_to_nhwc", lambda: _tvm.transform.Sequential([]))
+    monkeypatch.setattr(pipeline.cpu, "_to_nhwc", lambda: _tvm.transform.Sequential([]))
     for m, shape in [(_conv_model(4, 20, 9, 3, 2, 1, act="relu"), (1, 4, 9, 9)),
                      (_conv_model(8, 8, 7, 3, 1, 1, group=8), (1, 8, 7, 7))]:
         names = _functions(m)

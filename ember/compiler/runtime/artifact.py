@@ -78,7 +78,7 @@ class CompiledModel:
                 where = "a CUDA GPU" if target.get("runner") == "gpu" else target.get("triple")
                 raise ArtifactError(f"this model is compiled for {where}; it cannot run on this machine "
                                     "directly (use `ember run --emulate` or `--rpc`)")
-            dev = tvm.cuda(0) if target.get("tvm", {}).get("kind") == "cuda" else tvm.cpu(0)
+            dev = tvm.device(device_name(target), 0)
             self._device = dev
             try:
                 self._vm = VirtualMachine(self._module, dev)
@@ -189,6 +189,11 @@ class CompiledModel:
         meta["library_sha256"] = _sha256(directory / LIBRARY)
         atomic_write_text(directory / METADATA, json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return directory
+
+
+def device_name(target: dict[str, Any]) -> str:
+    """TVM's name of the device an artifact's target (its metadata) runs on."""
+    return "cuda" if target.get("tvm", {}).get("kind") == "cuda" else "cpu"
 
 
 def cuda_present() -> bool:

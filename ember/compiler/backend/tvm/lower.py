@@ -15,11 +15,12 @@ from functools import lru_cache
 import numpy as np
 import onnx
 
-from ember.compiler.ir import custom_ops, onnx_io
-from ember.compiler.backend.tvm import ember_ops, frontend_fixes, int8_lowering, missing_ops, narrow
 from ember.compiler import ir
-from ember.errors import CompileError, UnsupportedError, first_line
+from ember.compiler.backend.tvm import ember_ops, frontend_fixes, int8_lowering, missing_ops, narrow
+from ember.compiler.backend.tvm.pipeline import for_target, relax_pipeline
+from ember.compiler.ir import custom_ops, onnx_io
 from ember.compiler.runtime.native_stderr import quiet_native_stderr
+from ember.errors import CompileError, UnsupportedError, first_line
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 # TVM miscomputes or cannot hold these element types: refused, never silently wrong
@@ -245,7 +246,7 @@ def to_relax(model: ir.Model, target=None):
         keep = [(custom_ops.DOMAIN, name) for name in custom_ops.OPS]
         proto = inliner.inline_selected_functions(proto, keep, exclude=True)
     try:
-        with warnings.catch_warnings(), _ember_converters(model.opset, target is None or target.kind != "cuda"):
+        with warnings.catch_warnings(), _ember_converters(model.opset, for_target(target).KERNEL_ASSERTS):
             warnings.simplefilter("ignore")
             return from_onnx(proto, opset=model.opset, keep_params_in_input=False)
     except Exception as e:  # TVM raises many types; all mean "could not import"
@@ -281,7 +282,6 @@ def build(mod, target, database=None, counts: dict[str, int] | None = None):
     import tvm
 
     from ember.compiler.runtime.isolate import mark_pool_started
-    from ember.compiler.backend.tvm.pipeline import relax_pipeline
     from ember.compiler.backend.tvm.target import prepare
 
     mark_pool_started()  # FoldConstant runs kernels in this process
@@ -295,7 +295,7 @@ def build(mod, target, database=None, counts: dict[str, int] | None = None):
                 ex = tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(target, database, counts))
     except Exception as e:
         raise CompileError(f"TVM build failed for {target.describe()}: {first_line(e)}") from None
-    if target.runner not in ("local", "gpu"):
+    if target.runtime_only:
         _check_runtime_only(ex, target)
     return ex
 

@@ -1,59 +1,48 @@
-"""The Relax -> TIR pipeline Ember compiles with, per target kind.
-
-It is TVM's own default pipeline (library dispatch, legalization, fusion,
-dataflow lowering, memory planning) with Ember's pieces put in:
-
-- CPU: convolutions are converted to NHWC (channels innermost: the vector
-  dimension of Ember's kernels), conv2d / depthwise conv2d / matmul are
-  legalized into Ember's GEMM kernels (`kernels.py`), and every PrimFunc
-  that no tuning record covers gets Ember's default schedule
-  (`schedule.py`);
-- CUDA: 8-bit conv2d / matmul are legalized into dp4a kernels (`dp4a.py`),
-  and TVM's dlight GPU rules schedule what no tuning record covers;
-- all targets: Relu and Clip keep NaN, as ONNX specifies (TVM's lower to
-  max/min, which drop it), and BitShift by out-of-range amounts gives what
-  ONNX specifies (LLVM leaves it undefined).
-
-`database` (a MetaSchedule database) applies tuned schedules first.
-"""
+"""CPU targets (LLVM: x86-64, AArch64): convolutions go NHWC (channels
+innermost, the vector dimension of Ember's kernels); conv2d, depthwise conv2d
+and matmul are legalized into Ember's GEMM kernels (`kernels.py`, Winograd
+for 3x3, int8 on dot-product intrinsics); softmax and layer norm over the
+last axis into row kernels; requantizations convert once (llvm.lrint); and
+every kernel no tuning record covers gets Ember's default schedule
+(`schedule.py`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ember.compiler.backend.tvm import kernels, winograd
+from tvm.relax.backend.cpu_generic import pipeline as tvm_pipeline  # noqa: F401  (the kind's TVM pipeline)
+
+from ember.compiler.backend.tvm import kernels, schedule, winograd
+from ember.compiler.backend.tvm.intrinsics import available
+from ember.compiler.backend.tvm.pipeline.common import (CONV2D, GELU, LAYER_NORM, MATMUL, ROUND, SOFTMAX,
+                                                        _default, _default_dtype, _int8_operands,
+                                                        nan_safe_overrides)
 from ember.compiler.backend.tvm.relax_util import static_shape
 
-CONV2D = "relax.nn.conv2d"
-MATMUL = "relax.matmul"
-RELU = "relax.nn.relu"
-MAXIMUM, MINIMUM = "relax.maximum", "relax.minimum"
-GELU = "relax.nn.gelu"
-ROUND = "relax.round"
-SOFTMAX = "relax.nn.softmax"
-LAYER_NORM = "relax.nn.layer_norm"
-LEFT_SHIFT, RIGHT_SHIFT = "relax.left_shift", "relax.right_shift"
+# run-time checks are compiled into a kernel (the TVM runtime alone lacks Relax's assert_op)
+KERNEL_ASSERTS = True
+DEVICE = "cpu"  # TVM's name of the device artifacts run on
 
 
-
-def _default_dtype(dtype) -> bool:
-    return dtype is None or str(dtype) in ("", "void", "float32")
-
-
-def _default(op: str):
-    import tvm
-
-    return tvm.ir.Op.get(op).get_attr("FLegalize")
+def legalize_overrides(target) -> dict[str, Any]:
+    lanes, dots = max(4, target.vector_bits // 32), available(target)
+    return {**nan_safe_overrides(), GELU: _gelu, ROUND: _round, SOFTMAX: _softmax, LAYER_NORM: _layer_norm,
+            CONV2D: _conv2d(lanes, dots), MATMUL: _matmul(lanes, dots)}
 
 
-def _relu(bb, call):
-    from tvm import te, tirx
+def layout_passes() -> list:
+    """Before legalization: NHWC convolutions, single-conversion requantization."""
+    return [_to_nhwc(), _round_to_int()]
 
-    def nan_relu(x):
-        return te.compute(x.shape, lambda *i: tirx.Select(x(*i) < tirx.const(0, x.dtype), tirx.const(0, x.dtype),
-                                                          x(*i)), name="relu")
 
-    return bb.call_te(nan_relu, call.args[0], primfunc_name_hint="relu")
+def default_schedule(func, tvm_target):
+    """The schedule (with its trace) one untuned PrimFunc gets, or None."""
+    return schedule.default_schedule(func)
+
+
+def schedule_func(tvm_target):
+    """PrimFunc -> scheduled PrimFunc, for what no tuning record covers."""
+    return schedule.schedule_func
 
 
 def _gelu(bb, call):
@@ -109,80 +98,6 @@ def _layer_norm(bb, call):
         return _default(LAYER_NORM)(bb, call)
     return bb.call_te(kernels.layer_norm_last_axis, x, gamma, beta, float(a.epsilon), bool(a.center),
                       bool(a.scale), primfunc_name_hint="ember_layernorm")
-
-
-def _broadcast(call, fn, name: str):
-    """A TE legalization of a broadcasting binary op: fn(a_elem, b_elem)."""
-    from tvm import te
-
-    out_shape = static_shape(call)
-
-    def compute(a, b):
-        def at(t, idx):
-            rank = len(t.shape)
-            sub = idx[len(idx) - rank:] if rank else ()
-            return t(*[0 if int(d) == 1 else i for d, i in zip(t.shape, sub)])
-        return te.compute(out_shape, lambda *i: fn(at(a, i), at(b, i)), name=name)
-
-    return compute
-
-
-def _shift(op: str):
-    """BitShift as ONNX defines it for any amount: left shifts by the width or
-    more (or by a negative amount, read as unsigned) give 0, right shifts of
-    signed values fill with the sign bit. LLVM leaves such shifts undefined:
-    scalar and vector x86 instructions give different answers."""
-
-    def legalize(bb, call):
-        from tvm import tirx
-
-        a, b = call.args
-        dtype = str(a.ty.dtype)
-        if static_shape(call) is None or not dtype.startswith(("int", "uint")):
-            return _default(op)(bb, call)
-        width = int(dtype.lstrip("uint") or 0)
-        zero, top = tirx.const(0, dtype), tirx.const(width - 1, dtype)
-        signed = dtype.startswith("int")
-
-        def f(x, s):
-            out_of_range = tirx.Or(s < zero, s > top) if signed else s > top
-            if op == LEFT_SHIFT:
-                return tirx.Select(out_of_range, zero, x << s)
-            return x >> tirx.Select(out_of_range, top, s) if signed else tirx.Select(out_of_range, zero, x >> s)
-
-        return bb.call_te(_broadcast(call, f, op[6:]), a, b, primfunc_name_hint=op[6:])
-
-    return legalize
-
-
-def _keep_nan(op: str):
-    """maximum/minimum against a scalar (Clip's bounds) that keep a NaN input,
-    as ONNX specifies (TVM's follow LLVM's maxnum/minnum and drop it). Other
-    maximum/minimum calls keep TVM's lowering: ONNX Max/Min nodes get a NaN
-    guard in `guards.py`."""
-
-    def legalize(bb, call):
-        from tvm import te, tirx
-
-        a, b = call.args
-        if not str(a.ty.dtype).startswith("float") or static_shape(b) != ():
-            return _default(op)(bb, call)
-        def pick(u, v):  # a comparison with NaN is false: u passes through
-            return tirx.Select(u < v, v, u) if op == MAXIMUM else tirx.Select(u > v, v, u)
-
-        def f(x, y):
-            return te.compute(x.shape, lambda *i: pick(x(*i), y()), name=op[6:])
-
-        return bb.call_te(f, a, b, primfunc_name_hint=op[6:])
-
-    return legalize
-
-
-INT8 = ("int8", "uint8")
-
-
-def _int8_operands(x, w, out_dtype) -> bool:
-    return str(x.ty.dtype) in INT8 and str(w.ty.dtype) == "int8" and str(out_dtype) == "int32"
 
 
 def _as_nhwc(bb, x, w, nchw: bool):
@@ -318,110 +233,6 @@ def _matmul(lanes: int, dots=()):
     return legalize
 
 
-def _dp4a(op: str, native: bool):
-    """An 8-bit conv2d / matmul on CUDA's dp4a kernels (dp4a.py); TVM's legalization otherwise."""
-    def legalize(bb, call):
-        from ember.compiler.backend.tvm import dp4a
-
-        x, w = call.args
-        out = None
-        if _int8_operands(x, w, call.attrs.out_dtype):
-            out = (dp4a.legalize_conv2d(bb, call, x, w, native) if op == CONV2D
-                   else dp4a.legalize_matmul(bb, x, w, native))
-        return out if out is not None else _default(op)(bb, call)
-
-    return legalize
-
-
-def legalize_overrides(target) -> dict[str, Any]:
-    nan_safe = {RELU: _relu, MAXIMUM: _keep_nan(MAXIMUM), MINIMUM: _keep_nan(MINIMUM),
-                LEFT_SHIFT: _shift(LEFT_SHIFT), RIGHT_SHIFT: _shift(RIGHT_SHIFT)}
-    if target.kind == "cuda":
-        return {**nan_safe, CONV2D: _dp4a(CONV2D, target.int8_dot), MATMUL: _dp4a(MATMUL, target.int8_dot)}
-    from ember.compiler.backend.tvm.intrinsics import available
-
-    lanes, dots = max(4, target.vector_bits // 32), available(target)
-    return {**nan_safe, GELU: _gelu, ROUND: _round, SOFTMAX: _softmax, LAYER_NORM: _layer_norm,
-            CONV2D: _conv2d(lanes, dots), MATMUL: _matmul(lanes, dots)}
-
-
-def _gpu_rules() -> list:
-    """dlight's GPU rules, each declining (instead of failing the build) a
-    function its analysis asserts on: GEMV's does on a block that reads
-    several elements of a buffer per iteration, as dp4a's word packing does."""
-    from tvm.s_tir import dlight as dl
-    from tvm.s_tir.dlight.base import ScheduleRule
-
-    class Declining(ScheduleRule):
-        def __init__(self, rule):
-            self.rule = rule
-
-        def apply(self, func, target, tunable):
-            try:
-                return self.rule.apply(func, target, tunable)
-            except Exception:  # the rule's analysis failed on this function: the next rule gets it
-                return None
-
-    rules = (dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction())
-    return [*(Declining(r) for r in rules), dl.gpu.Fallback()]
-
-
-def gpu_default_schedule(func, tvm_target):
-    """The schedule (with its trace) dlight's rules give one PrimFunc, or None."""
-    from tvm.s_tir.dlight.base.transform import _apply_rules
-
-    with tvm_target:
-        space = _apply_rules(func, tvm_target, _gpu_rules(), tunable=False)
-    return space[0] if space else None
-
-
-def _gpu_schedule(tvm_target):
-    def schedule(func):
-        sch = gpu_default_schedule(func, tvm_target)
-        return func if sch is None else sch.mod["main"].with_attr("tirx.is_scheduled", True)
-
-    return schedule
-
-
-def relax_pipeline(target, database=None, counts: dict[str, int] | None = None):
-    """The module pass tvm.compile runs for an ember Target; `counts` receives
-    how many kernels a tuning record scheduled ("tuned") and how many got the
-    default schedule ("default")."""
-    import tvm
-    from tvm import relax
-
-    cuda = target.kind == "cuda"
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-    from tvm.relax.backend.cuda import pipeline as gpu
-
-    backend = gpu if cuda else cpu
-    tvm_target = target.tvm_target()
-
-    def scheduling() -> list:
-        passes = []
-        if database is not None:
-            passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
-        from ember.compiler.backend.tvm.schedule import default_schedule_pass
-
-        passes.append(default_schedule_pass(counts, _gpu_schedule(tvm_target) if cuda else None))
-        return passes
-
-    @tvm.transform.module_pass(opt_level=0, name="EmberPipeline")
-    def _pipeline(mod, _ctx):
-        with tvm_target:
-            seq = tvm.transform.Sequential(
-                legalize_passes(target)
-                + scheduling()
-                + backend.dataflow_lower_passes(tvm_target)
-                + backend.finalize_passes(tvm_target))
-            if database is not None:
-                with database:
-                    return seq(mod)
-            return seq(mod)
-
-    return _pipeline
-
-
 def _round_to_int():
     """astype(round(x) [+ c], int32) for static float32 x (and c a constant of
     whole numbers: a zero point) becomes llvm.lrint(x) [+ int32(c)]: one
@@ -505,55 +316,3 @@ def _to_nhwc():
         return relax.transform.DeadCodeElimination()(converted)
 
     return _pass
-
-
-def _fold_integer_offsets():
-    """(x - c1) + c2 -> x + (c2 - c1) for integer constants c1, c2 (also with
-    + for -): int32 arithmetic wraps, so the sum is exact. An int8 layer's
-    zero-point correction and its int32 bias then cost one add per output
-    in the kernel's epilogue, not two."""
-    import numpy as np
-    import tvm
-    from tvm import relax
-    from tvm.relax.dpl import is_const, is_op, wildcard
-
-    x, c1, c2 = wildcard(), is_const(), is_const()
-    inner = is_op("relax.add")(x, c1) | is_op("relax.subtract")(x, c1)
-    pattern = is_op("relax.add")(inner, c2) | is_op("relax.subtract")(inner, c2)
-
-    def rewrite(call, m):
-        a, b = m[c1].value.numpy(), m[c2].value.numpy()
-        if a.dtype != b.dtype or a.dtype.kind not in "iu" or str(call.ty.dtype) != str(a.dtype):
-            return call
-        inner_sign = 1 if m[inner].op.name == "relax.add" else -1
-        outer_sign = 1 if call.op.name == "relax.add" else -1
-        with np.errstate(over="ignore"):
-            c = (inner_sign * a.astype(np.int64) + outer_sign * b.astype(np.int64)).astype(a.dtype)
-        return relax.op.add(m[x], relax.const(c, str(c.dtype)))  # relax.const would narrow int64 to int32
-
-    @tvm.transform.module_pass(opt_level=0, name="EmberFoldIntegerOffsets")
-    def _pass(mod, _ctx):
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                mod[gv] = relax.dpl.rewrite_call(pattern, rewrite, func)
-        return mod
-
-    return _pass
-
-
-def legalize_passes(target) -> list:
-    """Everything up to (not including) scheduling: the module MetaSchedule extracts its tasks from."""
-    from tvm import relax
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-    from tvm.relax.backend.cuda import pipeline as gpu
-
-    backend = gpu if target.kind == "cuda" else cpu
-    tvm_target = target.tvm_target()
-    cpu_only = [] if target.kind == "cuda" else [_to_nhwc(), _round_to_int()]
-    return [_fold_integer_offsets()] + cpu_only + backend.library_dispatch_passes(tvm_target) + [
-        relax.transform.LegalizeOps(legalize_overrides(target)),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-    ]

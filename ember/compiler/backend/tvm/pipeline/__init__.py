@@ -1,0 +1,85 @@
+"""The Relax -> TIR pipeline Ember compiles with, per target kind.
+
+It is TVM's own default pipeline (library dispatch, legalization, fusion,
+dataflow lowering, memory planning) with Ember's pieces put in. Each target
+kind is one module exposing the same names (`cpu.py`, `cuda.py`: its TVM
+pipeline, legalization overrides, layout passes, default schedule, how
+run-time checks are made); `for_target` picks it, and nothing else branches
+on the kind:
+
+- CPU: convolutions are converted to NHWC (channels innermost: the vector
+  dimension of Ember's kernels), conv2d / depthwise conv2d / matmul are
+  legalized into Ember's GEMM kernels (`kernels.py`), and every PrimFunc
+  that no tuning record covers gets Ember's default schedule
+  (`schedule.py`);
+- CUDA: 8-bit conv2d / matmul are legalized into dp4a kernels (`dp4a.py`),
+  and TVM's dlight GPU rules schedule what no tuning record covers;
+- all targets: Relu and Clip keep NaN, as ONNX specifies (TVM's lower to
+  max/min, which drop it), and BitShift by out-of-range amounts gives what
+  ONNX specifies (LLVM leaves it undefined).
+
+`database` (a MetaSchedule database) applies tuned schedules first.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from ember.compiler.backend.tvm.pipeline import cpu, cuda
+from ember.compiler.backend.tvm.pipeline.common import _fold_integer_offsets
+from ember.compiler.backend.tvm.schedule import default_schedule_pass
+
+KINDS: dict[str, ModuleType] = {"llvm": cpu, "cuda": cuda}
+
+
+def for_target(target) -> ModuleType:
+    """The module of an ember Target's kind (None: a CPU)."""
+    return cpu if target is None else KINDS[target.kind]
+
+
+def relax_pipeline(target, database=None, counts: dict[str, int] | None = None):
+    """The module pass tvm.compile runs for an ember Target; `counts` receives
+    how many kernels a tuning record scheduled ("tuned") and how many got the
+    default schedule ("default")."""
+    import tvm
+    from tvm import relax
+
+    kind = for_target(target)
+    tvm_target = target.tvm_target()
+
+    def scheduling() -> list:
+        passes = []
+        if database is not None:
+            passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+        passes.append(default_schedule_pass(counts, kind.schedule_func(tvm_target)))
+        return passes
+
+    @tvm.transform.module_pass(opt_level=0, name="EmberPipeline")
+    def _pipeline(mod, _ctx):
+        with tvm_target:
+            seq = tvm.transform.Sequential(
+                legalize_passes(target)
+                + scheduling()
+                + kind.tvm_pipeline.dataflow_lower_passes(tvm_target)
+                + kind.tvm_pipeline.finalize_passes(tvm_target))
+            if database is not None:
+                with database:
+                    return seq(mod)
+            return seq(mod)
+
+    return _pipeline
+
+
+def legalize_passes(target) -> list:
+    """Everything up to (not including) scheduling: the module MetaSchedule extracts its tasks from."""
+    from tvm import relax
+
+    kind = for_target(target)
+    tvm_target = target.tvm_target()
+    return [_fold_integer_offsets()] + kind.layout_passes() + kind.tvm_pipeline.library_dispatch_passes(tvm_target) + [
+        relax.transform.LegalizeOps(kind.legalize_overrides(target)),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]

@@ -1,0 +1,152 @@
+"""What every target kind's legalization shares: the Relax op names, TVM's own
+legalization of an op, the NaN-keeping and shift overrides ONNX's semantics
+need, and the integer-offset folding int8 layers' epilogues profit from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ember.compiler.backend.tvm.relax_util import static_shape
+
+CONV2D = "relax.nn.conv2d"
+MATMUL = "relax.matmul"
+RELU = "relax.nn.relu"
+MAXIMUM, MINIMUM = "relax.maximum", "relax.minimum"
+GELU = "relax.nn.gelu"
+ROUND = "relax.round"
+SOFTMAX = "relax.nn.softmax"
+LAYER_NORM = "relax.nn.layer_norm"
+LEFT_SHIFT, RIGHT_SHIFT = "relax.left_shift", "relax.right_shift"
+INT8 = ("int8", "uint8")
+
+
+def _default_dtype(dtype) -> bool:
+    return dtype is None or str(dtype) in ("", "void", "float32")
+
+
+def _default(op: str):
+    import tvm
+
+    return tvm.ir.Op.get(op).get_attr("FLegalize")
+
+
+def _relu(bb, call):
+    from tvm import te, tirx
+
+    def nan_relu(x):
+        return te.compute(x.shape, lambda *i: tirx.Select(x(*i) < tirx.const(0, x.dtype), tirx.const(0, x.dtype),
+                                                          x(*i)), name="relu")
+
+    return bb.call_te(nan_relu, call.args[0], primfunc_name_hint="relu")
+
+
+def _broadcast(call, fn, name: str):
+    """A TE legalization of a broadcasting binary op: fn(a_elem, b_elem)."""
+    from tvm import te
+
+    out_shape = static_shape(call)
+
+    def compute(a, b):
+        def at(t, idx):
+            rank = len(t.shape)
+            sub = idx[len(idx) - rank:] if rank else ()
+            return t(*[0 if int(d) == 1 else i for d, i in zip(t.shape, sub)])
+        return te.compute(out_shape, lambda *i: fn(at(a, i), at(b, i)), name=name)
+
+    return compute
+
+
+def _shift(op: str):
+    """BitShift as ONNX defines it for any amount: left shifts by the width or
+    more (or by a negative amount, read as unsigned) give 0, right shifts of
+    signed values fill with the sign bit. LLVM leaves such shifts undefined:
+    scalar and vector x86 instructions give different answers."""
+
+    def legalize(bb, call):
+        from tvm import tirx
+
+        a, b = call.args
+        dtype = str(a.ty.dtype)
+        if static_shape(call) is None or not dtype.startswith(("int", "uint")):
+            return _default(op)(bb, call)
+        width = int(dtype.lstrip("uint") or 0)
+        zero, top = tirx.const(0, dtype), tirx.const(width - 1, dtype)
+        signed = dtype.startswith("int")
+
+        def f(x, s):
+            out_of_range = tirx.Or(s < zero, s > top) if signed else s > top
+            if op == LEFT_SHIFT:
+                return tirx.Select(out_of_range, zero, x << s)
+            return x >> tirx.Select(out_of_range, top, s) if signed else tirx.Select(out_of_range, zero, x >> s)
+
+        return bb.call_te(_broadcast(call, f, op[6:]), a, b, primfunc_name_hint=op[6:])
+
+    return legalize
+
+
+def _keep_nan(op: str):
+    """maximum/minimum against a scalar (Clip's bounds) that keep a NaN input,
+    as ONNX specifies (TVM's follow LLVM's maxnum/minnum and drop it). Other
+    maximum/minimum calls keep TVM's lowering: ONNX Max/Min nodes get a NaN
+    guard in `guards.py`."""
+
+    def legalize(bb, call):
+        from tvm import te, tirx
+
+        a, b = call.args
+        if not str(a.ty.dtype).startswith("float") or static_shape(b) != ():
+            return _default(op)(bb, call)
+        def pick(u, v):  # a comparison with NaN is false: u passes through
+            return tirx.Select(u < v, v, u) if op == MAXIMUM else tirx.Select(u > v, v, u)
+
+        def f(x, y):
+            return te.compute(x.shape, lambda *i: pick(x(*i), y()), name=op[6:])
+
+        return bb.call_te(f, a, b, primfunc_name_hint=op[6:])
+
+    return legalize
+
+
+def _int8_operands(x, w, out_dtype) -> bool:
+    return str(x.ty.dtype) in INT8 and str(w.ty.dtype) == "int8" and str(out_dtype) == "int32"
+
+
+def nan_safe_overrides() -> dict[str, Any]:
+    """Relu, Maximum and Minimum keep NaN (TVM's drop it); shifts by out-of-range amounts give
+    what ONNX specifies (LLVM leaves them undefined). Every target kind uses these."""
+    return {RELU: _relu, MAXIMUM: _keep_nan(MAXIMUM), MINIMUM: _keep_nan(MINIMUM),
+            LEFT_SHIFT: _shift(LEFT_SHIFT), RIGHT_SHIFT: _shift(RIGHT_SHIFT)}
+
+
+def _fold_integer_offsets():
+    """(x - c1) + c2 -> x + (c2 - c1) for integer constants c1, c2 (also with
+    + for -): int32 arithmetic wraps, so the sum is exact. An int8 layer's
+    zero-point correction and its int32 bias then cost one add per output
+    in the kernel's epilogue, not two."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, wildcard
+
+    x, c1, c2 = wildcard(), is_const(), is_const()
+    inner = is_op("relax.add")(x, c1) | is_op("relax.subtract")(x, c1)
+    pattern = is_op("relax.add")(inner, c2) | is_op("relax.subtract")(inner, c2)
+
+    def rewrite(call, m):
+        a, b = m[c1].value.numpy(), m[c2].value.numpy()
+        if a.dtype != b.dtype or a.dtype.kind not in "iu" or str(call.ty.dtype) != str(a.dtype):
+            return call
+        inner_sign = 1 if m[inner].op.name == "relax.add" else -1
+        outer_sign = 1 if call.op.name == "relax.add" else -1
+        with np.errstate(over="ignore"):
+            c = (inner_sign * a.astype(np.int64) + outer_sign * b.astype(np.int64)).astype(a.dtype)
+        return relax.op.add(m[x], relax.const(c, str(c.dtype)))  # relax.const would narrow int64 to int32
+
+    @tvm.transform.module_pass(opt_level=0, name="EmberFoldIntegerOffsets")
+    def _pass(mod, _ctx):
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                mod[gv] = relax.dpl.rewrite_call(pattern, rewrite, func)
+        return mod
+
+    return _pass
