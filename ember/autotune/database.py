@@ -167,16 +167,23 @@ class TuningDatabase:
         return db
 
     def _repair(self) -> int:
-        """Drop what a killed run left half-written; returns how many lines went."""
+        """Drop what a killed run left half-written: only a final line without its newline
+        (MetaSchedule appends whole lines; kill -9 can cut the last one). Anything else that
+        is wrong is corruption, reported before either file is touched. Returns how many
+        lines went."""
         workloads, cut_workload = _check_lines(self.path / WORKLOADS)
         records, cut_record = _check_lines(self.path / RECORDS)
+        for i, r in enumerate(records, 1):  # a workload is on disk before any record names it
+            index = _workload_index(r)
+            if not 0 <= index < len(workloads):
+                held = f"holds {len(workloads)} workload{'s' if len(workloads) != 1 else ''}"
+                raise TuningDBError(f"corrupt tuning database: {RECORDS} line {i} names workload "
+                                    f"{index if index != _BAD_INDEX else 'with no index'}; {WORKLOADS} {held}")
         if cut_workload:
             atomic_write_text(self.path / WORKLOADS, "".join(w + "\n" for w in workloads))
-        # a record naming a workload that never made it to disk was also in flight
-        kept = [r for r in records if _workload_index(r) < len(workloads)]
-        if cut_record or len(kept) != len(records):
-            atomic_write_text(self.path / RECORDS, "".join(r + "\n" for r in kept))
-        return int(cut_workload) + int(cut_record) + len(records) - len(kept)
+        if cut_record:
+            atomic_write_text(self.path / RECORDS, "".join(r + "\n" for r in records))
+        return int(cut_workload) + int(cut_record)
 
     def ms_database(self):
         """The MetaSchedule JSONDatabase over this directory's files."""
@@ -267,12 +274,15 @@ class TuningDatabase:
         return len(lines) - len(kept)
 
 
+_BAD_INDEX = 1 << 60
+
+
 def _workload_index(line: str) -> int:
     try:
         idx = json.loads(line)[0]
-        return idx if isinstance(idx, int) else 1 << 60
+        return idx if isinstance(idx, int) and not isinstance(idx, bool) else _BAD_INDEX
     except (ValueError, IndexError, KeyError, TypeError):
-        return 1 << 60
+        return _BAD_INDEX
 
 
 def _mean_secs(line: str) -> float | None:

@@ -52,11 +52,31 @@ def test_truncated_tail_from_a_killed_run_is_dropped(db):
     again.ms_database()  # TVM accepts the repaired files
 
 
-def test_record_of_unwritten_workload_is_dropped(db):
-    lines = (db.path / WORKLOADS).read_text().splitlines()
-    (db.path / WORKLOADS).write_text(lines[0] + "\n")
-    again = TuningDatabase.open(db.path, targets.host())
-    assert again.repaired == 3 and again.stats()["records"] == 3
+def _files(db):
+    return {name: (db.path / name).read_bytes() for name in (WORKLOADS, RECORDS)}
+
+
+@pytest.mark.parametrize("damage", ["workload line deleted", "workloads emptied", "index out of range",
+                                    "index not a number"])
+def test_damage_other_than_a_cut_tail_is_corruption_and_nothing_is_rewritten(db, damage):
+    """Only a final line without its newline is what a killed run leaves; a record naming a
+    workload the file does not hold is damage: one error line, both files left as they are."""
+    workloads = (db.path / WORKLOADS).read_text().splitlines()
+    records = (db.path / RECORDS).read_text().splitlines()
+    if damage == "workload line deleted":
+        (db.path / WORKLOADS).write_text(workloads[0] + "\n")
+    elif damage == "workloads emptied":
+        (db.path / WORKLOADS).write_text("")
+    else:
+        rec = json.loads(records[2])
+        rec[0] = 7 if damage == "index out of range" else "one"
+        records[2] = json.dumps(rec)
+        (db.path / RECORDS).write_text("\n".join(records) + "\n")
+    before = _files(db)
+    with pytest.raises(TuningDBError, match=r"corrupt tuning database: records.json line \d+ names workload") as e:
+        TuningDatabase.open(db.path, targets.host())
+    assert "\n" not in str(e.value)
+    assert _files(db) == before
 
 
 def test_corrupt_line_is_an_error(db):
