@@ -467,6 +467,10 @@ def _check(args, inputs, outputs, times) -> int:
             continue
         if got.dtype.kind == "V" and r.dtype.kind in "ui" and r.dtype.itemsize == got.dtype.itemsize:
             r = r.view(got.dtype)  # onnxruntime returns float8 outputs as their bytes
+        if got.dtype != r.dtype:
+            print(f"check {name}: dtype {got.dtype} != onnxruntime {r.dtype}")
+            ok = False
+            continue
         got, r = got.astype(np.float64), r.astype(np.float64)
         err = float(np.max(np.abs(got - r))) if r.size else 0.0
         close = np.allclose(got, r, rtol=args.rtol, atol=args.atol, equal_nan=True)
@@ -715,7 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.fn(args)
     except EmberError as e:
-        sys.stderr.write(f"ember: error: {e}\n")
+        sys.stderr.write(f"ember: error: {one_line(str(e))}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("ember: interrupted\n")
@@ -723,8 +727,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug in ember: still one line unless asked
         if args.traceback:
             raise
-        sys.stderr.write(f"ember: internal error: {type(e).__name__}: {e} (rerun with --traceback)\n")
+        sys.stderr.write(f"ember: internal error: {type(e).__name__}: {one_line(str(e))} (rerun with --traceback)\n")
         return EXIT_USAGE + 1
+
+
+def one_line(text: str) -> str:
+    """A message on one line: messages built from other tools' exception text (a plugin's
+    SyntaxError, TVM's errors) can span several."""
+    return " | ".join(ln.strip() for ln in text.splitlines() if ln.strip())
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 from onnx import TensorProto as T
@@ -183,3 +185,15 @@ def ember_cli(*args, timeout: float = 600):
 
     return subprocess.run([sys.executable, "-m", "ember", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
+
+
+PROGRESS_LINE = re.compile(r"^\[\s*\d+\.\ds\] ")
+
+
+def error_line(proc, exit_code: int | None = None) -> str:
+    """The CLI's one error line: apart from progress lines ("[  1.2s] ..."), stderr holds exactly
+    one line, starting "ember: " (no traceback, no message spilling onto more lines)."""
+    assert proc.returncode != 0 if exit_code is None else proc.returncode == exit_code, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not PROGRESS_LINE.match(ln)]
+    assert len(lines) == 1 and lines[0].startswith("ember: "), proc.stderr
+    return lines[0]

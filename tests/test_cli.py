@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import conv_relu_gemm, ember_cli, init, model, tensor
+from helpers import conv_relu_gemm, ember_cli, error_line, init, model, tensor
 from onnx import TensorProto as T
 from onnx import helper as h
 
@@ -20,12 +20,9 @@ def ember(*args, cwd=None):
 
 
 def assert_one_line_error(proc, *fragments):
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ember: ")]
-    assert len(errors) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
+    line = error_line(proc)
     for f in fragments:
-        assert f in errors[0], errors[0]
+        assert f in line, line
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +247,26 @@ def test_dump_ir_after_an_input_step(model_file, tmp_path):
     dumps = proc.stderr.split("// ---- IR after ")[1:]
     assert [d.split("\n", 1)[0] for d in dumps] == ["001-bind-inputs", "002-validate"]
     assert "%x:" not in dumps[0].split("\n", 2)[1]  # bound: no longer a graph input
+
+
+@pytest.mark.parametrize("source", ["def broken(:\n    pass\n", "raise ValueError('first\\nsecond\\nthird')\n"])
+def test_a_plugin_that_fails_to_load_is_one_error_line(model_file, tmp_path, source):
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(source)
+    proc = ember("compile", model_file, "-o", tmp_path / "a", "--plugin", plugin)
+    line = error_line(proc, 1)
+    assert "plugin.py failed to load" in line
+
+
+def test_check_compares_dtypes_before_values(tmp_path):
+    """An artifact returning float where onnxruntime returns int32 of the same values is a
+    mismatch (--check used to compare both as float64)."""
+    floats = model([h.make_node("Identity", ["x"], ["y"])], [tensor("x", [4])], [tensor("y", [4])])
+    ints = model([h.make_node("Cast", ["x"], ["y"], to=T.INT32)], [tensor("x", [4])], [tensor("y", [4], T.INT32)])
+    onnx.save(floats, str(tmp_path / "f.onnx"))
+    onnx.save(ints, str(tmp_path / "i.onnx"))
+    assert ember("compile", tmp_path / "f.onnx", "-o", tmp_path / "a", "-q").returncode == 0
+    np.save(tmp_path / "x.npy", np.array([1, 2, 3, 4], np.float32))
+    proc = ember("run", tmp_path / "a", "--input", f"x={tmp_path / 'x.npy'}", "--check", tmp_path / "i.onnx")
+    assert "dtype float32 != onnxruntime int32" in proc.stdout
+    assert_one_line_error(proc, "differ from onnxruntime")

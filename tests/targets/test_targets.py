@@ -9,7 +9,7 @@ import time
 
 import onnx
 import pytest
-from helpers import conv_relu_gemm, free_port, stop_group, wait_port
+from helpers import conv_relu_gemm, error_line, free_port, stop_group, wait_port
 
 from ember import targets
 from ember.errors import TargetError
@@ -58,9 +58,7 @@ def ember_cli(*args, env=None):
 
 
 def one_error_line(proc, fragment):
-    assert proc.returncode != 0
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ember: ")]
-    assert len(errors) == 1 and fragment in errors[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert fragment in error_line(proc), proc.stderr
 
 
 @pytest.fixture(scope="module")
