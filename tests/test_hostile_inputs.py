@@ -29,6 +29,11 @@ def compile_model(m, **kw):
     return ember.compile(m, **kw)
 
 
+def _with_ir_version(m: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    m.ir_version = version
+    return m
+
+
 def _with_opset(m, version):
     m.opset_import[0].version = version
     return m
@@ -100,6 +105,8 @@ COMPILE_ERRORS = [
     ("undeclared-domain", lambda: _domain_model("com.evil", declare=False), InvalidModelError, "not declared"),
     ("opset-999", lambda: _with_opset(model([h.make_node("Relu", ["x"], ["y"])], X2, Y2), 999),
      InvalidModelError, "opset 999"),
+    ("ir-version-1000", lambda: _with_ir_version(model([h.make_node("Relu", ["x"], ["y"])], X2, Y2), 1000),
+     InvalidModelError, "IR version 1000 is newer"),
     ("op-not-in-opset", lambda: model([h.make_node("LayerNormalization", ["x", "s"], ["y"])], X2, Y2,
                                       [init("s", np.ones(2, np.float32))], opset=13), InvalidModelError,
      "does not exist in opset 13"),

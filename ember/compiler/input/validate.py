@@ -47,6 +47,9 @@ def _gb(n: float) -> str:
 
 
 def validate(model: ir.Model, limits: Limits = Limits()) -> None:
+    if model.ir_version > onnx.IR_VERSION:  # a format newer than this onnx release: its meaning is unknown
+        raise InvalidModelError(f"IR version {model.ir_version} is newer than any this installation reads "
+                                f"(onnx {onnx.__version__} reads up to {onnx.IR_VERSION})")
     opset = model.opset
     newest = onnx.defs.onnx_opset_version()
     if not 1 <= opset <= newest:

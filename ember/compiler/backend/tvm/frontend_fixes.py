@@ -102,9 +102,10 @@ def converters() -> dict[str, type]:
             return relax.op.reshape(y, [n, c * b * b, h // b, w // b])
 
     class Mod(OnnxOpConverter):
-        """Float Mod with fmod=0 as numpy's. TVM's x - floor(x / y) * y gives NaN
+        """Float Mod with fmod=0 as numpy's (Python's %). TVM's x - floor(x / y) * y gives NaN
         for a finite x over an infinite y, where ONNX gives x (same signs or x = 0)
-        or y (signs differ)."""
+        or y (signs differ); and a zero result takes the divisor's sign (0.0 % -2.0 is -0.0),
+        where TVM's is +0.0."""
 
         @classmethod
         def _impl_v10(cls, bb, inputs, attr, params):
@@ -116,7 +117,9 @@ def converters() -> dict[str, type]:
             inf_y = relax.op.logical_and(relax.op.isinf(y), finite_x)
             signs_differ = relax.op.logical_and(relax.op.not_equal(x, zero),
                                                 relax.op.logical_xor(relax.op.less(x, zero), relax.op.less(y, zero)))
-            return relax.op.where(inf_y, relax.op.where(signs_differ, y, x), relax.op.floor_mod(x, y))
+            out = relax.op.where(inf_y, relax.op.where(signs_differ, y, x), relax.op.floor_mod(x, y))
+            signed_zero = relax.op.where(relax.op.less(y, zero), relax.const(-0.0, x.ty.dtype), zero)
+            return relax.op.where(relax.op.equal(out, zero), signed_zero, out)
 
     class Expand(OnnxOpConverter):
         """Expand to a run-time shape with ONNX's broadcasting: where the input's
