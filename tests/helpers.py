@@ -197,3 +197,30 @@ def error_line(proc, exit_code: int | None = None) -> str:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not PROGRESS_LINE.match(ln)]
     assert len(lines) == 1 and lines[0].startswith("ember: "), proc.stderr
     return lines[0]
+
+
+def assert_matches_reference(got, ref, other_ref, tol: float = 1e-4, name: str = "") -> None:
+    """`got` within `tol` of the reference's scale (max |ref|: logits of random deep nets reach 1e5,
+    where elementwise rtol means nothing near zero), and the reference for another input
+    (`other_ref`) farther than 10x that from `ref`: the comparison could see an output that ignores
+    its input. Float32 engines summing in different orders (Winograd, packed GEMMs) differ by
+    about 1e-6 of the scale on these models; the inputs move them by 1e-3 or more."""
+    got, ref, other_ref = (np.asarray(a, np.float64) for a in (got, ref, other_ref))
+    assert got.shape == ref.shape, (name, got.shape, ref.shape)
+    scale = float(np.abs(ref).max())
+    assert scale > 0, f"{name}: the reference output is all zeros"
+    err = float(np.abs(got - ref).max())
+    assert err <= tol * scale, f"{name}: max |error| {err:.3g} > {tol:g} x scale {scale:.3g}"
+    moved = float(np.abs(other_ref - ref).max())
+    assert moved > 10 * tol * scale, f"{name}: another input moves the output by only {moved:.3g} (scale {scale:.3g})"
+
+
+def assert_same_int8_result(got, ref) -> None:
+    """Ember and onnxruntime running the same QDQ file compute the same int32 sums; only the
+    float rescale after them may round differently. Within 4 float32 ulps of the output's scale
+    (they agree exactly on this machine): a 1% requantization-scale error is 20,000x that."""
+    got, ref = np.asarray(got), np.asarray(ref)
+    assert got.shape == ref.shape and got.dtype == ref.dtype, (got.shape, got.dtype, ref.shape, ref.dtype)
+    bound = 4 * np.finfo(np.float32).eps * float(np.abs(ref).max()) if ref.dtype.kind == "f" else 0
+    err = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max())
+    assert err <= bound, f"max |error| {err:.3g} > {bound:.3g} (4 ulps of the scale)"

@@ -27,11 +27,64 @@ def light_model_path(name: str) -> Path:
     return onnx_test_data_dir() / "light" / f"light_{name}.onnx"
 
 
-def light_model(name: str, seed: int = 0) -> onnx.ModelProto:
-    """A light model from the onnx wheel with seeded random weights."""
+def light_model(name: str, seed: int = 0, logits: bool = False) -> onnx.ModelProto:
+    """A light model from the onnx wheel with seeded random weights; `logits`: without its final
+    Softmax (with random weights it saturates: every input gives the same one-hot output, so a
+    comparison of probabilities proves nothing)."""
     if name not in LIGHT_MODELS:
         raise ValueError(f"unknown light model {name!r}; known: {', '.join(LIGHT_MODELS)}")
-    return randomize_constant_fills(onnx.load(str(light_model_path(name))), seed)
+    m = randomize_constant_fills(onnx.load(str(light_model_path(name))), seed)
+    return without_final_softmax(m) if logits else m
+
+
+def without_final_softmax(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model returning what its final Softmax normalizes (the graph output keeps its name)."""
+    g = model.graph
+    out = g.output[0].name
+    last = next((n for n in g.node if out in n.output), None)
+    if last is None or last.op_type != "Softmax":
+        return model
+    src = last.input[0]
+    g.node.remove(last)
+    for n in g.node:
+        for i, name in enumerate(n.output):
+            if name == src:
+                n.output[i] = out
+        for i, name in enumerate(n.input):
+            if name == src:
+                n.input[i] = out
+    return model
+
+
+def _roles(g: onnx.GraphProto) -> dict[str, str]:
+    """What each constant fill is: a BatchNorm scale/shift/mean/var, or a per-channel factor or
+    offset (BatchNorm spelled out as Mul and Add of an Unsqueezed vector, as DenseNet's is)."""
+    role: dict[str, str] = {}
+    for n in g.node:
+        if n.op_type == "BatchNormalization":
+            for i, name in enumerate(n.input):
+                role[name] = {1: "scale", 2: "shift", 3: "mean", 4: "var"}.get(i, "")
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for name in n.input:
+            users.setdefault(name, []).append(n)
+
+    def arithmetic(name: str, depth: int = 0) -> str:
+        for u in users.get(name, []):
+            if u.op_type in ("Unsqueeze", "Reshape", "Identity", "Cast") and depth < 4:
+                found = arithmetic(u.output[0], depth + 1)
+                if found:
+                    return found
+            elif u.op_type in ("Mul", "Div"):
+                return "scale"
+            elif u.op_type in ("Add", "Sub"):
+                return "shift"
+        return ""
+
+    for n in g.node:
+        if n.op_type == "ConstantOfShape" and n.output[0] not in role:
+            role[n.output[0]] = arithmetic(n.output[0])
+    return role
 
 
 def randomize_constant_fills(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
@@ -40,11 +93,7 @@ def randomize_constant_fills(model: onnx.ModelProto, seed: int = 0) -> onnx.Mode
     rng = np.random.default_rng(seed)
     g = model.graph
     inits = {t.name: t for t in g.initializer}
-    role: dict[str, str] = {}
-    for n in g.node:
-        if n.op_type == "BatchNormalization":
-            for i, name in enumerate(n.input):
-                role[name] = {1: "scale", 2: "shift", 3: "mean", 4: "var"}.get(i, "")
+    role = _roles(g)
     keep, new_inits = [], []
     for n in g.node:
         shape_t = inits.get(n.input[0]) if n.op_type == "ConstantOfShape" and n.input else None

@@ -8,7 +8,7 @@ import pytest
 from ember.compiler.ir import onnx_io
 from ember.passes.pruning.prune import Size
 from ember.passes.quantization.quantize import activation_range, qparams, quantize
-from helpers import calib, cnn, ember_cli, error_line, init, model, ort_run, residual_cnn, tensor
+from helpers import assert_same_int8_result, calib, cnn, ember_cli, error_line, init, model, ort_run, residual_cnn, tensor
 from onnx import helper as h
 
 import ember
@@ -47,7 +47,7 @@ def test_quantized_model_is_close_and_runs_in_ort_and_ember(calibrate):
     got = ort_run(proto, {"x": x})[0]
     assert np.linalg.norm(got - ref) < 0.1 * np.linalg.norm(ref)
     mine = ember.compile(proto).run({"x": x})["y"]
-    np.testing.assert_allclose(mine, got, atol=0.02 * np.abs(got).max())
+    assert_same_int8_result(mine, got)
 
 
 def test_old_opset_is_converted():
@@ -166,4 +166,4 @@ def test_residual_join_reads_the_quantized_tensor(after, joined):
     assert (producer[add.input[1]].op_type == "DequantizeLinear") == joined
     ref, got = ort_run(m, feeds[0])[0], ort_run(proto, feeds[0])[0]
     assert np.linalg.norm(got - ref) < 0.1 * np.linalg.norm(ref)
-    np.testing.assert_allclose(ember.compile(proto).run(feeds[0])["y"], got, atol=0.02 * np.abs(got).max())
+    assert_same_int8_result(ember.compile(proto).run(feeds[0])["y"], got)

@@ -2,7 +2,9 @@
 
 import json
 
+import onnx
 import pytest
+from helpers import conv_relu_gemm
 import tvm
 from ember import cli
 from ember.compiler.backend.tvm import schedule
@@ -142,7 +144,11 @@ def test_cli_db_commands(tmp_path, db, capsys):
     assert cli.main(["db", "stats", str(db.path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "corrupt tuning database" in err
-    assert cli.main(["compile", "x.onnx", "-o", str(tmp_path / "a"), "--db", str(tmp_path / "nodb")]) == 1
+    onnx.save(conv_relu_gemm(), str(tmp_path / "m.onnx"))
+    assert cli.main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "a"), "--db", str(tmp_path / "nodb"),
+                     "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nodb' does not exist (make one with `ember tune`)" in err, err
 
 
 def test_end_to_end_verdicts_are_kept_per_model_and_a_damaged_file_means_none(db):
