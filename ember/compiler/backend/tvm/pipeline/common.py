@@ -30,23 +30,12 @@ def _default(op: str):
     return tvm.ir.Op.get(op).get_attr("FLegalize")
 
 
-def once(value, dtype, body):
-    """body(v) with `value` bound to v by a Let: an expression that reads its operand twice (a
-    NaN-keeping select) would otherwise copy it, and a fused chain of n such ops holds 2**n
-    copies of its input (8 Relus in a row took 30 s to build, 12 never finished)."""
-    from tvm import tirx
-
-    v = tirx.Var("v", dtype)
-    return tirx.Let(v, value, body(v))
-
-
 def _relu(bb, call):
     from tvm import te, tirx
 
     def nan_relu(x):
-        return te.compute(x.shape, lambda *i: once(x(*i), x.dtype, lambda v: tirx.Select(v < tirx.const(0, x.dtype),
-                                                                                  tirx.const(0, x.dtype), v)),
-                          name="relu")
+        return te.compute(x.shape, lambda *i: tirx.Select(x(*i) < tirx.const(0, x.dtype), tirx.const(0, x.dtype),
+                                                          x(*i)), name="relu")
 
     return bb.call_te(nan_relu, call.args[0], primfunc_name_hint="relu")
 
@@ -108,7 +97,7 @@ def _keep_nan(op: str):
         if not str(a.ty.dtype).startswith("float") or static_shape(b) != ():
             return _default(op)(bb, call)
         def pick(u, v):  # a comparison with NaN is false: u passes through
-            return once(u, a.ty.dtype, lambda u: tirx.Select(u < v, v, u) if op == MAXIMUM else tirx.Select(u > v, v, u))
+            return tirx.Select(u < v, v, u) if op == MAXIMUM else tirx.Select(u > v, v, u)
 
         def f(x, y):
             return te.compute(x.shape, lambda *i: pick(x(*i), y()), name=op[6:])
