@@ -113,8 +113,7 @@ class InferShapes(Pass):
 
 def _shapes_left(m: ir.Model) -> bool:
     """Whether a Shape or Size node reads a value whose shape is not known."""
-    return any(n.op_type in ("Shape", "Size") and n.inputs[0] is not None
-               and (n.inputs[0].shape is None or not all(isinstance(d, int) for d in n.inputs[0].shape))
+    return any(n.op_type in ("Shape", "Size") and n.inputs[0] is not None and ir.static_shape(n.inputs[0]) is None
                for n in m.graph.nodes)
 
 

@@ -32,7 +32,7 @@ import onnx
 
 from ember.compiler.ir import custom_ops
 from ember.compiler import ir
-from ember.compiler.runtime.storage import FLOATS, INTS, NARROW, storage, to_storage  # noqa: F401
+from ember.compiler.runtime.storage import FLOATS, INTS, NARROW, storage, to_storage
 
 T = onnx.TensorProto
 # ops that only move elements: correct on the stored bytes
