@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -705,7 +706,13 @@ def _size(text: str) -> int:
     return int(value)
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a model's -1 dims, a Specializing compile) as one `ember: warning:` line."""
+    sys.stderr.write(f"ember: warning: {one_line(str(message))}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = _warning_line
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

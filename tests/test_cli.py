@@ -270,3 +270,18 @@ def test_check_compares_dtypes_before_values(tmp_path):
     proc = ember("run", tmp_path / "a", "--input", f"x={tmp_path / 'x.npy'}", "--check", tmp_path / "i.onnx")
     assert "dtype float32 != onnxruntime int32" in proc.stdout
     assert_one_line_error(proc, "differ from onnxruntime")
+
+
+def test_dims_written_as_minus_one_are_unknown_with_one_warning_line(tmp_path):
+    """paddle2onnx writes unknown dims as -1: onnxruntime reads them as unknown, so does Ember (warned)."""
+    path, out = tmp_path / "m.onnx", tmp_path / "art"
+    onnx.save(model([h.make_node("Relu", ["x"], ["y"])], [tensor("x", [-1, 3])], [tensor("y", [-1, 3])]), str(path))
+    proc = ember("compile", path, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert error_line(proc, 0) == ("ember: warning: dimensions written as negative numbers read as unknown "
+                                   "(values 'x', 'y'), as onnxruntime does")
+    x = np.array([[-1, 2, -3], [4, -5, 6]] * 2, np.float32)  # 4 rows: any batch size runs
+    np.save(tmp_path / "x.npy", x)
+    proc = ember("run", out, "--input", f"x={tmp_path / 'x.npy'}", "--save", tmp_path / "y.npz")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npz")["y"], np.maximum(x, 0))

@@ -97,8 +97,6 @@ COMPILE_ERRORS = [
      ModelLoadError, "defined twice"),
     ("raw-data-size", _bad_raw, InvalidModelError, "7 bytes of data"),
     ("negative-init-dim", _neg_init, InvalidModelError, "negative dimension"),
-    ("negative-input-dim", lambda: model([h.make_node("Relu", ["x"], ["y"])], [tensor("x", [-3])], Y2),
-     InvalidModelError, "negative dimension"),
     ("bad-init-dtype", _bad_dtype_init, InvalidModelError, "data type"),
     ("unknown-op", lambda: model([h.make_node("Frobnicate", ["x"], ["y"])], X2, Y2), UnsupportedError, "Frobnicate"),
     ("foreign-domain", lambda: _domain_model("com.evil"), UnsupportedError, "com.evil"),

@@ -157,7 +157,7 @@ class Specializing:
                 raise RuntimeInputError(f"{MAX_VARIANTS} sets of values for {', '.join(self.needed)} compiled "
                                         "already; compile for fixed values with bind= instead")
             shown = ", ".join(f"{n}={a.tolist()}" for n, a in values.items())
-            warnings.warn(f"ember: compiling for {shown} ({'; '.join(f'{n}: {w}' for n, w in self.needed.items())} "
+            warnings.warn(f"compiling for {shown} ({'; '.join(f'{n}: {w}' for n, w in self.needed.items())} "
                           "must be known at compile time); other values compile again", stacklevel=2)
             compiled = self.variants[key] = self._compile(values)
         return compiled.run({n: a for n, a in feeds.items() if n not in self.needed})

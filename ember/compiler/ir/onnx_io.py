@@ -10,6 +10,7 @@ onnxruntime gives identical outputs on the exported model.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,12 @@ def _sparse_to_dense(sp: onnx.SparseTensorProto) -> onnx.TensorProto:
 
 
 def import_model(proto: onnx.ModelProto, *, infer_shapes: bool = True) -> ir.Model:
+    """The IR of `proto` (which this may change: callers pass a fresh one)."""
+    negative = _unknown_negative_dims(proto.graph)
+    if negative:
+        more = f" and {len(negative) - 3} more" if len(negative) > 3 else ""
+        warnings.warn(f"dimensions written as negative numbers read as unknown (values "
+                      f"{', '.join(repr(n) for n in negative[:3])}{more}), as onnxruntime does", stacklevel=2)
     types: dict[str, onnx.TypeProto] = {}
     if infer_shapes:
         types = _inferred_types(proto)
@@ -172,6 +179,25 @@ def import_model(proto: onnx.ModelProto, *, infer_shapes: bool = True) -> ir.Mod
     if proto.training_info:
         model.extra["training_info"] = [_copy(t) for t in proto.training_info]
     return model
+
+
+def _unknown_negative_dims(gp: onnx.GraphProto) -> list[str]:
+    """Clear the dims some exporters (paddle2onnx) write as -1 in value types, so
+    they read as unknown; the names of the values that had one. Initializers
+    are data: a negative dim there stays an error (validate.py)."""
+    names = []
+    for vi in [*gp.input, *gp.output, *gp.value_info]:
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        dims = [d for d in tt.shape.dim if d.HasField("dim_value") and d.dim_value < 0] if tt else []
+        for d in dims:
+            d.ClearField("dim_value")
+        if dims:
+            names.append(vi.name)
+    for node in gp.node:
+        for a in node.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                names += _unknown_negative_dims(sub)
+    return names
 
 
 def _copy(msg):
