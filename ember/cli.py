@@ -94,7 +94,8 @@ def _compile_and_save(args: argparse.Namespace, progress) -> dict[str, Any]:
     cm = ember_compile(model, target=args.target, pipeline=args.pipeline, opt_level=args.opt_level,
                        memory_budget=args.memory_budget, mcpu=args.mcpu,
                        features=args.mattr, db=args.db, instruments=instruments, disabled=args.disable or (),
-                       progress=progress, bind=_parse_bind(args.bind))
+                       progress=progress, bind=_parse_bind(args.bind),
+                       input_shapes=_parse_input_shapes(args.input_shape))
     progress(f"writing {args.output}")
     cm.save(args.output)
     return {"pass_times": timing.table(), "metadata": cm.metadata, "seconds": cm.compile_seconds}
@@ -116,6 +117,20 @@ def _parse_bind(items: list[str] | None) -> dict[str, Any]:
             raise EmberError(f"--bind {name}: {text!r} is not a comma-separated list of numbers") from None
         values[name] = np.array(numbers)
     return values
+
+
+def _parse_input_shapes(items: list[str] | None) -> dict[str, list[int]]:
+    """--input-shape NAME=1,3,640,640 -> {name: sizes} (NAME= alone: a scalar)."""
+    shapes: dict[str, list[int]] = {}
+    for item in items or ():
+        name, sep, text = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = [int(t) for t in text.replace("x", ",").split(",")] if text else []
+        except ValueError:
+            raise EmberError(f"--input-shape {item!r}: expected NAME=D0,D1,... (sizes, e.g. x=1,3,640,640)") from None
+    return shapes
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -150,7 +165,7 @@ def _tune(args: argparse.Namespace, progress):
     report = tune(args.model, args.target, args.db, trials=args.trials, seconds=args.time_budget,
                   pipeline=args.pipeline, opt_level=args.opt_level, mcpu=args.mcpu, features=args.mattr,
                   rpc=rpc, report_dir=args.report or str(Path(args.db) / "report"), progress=progress,
-                  bind=_parse_bind(args.bind))
+                  bind=_parse_bind(args.bind), input_shapes=_parse_input_shapes(args.input_shape))
     return report.to_json()
 
 
@@ -575,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bind", action="append", metavar="NAME=V[,V...]",
                    help="compile for this value of a graph input (one TVM needs at compile time: a Reduce's "
                         "axes, a Reshape's shape, ...); a .npy file also works; repeatable")
+    c.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                   help="compile for this shape of an input with symbolic dims (e.g. x=1,3,640,640); the "
+                        "artifact then refuses other shapes; repeatable")
     c.add_argument("--dump-ir-after", action="append", metavar="PASS",
                    help="print the IR after this pass ('all' for every pass; repeatable)")
     c.add_argument("--dump-dir", default=None, help="write IR dumps to this directory instead of stderr")
@@ -588,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("model", help="ONNX model file")
     tn.add_argument("--bind", action="append", metavar="NAME=V[,V...]",
                     help="tune for this value of a graph input TVM needs at compile time (as in compile)")
+    tn.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                    help="tune for this shape of an input with symbolic dims (as in compile)")
     tn.add_argument("--db", default="ember-tuning", help="tuning database directory (default: ember-tuning; "
                     "created if missing, resumed if present)")
     tn.add_argument("--target", default="host", help="target triple or 'host' (default: host)")

@@ -221,9 +221,11 @@ def _local_device(tgt, rpc):
 def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: int | None = None,
          seconds: float | None = None, pipeline=None, opt_level: int | None = None, mcpu: str | None = None,
          features=None, rpc: dict[str, Any] | None = None, report_dir: str | None = None,
-         progress: Callable[[str], None] | None = None, bind: dict[str, Any] | None = None) -> TuneReport:
+         progress: Callable[[str], None] | None = None, bind: dict[str, Any] | None = None,
+         input_shapes: dict[str, Any] | None = None) -> TuneReport:
     """Tune a model's kernels for a target into database `db` (created if missing); `bind`
-    fixes graph inputs TVM needs as constants, as in `driver.compile`."""
+    fixes graph inputs TVM needs as constants and `input_shapes` symbolic input dims,
+    as in `driver.compile` (tune with the shapes you compile with)."""
     import tvm
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
@@ -252,7 +254,8 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
     database = TuningDatabase.open(db, tgt, create=True)
     if database.repaired:
         say(f"dropped {database.repaired} incomplete record(s) left by an interrupted run")
-    m, relax_mod, _ = driver.lower_model(model, tgt, pipeline, opt_level=opt_level, say=say, bind=bind)
+    m, relax_mod, _ = driver.lower_model(model, tgt, pipeline, opt_level=opt_level, say=say, bind=bind,
+                                         input_shapes=input_shapes)
     tvm_target = tgt.tvm_target()
     with tvm_target:
         mod = tvm.transform.Sequential(legalize_passes(tgt))(relax_mod)

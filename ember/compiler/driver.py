@@ -45,14 +45,16 @@ def signature(graph: ir.Graph) -> tuple[list[dict], list[dict]]:
 def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *, opt_level: int | None = None,
                 memory_budget: int | None = None, instruments: Sequence[Instrument] = (),
                 disabled: Iterable[str] = (), verify_each: bool = True,
-                say: Callable[[str], None] = lambda msg: None, bind: dict[str, Any] | None = None):
+                say: Callable[[str], None] = lambda msg: None, bind: dict[str, Any] | None = None,
+                input_shapes: dict[str, Sequence[int]] | None = None):
     """Import, validate, optimize and lower to Relax: (IR model, Relax module, passes run).
-    `bind` gives values to graph inputs, which become constants."""
+    `bind` gives values to graph inputs, which become constants; `input_shapes`
+    fixes symbolic input dims."""
     say("importing model")
     m = as_ir(model)
     # the input phase: its own steps (not a pipeline's: none can be disabled), errors as they are
     steps = PassContext(instruments=tuple(instruments), verify_each=False, name_failing_pass=False)
-    PassManager(phase.input_passes(bind, memory_budget, lower.needs_body), steps).run(m)
+    PassManager(phase.input_passes(bind, memory_budget, lower.needs_body, input_shapes), steps).run(m)
     say(f"optimizing ({len(m.graph.nodes)} nodes)")
     passes = optimize(m, pipeline, opt_level=opt_level, instruments=instruments, disabled=disabled,
                       verify_each=verify_each)
@@ -100,11 +102,14 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
             features: str | Sequence[str] | None = None, db: str | os.PathLike | None = None,
             instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
             verify_each: bool = True, progress: Callable[[str], None] | None = None,
-            bind: dict[str, Any] | None = None) -> CompiledModel:
+            bind: dict[str, Any] | None = None,
+            input_shapes: dict[str, Sequence[int]] | None = None) -> CompiledModel:
     """Compile an ONNX model (path, ModelProto or ember IR) for a target triple,
     with the tuned schedules of tuning database `db` where it has them. `bind`
     fixes graph inputs to values (needed where TVM must know them at compile
-    time: a Reduce's axes, a Reshape's shape, ... given as graph inputs)."""
+    time: a Reduce's axes, a Reshape's shape, ... given as graph inputs);
+    `input_shapes` ({name: sizes}) specializes symbolic input dims, and the
+    artifact then refuses other shapes."""
     from ember import targets
     from ember.version import __version__
 
@@ -117,7 +122,7 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     database = TuningDatabase.open(db, tgt) if db is not None else None
     m, mod, passes = lower_model(model, tgt, pipeline, opt_level=opt_level, memory_budget=memory_budget,
                                  instruments=instruments, disabled=disabled, verify_each=verify_each, say=say,
-                                 bind=bind)
+                                 bind=bind, input_shapes=input_shapes)
     slower = database.end_to_end(model_key(mod)) if database is not None else None
     if tuned_slower(slower):
         say(f"not using tuning database {db}: `ember tune` timed this model slower with its schedules "
@@ -142,6 +147,8 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
         "outputs": outputs,
         "source": str(model) if isinstance(model, (str, Path)) else "",
     }
+    if input_shapes:
+        meta["input_shapes"] = {k: [int(d) for d in v] for k, v in input_shapes.items()}
     if bind:
         meta["bound_inputs"] = {k: np.asarray(v).tolist() for k, v in bind.items()}
     if database is not None:

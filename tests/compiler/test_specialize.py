@@ -9,7 +9,7 @@ import onnx
 import pytest
 from ember.compiler.ir import onnx_io
 from ember.compiler.input import specialize
-from ember.errors import CompileError
+from ember.errors import CompileError, RuntimeInputError
 from helpers import ember_cli, model, ort_run, tensor
 from onnx import TensorProto as T
 from onnx import helper as h
@@ -98,3 +98,57 @@ def test_shapes_folding_made_static_are_inferred_again():
     size = np.array([20, 5, 3])
     got = ember.compile(m, bind={"shape": size}).run({"x": x})["y"]
     np.testing.assert_array_equal(got, ort_run(m, {"x": x, "shape": size})[0])
+
+
+def symbolic_model() -> onnx.ModelProto:
+    """Two inputs sharing the symbolic batch N; the spatial dims H, W are x's alone."""
+    w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), h.make_node("ReduceMean", ["c"], ["m"],
+                                                                                     axes=[2, 3], keepdims=0),
+             h.make_node("Add", ["m", "b"], ["y"])]
+    return model(nodes, [tensor("x", ["N", 3, "H", "W"]), tensor("b", ["N", 4])], [tensor("y", ["N", 4])],
+                 [onnx.numpy_helper.from_array(w, "w")], opset=17)
+
+
+def test_input_shapes_specialize_symbolic_dims_everywhere_they_appear():
+    m = symbolic_model()
+    cm = ember.compile(m, input_shapes={"x": [2, 3, 6, 5]})
+    # N came from x's shape, so b (which shares it) is [2, 4] too: both are static in the artifact
+    assert [s["shape"] for s in cm.metadata["inputs"]] == [[2, 3, 6, 5], [2, 4]]
+    assert cm.metadata["input_shapes"] == {"x": [2, 3, 6, 5]}
+    rng = np.random.default_rng(2)
+    feeds = {"x": rng.standard_normal((2, 3, 6, 5)).astype(np.float32),
+             "b": rng.standard_normal((2, 4)).astype(np.float32)}
+    np.testing.assert_allclose(cm.run(feeds)["y"], ort_run(m, feeds)[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeInputError, match=r"input 'x' must have shape \[2, 3, 6, 5\], got \[2, 3, 6, 6\]"):
+        cm.run({**feeds, "x": np.zeros((2, 3, 6, 6), np.float32)})
+    # the symbolic artifact runs any size
+    dyn = ember.compile(m)
+    for n, hw in [(1, 4), (3, 9)]:
+        f = {"x": rng.standard_normal((n, 3, hw, hw + 1)).astype(np.float32),
+             "b": rng.standard_normal((n, 4)).astype(np.float32)}
+        np.testing.assert_allclose(dyn.run(f)["y"], ort_run(m, f)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({"z": [1]}, "cannot set the shape of 'z': the model has no such input (inputs: x, b)"),
+    ({"x": [1, 3, 4]}, "input 'x' has 4 dims [N, 3, H, W]; the shape given has 3: [1, 3, 4]"),
+    ({"x": [1, 4, 4, 4]}, "input 'x' has shape [N, 3, H, W]: its dim 1 is 3, not 4"),
+    ({"x": [1, 3, -4, 4]}, "sizes must not be negative"),
+    ({"x": [1, 3, 4, 4], "b": [2, 4]}, "dim 'N' is 1 in input 'x' but 2 in 'b'"),
+])
+def test_input_shapes_that_cannot_apply_are_refused(shapes, message):
+    with pytest.raises(CompileError) as e:
+        ember.compile(symbolic_model(), input_shapes=shapes)
+    assert message in str(e.value)
+
+
+def test_input_shape_on_the_command_line(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(symbolic_model(), str(path))
+    proc = ember_cli("compile", path, "-o", tmp_path / "art", "--input-shape", "x=1,3,8,8")
+    assert proc.returncode == 0, proc.stderr
+    proc = ember_cli("run", tmp_path / "art", "--random-inputs")
+    assert proc.returncode == 0, proc.stderr
+    bad = ember_cli("compile", path, "-o", tmp_path / "art2", "--input-shape", "x=1,3,a,8")
+    assert bad.returncode == 1 and "expected NAME=D0,D1,..." in bad.stderr

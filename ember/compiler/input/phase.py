@@ -36,6 +36,24 @@ class BindInputs(Pass):
 
 
 @dataclass(frozen=True)
+class SetInputShapes(Pass):
+    """Symbolic input dims fixed to the sizes given (`input_shapes=` / `--input-shape`)."""
+
+    name: ClassVar[str] = "set-input-shapes"
+    shapes: Mapping[str, Any] = field(default_factory=dict)
+
+    def run_model(self, model: ir.Model) -> bool:
+        if not self.shapes:
+            return False
+        model.assign(specialize.fix_shapes(model, self.shapes))
+        return True
+
+    def __str__(self) -> str:
+        return self.name + ("{" + ";".join(f"{k}={list(v)}" for k, v in self.shapes.items()) + "}"
+                            if self.shapes else "")
+
+
+@dataclass(frozen=True)
 class Validate(Pass):
     """Refuse hostile or broken models before anything is allocated (`validate.py`)."""
 
@@ -118,7 +136,7 @@ def _shapes_left(m: ir.Model) -> bool:
 
 
 def input_passes(bind: Mapping[str, Any] | None, memory_budget: int | None,
-                 wanted: Callable[[ir.Node], bool]) -> list[Pass]:
+                 wanted: Callable[[ir.Node], bool], input_shapes: Mapping[str, Any] | None = None) -> list[Pass]:
     """The steps between import and the pass pipeline, in order."""
-    return [BindInputs(dict(bind or {})), Validate(memory_budget or 0), ExpandFunctions(wanted), UnrollLoops(),
-            RequireInputValues()]
+    return [BindInputs(dict(bind or {})), SetInputShapes(dict(input_shapes or {})), Validate(memory_budget or 0),
+            ExpandFunctions(wanted), UnrollLoops(), RequireInputValues()]

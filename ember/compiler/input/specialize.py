@@ -11,6 +11,10 @@ model can only be compiled for given values of that input:
 - `bind(model, values)` folds given values in, as initializers;
 - `Specializing` compiles one model per distinct value set at run time (the
   ONNX backend's prepare/run), and says so once; never a wrong shape.
+
+`fix_shapes(model, shapes)` does the same for shapes: it writes fixed sizes
+for symbolic input dims (`--input-shape`, `input_shapes=`), everywhere the
+same symbol appears, and infers the graph's shapes again.
 """
 
 from __future__ import annotations
@@ -132,6 +136,58 @@ def bind(model: ir.Model, values: Mapping[str, Any]) -> ir.Model:
     del proto.graph.input[:]
     proto.graph.input.extend(keep)
     proto.graph.initializer.extend(onnx.numpy_helper.from_array(a, name) for name, a in arrays.items())
+    return onnx_io.import_model(proto)
+
+
+def _input_dims(v: ir.Value, dims: Any) -> tuple[int, ...]:
+    try:
+        fixed = tuple(int(d) for d in dims)
+    except (TypeError, ValueError):
+        raise CompileError(f"input shape for {v.name!r}: expected a list of sizes, got {dims!r}") from None
+    shown = "[" + ", ".join("?" if d is None else str(d) for d in (v.shape or ())) + "]"
+    if any(d < 0 for d in fixed):
+        raise CompileError(f"input shape for {v.name!r}: sizes must not be negative, got {list(fixed)}")
+    if v.shape is not None and len(v.shape) != len(fixed):
+        raise CompileError(f"input {v.name!r} has {len(v.shape)} dims {shown}; the shape given has "
+                           f"{len(fixed)}: {list(fixed)}")
+    clash = next((i for i, (d, s) in enumerate(zip(v.shape or (), fixed)) if isinstance(d, int) and d != s), None)
+    if clash is not None:
+        raise CompileError(f"input {v.name!r} has shape {shown}: its dim {clash} is {v.shape[clash]}, "
+                           f"not {fixed[clash]}")
+    return fixed
+
+
+def fix_shapes(model: ir.Model, shapes: Mapping[str, Any]) -> ir.Model:
+    """A new model whose inputs have the given static shapes; every other value
+    with one of their symbolic dims gets the same size, and shapes are inferred again."""
+    by_name = {v.name: v for v in model.graph.inputs if v.const is None}
+    unknown = [n for n in shapes if n not in by_name]
+    if unknown:
+        raise CompileError(f"cannot set the shape of {unknown[0]!r}: the model has no such input "
+                           f"(inputs: {', '.join(by_name) or 'none'})")
+    fixed = {name: _input_dims(by_name[name], dims) for name, dims in shapes.items()}
+    symbols: dict[str, tuple[int, str]] = {}  # symbol -> (size, the input that gave it)
+    for name, dims in fixed.items():
+        for d, size in zip(by_name[name].shape or (), dims):
+            if isinstance(d, str) and d:
+                seen = symbols.setdefault(d, (size, name))
+                if seen[0] != size:
+                    raise CompileError(f"dim {d!r} is {seen[0]} in input {seen[1]!r} but {size} in {name!r}")
+    proto = onnx_io.export_model(model)
+    for vi in proto.graph.input:
+        if vi.name in fixed:
+            del vi.type.tensor_type.shape.dim[:]
+            for size in fixed[vi.name]:
+                vi.type.tensor_type.shape.dim.add().dim_value = size
+    for vi in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        for d in vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else ():
+            if d.HasField("dim_param") and d.dim_param in symbols:
+                d.dim_value = symbols[d.dim_param][0]
+    # intermediate shapes are inferred again from the new input shapes
+    static = [vi for vi in proto.graph.value_info if vi.type.HasField("tensor_type")
+              and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(static)
     return onnx_io.import_model(proto)
 
 
