@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from ember.compiler import ir
-from ember.compiler.backend.tvm import ember_ops, frontend_fixes, int8_lowering, missing_ops, narrow
+from ember.compiler.backend.tvm import ember_ops, frontend_fixes, int8_lowering, missing_ops, narrow, recurrence
 from ember.compiler.backend.tvm.pipeline import for_target, relax_pipeline
 from ember.compiler.ir import custom_ops, onnx_io
 from ember.compiler.runtime.native_stderr import quiet_native_stderr
@@ -140,6 +140,8 @@ def known_wrong(node: ir.Node) -> str | None:
     """Why TVM's converter would give wrong results for this node (measured on
     the ONNX conformance suite), or None."""
     op = node.op_type
+    if op in recurrence.OPS and node.domain in STANDARD_DOMAINS:
+        return recurrence.unsupported(node)
     if op == "Attention" and node.domain in STANDARD_DOMAINS:
         return "TVM converts com.microsoft's Attention under this name, not ONNX's"
     if op == "LayerNormalization" and (_used(node, 1) or _used(node, 2)):
@@ -168,7 +170,7 @@ def known_wrong(node: ir.Node) -> str | None:
 def supported_ops() -> frozenset[str]:
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    return frozenset(onnx_frontend._get_convert_map()) | {"If", "Constant"} | int8_lowering.OPS | missing_ops.OPS
+    return frozenset(onnx_frontend._get_convert_map()) | {"If", "Constant"} | int8_lowering.OPS | missing_ops.OPS | recurrence.OPS
 
 
 def needs_body(node: ir.Node) -> bool:
@@ -239,6 +241,7 @@ def to_relax(model: ir.Model, target=None):
     check_supported(model)
     if insert_guards(model):
         model.verify()
+    known = _known_ranks(model)
     proto = onnx_io.export_model(model)
     if proto.functions:
         from onnx import inliner
@@ -246,23 +249,72 @@ def to_relax(model: ir.Model, target=None):
         keep = [(custom_ops.DOMAIN, name) for name in custom_ops.OPS]
         proto = inliner.inline_selected_functions(proto, keep, exclude=True)
     try:
-        with warnings.catch_warnings(), _ember_converters(model.opset, for_target(target).KERNEL_ASSERTS):
+        with warnings.catch_warnings(), _ember_converters(model.opset, for_target(target).KERNEL_ASSERTS, known):
             warnings.simplefilter("ignore")
             return from_onnx(proto, opset=model.opset, keep_params_in_input=False)
     except Exception as e:  # TVM raises many types; all mean "could not import"
         raise CompileError(f"TVM's ONNX importer failed: {first_line(e)}") from None
 
 
+def _known_ranks(model: ir.Model) -> dict[str, tuple]:
+    """{node name: its one output's dims (int or None)} for every node whose output
+    rank Ember knows; gives unnamed and same-named nodes unique names to key them."""
+    known, names = {}, set()
+    for i, node in enumerate(model.graph.all_nodes()):
+        if not node.name or node.name in names:
+            node.name = f"{node.op_type}_{i}"
+        names.add(node.name)
+        out = node.outputs[0] if len(node.outputs) == 1 else None
+        if out is not None and out.shape is not None and out.type_proto is None:
+            known[node.name] = tuple(d if isinstance(d, int) else None for d in out.shape)
+    return known
+
+
+def _typed(converter: type, known: dict[str, tuple]) -> type:
+    """`converter` whose result, where TVM lost its rank or dims (a Reshape or Resize to a
+    computed shape, ...), is cast to the rank Ember's shape inference knows, its unknown
+    dims bound to fresh symbolic variables: shape arithmetic on it (Shape, then Gather or
+    Slice) then works, where TVM refused a shape of unknown rank or values."""
+    from tvm import relax, tirx
+
+    class Typed(converter):
+        @classmethod
+        def get_converter(cls, opset):
+            impl = converter.get_converter(opset)
+
+            def convert(bb, inputs, attr, params):
+                out = impl(bb, inputs, attr, params)
+                dims = known.get(attr.get("tvm_custom", {}).get("name"))
+                if dims is None or not isinstance(out, relax.Call):
+                    return out
+                out = bb.normalize(out)
+                ty = out.ty
+                if not isinstance(ty, relax.TensorType) or ty.shape is not None:
+                    return out
+                if ty.ndim not in (-1, len(dims)):
+                    return out
+                shape = [d if d is not None else tirx.Var(f"d{i}", "int64") for i, d in enumerate(dims)]
+                return bb.match_cast(out, relax.TensorType(shape, ty.dtype))
+
+            return convert
+
+    Typed.__name__ = converter.__name__
+    return Typed
+
+
 @contextlib.contextmanager
-def _ember_converters(opset: int, kernel_asserts: bool):
+def _ember_converters(opset: int, kernel_asserts: bool, known: dict[str, tuple] | None = None):
     """TVM's frontend looks converters up by op type through a module-level
     function; extend its table with ember's own ops for this one import."""
     from tvm.relax.frontend.onnx import onnx_frontend
 
     original = onnx_frontend._get_convert_map
     extra = {**ember_ops.relax_converters(kernel_asserts), **frontend_fixes.converters(), **int8_lowering.converters(opset),
-             **narrow.converters(), **missing_ops.converters()}
-    onnx_frontend._get_convert_map = lambda: {**original(), **extra}
+             **narrow.converters(), **missing_ops.converters(), **recurrence.converters()}
+    table = {**original(), **extra}
+    if known:
+        table = {op: _typed(c, known) for op, c in table.items()}
+    onnx_frontend._get_convert_map = lambda: table
     try:
         yield
     finally:
