@@ -1,9 +1,12 @@
-"""RNN, GRU and LSTM, unrolled into their equations: equal to onnxruntime
-for directions, partial sequence lengths, initial states, peepholes, layouts,
-linear_before_reset, activations and clip."""
+"""RNN, GRU and LSTM: equal to onnxruntime for directions, partial sequence
+lengths, initial states, peepholes, layouts, linear_before_reset, activations
+and clip; the recurrence kernel (backend/tvm/recurrence.py) runs any
+sequence length and batch with one artifact; what it lacks is unrolled where
+the length is static and refused where it is not."""
 
 import numpy as np
 import pytest
+from ember.errors import UnsupportedError
 from helpers import model, ort_run, tensor
 from onnx import TensorProto as T
 from onnx import helper as h
@@ -13,9 +16,10 @@ import ember
 SEQ, BATCH, INPUT, HIDDEN = 4, 3, 5, 6
 
 
-def recurrent(kind, direction="forward", layout=0, lens=False, extra=(), **attrs):
+def recurrent(kind, direction="forward", layout=0, lens=False, extra=(), seq=SEQ, batch=BATCH, **attrs):
     gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[kind]
     dirs = 2 if direction == "bidirectional" else 1
+    SEQ, BATCH = seq, batch  # noqa: N806  (symbolic names where the test asks)
     x_shape = [BATCH, SEQ, INPUT] if layout else [SEQ, BATCH, INPUT]
     ins = [tensor("X", x_shape), tensor("W", [dirs, gates * HIDDEN, INPUT]),
            tensor("R", [dirs, gates * HIDDEN, HIDDEN]), tensor("B", [dirs, 2 * gates * HIDDEN])]
@@ -32,12 +36,12 @@ def recurrent(kind, direction="forward", layout=0, lens=False, extra=(), **attrs
     return model([node], ins, [tensor("Y", y_shape)] + [tensor(o, state) for o in outs[1:]], opset=22)
 
 
-def feeds_for(m):
-    rng = np.random.default_rng(0)
+def feeds_for(m, seq=SEQ, batch=BATCH, seed=0):
+    rng = np.random.default_rng(seed)
     feeds = {}
     for vi in m.graph.input:
-        shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-        feeds[vi.name] = (np.array([4, 2, 1], np.int32) if vi.name == "lens"
+        shape = [{"seq": seq, "batch": batch}.get(d.dim_param, d.dim_value) for d in vi.type.tensor_type.shape.dim]
+        feeds[vi.name] = (np.array([seq, max(seq // 2, 1), 1][:batch], np.int32) if vi.name == "lens"
                           else (rng.standard_normal(shape) * 0.5).astype(np.float32))
     return feeds
 
@@ -71,3 +75,46 @@ def test_recurrent_matches_onnxruntime(case):
         want = ort_run(m, feeds)
     for name, expected in zip([o.name for o in m.graph.output], want):
         np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=1e-6)
+
+
+KERNEL_CASES = {
+    "lstm": dict(kind="LSTM", extra=("initial_h", "initial_c")),
+    "lstm-bidir-lens": dict(kind="LSTM", direction="bidirectional", lens=True),
+    "gru-reverse-lens": dict(kind="GRU", direction="reverse", lens=True),
+    "gru-lbr-bidir": dict(kind="GRU", direction="bidirectional", linear_before_reset=1, extra=("initial_h",)),
+    "rnn-relu": dict(kind="RNN", activations=["Relu"]),
+}
+
+
+@pytest.mark.parametrize("case", KERNEL_CASES)
+def test_one_artifact_runs_any_sequence_length(case):
+    """Compiled once with a symbolic sequence length and batch, the recurrence kernel matches
+    onnxruntime at 1, 7 and 300 steps (within 1e-5 of the output's scale: float32 sums in
+    another order, over up to 300 steps); two inputs give different outputs."""
+    m = recurrent(**KERNEL_CASES[case], seq="seq", batch="batch")
+    cm = ember.compile(m)
+    assert cm.metadata["inputs"][0]["shape"] == ["seq", "batch", INPUT]
+    for seq, batch in [(1, 1), (7, 3), (300, 2)]:
+        feeds = feeds_for(m, seq, batch)
+        got, want = cm.run(feeds), ort_run(m, feeds)
+        other = ort_run(m, feeds_for(m, seq, batch, seed=1))
+        for name, expected, moved in zip([o.name for o in m.graph.output], want, other):
+            assert got[name].shape == expected.shape, (name, seq, batch)
+            scale = np.abs(expected).max()
+            assert np.abs(got[name] - expected).max() <= 1e-5 * scale, (name, seq, batch)
+            assert np.abs(moved - expected).max() > 1e-3 * scale
+
+
+def test_the_kernel_runs_the_recurrence_without_unrolling():
+    from ember.compiler.driver import lower_model
+    from ember.targets import parse
+
+    m, _, _ = lower_model(recurrent("LSTM", seq="seq"), parse("host"))
+    assert [n.op_type for n in m.graph.nodes] == ["LSTM"]
+
+
+def test_what_the_kernel_lacks_is_refused_for_a_run_time_length():
+    """Clip (like peepholes, input_forget, other activations) has no kernel: unrolled for a
+    static length (CASES above), refused with the reason for a symbolic one."""
+    with pytest.raises(UnsupportedError, match=r"unsupported use of RNN .*the clip attribute has no kernel"):
+        ember.compile(recurrent("RNN", activations=["Relu"], clip=0.8, seq="seq"))
