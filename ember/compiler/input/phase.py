@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
 from ember.compiler import ir
-from ember.compiler.input import functions, specialize, unroll
+from ember.compiler.input import functions, specialize, symbols, unroll
 from ember.compiler.input.validate import Limits, validate
 from ember.compiler.ir import onnx_io
 from ember.passes.manager import Pass
@@ -98,6 +98,16 @@ class UnrollLoops(Pass):
 
 
 @dataclass(frozen=True)
+class TieRangeLengths(Pass):
+    """Range(0, x.shape[i], 1) is as long as x's dim i: said, and shapes inferred again (`symbols.py`)."""
+
+    name: ClassVar[str] = "tie-range-lengths"
+
+    def run_model(self, model: ir.Model) -> bool:
+        return symbols.tie_range_lengths(model)
+
+
+@dataclass(frozen=True)
 class RequireInputValues(Pass):
     """Refuse, naming them, graph inputs whose values TVM needs at compile time."""
 
@@ -126,6 +136,7 @@ class InferShapes(Pass):
         del proto.graph.value_info[:]
         proto.graph.value_info.extend(known)
         model.assign(onnx_io.import_model(proto))
+        symbols.tie_range_lengths(model)  # inference named their lengths anew
         return True
 
 
@@ -139,4 +150,4 @@ def input_passes(bind: Mapping[str, Any] | None, memory_budget: int | None,
                  wanted: Callable[[ir.Node], bool], input_shapes: Mapping[str, Any] | None = None) -> list[Pass]:
     """The steps between import and the pass pipeline, in order."""
     return [BindInputs(dict(bind or {})), SetInputShapes(dict(input_shapes or {})), Validate(memory_budget or 0),
-            ExpandFunctions(wanted), UnrollLoops(), RequireInputValues()]
+            ExpandFunctions(wanted), UnrollLoops(), TieRangeLengths(), RequireInputValues()]

@@ -26,6 +26,7 @@ def converters() -> dict[str, type]:
     from tvm import relax
     from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
+    from tvm.sym import Analyzer
 
     from ember.compiler.backend.tvm.relax_util import static_shape
 
@@ -430,12 +431,31 @@ def converters() -> dict[str, type]:
             y = relax.op.where(relax.const(mask), relax.const(np.array(extrapolation_value, dtype)), y)
         return y
 
+    def symbolic_resize(bb, given, attr, params):
+        """Resize of an NCHW tensor to sizes computed from run-time dims (a UNet's
+        `interpolate(size=skip.shape[2:])`): TVM's converter read them as constants."""
+        x, roi, sizes = given[0], given[1], given[3]
+        roi = constant(roi, params) if roi is not None else None
+        if len(sizes.values) != 4 or (roi is not None and roi.size not in (0, 8)):
+            raise ValueError("Resize to run-time sizes is supported for 4-D inputs with a constant roi")
+        text = lambda name, default: attr.get(name, default).decode("ascii")  # noqa: E731
+        mode = text("mode", b"nearest")
+        return relax.op.image.resize2d(
+            x, size=relax.ShapeExpr(list(sizes.values)[2:]),
+            roi=[0.0] * 4 if roi is None or roi.size == 0 else [float(v) for v in list(roi[2:4]) + list(roi[6:8])],
+            layout="NCHW", method="nearest_neighbor" if mode == "nearest" else mode,
+            coordinate_transformation_mode=text("coordinate_transformation_mode", b"half_pixel"),
+            rounding_method=text("nearest_mode", b"round_prefer_floor"), cubic_alpha=attr.get("cubic_coeff_a", -0.75),
+            cubic_exclude=attr.get("exclude_outside", 0), extrapolation_value=attr.get("extrapolation_value", 0.0))
+
     def exact_resize(tvm_impl, bb, inputs, attr, params):
         """Resize (opset 11+) with constant roi/scales/sizes on a static float
         input, as the reference computes it (`resample.py`); TVM's otherwise."""
         from ember.compiler.backend.tvm import resample
 
         given = list(inputs) + [None] * (4 - len(inputs))
+        if isinstance(given[3], relax.ShapeExpr) and not all(isinstance(d, tvm.tirx.IntImm) for d in given[3].values):
+            return symbolic_resize(bb, given, attr, params)
         consts = [None if v is None else constant(v, params) for v in given[1:4]]
         if any(c is None and v is not None for c, v in zip(consts, given[1:4])):
             return tvm_impl(bb, inputs, attr, params)
@@ -443,6 +463,50 @@ def converters() -> dict[str, type]:
         if maps is None:
             return tvm_impl(bb, inputs, attr, params)
         return resampled(bb, given[0], maps, attr.get("extrapolation_value", 0.0))
+
+    class Concat(tvm_onnx.Concat):
+        """Tensors whose other dims TVM cannot prove equal (a Resize by 2 of height // 4
+        beside height // 2) are match-cast to the first one's: ONNX requires them equal,
+        so the cast is checked at run time, and TVM gets a concat of known shape."""
+
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            tensors = [x for x in inputs if isinstance(getattr(x, "ty", None), relax.TensorType)]
+            if len(tensors) != len(inputs) or len(tensors) < 2 or tensors[0].ty.shape is None:
+                return tvm_onnx.Concat._impl_v13(bb, inputs, attr, params)
+            ref = list(tensors[0].ty.shape.values)
+            axis = attr.get("axis", 0) % len(ref)
+            analyzer = Analyzer()
+            cast = [inputs[0]]
+            for x in inputs[1:]:
+                dims = list(x.ty.shape.values) if x.ty.shape is not None else None
+                if x.ty.ndim != len(ref):
+                    return tvm_onnx.Concat._impl_v13(bb, inputs, attr, params)
+                if dims is None or any(i != axis and not analyzer.can_prove_equal(d, r)
+                                       for i, (d, r) in enumerate(zip(dims, ref))):
+                    own = dims[axis] if dims is not None else tvm.tirx.Var("concat_dim", "int64")
+                    x = bb.match_cast(x if isinstance(x, relax.Var) else bb.emit(x), relax.TensorType([own if i == axis else r for i, r in enumerate(ref)],
+                                                          x.ty.dtype))
+                cast.append(x)
+            return tvm_onnx.Concat._impl_v13(bb, cast, attr, params)
+
+    class Range(tvm_onnx.Range):
+        """A float Range to a limit cast from a dim (torch.arange(h, dtype=float)) as an
+        integer arange to that dim, cast: TVM's float path hid its length in a run-time
+        value that later kernels' shapes could not be computed from. Exact: the values
+        are the same integers."""
+
+        @classmethod
+        def _impl_v12(cls, bb, inputs, attr, params):
+            start, limit, delta = inputs
+            s, d = constant(start, params), constant(delta, params)
+            integral = lambda a: a is not None and a.size == 1 and float(a.reshape(())) == int(a.reshape(()))  # noqa: E731
+            if (isinstance(limit, tvm.tirx.Cast) and "float" in str(limit.ty) and "int" in str(limit.value.ty)
+                    and integral(s) and integral(d) and int(d.reshape(())) != 0):
+                ints = relax.op.arange(int(s.reshape(())), tvm.tirx.Cast("int64", limit.value), int(d.reshape(())),
+                                       dtype="int64")
+                return relax.op.astype(bb.emit(ints), dtype_of(start))
+            return tvm_onnx.Range._impl_v12(bb, inputs, attr, params)
 
     class EyeLike(OnnxOpConverter):
         """Ones on the k-th diagonal, in the `dtype` attribute's type (TVM required the input's)."""
@@ -512,5 +576,5 @@ def converters() -> dict[str, type]:
             "NonMaxSuppression": patched(tvm_onnx.NonMaxSuppression, nms_parameters),
             "Elu": patched(tvm_onnx.Elu, widen), "MatMul": patched(tvm_onnx.MatMul, widen),
             "Conv": patched(tvm_onnx.Conv, widen), "Gemm": patched(tvm_onnx.Gemm, widen), "Softmax": Softmax,
-            "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand,
+            "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand, "Concat": Concat, "Range": Range,
             "Softplus": Softplus, "Mish": Mish, "SequenceInsert": SequenceInsert}

@@ -241,7 +241,7 @@ def to_relax(model: ir.Model, target=None):
     check_supported(model)
     if insert_guards(model):
         model.verify()
-    known = _known_ranks(model)
+    shapes = _known_shapes(model)
     proto = onnx_io.export_model(model)
     if proto.functions:
         from onnx import inliner
@@ -249,16 +249,17 @@ def to_relax(model: ir.Model, target=None):
         keep = [(custom_ops.DOMAIN, name) for name in custom_ops.OPS]
         proto = inliner.inline_selected_functions(proto, keep, exclude=True)
     try:
-        with warnings.catch_warnings(), _ember_converters(model.opset, for_target(target).KERNEL_ASSERTS, known):
+        with warnings.catch_warnings(), _ember_converters(model.opset, for_target(target).KERNEL_ASSERTS, shapes):
             warnings.simplefilter("ignore")
             return from_onnx(proto, opset=model.opset, keep_params_in_input=False)
     except Exception as e:  # TVM raises many types; all mean "could not import"
         raise CompileError(f"TVM's ONNX importer failed: {first_line(e)}") from None
 
 
-def _known_ranks(model: ir.Model) -> dict[str, tuple]:
-    """{node name: its one output's dims (int or None)} for every node whose output
-    rank Ember knows; gives unnamed and same-named nodes unique names to key them."""
+def _known_shapes(model: ir.Model) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """({node name: its one output's dims}, {graph input name: its dims}) as Ember's shape
+    inference knows them (an int, a symbol's name, or None); gives unnamed and same-named
+    nodes unique names to key them."""
     known, names = {}, set()
     for i, node in enumerate(model.graph.all_nodes()):
         if not node.name or node.name in names:
@@ -266,16 +267,79 @@ def _known_ranks(model: ir.Model) -> dict[str, tuple]:
         names.add(node.name)
         out = node.outputs[0] if len(node.outputs) == 1 else None
         if out is not None and out.shape is not None and out.type_proto is None:
-            known[node.name] = tuple(d if isinstance(d, int) else None for d in out.shape)
-    return known
+            known[node.name] = tuple(out.shape)
+    inputs = {v.name: tuple(v.shape) for v in model.graph.inputs if v.shape is not None and v.const is None}
+    return known, inputs
 
 
-def _typed(converter: type, known: dict[str, tuple]) -> type:
-    """`converter` whose result, where TVM lost its rank or dims (a Reshape or Resize to a
-    computed shape, ...), is cast to the rank Ember's shape inference knows, its unknown
-    dims bound to fresh symbolic variables: shape arithmetic on it (Shape, then Gather or
-    Slice) then works, where TVM refused a shape of unknown rank or values."""
+class _Symbols:
+    """ONNX dim symbols as TIR variables: the graph inputs' own (TVM names them by
+    symbol), then one new variable per other symbol, shared by every value it sizes."""
+
+    def __init__(self, inputs: dict[str, tuple]):
+        self.inputs, self.vars, self.ready = inputs, {}, False
+        self.input_vars: set = set()  # the inputs' own: expressions in these TVM knows exactly
+
+    def start(self, nodes) -> None:
+        from tvm import relax, tirx
+
+        if self.ready:
+            return
+        self.ready = True
+        for input_name, dims in self.inputs.items():
+            ty = getattr(nodes.get(input_name), "ty", None)
+            if isinstance(ty, relax.TensorType) and ty.shape is not None and len(ty.shape.values) == len(dims):
+                for d, v in zip(dims, ty.shape.values):
+                    if isinstance(v, tirx.Var):
+                        self.input_vars.add(v)
+                        if isinstance(d, str) and d:
+                            self.vars.setdefault(d, v)
+
+    def exact(self, expr) -> bool:
+        """Whether a TVM dim is an expression in the inputs' dims only (not a value
+        known only at run time, which TVM cannot relate to anything)."""
+        from tvm import tirx
+
+        return all(v in self.input_vars for v in tirx.analysis.undefined_vars(expr, []))
+
+    def var(self, name: str):
+        from tvm import tirx
+
+        if name not in self.vars:
+            self.vars[name] = tirx.Var(name, "int64")
+        return self.vars[name]
+
+
+def _typed(converter: type, known: dict[str, tuple], symbols: _Symbols) -> type:
+    """`converter` whose result takes the shape Ember's shape inference knows where TVM's
+    says less: a lost rank or dim (a Reshape or Resize to a computed shape, a Range to a
+    run-time limit), or a dim TVM cannot relate to its symbol (then broadcasting the two
+    fails). The result is match-cast to Ember's dims, symbols as shared TIR variables and
+    unknown dims as new ones: checked when the model runs, never assumed."""
+    import tvm
     from tvm import relax, tirx
+
+    opaque = (relax.Tuple, tvm.ir.expr.Constant, relax.ShapeExpr)
+
+    def wanted(ty, dims, nodes):
+        if ty.ndim not in (-1, len(dims)):
+            return None
+        symbols.start(nodes)
+        have = list(ty.shape.values) if ty.shape is not None else [None] * len(dims)
+        shape, changed = [], ty.shape is None
+        for i, (d, v) in enumerate(zip(dims, have)):
+            if v is not None and (isinstance(v, tirx.IntImm) or symbols.exact(v)):
+                shape.append(v)  # TVM's constant or expression in the inputs' dims: exact
+            elif isinstance(d, int):
+                shape.append(d)
+                changed = True
+            elif isinstance(d, str) and d:
+                var = symbols.var(d)
+                changed = changed or v is None or not v.same_as(var)
+                shape.append(var)
+            else:
+                shape.append(v if v is not None else tirx.Var(f"d{i}", "int64"))
+        return shape if changed else None
 
     class Typed(converter):
         @classmethod
@@ -285,15 +349,17 @@ def _typed(converter: type, known: dict[str, tuple]) -> type:
             def convert(bb, inputs, attr, params):
                 out = impl(bb, inputs, attr, params)
                 dims = known.get(attr.get("tvm_custom", {}).get("name"))
-                if dims is None or not isinstance(out, relax.Call):
+                if dims is None or not isinstance(out, relax.Expr) or isinstance(out, opaque):
                     return out
                 out = bb.normalize(out)
                 ty = out.ty
-                if not isinstance(ty, relax.TensorType) or ty.shape is not None:
+                if not isinstance(ty, relax.TensorType):
                     return out
-                if ty.ndim not in (-1, len(dims)):
+                shape = wanted(ty, dims, params[0])
+                if shape is None:
                     return out
-                shape = [d if d is not None else tirx.Var(f"d{i}", "int64") for i, d in enumerate(dims)]
+                if not isinstance(out, relax.Var):
+                    out = bb.emit(out)
                 return bb.match_cast(out, relax.TensorType(shape, ty.dtype))
 
             return convert
@@ -303,7 +369,7 @@ def _typed(converter: type, known: dict[str, tuple]) -> type:
 
 
 @contextlib.contextmanager
-def _ember_converters(opset: int, kernel_asserts: bool, known: dict[str, tuple] | None = None):
+def _ember_converters(opset: int, kernel_asserts: bool, shapes: tuple[dict, dict] | None = None):
     """TVM's frontend looks converters up by op type through a module-level
     function; extend its table with ember's own ops for this one import."""
     from tvm.relax.frontend.onnx import onnx_frontend
@@ -312,8 +378,9 @@ def _ember_converters(opset: int, kernel_asserts: bool, known: dict[str, tuple] 
     extra = {**ember_ops.relax_converters(kernel_asserts), **frontend_fixes.converters(), **int8_lowering.converters(opset),
              **narrow.converters(), **missing_ops.converters(), **recurrence.converters()}
     table = {**original(), **extra}
-    if known:
-        table = {op: _typed(c, known) for op, c in table.items()}
+    if shapes:
+        symbols = _Symbols(shapes[1])
+        table = {op: _typed(c, shapes[0], symbols) for op, c in table.items()}
     onnx_frontend._get_convert_map = lambda: table
     try:
         yield

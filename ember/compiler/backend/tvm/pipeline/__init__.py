@@ -82,4 +82,7 @@ def legalize_passes(target) -> list:
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
+        # reshapes become views before scheduling: a scheduled one no longer reads as a reshape, and
+        # its index arithmetic over symbolic dims takes LLVM codegen's simplifier minutes
+        relax.transform.RewriteDataflowReshape(),
     ]

@@ -16,6 +16,7 @@ GELU = "relax.nn.gelu"
 ROUND = "relax.round"
 SOFTMAX = "relax.nn.softmax"
 LAYER_NORM = "relax.nn.layer_norm"
+RESHAPE = "relax.reshape"
 LEFT_SHIFT, RIGHT_SHIFT = "relax.left_shift", "relax.right_shift"
 INT8 = ("int8", "uint8")
 
@@ -115,7 +116,67 @@ def nan_safe_overrides() -> dict[str, Any]:
     """Relu, Maximum and Minimum keep NaN (TVM's drop it); shifts by out-of-range amounts give
     what ONNX specifies (LLVM leaves them undefined). Every target kind uses these."""
     return {RELU: _relu, MAXIMUM: _keep_nan(MAXIMUM), MINIMUM: _keep_nan(MINIMUM),
-            LEFT_SHIFT: _shift(LEFT_SHIFT), RIGHT_SHIFT: _shift(RIGHT_SHIFT)}
+            LEFT_SHIFT: _shift(LEFT_SHIFT), RIGHT_SHIFT: _shift(RIGHT_SHIFT), RESHAPE: _grouped_reshape}
+
+
+def reshape_groups(src: list, dst: list, same=lambda a, b: a is b) -> list | None:
+    """The dims of a reshape from `src` to `dst` as groups ((s0, s1), (d0, d1)): src[s0:s1]
+    and dst[d0:d1] hold the same elements, as one symbolic dim on both sides or as static
+    dims with equal products; None where the dims do not group so."""
+    groups, i, j = [], 0, 0
+    while i < len(src) or j < len(dst):
+        if i < len(src) and j < len(dst) and not isinstance(src[i], int) and same(src[i], dst[j]):
+            groups.append(((i, i + 1), (j, j + 1)))
+            i, j = i + 1, j + 1
+            continue
+        s0, d0, a, b = i, j, 1, 1
+        while True:  # static dims from the side whose product is behind, until the products meet
+            if i < len(src) and isinstance(src[i], int) and (a < b or (a == b and i == s0)):
+                a, i = a * src[i], i + 1
+            elif j < len(dst) and isinstance(dst[j], int) and (b < a or (a == b and j == d0)):
+                b, j = b * dst[j], j + 1
+            else:
+                break
+            if a == b:
+                break
+        if a != b or (i == s0 and j == d0):
+            return None
+        groups.append(((s0, i), (d0, j)))
+    return groups
+
+
+def _grouped_reshape(bb, call):
+    """Reshape whose dims regroup (static dims split or merged, symbolic ones kept in
+    place, as a detector's [n, 27, h, w] -> [n, 3, 9, h, w]) as direct index maps.
+    TVM's flattens every index and unravels it again: over symbolic dims that is
+    arithmetic whose simplification took LLVM codegen minutes per kernel."""
+    import tvm_ffi
+    from tvm import te, tirx
+
+    x = call.args[0]
+    if x.ty.shape is None or call.ty.shape is None:
+        return _default(RESHAPE)(bb, call)
+    as_int = lambda d: int(d.value) if isinstance(d, tirx.IntImm) else d  # noqa: E731
+    src, dst = [as_int(d) for d in x.ty.shape.values], [as_int(d) for d in call.ty.shape.values]
+    groups = None if all(isinstance(d, int) for d in src + dst) else reshape_groups(src, dst, tvm_ffi.structural_equal)
+    if groups is None:
+        return _default(RESHAPE)(bb, call)
+
+    def index(out):
+        idx = []
+        for (s0, s1), (d0, d1) in groups:
+            flat = 0
+            for k in range(d0, d1):
+                flat = out[k] if k == d0 else flat * dst[k] + out[k]
+            part = []
+            for k in reversed(range(s0, s1)):
+                part.append(flat if k == s0 else flat % src[k])
+                flat = flat // src[k] if k > s0 else flat
+            idx.extend(reversed(part))
+        return idx
+
+    return bb.call_te(lambda t: te.compute(call.ty.shape.values, lambda *out: t(*index(out)), name="T_reshape"), x,
+                      primfunc_name_hint="reshape")
 
 
 def _fold_integer_offsets():

@@ -1,0 +1,80 @@
+"""Symbolic dims onnx's shape inference does not relate: the length of
+`Range(0, x.shape[i], 1)` (positions in a transformer, a detector's grid) is
+x's dim i, but onnx names it anew (`unk__0`), and every value computed from it
+then carries a dim no one can prove equal to the input's `seq`. TVM then
+cannot broadcast `tokens + positions`, nor compile what follows.
+
+`tie_range_lengths(model)` gives such Range outputs the dim they have and
+infers the graph's shapes again, so the symbol flows on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ember.compiler import ir
+from ember.compiler.ir import onnx_io
+
+_PASS_VALUE = ("Cast", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Flatten")
+
+
+def _scalar(v: ir.Value | None) -> float | None:
+    """A one-element constant's value (an initializer or a Constant node's), else None."""
+    if v is None:
+        return None
+    value = v.const
+    if value is None and v.producer is not None and v.producer.op_type == "Constant":
+        value = v.producer.attrs.get("value")
+    if not isinstance(value, ir.Tensor):
+        return None
+    a = np.asarray(value.numpy())
+    return float(a.reshape(())) if a.size == 1 and a.dtype.kind in "iuf" else None
+
+
+def dim_of(v: ir.Value) -> ir.Dim:
+    """The dim (an int or a symbol) that a one-element value holds, where it is read
+    from a Shape (through Gather, Cast and reshapes), else None."""
+    while v.producer is not None and v.producer.op_type in _PASS_VALUE and v.producer.inputs:
+        v = v.producer.inputs[0]
+    p = v.producer
+    if p is None or p.op_type != "Gather" or len(p.inputs) < 2 or p.attrs.get("axis", 0) != 0:
+        return None
+    index, shape = _scalar(p.inputs[1]), p.inputs[0].producer
+    if index is None or shape is None or shape.op_type != "Shape" or shape.inputs[0].shape is None:
+        return None
+    dims = list(shape.inputs[0].shape)
+    dims = dims[slice(shape.attrs.get("start", 0), shape.attrs.get("end"))]
+    i = int(index)
+    if not -len(dims) <= i < len(dims):
+        return None
+    d = dims[i]
+    return d if isinstance(d, int) or (isinstance(d, str) and d) else None
+
+
+def tie_range_lengths(model: ir.Model) -> bool:
+    """Give Range(0, dim, 1) outputs the dim as their length, and infer shapes again."""
+    tied, dtypes = {}, {}
+    for node in model.graph.nodes:
+        if node.op_type != "Range" or len(node.inputs) != 3 or node.inputs[1] is None:
+            continue
+        if _scalar(node.inputs[0]) != 0 or _scalar(node.inputs[2]) != 1:
+            continue
+        d, out = dim_of(node.inputs[1]), node.outputs[0]
+        if d is not None and out.shape != (d,) and out.dtype:
+            tied[out.name], dtypes[out.name] = d, out.dtype
+    if not tied:
+        return False
+    proto = onnx_io.export_model(model)
+    # shapes inferred from the old length are inferred again; the tied ones are kept
+    static = [vi for vi in proto.graph.value_info if vi.name in tied or vi.type.HasField("tensor_type")
+              and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(static)
+    kept = [vi for vi in static if vi.name not in tied]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(kept)
+    proto.graph.value_info.extend(onnx.helper.make_tensor_value_info(name, dtypes[name], [d])
+                                  for name, d in tied.items())
+    model.assign(onnx_io.import_model(proto))
+    return True
