@@ -40,7 +40,8 @@ def artifact(model_file):
     assert "cleanup" in proc.stdout and "compiled" in proc.stdout
     # the input phase runs as passes the instruments see, before the pipeline
     times = proc.stdout
-    steps = ["bind-inputs", "validate", "expand-functions", "unroll-loops", "require-input-values", "cleanup"]
+    steps = ["bind-inputs", "set-input-shapes", "validate", "expand-functions", "unroll-loops", "tie-range-lengths",
+             "require-input-values", "cleanup"]
     assert all(s in times for s in steps) and [times.index(s) for s in steps] == sorted(times.index(s) for s in steps)
     assert "building for x86_64-linux-gnu" in proc.stderr  # progress lines
     return out
