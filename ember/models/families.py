@@ -333,6 +333,44 @@ def _text_encoder(width: int):
     return Encoder()
 
 
+def _gpt_kv(width: int):
+    torch, nn = _torch()
+    d, heads, layers = 32 * width, 4 * width, 2  # head size 8, as the cache inputs say
+
+    class Decoder(nn.Module):  # GPT-2 style: a decode step with a KV cache of any past length
+        def __init__(self):
+            super().__init__()
+            self.tok, self.pos = nn.Embedding(1000, d), nn.Embedding(1024, d)
+            self.qkv = nn.ModuleList([nn.Linear(d, 3 * d) for _ in range(layers)])
+            self.proj = nn.ModuleList([nn.Linear(d, d) for _ in range(layers)])
+            self.mlp = nn.ModuleList([nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(approximate="tanh"),
+                                                    nn.Linear(4 * d, d)) for _ in range(layers)])
+            self.n1 = nn.ModuleList([nn.LayerNorm(d) for _ in range(layers)])
+            self.n2 = nn.ModuleList([nn.LayerNorm(d) for _ in range(layers)])
+            self.head = nn.Linear(d, 1000, bias=False)
+
+        def forward(self, input_ids, past_k, past_v):
+            n, t = input_ids.shape
+            past = past_k.shape[3]
+            pos = torch.arange(past, past + t).unsqueeze(0)
+            h = self.tok(input_ids) + self.pos(pos)
+            keys = torch.arange(past + t).unsqueeze(0)
+            causal = (keys <= pos.transpose(0, 1)).to(h.dtype)  # [t, past + t]
+            bias = (1.0 - causal) * -10000.0
+            new_k, new_v = [], []
+            for i in range(layers):
+                q, k, v = self.qkv[i](self.n1[i](h)).view(n, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+                k, v = torch.cat([past_k[i], k], 2), torch.cat([past_v[i], v], 2)
+                new_k.append(k)
+                new_v.append(v)
+                att = (q @ k.transpose(-1, -2) / (d // heads) ** 0.5 + bias).softmax(-1)
+                h = h + self.proj[i]((att @ v).transpose(1, 2).reshape(n, t, d))
+                h = h + self.mlp[i](self.n2[i](h))
+            return self.head(h), torch.stack(new_k), torch.stack(new_v)
+
+    return Decoder()
+
+
 _F = Family
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     _F("resnet", "image classification", _resnet, {"image": ("batch", 3, "height", "width")}, ("logits",),
@@ -363,3 +401,97 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
        ("hidden",), ({"batch": 1, "seq": 16}, {"batch": 2, "seq": 128}, {"batch": 1, "seq": 384}),
        int_inputs={"input_ids": 1000, "attention_mask": 2}),
 ]}
+
+# the benchmark's further models (benchmarks/zoo.py): a decoder with a KV cache of any past length,
+# and Hugging Face architectures with small random configs (transformers: the bench extra)
+MORE: dict[str, Family] = {f.name: f for f in [
+    _F("gpt-kv", "text generation", _gpt_kv, {"input_ids": ("batch", "seq"), "past_k": (2, "batch", 4, "past", 8),
+                                              "past_v": (2, "batch", 4, "past", 8)}, ("logits", "k", "v"),
+       ({"batch": 1, "seq": 1, "past": 0}, {"batch": 1, "seq": 1, "past": 37}, {"batch": 2, "seq": 16, "past": 100}),
+       int_inputs={"input_ids": 1000}),
+]}
+
+
+def _hf(model: str, config: str, output: int = 0, **kw):
+    """A Hugging Face model class with a small config; the module returns output `output`."""
+    def build(width: int):
+        import importlib
+
+        import transformers
+        torch, nn = _torch()
+        module, _, cls = model.rpartition(".")
+        owner = importlib.import_module(f"transformers.{module}") if module else transformers
+        net = getattr(owner, cls)(getattr(transformers, config)(**kw))
+
+        class Out(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = net
+
+            def forward(self, *args):
+                return self.net(**dict(zip(build.inputs, args)))[output]
+
+        return Out()
+
+    return build
+
+
+def _hf_family(name, kind, model, config, inputs, sizes, output=0, **kw):
+    build = _hf(model, config, output, **kw)
+    build.inputs = tuple(inputs)
+    ints = {n: 1000 for n in inputs if n == "input_ids"} | {n: 2 for n in inputs if n == "attention_mask"}
+    return Family(f"hf-{name}", kind, build, inputs, ("out",), sizes, int_inputs=ints)
+
+
+_TEXT = {"input_ids": ("batch", "seq"), "attention_mask": ("batch", "seq")}
+_TEXT_SIZES = ({"batch": 1, "seq": 16}, {"batch": 2, "seq": 64}, {"batch": 1, "seq": 256})
+_IMAGE = {"pixel_values": ("batch", 3, "height", "width")}
+_IMAGE_SIZES = ({"batch": 1, "height": 64, "width": 64}, {"batch": 2, "height": 96, "width": 96},
+                {"batch": 1, "height": 128, "width": 160})
+_IMAGE64 = {"pixel_values": ("batch", 3, 64, 64)}
+_BATCH = ({"batch": 1}, {"batch": 2}, {"batch": 4})
+_small_bert = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=1000)
+_stages = dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1])
+MORE.update({f.name: f for f in [
+    _hf_family("bert", "text", "BertModel", "BertConfig", _TEXT, _TEXT_SIZES, **_small_bert),
+    _hf_family("roberta", "text", "RobertaModel", "RobertaConfig", _TEXT, _TEXT_SIZES, **_small_bert),
+    _hf_family("electra", "text", "ElectraModel", "ElectraConfig", _TEXT, _TEXT_SIZES, embedding_size=64,
+               **_small_bert),
+    _hf_family("distilbert", "text", "DistilBertModel", "DistilBertConfig", _TEXT, _TEXT_SIZES, dim=64, n_layers=2,
+               n_heads=4, hidden_dim=128, vocab_size=1000),
+    _hf_family("gpt2", "text generation", "GPT2Model", "GPT2Config", {"input_ids": ("batch", "seq")}, _TEXT_SIZES,
+               n_embd=64, n_layer=2, n_head=4, vocab_size=1000, bos_token_id=0, eos_token_id=0),
+    _hf_family("t5-encoder", "text", "T5EncoderModel", "T5Config", {"input_ids": ("batch", "seq")}, _TEXT_SIZES,
+               d_model=64, num_layers=2, num_heads=4, d_ff=128, d_kv=16, vocab_size=1000),
+    _hf_family("vit", "image classification", "ViTModel", "ViTConfig", _IMAGE64, _BATCH, hidden_size=64,
+               num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=64, patch_size=16),
+    _hf_family("deit", "image classification", "DeiTModel", "DeiTConfig", _IMAGE64, _BATCH, hidden_size=64,
+               num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=64, patch_size=16),
+    _hf_family("swin", "image classification", "SwinModel", "SwinConfig", _IMAGE64, _BATCH, image_size=64,
+               patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4),
+    _hf_family("convnext", "image classification", "ConvNextModel", "ConvNextConfig", _IMAGE, _IMAGE_SIZES, **_stages),
+    _hf_family("resnet", "image classification", "ResNetModel", "ResNetConfig", _IMAGE, _IMAGE_SIZES,
+               embedding_size=16, **_stages),
+    _hf_family("regnet", "image classification", "RegNetModel", "RegNetConfig", _IMAGE, _IMAGE_SIZES,
+               embedding_size=16, groups_width=8, **_stages),
+    _hf_family("mobilenet-v2", "image classification", "MobileNetV2Model", "MobileNetV2Config", _IMAGE, _IMAGE_SIZES,
+               depth_multiplier=0.35),
+    _hf_family("mobilevit", "image classification", "MobileViTModel", "MobileViTConfig", _IMAGE64, _BATCH, output=1,
+               image_size=64, hidden_sizes=[32, 48, 64], neck_hidden_sizes=[8, 16, 24, 32, 48, 64, 80]),
+    _hf_family("segformer", "segmentation", "SegformerModel", "SegformerConfig", _IMAGE, _IMAGE_SIZES,
+               num_encoder_blocks=4, num_attention_heads=[1, 2, 4, 4], decoder_hidden_size=64, **_stages),
+    _hf_family("detr", "detection", "DetrModel", "DetrConfig", _IMAGE, _IMAGE_SIZES, use_timm_backbone=False,
+               use_pretrained_backbone=False, d_model=64, encoder_layers=1, decoder_layers=1,
+               encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
+               num_queries=10, backbone_config={"model_type": "resnet", "embedding_size": 16, "out_features": ["stage4"],
+                                                **_stages}),
+    _hf_family("wav2vec2", "speech", "Wav2Vec2Model", "Wav2Vec2Config", {"input_values": ("batch", "samples")},
+               ({"batch": 1, "samples": 4000}, {"batch": 2, "samples": 8000}, {"batch": 1, "samples": 16000}),
+               hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, conv_dim=(32, 32, 32),
+               conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3), num_conv_pos_embeddings=16,
+               num_conv_pos_embedding_groups=4),
+    _hf_family("whisper-encoder", "speech", "models.whisper.modeling_whisper.WhisperEncoder", "WhisperConfig", {"input_features": ("batch", 16, 100)},
+               _BATCH, d_model=64, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+               decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=16,
+               max_source_positions=50),
+]})

@@ -66,6 +66,12 @@ def tie_range_lengths(model: ir.Model) -> bool:
     if not tied:
         return False
     proto = onnx_io.export_model(model)
+    # outputs' dims that are no input's symbol were inferred from the old lengths: inferred again
+    named = {d for v in model.graph.inputs if v.shape is not None for d in v.shape if isinstance(d, str)}
+    for vi in proto.graph.output:
+        for d in vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else ():
+            if d.HasField("dim_param") and d.dim_param not in named:
+                d.ClearField("dim_param")
     # shapes inferred from the old length are inferred again; the tied ones are kept
     static = [vi for vi in proto.graph.value_info if vi.name in tied or vi.type.HasField("tensor_type")
               and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)]

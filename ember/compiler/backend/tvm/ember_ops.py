@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from functools import cache
 
+from ember.compiler.backend.tvm.relax_util import same_dims
+
 @cache
 def _checked_copy(dtype: str, what: str):
     """TIR: y = x (1-D), after asserting flag != 0 with message `what` (parsed
@@ -55,7 +57,8 @@ def relax_converters(kernel_asserts: bool = True) -> dict[str, type]:
                 scale = 1.0 / float(int(q.ty.shape.values[-1])) ** 0.5
             scores = bb.emit(relax.op.multiply(relax.op.matmul(q, kt), relax.const(scale, dtype)))
             if len(inputs) > 3 and inputs[3] is not None:
-                scores = bb.emit(relax.op.add(scores, inputs[3]))
+                scores, mask = same_dims(bb, [scores, inputs[3]])
+                scores = bb.emit(relax.op.add(scores, mask))
             weights = bb.emit(relax.op.nn.softmax(scores, axis=-1))
             return relax.op.matmul(weights, v)
 

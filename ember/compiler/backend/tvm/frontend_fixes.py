@@ -130,6 +130,14 @@ def converters() -> dict[str, type]:
         @classmethod
         def _impl_v13(cls, bb, inputs, attr, params):
             data, shape = inputs[0], inputs[1]
+            if isinstance(shape, relax.ShapeExpr) and data.ty.shape is not None and not all(
+                    isinstance(d, tvm.tirx.IntImm) for d in list(shape.values) + list(data.ty.shape.values)):
+                # TVM's compares symbolic dims with Python's == (an error): broadcast by ONNX's rule here
+                target, dims = list(shape.values), list(data.ty.shape.values)
+                dims = [tvm.tirx.IntImm("int64", 1)] * (len(target) - len(dims)) + dims
+                one = lambda d: isinstance(d, tvm.tirx.IntImm) and d.value in (1, -1)  # noqa: E731
+                out = [d if one(t) else t for t, d in zip(target, dims)]
+                return relax.op.broadcast_to(data, relax.ShapeExpr(out))
             if isinstance(shape, (relax.ShapeExpr, tvm.ir.expr.Constant)):
                 return tvm_onnx.Expand._impl_v13(bb, inputs, attr, params)
             dims, n = static_shape(data), static_shape(shape)
@@ -508,6 +516,17 @@ def converters() -> dict[str, type]:
                 return relax.op.astype(bb.emit(ints), dtype_of(start))
             return tvm_onnx.Range._impl_v12(bb, inputs, attr, params)
 
+    def on_scalars(tvm_cls, tir_fn):
+        """TVM's converter, and `tir_fn` where the input is a scalar of shape arithmetic
+        (math.ceil(h / 8) in an exporter's trace reaches Ceil as a TIR expression)."""
+
+        def fix(tvm_impl, bb, inputs, attr, params):
+            if tvm.ir.is_prim_expr(inputs[0]):
+                return tir_fn(inputs[0])
+            return tvm_impl(bb, inputs, attr, params)
+
+        return patched(tvm_cls, fix)
+
     class EyeLike(OnnxOpConverter):
         """Ones on the k-th diagonal, in the `dtype` attribute's type (TVM required the input's)."""
 
@@ -577,4 +596,5 @@ def converters() -> dict[str, type]:
             "Elu": patched(tvm_onnx.Elu, widen), "MatMul": patched(tvm_onnx.MatMul, widen),
             "Conv": patched(tvm_onnx.Conv, widen), "Gemm": patched(tvm_onnx.Gemm, widen), "Softmax": Softmax,
             "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand, "Concat": Concat, "Range": Range,
+            "Ceil": on_scalars(tvm_onnx.Ceil, tvm.tirx.ceil), "Floor": on_scalars(tvm_onnx.Floor, tvm.tirx.floor),
             "Softplus": Softplus, "Mish": Mish, "SequenceInsert": SequenceInsert}

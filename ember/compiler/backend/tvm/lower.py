@@ -18,6 +18,7 @@ import onnx
 from ember.compiler import ir
 from ember.compiler.backend.tvm import ember_ops, frontend_fixes, int8_lowering, missing_ops, narrow, recurrence
 from ember.compiler.backend.tvm.pipeline import for_target, relax_pipeline
+from ember.compiler.backend.tvm.relax_util import same_dims
 from ember.compiler.ir import custom_ops, onnx_io
 from ember.compiler.runtime.native_stderr import quiet_native_stderr
 from ember.errors import CompileError, UnsupportedError, first_line
@@ -68,6 +69,33 @@ def _training_dropout(node: ir.Node) -> bool:
 def _const_values(node: ir.Node, index: int) -> np.ndarray | None:
     v = node.inputs[index] if index < len(node.inputs) else None
     return None if v is None or v.const is None or v.const.numpy().size == 0 else v.const.numpy()
+
+
+def _known_elements(v: ir.Value) -> list | None:
+    """A 1-D integer vector's elements where known at compile time (None for the others),
+    through Concat and Unsqueeze; None where not even its length is known."""
+    if v.const is not None:
+        a = v.const.numpy()
+        return [int(x) for x in a.reshape(-1)] if a.ndim == 1 and a.dtype.kind in "iu" else None
+    p = v.producer
+    if p is not None and p.op_type == "Concat" and all(i is not None for i in p.inputs):
+        parts = [_known_elements(i) for i in p.inputs]
+        return None if any(part is None for part in parts) else [e for part in parts for e in part]
+    if v.shape is not None and len(v.shape) == 1 and isinstance(v.shape[0], int):
+        return [None] * v.shape[0]
+    return None
+
+
+def _tile_as_expand(node: ir.Node) -> None:
+    """Tile(x, repeats) where every repeat not known to be 1 meets a dim of 1 is Expand(x, repeats)
+    (`query.unsqueeze(0).repeat(batch, 1, 1)`): TVM's Tile refuses repeats computed from shapes."""
+    x, repeats = node.inputs[0], node.inputs[1]
+    if x is None or repeats is None or repeats.const is not None or x.shape is None:
+        return
+    known = _known_elements(repeats)
+    if known is None or len(known) != len(x.shape) or any(r != 1 and d != 1 for r, d in zip(known, x.shape)):
+        return
+    node.op_type = "Expand"
 
 
 def _resize_without_axes(node: ir.Node) -> None:
@@ -238,6 +266,8 @@ def to_relax(model: ir.Model, target=None):
     for node in list(model.graph.all_nodes()):
         if node.op_type == "Resize" and node.domain in STANDARD_DOMAINS and "axes" in node.attrs:
             _resize_without_axes(node)
+        if node.op_type == "Tile" and node.domain in STANDARD_DOMAINS:
+            _tile_as_expand(node)
     check_supported(model)
     if insert_guards(model):
         model.verify()
@@ -310,6 +340,10 @@ class _Symbols:
         return self.vars[name]
 
 
+BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Where", "Max", "Min", "Sum", "Mean", "Equal",
+                          "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "BitShift"})
+
+
 def _typed(converter: type, known: dict[str, tuple], symbols: _Symbols) -> type:
     """`converter` whose result takes the shape Ember's shape inference knows where TVM's
     says less: a lost rank or dim (a Reshape or Resize to a computed shape, a Range to a
@@ -348,6 +382,10 @@ def _typed(converter: type, known: dict[str, tuple], symbols: _Symbols) -> type:
 
             def convert(bb, inputs, attr, params):
                 out = impl(bb, inputs, attr, params)
+                if converter.__name__ in BROADCASTING and isinstance(out, relax.Expr) and not isinstance(out, opaque):
+                    out = bb.normalize(out)
+                    if isinstance(out.ty, relax.TensorType) and out.ty.shape is None:  # TVM could not relate dims
+                        out = impl(bb, same_dims(bb, inputs), attr, params)
                 dims = known.get(attr.get("tvm_custom", {}).get("name"))
                 if dims is None or not isinstance(out, relax.Expr) or isinstance(out, opaque):
                     return out

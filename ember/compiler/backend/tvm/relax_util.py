@@ -11,3 +11,35 @@ def static_shape(expr) -> tuple[int, ...] | None:
     if values is None or not all(isinstance(v, tirx.IntImm) for v in values):
         return None
     return tuple(int(v) for v in values)
+
+
+def same_dims(bb, inputs):
+    """Operands of a broadcasting op with symbolic dims TVM cannot relate (neither known to
+    be 1; `samples // 20 - 1` beside a slice's length) are match-cast to the first such
+    operand's dims: TVM could not compile the op otherwise (callers cast only then). The
+    cast is checked when the model runs, so a dim that turns out to be 1 (a broadcast)
+    fails there with an error, never silently."""
+    from tvm import relax, tirx
+    from tvm.sym import Analyzer
+
+    tensors = [x for x in inputs if isinstance(getattr(x, "ty", None), relax.TensorType) and x.ty.shape is not None]
+    if len(tensors) < 2:
+        return inputs
+    analyzer, rank = Analyzer(), max(len(x.ty.shape.values) for x in tensors)
+    ref: list = [None] * rank  # per right-aligned position: the first dim that is not statically 1
+    for x in tensors:
+        for k, d in enumerate(reversed(list(x.ty.shape.values))):
+            if ref[k] is None and not (isinstance(d, tirx.IntImm) and d.value == 1):
+                ref[k] = d
+    out = []
+    for x in inputs:
+        if not any(x is t for t in tensors):
+            out.append(x)
+            continue
+        dims = list(x.ty.shape.values)
+        new = [ref[len(dims) - 1 - i] if not isinstance(d, tirx.IntImm) and ref[len(dims) - 1 - i] is not None
+               and not analyzer.can_prove_equal(d, ref[len(dims) - 1 - i]) else d for i, d in enumerate(dims)]
+        if any(not a.same_as(b) for a, b in zip(new, dims)):
+            x = bb.match_cast(x if isinstance(x, relax.Var) else bb.emit(x), relax.TensorType(new, x.ty.dtype))
+        out.append(x)
+    return type(inputs)(out)  # onnx_input: a list that gives None past its end

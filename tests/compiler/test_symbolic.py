@@ -1,0 +1,117 @@
+"""Symbolic dims through the compiler: shape arithmetic exporters write (Range over a dim,
+Tile by a batch size, Ceil of a dim, Gather of a static dim beside symbolic ones) compiles
+once and matches onnxruntime at several sizes; the rewrites fire where they should only."""
+
+import numpy as np
+import onnx
+from helpers import model, ort_run, tensor
+from onnx import TensorProto as T
+from onnx import helper as h
+
+import ember
+from ember.compiler.backend.tvm.pipeline.common import reshape_groups
+from ember.compiler.input import symbols
+from ember.compiler.ir import onnx_io
+from ember.passes.cleanup import FoldShapes
+
+
+def i64(name, value):
+    return onnx.numpy_helper.from_array(np.array(value, np.int64), name)
+
+
+def check_sizes(m, shapes, names=("y",)):
+    cm = ember.compile(m)
+    rng = np.random.default_rng(0)
+    outs = []
+    for shape in shapes:
+        feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
+        got, want = cm.run(feeds), ort_run(m, feeds)
+        for name, ref in zip(names, want):
+            assert got[name].shape == ref.shape
+            np.testing.assert_allclose(got[name], ref, rtol=1e-5, atol=1e-6)
+        outs.append(want[0])
+    assert len({o.shape for o in outs}) == len(shapes)  # the sizes really differ
+
+
+def positions_model():
+    """x + table[range(seq)]: a transformer's learned positions."""
+    table = np.random.default_rng(1).standard_normal((64, 8)).astype(np.float32)
+    nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Gather", ["s", "one"], ["n"], axis=0),
+             h.make_node("Range", ["zero", "n", "one"], ["pos"]), h.make_node("Gather", ["table", "pos"], ["p"]),
+             h.make_node("Add", ["x", "p"], ["y"])]
+    return model(nodes, [tensor("x", ["batch", "seq", 8])], [tensor("y", None)],
+                 [i64("zero", 0), i64("one", 1), onnx.numpy_helper.from_array(table, "table")])
+
+
+def test_range_over_a_dim_takes_that_dims_symbol():
+    m = onnx_io.import_model(positions_model())
+    rng = next(n for n in m.graph.nodes if n.op_type == "Range")
+    assert rng.outputs[0].shape != ("seq",)  # onnx names the length anew
+    assert symbols.tie_range_lengths(m)
+    rng = next(n for n in m.graph.nodes if n.op_type == "Range")
+    assert rng.outputs[0].shape == ("seq",) and m.graph.outputs[0].shape == ("batch", "seq", 8)
+    assert not symbols.tie_range_lengths(m)  # idempotent
+    check_sizes(positions_model(), [(1, 3, 8), (2, 11, 8)])
+
+
+def test_range_not_from_zero_or_not_over_a_dim_is_left_alone():
+    m = positions_model()
+    m.graph.initializer[0].CopyFrom(i64("zero", 2))
+    assert not symbols.tie_range_lengths(onnx_io.import_model(m))
+
+
+def test_tile_by_a_batch_size_compiles():
+    """query.unsqueeze(0).repeat(batch, 1): Tile's repeats computed from a shape."""
+    q = np.random.default_rng(2).standard_normal((1, 5)).astype(np.float32)
+    nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Slice", ["s", "zero", "one"], ["b"]),
+             h.make_node("Concat", ["b", "one"], ["reps"], axis=0), h.make_node("Tile", ["q", "reps"], ["t"]),
+             h.make_node("Add", ["t", "x"], ["y"])]
+    m = model(nodes, [tensor("x", ["batch", 5])], [tensor("y", None)],
+              [i64("zero", [0]), i64("one", [1]), onnx.numpy_helper.from_array(q, "q")])
+    check_sizes(m, [(1, 5), (4, 5)])
+
+
+def test_ceil_of_a_dim():
+    """ceil(w / 8) windows, as MobileViT's unfolding computes them, then per-window sums."""
+    nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Gather", ["s", "last"], ["w"], axis=0),
+             h.make_node("Cast", ["w"], ["wf"], to=T.FLOAT), h.make_node("Div", ["wf", "eight"], ["q"]),
+             h.make_node("Ceil", ["q"], ["c"]), h.make_node("Cast", ["c"], ["n"], to=T.INT64),
+             h.make_node("Range", ["zero", "n", "one"], ["r"]), h.make_node("Cast", ["r"], ["rf"], to=T.FLOAT),
+             h.make_node("ReduceSum", ["x"], ["t"], keepdims=1), h.make_node("Mul", ["rf", "t"], ["y"])]
+    m = model(nodes, [tensor("x", [2, "w"])], [tensor("y", None)],
+              [i64("last", 1), i64("zero", 0), i64("one", 1),
+               onnx.numpy_helper.from_array(np.array(8.0, np.float32), "eight")])
+    check_sizes(m, [(2, 13), (2, 17), (2, 3)])
+
+
+def test_gather_of_a_static_dim_folds_beside_symbolic_ones():
+    nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Gather", ["s", "two"], ["c"], axis=0),
+             h.make_node("Gather", ["s", "zero"], ["b"], axis=0), h.make_node("Add", ["c", "b"], ["y"])]
+    m = onnx_io.import_model(model(nodes, [tensor("x", ["batch", 3, 7])], [tensor("y", [], T.INT64)],
+                                   [i64("two", 2), i64("zero", 0)]))
+    assert FoldShapes().run(m.graph)
+    gathers = [n for n in m.graph.nodes if n.op_type == "Gather"]
+    assert len(gathers) == 1 and gathers[0].inputs[1].name == "zero"  # the batch's stays: it is symbolic
+    folded = next(n for n in m.graph.nodes if n.op_type == "Add").inputs[0]
+    assert folded.const is not None and int(folded.const.numpy()) == 7
+    assert not FoldShapes().run(m.graph)
+
+
+def test_reshape_groups():
+    same = lambda a, b: a == b  # noqa: E731
+    assert reshape_groups(["n", 27, "h", "w"], ["n", 3, 9, "h", "w"], same) == [
+        ((0, 1), (0, 1)), ((1, 2), (1, 3)), ((2, 3), (3, 4)), ((3, 4), (4, 5))]
+    assert reshape_groups([1, "s", 64], ["s", 4, 16], same) == [((0, 1), (0, 0)), ((1, 2), (0, 1)),
+                                                               ((2, 3), (1, 3))]
+    assert reshape_groups(["n", 4, "s", 16], ["n", "s", 64], same) is None  # not a regrouping
+    assert reshape_groups([6], [2, "h"], same) is None
+
+
+def test_regrouping_reshape_over_symbolic_dims_matches():
+    """[n, 12, h, w] -> [n, 3, 4, h, w], the shape computed from Shape(x) as exporters write it."""
+    nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Slice", ["s", "zero", "one"], ["n"]),
+             h.make_node("Slice", ["s", "two", "four"], ["hw"]), h.make_node("Concat", ["n", "split", "hw"], ["shape"], axis=0),
+             h.make_node("Reshape", ["x", "shape"], ["r"]), h.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 1, 3, 4])]
+    m = model(nodes, [tensor("x", ["n", 12, "h", "w"])], [tensor("y", None)],
+              [i64("zero", [0]), i64("one", [1]), i64("two", [2]), i64("four", [4]), i64("split", [3, 4])])
+    check_sizes(m, [(1, 12, 2, 3), (2, 12, 5, 4)])
