@@ -131,10 +131,7 @@ class InferShapes(Pass):
         if not _shapes_left(model):
             return False
         proto = onnx_io.export_model(model)
-        known = [vi for vi in proto.graph.value_info if vi.type.tensor_type.HasField("shape")
-                 and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)]
-        del proto.graph.value_info[:]
-        proto.graph.value_info.extend(known)
+        onnx_io.keep_static_value_info(proto)
         model.assign(onnx_io.import_model(proto))
         symbols.tie_range_lengths(model)  # inference named their lengths anew
         return True

@@ -123,13 +123,19 @@ def _as_value_of(v: ir.Value, value: Any) -> np.ndarray:
     return arr
 
 
+def _runtime_inputs(model: ir.Model, names, what: str) -> dict[str, ir.Value]:
+    """The model's run-time inputs by name; a CompileError naming the first of `names` it lacks."""
+    by_name = {v.name: v for v in model.graph.inputs if v.const is None}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise CompileError(f"cannot {what} {unknown[0]!r}: the model has no such input "
+                           f"(inputs: {', '.join(by_name) or 'none'})")
+    return by_name
+
+
 def bind(model: ir.Model, values: Mapping[str, Any]) -> ir.Model:
     """A new model with the given graph inputs replaced by constants of these values."""
-    by_name = {v.name: v for v in model.graph.inputs if v.const is None}
-    unknown = [n for n in values if n not in by_name]
-    if unknown:
-        raise CompileError(f"cannot bind {unknown[0]!r}: the model has no such input "
-                           f"(inputs: {', '.join(by_name) or 'none'})")
+    by_name = _runtime_inputs(model, values, "bind")
     arrays = {name: _as_value_of(by_name[name], value) for name, value in values.items()}
     proto = onnx_io.export_model(model)
     keep = [vi for vi in proto.graph.input if vi.name not in arrays]
@@ -160,11 +166,7 @@ def _input_dims(v: ir.Value, dims: Any) -> tuple[int, ...]:
 def fix_shapes(model: ir.Model, shapes: Mapping[str, Any]) -> ir.Model:
     """A new model whose inputs have the given static shapes; every other value
     with one of their symbolic dims gets the same size, and shapes are inferred again."""
-    by_name = {v.name: v for v in model.graph.inputs if v.const is None}
-    unknown = [n for n in shapes if n not in by_name]
-    if unknown:
-        raise CompileError(f"cannot set the shape of {unknown[0]!r}: the model has no such input "
-                           f"(inputs: {', '.join(by_name) or 'none'})")
+    by_name = _runtime_inputs(model, shapes, "set the shape of")
     fixed = {name: _input_dims(by_name[name], dims) for name, dims in shapes.items()}
     symbols: dict[str, tuple[int, str]] = {}  # symbol -> (size, the input that gave it)
     for name, dims in fixed.items():
@@ -183,11 +185,7 @@ def fix_shapes(model: ir.Model, shapes: Mapping[str, Any]) -> ir.Model:
         for d in vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else ():
             if d.HasField("dim_param") and d.dim_param in symbols:
                 d.dim_value = symbols[d.dim_param][0]
-    # intermediate shapes are inferred again from the new input shapes
-    static = [vi for vi in proto.graph.value_info if vi.type.HasField("tensor_type")
-              and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)]
-    del proto.graph.value_info[:]
-    proto.graph.value_info.extend(static)
+    onnx_io.keep_static_value_info(proto)  # intermediate shapes are inferred again from the new input shapes
     return onnx_io.import_model(proto)
 
 

@@ -72,12 +72,8 @@ def tie_range_lengths(model: ir.Model) -> bool:
         for d in vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else ():
             if d.HasField("dim_param") and d.dim_param not in named:
                 d.ClearField("dim_param")
-    # shapes inferred from the old length are inferred again; the tied ones are kept
-    static = [vi for vi in proto.graph.value_info if vi.name in tied or vi.type.HasField("tensor_type")
-              and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)]
-    del proto.graph.value_info[:]
-    proto.graph.value_info.extend(static)
-    kept = [vi for vi in static if vi.name not in tied]
+    onnx_io.keep_static_value_info(proto)  # shapes inferred from the old lengths are inferred again
+    kept = [vi for vi in proto.graph.value_info if vi.name not in tied]
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(kept)
     proto.graph.value_info.extend(onnx.helper.make_tensor_value_info(name, dtypes[name], [d])

@@ -200,6 +200,16 @@ def _unknown_negative_dims(gp: onnx.GraphProto) -> list[str]:
     return names
 
 
+def keep_static_value_info(proto: onnx.ModelProto) -> None:
+    """Drop the value_info entries with unknown or symbolic dims, so a re-import infers them
+    again (from new input shapes, tied symbols or folded constants); static ones stay."""
+    static = [vi for vi in proto.graph.value_info if vi.type.HasField("tensor_type")
+              and vi.type.tensor_type.HasField("shape")
+              and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(static)
+
+
 def _copy(msg):
     out = type(msg)()
     out.CopyFrom(msg)

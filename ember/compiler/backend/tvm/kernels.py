@@ -109,7 +109,7 @@ def pad_nhwc(x, padding):
     """TE: zero-pad an NHWC tensor spatially (no-op without padding)."""
     if not any(padding):
         return x
-    b, h, w, c = static_ints(x.shape)
+    b, h, w, c = list(x.shape)
     pt, pl, pb, pr = padding
 
     def pad(bi, y, xx, ci):
@@ -119,22 +119,32 @@ def pad_nhwc(x, padding):
 
 
 def conv_out_hw(h, w, kernel, strides, padding, dilation):
+    """The output (height, width); simplified where the input's are symbolic, so later shapes
+    compare equal to TVM's own (and a chain of convolutions keeps its expressions short)."""
     (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = kernel, strides, padding, dilation
-    return (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if isinstance(oh, int) and isinstance(ow, int):
+        return oh, ow
+    from tvm.sym import Analyzer
+
+    simplify = Analyzer().simplify
+    return (oh if isinstance(oh, int) else simplify(oh)), (ow if isinstance(ow, int) else simplify(ow))
 
 
 def _crop(out, n: int):
     """TE: the first n columns of a GEMM computed on zero-padded weights."""
-    if static_ints(out.shape)[-1] == n:
+    if int(out.shape[-1]) == n:
         return out
-    return te.compute((*static_ints(out.shape)[:-1], n), lambda *i: out[i], name=CROP)
+    return te.compute((*list(out.shape)[:-1], n), lambda *i: out[i], name=CROP)
 
 
 def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int):
     """TE: NHWC conv2d (groups=1) as a direct GEMM: rows are output pixels,
     columns output channels, the reduction runs over (ky, kx, c) of the
-    zero-padded input, whose channels are contiguous: no im2col copy."""
-    b, h, w, c = static_ints(x.shape)
+    zero-padded input, whose channels are contiguous: no im2col copy. Batch and
+    spatial dims may be symbolic; channels are static."""
+    b, h, w, c = list(x.shape)
+    c = int(c)
     kh, kw = kernel
     (sh, sw), (dh, dw) = strides, dilation
     oh, ow = conv_out_hw(h, w, kernel, strides, padding, dilation)
@@ -152,9 +162,10 @@ def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int):
 
 
 def matmul_packed(a, wp, mr: int, n: int):
-    """TE: A [..., M, K] x packed constant B -> [..., M, N]."""
-    a_shape, packed_shape = static_ints(a.shape), static_ints(wp.shape)
-    k_total, nr = a_shape[-1], packed_shape[2]
+    """TE: A [..., M, K] x packed constant B -> [..., M, N]; the leading dims and M may be
+    symbolic (a batch, a sequence): the schedule's row tiles then end in a predicated remainder."""
+    a_shape, packed_shape = list(a.shape), static_ints(wp.shape)
+    k_total, nr = int(a_shape[-1]), packed_shape[2]
     r = te.reduce_axis((0, k_total), name="k")
     out = te.compute(
         (*a_shape[:-1], packed_shape[0] * nr),
@@ -165,11 +176,10 @@ def matmul_packed(a, wp, mr: int, n: int):
 
 def batch_matmul(a, b, mr: int, nr: int):
     """TE: A [..., M, K] x B [..., K, N] (same batch dims, B read in place:
-    its rows are contiguous along N, the vector dimension)."""
-    k_total = static_ints(a.shape)[-1]
-    r = te.reduce_axis((0, k_total), name="k")
+    its rows are contiguous along N, the vector dimension). Only N must be static."""
+    r = te.reduce_axis((0, a.shape[-1]), name="k")
     return te.compute(
-        (*static_ints(a.shape)[:-1], static_ints(b.shape)[-1]),
+        (*list(a.shape)[:-1], int(b.shape[-1])),
         lambda *i: te.sum(a[(*i[:-1], r)] * b[(*i[:-2], r, i[-1])], axis=r),
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
 
@@ -188,8 +198,9 @@ def depthwise_weights(w):
 
 def depthwise_nhwc(x, wt, strides, padding, dilation, acc_dtype: str | None = None):
     """TE: NHWC depthwise conv2d, weights [KH, KW, C] (`depthwise_weights`);
-    8-bit operands accumulate in `acc_dtype` (int32)."""
-    _, h, w, c = static_ints(x.shape)
+    8-bit operands accumulate in `acc_dtype` (int32). Batch and spatial dims may be symbolic."""
+    _, h, w, c = list(x.shape)
+    c = int(c)
     kh, kw, _ = static_ints(wt.shape)
     (sh, sw), (dh, dw) = strides, dilation
     oh, ow = conv_out_hw(h, w, (kh, kw), strides, padding, dilation)
@@ -197,7 +208,7 @@ def depthwise_nhwc(x, wt, strides, padding, dilation, acc_dtype: str | None = No
     ry = te.reduce_axis((0, kh), name="ky")
     rx = te.reduce_axis((0, kw), name="kx")
     return te.compute(
-        (static_ints(x.shape)[0], oh, ow, c),
+        (x.shape[0], oh, ow, c),
         lambda bi, y, xx, ci: te.sum(_as(xp[bi, y * sh + ry * dh, xx * sw + rx * dw, ci], acc_dtype)
                                       * _as(wt[ry, rx, ci], acc_dtype), axis=[ry, rx]),
         name=DEPTHWISE)
@@ -237,8 +248,8 @@ def exp_f32(x):
 def softmax_last_axis(x):
     """TE: softmax over the last axis of a float32 tensor: row maximum, e^(x - max)
     stored once, its sum, and the quotient (TVM's computed e^(x - max) twice,
-    with libm's scalar expf)."""
-    *outer, n = static_ints(x.shape)
+    with libm's scalar expf). Any dim may be symbolic."""
+    *outer, n = list(x.shape)
     k = te.reduce_axis((0, n), name="k")
     top = te.compute(outer, lambda *i: te.max(x[(*i, k)], axis=k), name=SOFTMAX_STAGES + "max")
     e = te.compute(x.shape, lambda *i: exp_f32(x[i] - top[i[:-1]]), name=SOFTMAX_STAGES + "exp")
@@ -254,8 +265,10 @@ LAYERNORM_STAGES = "ember_ln_"  # its row stages: sum, mean, squared deviations,
 def layer_norm_last_axis(x, gamma, beta, epsilon: float, center: bool, scale: bool):
     """TE: layer normalization over the last axis, two passes per row (the sum,
     then the squared deviations from the mean, as ONNX's reference computes
-    the variance), 1/sqrt once per row, then one vectorizable pass."""
-    *outer, n = static_ints(x.shape)
+    the variance), 1/sqrt once per row, then one vectorizable pass. The rows' dims may be
+    symbolic; the normalized axis is static."""
+    *outer, n = list(x.shape)
+    n = int(n)
     k = te.reduce_axis((0, n), name="k")
     total = te.compute(outer, lambda *i: te.sum(x[(*i, k)], axis=k), name=LAYERNORM_STAGES + "sum")
     mean = te.compute(outer, lambda *i: total[i] / _f32(n), name=LAYERNORM_STAGES + "mean")
@@ -317,7 +330,7 @@ def _qstage(x, padding, cpad: int, flip: bool):
     depth), and with its sign flipped (x ^ 0x80: int8 <-> uint8 plus or
     minus 128) when the instruction wants the other signedness. Nothing to
     do: the input itself."""
-    b, h, w, c = static_ints(x.shape)
+    b, h, w, c = list(x.shape)
     pt, pl, pb, pr = padding if len(padding) == 4 else (0, 0, 0, 0)
     if not any((pt, pl, pb, pr)) and cpad == c and not flip:
         return x

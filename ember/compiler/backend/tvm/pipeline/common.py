@@ -152,13 +152,16 @@ def _grouped_reshape(bb, call):
     arithmetic whose simplification took LLVM codegen minutes per kernel."""
     import tvm_ffi
     from tvm import te, tirx
+    from tvm.sym import Analyzer
 
     x = call.args[0]
     if x.ty.shape is None or call.ty.shape is None:
         return _default(RESHAPE)(bb, call)
     as_int = lambda d: int(d.value) if isinstance(d, tirx.IntImm) else d  # noqa: E731
     src, dst = [as_int(d) for d in x.ty.shape.values], [as_int(d) for d in call.ty.shape.values]
-    groups = None if all(isinstance(d, int) for d in src + dst) else reshape_groups(src, dst, tvm_ffi.structural_equal)
+    analyzer = Analyzer()
+    same = lambda a, b: tvm_ffi.structural_equal(a, b) or bool(analyzer.can_prove_equal(a, b))  # noqa: E731
+    groups = None if all(isinstance(d, int) for d in src + dst) else reshape_groups(src, dst, same)
     if groups is None:
         return _default(RESHAPE)(bb, call)
 

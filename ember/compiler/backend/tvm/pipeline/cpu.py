@@ -81,8 +81,9 @@ def _round(bb, call):
 def _softmax(bb, call):
     """float32 softmax over the last axis: Ember's kernel (a vectorized exp, one pass per row)."""
     x = call.args[0]
-    shape = static_shape(x)
-    if shape is None or str(x.ty.dtype) != "float32" or call.attrs.axis not in (-1, len(shape) - 1) or not shape:
+    shape = getattr(x.ty, "shape", None)
+    rank = len(shape.values) if shape is not None else 0
+    if not rank or str(x.ty.dtype) != "float32" or call.attrs.axis not in (-1, rank - 1):
         return _default(SOFTMAX)(bb, call)
     return bb.call_te(kernels.softmax_last_axis, x, primfunc_name_hint="ember_softmax")
 
@@ -91,10 +92,9 @@ def _layer_norm(bb, call):
     """float32 layer norm over the last axis: Ember's row kernel."""
     x, gamma, beta = call.args
     a = call.attrs
-    shape = static_shape(x)
     axes = [int(v) for v in a.axes]
-    if (shape is None or not shape or str(x.ty.dtype) != "float32" or axes not in ([-1], [len(shape) - 1])
-            or static_shape(gamma) != (shape[-1],) or static_shape(beta) != (shape[-1],)):
+    if (not _static_last(x) or str(x.ty.dtype) != "float32" or axes not in ([-1], [len(x.ty.shape.values) - 1])
+            or static_shape(gamma) != (int(x.ty.shape.values[-1]),) or static_shape(beta) != static_shape(gamma)):
         return _default(LAYER_NORM)(bb, call)
     return bb.call_te(kernels.layer_norm_last_axis, x, gamma, beta, float(a.epsilon), bool(a.center),
                       bool(a.scale), primfunc_name_hint="ember_layernorm")
@@ -107,7 +107,7 @@ def _as_nhwc(bb, x, w, nchw: bool):
     if nchw:
         x = bb.emit_te(topi.transpose, x, [0, 2, 3, 1], primfunc_name_hint="to_nhwc")
         w = bb.emit_te(topi.transpose, w, [0, 2, 3, 1], primfunc_name_hint="to_ohwi")
-    return x, w, static_shape(x), static_shape(w)
+    return x, w, _dims(x), static_shape(w)
 
 
 def _conv_params(a, xs, kernel):
@@ -170,23 +170,26 @@ def _conv2d(lanes: int, dots=()):
                 return bb.call_te(kernels.depthwise_nhwc, x, wt, tuple(int(s) for s in a.strides),
                                   tuple(int(p) for p in a.padding), tuple(int(d) for d in a.dilation), "int32",
                                   primfunc_name_hint="ember_qdepthwise")
-        usable = ((nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4
+        dims = _dims(x)  # batch and spatial dims may be symbolic, channels must not
+        usable = ((nchw or nhwc) and dims is not None and ws is not None and len(dims) == 4
+                  and isinstance(dims[1] if nchw else dims[3], int)
                   and x.ty.dtype == "float32" and w.ty.dtype == "float32" and _default_dtype(a.out_dtype))
         if not usable:
             return _default(CONV2D)(bb, call)
-        c, ci = (xs[1], ws[1]) if nchw else (xs[3], ws[3])
+        c, ci = (dims[1], ws[1]) if nchw else (dims[3], ws[3])
         dense, depthwise = a.groups == 1, a.groups == c == ws[0] and ci == 1
         if not (dense or depthwise):
             return _default(CONV2D)(bb, call)
         x, w, xs, ws = _as_nhwc(bb, x, w, nchw)
         o, kh, kw, _ = ws
         strides, padding, dilation, (oh, ow) = _conv_params(a, xs, (kh, kw))
-        if dense and winograd.usable((kh, kw), strides, dilation, (oh, ow), xs[3]):
+        static = all(isinstance(d, int) for d in xs)
+        if dense and static and winograd.usable((kh, kw), strides, dilation, (oh, ow), xs[3]):
             tiles = kernels.gemm_tiles(xs[0] * winograd.tiles(oh) * winograd.tiles(ow), o, lanes)
             u = bb.emit_te(winograd.transform_weights, w, tiles.nr, primfunc_name_hint="ember_pack")
             out = bb.call_te(winograd.conv2d_nhwc, x, u, padding, tiles.mr, o, primfunc_name_hint="ember_winograd")
         elif dense:
-            tiles = kernels.gemm_tiles(ow, o, lanes)
+            tiles = kernels.gemm_tiles(ow if static else ANY_ROWS, o, lanes)
             wp = bb.emit_te(kernels.pack_weights, w, tiles.nr, "OHWI", primfunc_name_hint="ember_pack")
             out = bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr, o,
                              primfunc_name_hint="ember_conv2d")
@@ -199,6 +202,48 @@ def _conv2d(lanes: int, dots=()):
         return out
 
     return legalize
+
+
+ANY_ROWS = 720720  # a multiple of every row tile height: picks the tallest tile for symbolic rows
+
+
+def _dims(x) -> list | None:
+    """`x`'s dims, ints where static and TIR expressions where symbolic; None for an unknown shape."""
+    from tvm import tirx
+
+    values = getattr(getattr(x.ty, "shape", None), "values", None)
+    if values is None:
+        return None
+    return [int(v) if isinstance(v, tirx.IntImm) else v for v in values]
+
+
+def _static_last(x) -> bool:
+    """Whether `x` has a known rank of 2 or more and a static last dim (the reduction)."""
+    from tvm import tirx
+
+    shape = getattr(x.ty, "shape", None)
+    values = list(getattr(shape, "values", None) or [])
+    return len(values) >= 2 and isinstance(values[-1], tirx.IntImm)
+
+
+def _symbolic_batch_matmul(bb, call, lanes: int):
+    """A [..., M, K] x B [..., K, N] with symbolic batch dims, M or K (attention's
+    weights x values): Ember's batched kernel where N is static and its tile width
+    divides it, TVM's otherwise."""
+    import tvm_ffi
+    from tvm import tirx
+
+    a, b = call.args
+    ash, bsh = (list(getattr(getattr(v.ty, "shape", None), "values", None) or []) for v in (a, b))
+    if (len(ash) < 3 or len(ash) != len(bsh) or str(a.ty.dtype) != "float32" or str(b.ty.dtype) != "float32"
+            or not _default_dtype(call.attrs.out_dtype) or not isinstance(bsh[-1], tirx.IntImm)
+            or not all(tvm_ffi.structural_equal(x, y) for x, y in zip(ash[:-2], bsh[:-2]))):
+        return _default(MATMUL)(bb, call)
+    n = int(bsh[-1])
+    tiles = kernels.gemm_tiles(ANY_ROWS, n, lanes)
+    if n % tiles.nr:
+        return _default(MATMUL)(bb, call)
+    return bb.call_te(kernels.batch_matmul, a, b, tiles.mr, tiles.nr, primfunc_name_hint="ember_batch_matmul")
 
 
 def _matmul(lanes: int, dots=()):
@@ -223,6 +268,15 @@ def _matmul(lanes: int, dots=()):
             tiles = kernels.gemm_tiles(as_[-2], bs[1], lanes)
             wp = bb.emit_te(kernels.pack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
             return bb.call_te(kernels.matmul_packed, a, wp, tiles.mr, bs[1], primfunc_name_hint="ember_matmul")
+        if (as_ is None and bs is not None and len(bs) == 2 and _static_last(a) and a.ty.dtype == "float32"
+                and b.ty.dtype == "float32" and _default_dtype(call.attrs.out_dtype)):
+            # rows of a run-time count (batch x sequence): the register tile for a row count
+            # every tile height divides, remainders predicated
+            tiles = kernels.gemm_tiles(ANY_ROWS, bs[1], lanes)
+            wp = bb.emit_te(kernels.pack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
+            return bb.call_te(kernels.matmul_packed, a, wp, tiles.mr, bs[1], primfunc_name_hint="ember_matmul")
+        if as_ is None or bs is None:
+            return _symbolic_batch_matmul(bb, call, lanes)
         if usable and as_[:-2] == bs[:-2]:
             tiles = kernels.gemm_tiles(as_[-2], bs[-1], lanes)
             if bs[-1] % tiles.nr == 0:
