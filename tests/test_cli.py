@@ -286,3 +286,23 @@ def test_dims_written_as_minus_one_are_unknown_with_one_warning_line(tmp_path):
     proc = ember("run", out, "--input", f"x={tmp_path / 'x.npy'}", "--save", tmp_path / "y.npz")
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "y.npz")["y"], np.maximum(x, 0))
+
+
+def test_an_import_failure_inside_tvm_prints_nothing_but_the_error_line(tmp_path):
+    """TVM's importer prints a failing node's operands on stdout: Ember's error line is all that
+    shows. (Padding to a multiple of 8 computed from a symbolic dim: TVM's importer turns the
+    scalar into a vector and then refuses the Concat.)"""
+    path = tmp_path / "m.onnx"
+    i64 = lambda name, v: onnx.numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Gather", ["s", "last"], ["w"], axis=0),
+             h.make_node("Cast", ["w"], ["wf"], to=T.FLOAT), h.make_node("Div", ["wf", "eight"], ["q"]),
+             h.make_node("Ceil", ["q"], ["c"]), h.make_node("Mul", ["c", "eight"], ["m"]),
+             h.make_node("Sub", ["m", "wf"], ["pf"]), h.make_node("Cast", ["pf"], ["p"], to=T.INT64),
+             h.make_node("Unsqueeze", ["p", "zero"], ["p1"]), h.make_node("Concat", ["zeros", "p1"], ["pads"], axis=0),
+             h.make_node("Pad", ["x", "pads"], ["y"])]
+    onnx.save(model(nodes, [tensor("x", [2, "w"])], [tensor("y", None)],
+                    [i64("last", 1), i64("zero", [0]), i64("zeros", [0, 0, 0]),
+                     onnx.numpy_helper.from_array(np.array(8.0, np.float32), "eight")]), str(path))
+    proc = ember("compile", path, "-o", tmp_path / "art", "--no-isolate")
+    assert "TVM's ONNX importer failed" in error_line(proc)
+    assert proc.stdout == "", proc.stdout

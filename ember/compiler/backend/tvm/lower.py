@@ -9,6 +9,8 @@ instead of an error from deep inside TVM.
 from __future__ import annotations
 
 import contextlib
+import gc
+import io
 import warnings
 from functools import lru_cache
 
@@ -278,12 +280,19 @@ def to_relax(model: ir.Model, target=None):
 
         keep = [(custom_ops.DOMAIN, name) for name in custom_ops.OPS]
         proto = inliner.inline_selected_functions(proto, keep, exclude=True)
-    try:
-        with warnings.catch_warnings(), _ember_converters(model.opset, for_target(target).KERNEL_ASSERTS, shapes):
-            warnings.simplefilter("ignore")
-            return from_onnx(proto, opset=model.opset, keep_params_in_input=False)
-    except Exception as e:  # TVM raises many types; all mean "could not import"
-        raise CompileError(f"TVM's ONNX importer failed: {first_line(e)}") from None
+    # TVM's importer prints the failing node's operands (many lines, on stdout) before raising, and
+    # the failed import's block builder warns from its destructor (on native stderr): the error says
+    # what failed in one line, so both are dropped
+    with quiet_native_stderr():
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                    _ember_converters(model.opset, for_target(target).KERNEL_ASSERTS, shapes):
+                warnings.simplefilter("ignore")
+                return from_onnx(proto, opset=model.opset, keep_params_in_input=False)
+        except Exception as e:  # TVM raises many types; all mean "could not import"
+            error = first_line(e)
+        gc.collect()
+    raise CompileError(f"TVM's ONNX importer failed: {error}") from None
 
 
 def _known_shapes(model: ir.Model) -> tuple[dict[str, tuple], dict[str, tuple]]:
