@@ -335,7 +335,7 @@ def _text_encoder(width: int):
 
 def _gpt_kv(width: int):
     torch, nn = _torch()
-    d, heads, layers = 32 * width, 4 * width, 2  # head size 8, as the cache inputs say
+    d, heads, layers = 32, 4, 2  # any width: the cache inputs say 4 heads of 8
 
     class Decoder(nn.Module):  # GPT-2 style: a decode step with a KV cache of any past length
         def __init__(self):
