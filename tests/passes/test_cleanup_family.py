@@ -107,6 +107,10 @@ def test_drop_noops_fires(node, inits):
     (h.make_node("Cast", ["x"], ["y"], to=T.DOUBLE), []),
     (h.make_node("Add", ["x", "z"], ["y"]), [init("z", np.zeros((2, 2, 3, 4), np.float32))]),  # broadcasts
     (h.make_node("Sub", ["z", "x"], ["y"]), [init("z", np.float32(0))]),  # 0 - x is not x
+    # a reversed Slice (torch.flip, TF-style padding's reversed pads) keeps the shape, not the order
+    (h.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"]),
+     [init("s", np.array([-1], np.int64)), init("e", np.array([-(2**63) + 1], np.int64)),
+      init("a", np.array([2], np.int64)), init("st", np.array([-1], np.int64))]),
 ])
 def test_drop_noops_must_not_fire(node, inits):
     m = model([h.make_node("Relu", ["x0"], ["x"]), node], [tensor("x0", [2, 3, 4])], [tensor("y", None)], inits)

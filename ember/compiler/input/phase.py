@@ -122,8 +122,8 @@ class RequireInputValues(Pass):
 
 @dataclass(frozen=True)
 class InferShapes(Pass):
-    """Shape inference again where a Shape or Size reads a value of unknown shape: folding
-    made shapes static that inference has not seen (a Pad whose pads became constants)."""
+    """Shape inference again where folding may have made shapes known that inference has
+    not seen (a Pad whose pads became constants; `_shapes_left`)."""
 
     name: ClassVar[str] = "infer-shapes"
 
@@ -138,9 +138,17 @@ class InferShapes(Pass):
 
 
 def _shapes_left(m: ir.Model) -> bool:
-    """Whether a Shape or Size node reads a value whose shape is not known."""
-    return any(n.op_type in ("Shape", "Size") and n.inputs[0] is not None and ir.static_shape(n.inputs[0]) is None
-               for n in m.graph.nodes)
+    """Whether a Shape or Size node reads a value whose shape is not known, or a value's shape
+    holds a dim no input has (onnx named it while an operand, now folded, was unknown: the
+    channels after a Pad whose pads were computed)."""
+    named = {d for v in m.graph.inputs if v.shape is not None for d in v.shape if isinstance(d, (int, str))}
+    for n in m.graph.nodes:
+        if n.op_type in ("Shape", "Size") and n.inputs[0] is not None and ir.static_shape(n.inputs[0]) is None:
+            return True
+        for v in n.outputs:
+            if v.shape is not None and any(not isinstance(d, int) and d not in named for d in v.shape):
+                return True
+    return False
 
 
 def input_passes(bind: Mapping[str, Any] | None, memory_budget: int | None,

@@ -1,6 +1,6 @@
 """Remove operators that do nothing on the shapes and values they get:
 Reshape/Expand to the same shape, identity Transpose, Cast to the same type,
-Pad by zero, full Slice, single-input Concat, Add/Sub of zero, Mul/Div by one."""
+Pad by zero, full Slice (steps of 1), single-input Concat, Add/Sub of zero, Mul/Div by one."""
 
 from __future__ import annotations
 
@@ -20,12 +20,22 @@ def _same_shape(node: Node) -> bool:
     return a is not None and a == b
 
 
+def _forward_steps(node: Node) -> bool:
+    """Whether a Slice's steps are known to be all 1 (none given means 1)."""
+    if len(node.inputs) < 5 or node.inputs[4] is None:
+        return True
+    steps = const_array(node.inputs[4])
+    return steps is not None and bool(np.all(steps == 1))
+
+
 def _noop_input(node: Node) -> int | None:
     """Index of the input a no-op node passes through unchanged, or None."""
     op, ins = node.op_type, node.inputs
     if not ins or ins[0] is None:
         return None
     x, y = ins[0], node.outputs[0]
+    if op == "Slice" and not _forward_steps(node):
+        return None  # a reversed slice keeps the shape and reorders the values (torch.flip)
     if op in ("Reshape", "Expand", "Flatten", "Squeeze", "Unsqueeze", "Slice"):
         return 0 if _same_shape(node) and x.dtype == y.dtype else None
     if op == "Transpose":
