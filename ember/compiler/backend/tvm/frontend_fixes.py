@@ -136,7 +136,8 @@ def converters() -> dict[str, type]:
                 target, dims = list(shape.values), list(data.ty.shape.values)
                 dims = [tvm.tirx.IntImm("int64", 1)] * (len(target) - len(dims)) + dims
                 one = lambda d: isinstance(d, tvm.tirx.IntImm) and d.value in (1, -1)  # noqa: E731
-                out = [d if one(t) else t for t, d in zip(target, dims)]
+                fixed = lambda d: isinstance(d, tvm.tirx.IntImm) and d.value != 1  # noqa: E731
+                out = [d if one(t) or fixed(d) else t for t, d in zip(target, dims)]  # the larger of the two
                 return relax.op.broadcast_to(data, relax.ShapeExpr(out))
             if isinstance(shape, (relax.ShapeExpr, tvm.ir.expr.Constant)):
                 return tvm_onnx.Expand._impl_v13(bb, inputs, attr, params)
@@ -493,8 +494,8 @@ def converters() -> dict[str, type]:
                 if dims is None or any(i != axis and not analyzer.can_prove_equal(d, r)
                                        for i, (d, r) in enumerate(zip(dims, ref))):
                     own = dims[axis] if dims is not None else tvm.tirx.Var("concat_dim", "int64")
-                    x = bb.match_cast(x if isinstance(x, relax.Var) else bb.emit(x), relax.TensorType([own if i == axis else r for i, r in enumerate(ref)],
-                                                          x.ty.dtype))
+                    shape = [own if i == axis else r for i, r in enumerate(ref)]
+                    x = bb.match_cast(x if isinstance(x, relax.Var) else bb.emit(x), relax.TensorType(shape, x.ty.dtype))
                 cast.append(x)
             return tvm_onnx.Concat._impl_v13(bb, cast, attr, params)
 
