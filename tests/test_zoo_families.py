@@ -8,7 +8,9 @@ outputs (assert_matches_reference). The wider sweep is benchmarks/zoo.py.
 
 torch is in the test extra: a missing torch fails the export, never skips. The export runs in a
 child process: torch's OpenMP runtime in this process would deadlock the forked workers of
-later tests (`ember tune`'s XGBoost)."""
+later tests (`ember tune`'s XGBoost). The file is named to run last: with these compiles in the
+test process, a later `ember tune` child hung once in this session (cause not yet found; see the
+closing note)."""
 
 import subprocess
 import sys
