@@ -1,6 +1,8 @@
 """Ember's CPU kernels and default schedules: they fire where they should,
 stay out where they should not, and give onnxruntime's results."""
 
+import time
+
 import numpy as np
 import pytest
 import tvm
@@ -174,6 +176,42 @@ def test_forked_child_after_parent_ran_parallel_kernels():
         return cm.run(feeds)["y"]
 
     np.testing.assert_array_equal(run_isolated(step, what="run", timeout=60), want)
+
+
+def _collect_garbage(progress=None):
+    import gc
+
+    gc.collect()
+    return "collected"
+
+
+def test_a_forked_step_never_collects_the_parents_onnxruntime_garbage():
+    """An onnxruntime session left in a reference cycle, destroyed by the
+    garbage collector of a forked child, blocks forever on its thread pool's
+    condition variable: its threads did not survive fork (ember tune hung so in
+    the test suite)."""
+    import gc
+
+    import onnxruntime as ort
+    from helpers import conv_relu_gemm
+
+    from ember.compiler.runtime.isolate import run_isolated
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    gc.disable()
+    try:
+        session = ort.InferenceSession(conv_relu_gemm().SerializeToString(), opts,
+                                       providers=["CPUExecutionProvider"])
+        session.run(None, {"x": np.zeros((1, 3, 8, 8), np.float32)})
+        time.sleep(1)  # its pool's threads stop spinning and wait on the condition
+        cycle = [session]
+        cycle.append(cycle)
+        del session
+        del cycle
+        assert run_isolated(_collect_garbage, what="collection", timeout=30) == "collected"
+    finally:
+        gc.enable()
 
 
 def _winograd_funcs(m):

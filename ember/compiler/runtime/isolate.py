@@ -9,6 +9,7 @@ imported.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import signal
@@ -54,6 +55,10 @@ class StepCrashed(CompileError):
 
 
 def _child(conn, fn, args, kwargs):
+    # The parent's garbage stays uncollected here: collecting it would run destructors
+    # of objects whose threads did not survive fork (an onnxruntime session left in a
+    # reference cycle blocks forever in pthread_cond_destroy on its pool's condition).
+    gc.freeze()
     after_fork()
 
     def progress(msg: str) -> None:
@@ -78,6 +83,7 @@ def run_isolated(fn: Callable[..., Any], *args: Any, what: str = "step",
     (picklable) result. Raises the child's EmberError in the parent, or
     StepCrashed when the child dies."""
     ctx = mp.get_context("fork")
+    gc.collect()  # destroy the parent's garbage here, where its threads still run
     parent_conn, child_conn = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child_conn, fn, args, kwargs), daemon=True)
     proc.start()
