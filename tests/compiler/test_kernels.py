@@ -178,6 +178,33 @@ def test_forked_child_after_parent_ran_parallel_kernels():
     np.testing.assert_array_equal(run_isolated(step, what="run", timeout=60), want)
 
 
+def _relu_chain(pairs: int):
+    """x -> (Relu, Add 0.5) * pairs: one fused elementwise function."""
+    nodes, prev = [], "x"
+    for i in range(pairs):
+        nodes += [h.make_node("Relu", [prev], [f"r{i}"]), h.make_node("Add", [f"r{i}", "c"], [f"a{i}"])]
+        prev = f"a{i}"
+    return model(nodes, [tensor("x", [2, 64])], [tensor(prev, [2, 64])], [init("c", np.array(-0.5, np.float32))])
+
+
+def test_chained_selects_are_not_inlined_into_an_exponential_expression():
+    """A NaN-keeping Relu reads its operand twice: inlining 12 of them into one
+    expression held 2**12 copies of the first (the build took minutes from 8)."""
+    m = _relu_chain(12)
+    (func,) = [f for gv, f in _legalized(m).functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    sch = schedule.default_schedule(func)
+    assert len(str(sch.mod)) < 8 * schedule.INLINE_BUDGET  # 2**12 copies print as megabytes
+    assert len(schedule._blocks(sch)) > 1  # some Relus keep a buffer
+    short = schedule.default_schedule(next(f for gv, f in _legalized(_relu_chain(2)).functions_items()
+                                           if isinstance(f, tvm.tirx.PrimFunc)))
+    assert len(schedule._blocks(short)) == 1  # a short chain is still one loop nest
+    x = np.random.default_rng(7).standard_normal((2, 64)).astype(np.float32) * 4
+    x[0, :3] = [np.nan, -0.0, np.inf]
+    got = ember.compile(m).run({"x": x})
+    want = ort_run(m, {"x": x})[0]
+    np.testing.assert_array_equal(np.asarray(next(iter(got.values()))), want)  # NaN stays NaN
+
+
 def _collect_garbage(progress=None):
     import gc
 

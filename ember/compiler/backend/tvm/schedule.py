@@ -264,6 +264,41 @@ def schedule_layer_norm(sch, block) -> None:
     _schedule_rows(sch, block, kernels.LAYERNORM_STAGES)
 
 
+# Characters of TVMScript a consumer's expression may reach by inlining a producer it reads
+# more than once.
+INLINE_BUDGET = 4000
+
+
+def _inline_elementwise(sch, blocks) -> None:
+    """compute_inline each block that allows it, except where a consumer reads it more than
+    once and would then grow past INLINE_BUDGET. A NaN-keeping Relu reads its operand twice
+    (a select), so each inlined level doubles the expression: n of them in one fused chain
+    held 2**n copies, and TVM's lowering took minutes from 8 on. Such a producer keeps a
+    buffer of its own; an operand read once only adds its size. Sizes are characters of
+    each block's own TIR, printed before any inlining, plus what gets inlined into it (blocks
+    come in order, so a block's readers still read it as they were written)."""
+    import re
+
+    named = [(sch.get(b).name_hint, b) for b in blocks]
+    text = {n: str(sch.get(b).body) for n, b in named}
+    size = {n: len(t) for n, t in text.items()}
+    for me, b in named:
+        writes = sch.get(b).writes
+        if len(writes) != 1:
+            continue
+        buffer = re.compile(rf"(?<![\w.]){re.escape(str(writes[0].source))}\[")
+        reads = {c: len(buffer.findall(text.get(c, ""))) or 1
+                 for c in (sch.get(rv).name_hint for rv in sch.get_consumers(b))}
+        if any(n > 1 and size.get(c, 0) + n * size[me] > INLINE_BUDGET for c, n in reads.items()):
+            continue
+        try:
+            sch.compute_inline(b)
+        except Exception:
+            continue
+        for c, n in reads.items():
+            size[c] = size.get(c, 0) + n * size[me]
+
+
 def schedule_generic(sch) -> None:
     """Inline elementwise blocks, then run each remaining block's outer
     spatial loops in parallel and vectorize its innermost loop."""
@@ -273,11 +308,8 @@ def schedule_generic(sch) -> None:
     # an opaque block (hand-written TIR: sorts, NMS) may read a buffer in ways
     # inlining does not see; then nothing is inlined (TVM's NMS broke otherwise)
     opaque = any(not sch.get(b).iter_vars for b in sch.get_child_blocks(root))
-    for b in [] if opaque else sch.get_child_blocks(root):
-        try:
-            sch.compute_inline(b)
-        except Exception:
-            pass
+    if not opaque:
+        _inline_elementwise(sch, list(sch.get_child_blocks(root)))
     for b in sch.get_child_blocks(root):
         loops = sch.get_loops(b)
         spatial = []
