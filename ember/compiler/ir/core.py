@@ -493,10 +493,22 @@ def _inside(graph: Graph | None, ancestor: Graph) -> bool:
     return False
 
 
+_DTYPES = frozenset(onnx.TensorProto.DataType.values())
+
+
 def _verify(graph: Graph, outer: dict[str, Value]) -> None:
     where = f"graph {graph.name!r}"
     defined: dict[str, Value] = dict(outer)
     local: set[str] = set()
+    use_sets: dict[int, set[tuple[int, int]]] = {}  # a constant shared by n nodes has n uses
+
+    def listed(v: Value, node: Node, i: int) -> bool:
+        if len(v.uses) < 16:
+            return any(n is node and j == i for n, j in v.uses)
+        uses = use_sets.get(id(v))
+        if uses is None:
+            uses = use_sets[id(v)] = {(id(n), j) for n, j in v.uses}
+        return (id(node), i) in uses
 
     def define(v: Value, what: str) -> None:
         if not v.name:
@@ -505,7 +517,7 @@ def _verify(graph: Graph, outer: dict[str, Value]) -> None:
             raise IRError(f"{where}: value {v.name!r} is defined twice (SSA violated)")
         local.add(v.name)
         defined[v.name] = v
-        if v.dtype and v.dtype not in onnx.TensorProto.DataType.values():
+        if v.dtype and v.dtype not in _DTYPES:
             raise IRError(f"{where}: value {v.name!r} has unknown dtype {v.dtype}")
 
     for v in graph.inputs:
@@ -527,7 +539,7 @@ def _verify(graph: Graph, outer: dict[str, Value]) -> None:
                 continue
             if defined.get(v.name) is not v:
                 raise IRError(f"{label}: input {i} {v.name!r} is not defined before use")
-            if (node, i) not in v.uses:
+            if not listed(v, node, i):
                 raise IRError(f"{label}: input {i} {v.name!r} is missing from its use list")
         for sub in node.subgraphs():
             if sub.parent is not graph:
