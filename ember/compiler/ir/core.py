@@ -198,7 +198,10 @@ class Graph:
 
     # ---- construction -------------------------------------------------
     def _claim(self, name: str) -> None:
-        self._names.add(name)
+        g = self  # the root holds every name of its subgraphs too: fresh names are checked there
+        while g is not None:
+            g._names.add(name)
+            g = g.parent
 
     def fresh_name(self, hint: str = "v") -> str:
         root = self.root()
@@ -209,9 +212,7 @@ class Graph:
                 return name
 
     def _name_taken(self, name: str) -> bool:
-        if name in self._names:
-            return True
-        return any(g._name_taken(name) for n in self.nodes for g in n.subgraphs())
+        return name in self._names
 
     def root(self) -> "Graph":
         g = self
