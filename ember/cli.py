@@ -254,7 +254,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     calib, labels = _calibration(args, model)
     pruned, report = prune(model, args.method, args.sparsity, nm=nm, scope=args.scope, norm=args.norm,
                            multiple=args.multiple, reconstruct=args.reconstruct, calib=calib, labels=labels,
-                           target_sparsity=args.target_sparsity, max_drop=args.max_drop, say=progress)
+                           target_sparsity=args.target_sparsity, max_drop=args.max_drop, select=args.select,
+                           say=progress)
     onnx_io.save(pruned, args.output)
     for ln in report.lines():
         print(ln)
@@ -643,7 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--nm", default="2:4", help="N:M pattern for --method n:m (default 2:4)")
     pr.add_argument("--scope", choices=["layer", "global"], default="layer",
                     help="magnitude pruning: a threshold per layer or one over all layers")
-    pr.add_argument("--norm", choices=["l1", "l2"], default="l2", help="channel ranking norm (default l2)")
+    pr.add_argument("--norm", choices=["l1", "l2"], default="l2", help="channel ranking norm without calibration "
+                    "data (default l2)")
+    pr.add_argument("--select", choices=["reconstruction", "energy"], default="reconstruction",
+                    help="with calibration data: keep the channels from which least squares rebuilds the next "
+                    "layers best (default), or those sending them the most energy")
     pr.add_argument("--multiple", type=int, default=8, help="round kept channel counts to a multiple of this "
                     "(default 8: odd counts defeat vectorized kernels and can make the model slower; 1: exact)")
     pr.add_argument("--reconstruct", action="store_true", help="refit the layers by least squares on the "

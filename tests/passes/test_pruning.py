@@ -128,6 +128,32 @@ def test_reconstruction_reduces_the_error(method):
                                rtol=1e-4, atol=1e-5)
 
 
+def _twin_channels():
+    """x[.,3] -> Gemm -> 4 hidden channels -> Relu -> Gemm -> y[.,2]: channels 0 and 1 are
+    the same large one, channel 2 a smaller independent one, channel 3 tiny."""
+    w1 = np.array([[3, 0, 0], [3, 0, 0], [0, 1, 0], [0, 0, 0.05]], np.float32)
+    w2 = np.array([[1, 1, 1, 1], [1, -1, 2, 1]], np.float32)
+    nodes = [h.make_node("Gemm", ["x", "w1"], ["hid"], transB=1), h.make_node("Relu", ["hid"], ["r"]),
+             h.make_node("Gemm", ["r", "w2"], ["y"], transB=1)]
+    return model(nodes, [tensor("x", [1, 3])], [tensor("y", [1, 2])], [init("w1", w1), init("w2", w2)])
+
+
+@pytest.mark.parametrize("select, keeps", [("reconstruction", {2}), ("energy", {0, 1})])
+def test_channels_are_chosen_by_what_the_rest_can_rebuild(select, keeps):
+    """Keeping half of the channels: energy keeps both copies of the large one and loses
+    the independent one for good; chosen by reconstruction, one copy and the independent
+    channel are kept, and the refit rebuilds the output (the copy takes the other's role)."""
+    calib = [{"x": np.random.default_rng(i).standard_normal((1, 3)).astype(np.float32)} for i in range(64)]
+    pruned, rep = prune(_twin_channels(), "channel", 0.5, calib=calib, multiple=1, reconstruct=True, select=select)
+    w1 = next(n for n in pruned.graph.nodes if n.op_type == "Gemm").inputs[1].const.numpy()
+    kept = {2 if abs(r[1]) > 0.5 else 0 for r in w1}  # rows left: the large channel's copies or the other
+    assert len(w1) == 2 and kept == ({0, 2} if 2 in keeps else {0})
+    if select == "reconstruction":
+        assert rep.error_reconstructed < 0.05
+    else:
+        assert rep.error_reconstructed > 0.2
+
+
 def test_sensitivity_meets_the_target():
     _, rep = prune(residual_net(), "channel", calib=_calib(), target_sparsity=0.4, multiple=1)
     assert rep.sensitivity and 1 - rep.after.params / rep.before.params >= 0.4

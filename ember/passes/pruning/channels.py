@@ -289,15 +289,24 @@ def keep_channels(scores: np.ndarray, ratio: float, multiple: int = 1) -> np.nda
     return np.sort(np.argsort(-scores, kind="stable")[:keep])
 
 
-def channel_scores(sp: Space, norm: str = "l2", acts: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """Per channel, how much it matters. Without data: each producer's filter
-    norm, relative to that producer's mean (so layers of different scale count
-    alike), summed over producers. With activations (`acts`: tensor name ->
-    calibration values of the sinks' inputs): the energy the channel sends
-    into the layers that read it, mean(x_c^2) x |W[:, c]|^2 summed over those
-    layers (ThiNet's criterion, to first order): a channel that is large but
-    ignored downstream, or read strongly but always near zero, is seen as such."""
+SELECTIONS = ("reconstruction", "energy")
+
+
+def channel_scores(sp: Space, norm: str = "l2", acts: dict[str, np.ndarray] | None = None,
+                   select: str = "reconstruction") -> np.ndarray:
+    """Per channel, how much it matters (higher: kept longer). Without data: each producer's
+    filter norm, relative to that producer's mean (so layers of different scale count alike),
+    summed over producers. With activations (`acts`: tensor name -> calibration values of the
+    sinks' inputs): the order in which `reconstruction_order` gives channels up, or, where a
+    sink is not a plain linear map of its input (grouped convolutions, very wide layers), the
+    energy each channel sends downstream, mean(x_c^2) x |W[:, c]|^2 summed over the sinks
+    (also with `select="energy"`)."""
     if acts is not None and all(n.inputs[0].name in acts for n, _ in sp.sinks):
+        order = reconstruction_order(sp, acts) if select == "reconstruction" else None
+        if order is not None:
+            scores = np.empty(sp.channels)
+            scores[order] = np.arange(sp.channels)
+            return scores
         total = np.zeros(sp.channels)
         for node, block in sp.sinks:
             x = acts[node.inputs[0].name].astype(np.float64)
@@ -315,6 +324,74 @@ def channel_scores(sp: Space, norm: str = "l2", acts: dict[str, np.ndarray] | No
         n = np.abs(rows).sum(axis=1) if norm == "l1" else np.sqrt((rows ** 2).sum(axis=1))
         total += n / (n.mean() or 1.0)
     return total
+
+
+MAX_COLUMNS = 2048  # of a sink's input rows (channels x kernel positions) for least-squares selection
+MAX_ROWS = 8192
+
+
+def _sink_system(node: Node, block: int, channels: int, x: np.ndarray, rng) -> tuple | None:
+    """(A [rows, channels * b], W [channels * b, Cout], b) with the sink's output = A @ W
+    (bias aside): the columns of each input channel are b adjacent ones. None where the
+    sink is not such a map."""
+    from ember.passes.pruning import reconstruct as rc
+
+    if not rc.supported(node) or node.op_type not in ("Conv", "Gemm", "MatMul"):
+        return None
+    w = const_array(node.inputs[1]).astype(np.float64)
+    if node.op_type == "Conv":
+        a = rc.im2col(x, node, tuple(w.shape[2:]))
+        b = int(np.prod(w.shape[2:]))
+    else:
+        a, b = x.reshape(-1, x.shape[-1]), block
+    wm = rc.weight_matrix(node, w).T
+    if a.shape[1] != channels * b or wm.shape[0] != a.shape[1] or a.shape[1] > MAX_COLUMNS:
+        return None
+    if len(a) > MAX_ROWS:
+        a = a[rng.choice(len(a), MAX_ROWS, replace=False)]
+    return a.astype(np.float64), wm, b
+
+
+def reconstruction_order(sp: Space, acts: dict[str, np.ndarray], ridge: float = 1e-3) -> np.ndarray | None:
+    """The space's channels in the order to give them up (first: least missed), chosen so
+    the sinks' outputs stay best rebuilt by least squares from the channels kept (ThiNet's
+    greedy selection, with the refit that `ember prune --reconstruct` then does): backward
+    elimination, at each step removing the channel whose loss raises the sinks' residual
+    least, as a fraction of each sink's output energy. With P = (A'A)^-1 over the kept
+    columns and B = P A'Y the fitted weights, dropping channel j's columns J raises the
+    residual by tr(B_J' P_JJ^-1 B_J); P and B are then downdated. None where a sink is not
+    a linear map of its input (`_sink_system`)."""
+    rng = np.random.default_rng(0)
+    states = []
+    for node, block in sp.sinks:
+        system = _sink_system(node, block, sp.channels, acts[node.inputs[0].name], rng)
+        if system is None:
+            return None
+        a, w, b = system
+        g0 = a.T @ a
+        p = np.linalg.inv(g0 + np.eye(len(g0)) * ridge * (np.trace(g0) / len(g0) or 1.0))
+        y_energy = float(((a @ w) ** 2).sum()) or 1.0
+        states.append([p, p @ (g0 @ w), b, y_energy])  # B = P A'Y with Y = A W
+    alive = list(range(sp.channels))
+    order = []
+    while len(alive) > 1:
+        n = len(alive)
+        cost = np.zeros(n)
+        for p, bm, b, energy in states:
+            d = p.reshape(n, b, n, b)[np.arange(n), :, np.arange(n), :]  # [n, b, b] diagonal blocks
+            bj = bm.reshape(n, b, -1)
+            cost += (bj * np.linalg.solve(d, bj)).sum(axis=(1, 2)) / energy
+        j = int(np.argmin(cost))
+        order.append(alive.pop(j))
+        for st in states:
+            p, bm, b, _ = st
+            cols = np.arange(j * b, (j + 1) * b)
+            rest = np.setdiff1d(np.arange(p.shape[0]), cols)
+            pj = p[np.ix_(rest, cols)]
+            dinv = np.linalg.inv(p[np.ix_(cols, cols)])
+            st[0] = p[np.ix_(rest, rest)] - pj @ dinv @ pj.T
+            st[1] = bm[rest] - pj @ (dinv @ bm[cols])
+    return np.array(order + alive)
 
 
 def set_const(graph: Graph, node: Node, index: int, array: np.ndarray) -> None:

@@ -31,6 +31,7 @@ from ember.errors import EmberError
 
 METHODS = ("channel", "magnitude", "n:m")
 RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+ACTIVATION_BYTES = 512 << 20  # of calibration activations held to choose channels
 
 
 @dataclass
@@ -107,11 +108,16 @@ def drop_dead_weights(g: ir.Graph) -> None:
 def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tuple[int, int] = (2, 4),
           scope: str = "layer", norm: str = "l2", multiple: int = 8, reconstruct: bool = False,
           calib: list[dict[str, np.ndarray]] | None = None, labels: np.ndarray | None = None,
-          target_sparsity: float | None = None, max_drop: float | None = None,
+          target_sparsity: float | None = None, max_drop: float | None = None, select: str = "reconstruction",
           say: Callable[[str], None] = lambda msg: None) -> tuple[ir.Model, PruneReport]:
-    """Prune a model (path, ModelProto or IR); returns the pruned IR model and a report."""
+    """Prune a model (path, ModelProto or IR); returns the pruned IR model and a report.
+    With calibration data, channels are chosen so the layers after them stay best rebuilt
+    from the channels kept (`select="reconstruction"`), or by the energy they send there
+    (`"energy"`); see `channels.channel_scores`."""
     from ember.passes.pruning import PruneMagnitude, PruneNM, channels
 
+    if select not in channels.SELECTIONS:
+        raise EmberError(f"unknown channel selection {select!r}; choose one of {', '.join(channels.SELECTIONS)}")
     if method not in METHODS:
         raise EmberError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
     if not 0.0 <= sparsity < 1.0:
@@ -136,15 +142,18 @@ def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tup
     if method == "channel":
         spaces = channels.prunable(student.graph)  # the teacher's, too: student is a copy
         acts = None
-        if calib:  # rank channels by what they send downstream on real data
-            sinks = {n.inputs[0].name for sp in spaces for n, _ in sp.sinks}
-            acts = calibration.activations(teacher_proto, calib[:16], sorted(sinks))
+        if calib:  # rank channels by how well the rest rebuild what the layers after them compute
+            sinks = sorted({n.inputs[0].name for sp in spaces for n, _ in sp.sinks})
+            one = calibration.activations(teacher_proto, calib[:1], sinks)
+            per_batch = sum(a.nbytes for a in one.values()) or 1
+            acts = calibration.activations(teacher_proto, calib[:max(1, min(256, ACTIVATION_BYTES // per_batch))],
+                                           sinks)
         ratios = ([sparsity] * len(spaces) if target_sparsity is None and max_drop is None
                   else _sensitivity(teacher, calib, labels, ref, target_sparsity, max_drop, norm, multiple, acts,
-                                    [sp.name for sp in spaces], report, say))
+                                    select, [sp.name for sp in spaces], report, say))
         for sp, ratio in zip(spaces, ratios):
             before = sp.channels
-            keep = channels.keep_channels(channels.channel_scores(sp, norm, acts), ratio, multiple)
+            keep = channels.keep_channels(channels.channel_scores(sp, norm, acts, select), ratio, multiple)
             if len(keep) < before:
                 keeps.update((v.name, keep) for v, _ in sp.values)
                 channels.apply(student.graph, sp, keep)
@@ -247,7 +256,8 @@ def _correct_bias(student: ir.Model, node: ir.Node, target: np.ndarray, axis: in
 
 
 def _sensitivity(teacher: ir.Model, calib, labels, ref, target: float | None, max_drop: float | None,
-                 norm: str, multiple: int, acts, names: list[str], report: PruneReport, say) -> list[float]:
+                 norm: str, multiple: int, acts, select: str, names: list[str], report: PruneReport,
+                 say) -> list[float]:
     """Per channel group: the error (accuracy drop in points with labels, else
     relative output error) and parameters removed when only it is pruned, at
     10%..90%. Then greedily raise the ratio that costs least error per
@@ -262,12 +272,14 @@ def _sensitivity(teacher: ir.Model, calib, labels, ref, target: float | None, ma
     n_spaces = len(names)
     table: list[dict[float, tuple[float, int]]] = []
     base_acc = accuracy(ref4, lab4) if lab4 is not None else None
+    spaces = channels.prunable(teacher.graph)
     for i in range(n_spaces):
         row: dict[float, tuple[float, int]] = {0.0: (0.0, 0)}
+        scores = channels.channel_scores(spaces[i], norm, acts, select)
         for r in RATIOS:
             m = onnx_io.as_ir(teacher)
             sp = channels.prunable(m.graph)[i]
-            channels.apply(m.graph, sp, channels.keep_channels(channels.channel_scores(sp, norm, acts), r, multiple))
+            channels.apply(m.graph, sp, channels.keep_channels(scores, r, multiple))
             drop_dead_weights(m.graph)
             proto = onnx_io.export_model(m)
             out = calibration.outputs(proto, feeds)
