@@ -80,6 +80,26 @@ def train_cnn(width: int, xtr, ytr, epochs: int, seed: int = 0, residual: bool =
     skip = (lambda c: [Basic(c)]) if residual else (lambda c: [])
     net = nn.Sequential(*block(1, w), *skip(w), *block(w, 2 * w), *skip(2 * w), nn.MaxPool2d(2),
                         *block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 10))
+    return _trained(net, xtr, ytr, epochs)
+
+
+def train_mlp(xtr, ytr, epochs: int, seed: int = 0, hidden=(128, 64)) -> onnx.ModelProto:
+    """Train a digits MLP: 64 pixels -> hidden layers with ReLU -> 10 logits."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    sizes = (64, *hidden)
+    layers = [m for i, o in zip(sizes, sizes[1:]) for m in (nn.Linear(i, o), nn.ReLU())]
+    net = nn.Sequential(nn.Flatten(), *layers, nn.Linear(sizes[-1], 10))
+    return _trained(net, xtr, ytr, epochs)
+
+
+def _trained(net, xtr, ytr, epochs: int) -> onnx.ModelProto:
+    """Train `net` with Adam on the digits (batches of 64), then export it to ONNX."""
+    import torch
+    from torch import nn
+
     opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
     xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr).long()
     for _ in range(epochs):
@@ -92,33 +112,7 @@ def train_cnn(width: int, xtr, ytr, epochs: int, seed: int = 0, residual: bool =
             opt.step()
     net.eval()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "cnn.onnx"
-        torch.onnx.export(net, (xt[:1],), str(path), input_names=["x"], output_names=["logits"], dynamo=True,
-                          verbose=False)
-        return onnx.load(str(path), load_external_data=True)
-
-
-def train_mlp(xtr, ytr, epochs: int, seed: int = 0, hidden=(128, 64)) -> onnx.ModelProto:
-    """Train a digits MLP: 64 pixels -> hidden layers with ReLU -> 10 logits."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(seed)
-    sizes = (64, *hidden)
-    layers = [m for i, o in zip(sizes, sizes[1:]) for m in (nn.Linear(i, o), nn.ReLU())]
-    net = nn.Sequential(nn.Flatten(), *layers, nn.Linear(sizes[-1], 10))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr).long()
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
-            opt.step()
-    net.eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "mlp.onnx"
+        path = Path(tmp) / "net.onnx"
         torch.onnx.export(net, (xt[:1],), str(path), input_names=["x"], output_names=["logits"], dynamo=True,
                           verbose=False)
         return onnx.load(str(path), load_external_data=True)
