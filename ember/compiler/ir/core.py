@@ -185,7 +185,8 @@ class Graph:
     def __init__(self, name: str = "graph", parent: "Graph | None" = None):
         self.name = name
         self.parent = parent
-        self.nodes: list[Node] = []
+        self._nodes: list[Node] = []
+        self._detached = 0  # removed nodes still in _nodes (dropped in one sweep when next read)
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
         self.initializers: dict[str, Value] = {}
@@ -195,6 +196,19 @@ class Graph:
         self.extra: dict[str, Any] = {}  # sparse initializers etc. carried verbatim
         self._names: set[str] = set()
         self._counter = itertools.count()
+
+    @property
+    def nodes(self) -> list[Node]:
+        """The nodes in order. Removing one only detaches it; the list drops detached nodes
+        when it is next read, so removing k nodes of n costs O(n), not O(k n)."""
+        if self._detached:
+            self._nodes = [n for n in self._nodes if n.graph is self]
+            self._detached = 0
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, nodes: list[Node]) -> None:
+        self._nodes, self._detached = list(nodes), 0
 
     # ---- construction -------------------------------------------------
     def _claim(self, name: str) -> None:
@@ -314,8 +328,8 @@ class Graph:
                 v.uses.remove((node, i))
         for v in node.outputs:
             v.producer = None
-        self.nodes.remove(node)
         node.graph = None
+        self._detached += 1
 
     def substitute(self, old: Value, new: Value) -> None:
         """Make `new` take `old`'s place everywhere, keeping graph output
@@ -366,8 +380,8 @@ class Graph:
             if v is not None:
                 self.set_input(node, i, None)
         y.producer = None
-        self.nodes.remove(node)
         node.graph = None
+        self._detached += 1
         self.replace_all_uses(x, y)
         p.outputs[p.outputs.index(x)] = y
         y.producer, x.producer = p, None
