@@ -646,9 +646,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="magnitude pruning: a threshold per layer or one over all layers")
     pr.add_argument("--norm", choices=["l1", "l2"], default="l2", help="channel ranking norm without calibration "
                     "data (default l2)")
-    pr.add_argument("--select", choices=["reconstruction", "energy"], default="reconstruction",
+    pr.add_argument("--select", choices=["reconstruction", "energy"], default=None,
                     help="with calibration data: keep the channels from which least squares rebuilds the next "
-                    "layers best (default), or those sending them the most energy")
+                    "layers best (the default with --reconstruct), or those sending them the most energy "
+                    "(the default without)")
     pr.add_argument("--multiple", type=int, default=8, help="round kept channel counts to a multiple of this "
                     "(default 8: odd counts defeat vectorized kernels and can make the model slower; 1: exact)")
     pr.add_argument("--reconstruct", action="store_true", help="refit the layers by least squares on the "

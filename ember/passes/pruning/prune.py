@@ -108,14 +108,16 @@ def drop_dead_weights(g: ir.Graph) -> None:
 def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tuple[int, int] = (2, 4),
           scope: str = "layer", norm: str = "l2", multiple: int = 8, reconstruct: bool = False,
           calib: list[dict[str, np.ndarray]] | None = None, labels: np.ndarray | None = None,
-          target_sparsity: float | None = None, max_drop: float | None = None, select: str = "reconstruction",
+          target_sparsity: float | None = None, max_drop: float | None = None, select: str | None = None,
           say: Callable[[str], None] = lambda msg: None) -> tuple[ir.Model, PruneReport]:
     """Prune a model (path, ModelProto or IR); returns the pruned IR model and a report.
     With calibration data, channels are chosen so the layers after them stay best rebuilt
-    from the channels kept (`select="reconstruction"`), or by the energy they send there
-    (`"energy"`); see `channels.channel_scores`."""
+    from the channels kept (`select="reconstruction"`, the default with `reconstruct`), or by
+    the energy they send there (`"energy"`, the default without: nothing is refit then); see
+    `channels.channel_scores`."""
     from ember.passes.pruning import PruneMagnitude, PruneNM, channels
 
+    select = select or ("reconstruction" if reconstruct else "energy")
     if select not in channels.SELECTIONS:
         raise EmberError(f"unknown channel selection {select!r}; choose one of {', '.join(channels.SELECTIONS)}")
     if method not in METHODS:
