@@ -84,6 +84,23 @@ def test_ceil_of_a_dim():
     check_sizes(m, [(2, 13), (2, 17), (2, 3)])
 
 
+def test_a_slice_to_the_last_element_of_a_symbolic_dim_broadcasts():
+    """DETR's position embedding: cumsum(x, 1) / cumsum(x, 1)[:, -1:, :]. The slice has one
+    row whatever h is; left unknown, the divide's operands were cast to equal dims and the
+    model failed at run time (1 vs h)."""
+    nodes = [h.make_node("CumSum", ["x", "axis"], ["c"]),
+             h.make_node("Slice", ["c", "start", "end", "axes"], ["last"]),
+             h.make_node("Add", ["last", "eps"], ["d"]), h.make_node("Div", ["c", "d"], ["y"])]
+    m = model(nodes, [tensor("x", ["b", "h", "w"])], [tensor("y", ["b", "h", "w"])],
+              [i64("axis", 1), i64("start", [-1]), i64("end", [2 ** 63 - 1]), i64("axes", [1]),
+               onnx.numpy_helper.from_array(np.array(1e-6, np.float32), "eps")])
+    ir_model = onnx_io.import_model(m)
+    assert symbols.tie_range_lengths(ir_model)
+    sliced = next(n for n in ir_model.graph.nodes if n.op_type == "Slice").outputs[0]
+    assert sliced.shape[1] == 1
+    check_sizes(m, [(1, 2, 2), (2, 3, 3), (1, 4, 5)])
+
+
 def test_gather_of_a_static_dim_folds_beside_symbolic_ones():
     nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Gather", ["s", "two"], ["c"], axis=0),
              h.make_node("Gather", ["s", "zero"], ["b"], axis=0), h.make_node("Add", ["c", "b"], ["y"])]

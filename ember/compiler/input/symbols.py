@@ -4,8 +4,10 @@ x's dim i, but onnx names it anew (`unk__0`), and every value computed from it
 then carries a dim no one can prove equal to the input's `seq`. TVM then
 cannot broadcast `tokens + positions`, nor compile what follows.
 
-`tie_range_lengths(model)` gives such Range outputs the dim they have and
-infers the graph's shapes again, so the symbol flows on.
+`tie_range_lengths(model)` gives such Range outputs the dim they have, and
+Slices of symbolic dims whose length does not depend on them (DETR's
+`cumsum[:, -1:, :]`) that length, and infers the graph's shapes again, so the
+symbol flows on.
 """
 
 from __future__ import annotations
@@ -52,17 +54,64 @@ def dim_of(v: ir.Value) -> ir.Dim:
     return d if isinstance(d, int) or (isinstance(d, str) and d) else None
 
 
+_END = 2 ** 62  # a Slice end at least this large means "to the end"
+
+
+def _ints(v: ir.Value | None) -> list[int] | None:
+    if v is None or v.const is None:
+        return None
+    a = np.asarray(v.const.numpy())
+    return [int(x) for x in a.reshape(-1)] if a.dtype.kind in "iu" else None
+
+
+def slice_shape(node: ir.Node) -> tuple | None:
+    """The output shape of a Slice of symbolic dims whose lengths do not depend on them:
+    x[..., -k:] (k elements) and x[..., a:b] with 0 <= a < b (b - a), step 1; None
+    otherwise. Each length holds when the dim is at least k (or b): an artifact checks
+    its shapes at run time."""
+    x = node.inputs[0]
+    if x is None or x.shape is None or len(node.inputs) < 3:
+        return None
+    starts, ends = _ints(node.inputs[1]), _ints(node.inputs[2])
+    has_axes = len(node.inputs) > 3 and node.inputs[3] is not None
+    axes = _ints(node.inputs[3]) if has_axes else list(range(len(starts or [])))
+    steps = _ints(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
+    if starts is None or ends is None or axes is None or (steps is not None and any(st != 1 for st in steps)):
+        return None
+    dims = list(x.shape)
+    for a, b, axis in zip(starts, ends, axes):
+        if not -len(dims) <= axis < len(dims):
+            return None
+        axis %= len(dims)
+        if isinstance(dims[axis], int):
+            continue
+        if a < 0 and b >= _END:
+            dims[axis] = -a
+        elif 0 <= a < b < _END:
+            dims[axis] = b - a
+        else:
+            return None
+    return None if tuple(dims) == tuple(x.shape) else tuple(dims)
+
+
 def tie_range_lengths(model: ir.Model) -> bool:
-    """Give Range(0, dim, 1) outputs the dim as their length, and infer shapes again."""
+    """Give Range(0, dim, 1) outputs the dim as their length, and Slices of symbolic dims
+    their static lengths (`slice_shape`); then infer shapes again."""
     tied, dtypes = {}, {}
     for node in model.graph.nodes:
+        out = node.outputs[0] if node.outputs else None
+        if node.op_type == "Slice" and out is not None and out.dtype and out.shape is not None:
+            shape = slice_shape(node)
+            if shape is not None and any(isinstance(d, int) and d != o for d, o in zip(shape, out.shape)):
+                tied[out.name], dtypes[out.name] = shape, out.dtype
+            continue
         if node.op_type != "Range" or len(node.inputs) != 3 or node.inputs[1] is None:
             continue
         if _scalar(node.inputs[0]) != 0 or _scalar(node.inputs[2]) != 1:
             continue
-        d, out = dim_of(node.inputs[1]), node.outputs[0]
+        d = dim_of(node.inputs[1])
         if d is not None and out.shape != (d,) and out.dtype:
-            tied[out.name], dtypes[out.name] = d, out.dtype
+            tied[out.name], dtypes[out.name] = (d,), out.dtype
     if not tied:
         return False
     proto = onnx_io.export_model(model)
@@ -76,7 +125,9 @@ def tie_range_lengths(model: ir.Model) -> bool:
     kept = [vi for vi in proto.graph.value_info if vi.name not in tied]
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(kept)
-    proto.graph.value_info.extend(onnx.helper.make_tensor_value_info(name, dtypes[name], [d])
-                                  for name, d in tied.items())
+    # a symbol that is no input's is named anew by the inference: such dims are left to it
+    proto.graph.value_info.extend(onnx.helper.make_tensor_value_info(
+        name, dtypes[name], [d if isinstance(d, int) or d in named else None for d in shape])
+        for name, shape in tied.items())
     model.assign(onnx_io.import_model(proto))
     return True

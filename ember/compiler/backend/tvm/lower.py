@@ -356,8 +356,8 @@ BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Where", "Ma
 def _typed(converter: type, known: dict[str, tuple], symbols: _Symbols) -> type:
     """`converter` whose result takes the shape Ember's shape inference knows where TVM's
     says less: a lost rank or dim (a Reshape or Resize to a computed shape, a Range to a
-    run-time limit), or a dim TVM cannot relate to its symbol (then broadcasting the two
-    fails). The result is match-cast to Ember's dims, symbols as shared TIR variables and
+    run-time limit), a dim TVM cannot relate to its symbol (then broadcasting the two
+    fails), or an expression where Ember knows a constant (a slice's one last row). The result is match-cast to Ember's dims, symbols as shared TIR variables and
     unknown dims as new ones: checked when the model runs, never assumed."""
     import tvm
     from tvm import relax, tirx
@@ -371,7 +371,7 @@ def _typed(converter: type, known: dict[str, tuple], symbols: _Symbols) -> type:
         have = list(ty.shape.values) if ty.shape is not None else [None] * len(dims)
         shape, changed = [], ty.shape is None
         for i, (d, v) in enumerate(zip(dims, have)):
-            if v is not None and (isinstance(v, tirx.IntImm) or symbols.exact(v)):
+            if v is not None and (isinstance(v, tirx.IntImm) or (symbols.exact(v) and not isinstance(d, int))):
                 shape.append(v)  # TVM's constant or expression in the inputs' dims: exact
             elif isinstance(d, int):
                 shape.append(d)
