@@ -58,10 +58,8 @@ _END = 2 ** 62  # a Slice end at least this large means "to the end"
 
 
 def _ints(v: ir.Value | None) -> list[int] | None:
-    if v is None or v.const is None:
-        return None
-    a = np.asarray(v.const.numpy())
-    return [int(x) for x in a.reshape(-1)] if a.dtype.kind in "iu" else None
+    a = ir.const_array(v)
+    return [int(x) for x in a.reshape(-1)] if a is not None and a.dtype.kind in "iu" else None
 
 
 def slice_shape(node: ir.Node) -> tuple | None:

@@ -150,12 +150,13 @@ def prune(model: Any, method: str = "channel", sparsity: float = 0.5, *, nm: tup
             per_batch = sum(a.nbytes for a in one.values()) or 1
             acts = calibration.activations(teacher_proto, calib[:max(1, min(256, ACTIVATION_BYTES // per_batch))],
                                            sinks)
+        scores = [channels.channel_scores(sp, norm, acts, select) for sp in spaces]  # before any edit
         ratios = ([sparsity] * len(spaces) if target_sparsity is None and max_drop is None
-                  else _sensitivity(teacher, calib, labels, ref, target_sparsity, max_drop, norm, multiple, acts,
-                                    select, [sp.name for sp in spaces], report, say))
-        for sp, ratio in zip(spaces, ratios):
+                  else _sensitivity(teacher, calib, labels, ref, target_sparsity, max_drop, multiple, scores,
+                                    [sp.name for sp in spaces], report, say))
+        for sp, ratio, score in zip(spaces, ratios, scores):
             before = sp.channels
-            keep = channels.keep_channels(channels.channel_scores(sp, norm, acts, select), ratio, multiple)
+            keep = channels.keep_channels(score, ratio, multiple)
             if len(keep) < before:
                 keeps.update((v.name, keep) for v, _ in sp.values)
                 channels.apply(student.graph, sp, keep)
@@ -258,7 +259,7 @@ def _correct_bias(student: ir.Model, node: ir.Node, target: np.ndarray, axis: in
 
 
 def _sensitivity(teacher: ir.Model, calib, labels, ref, target: float | None, max_drop: float | None,
-                 norm: str, multiple: int, acts, select: str, names: list[str], report: PruneReport,
+                 multiple: int, scores: list[np.ndarray], names: list[str], report: PruneReport,
                  say) -> list[float]:
     """Per channel group: the error (accuracy drop in points with labels, else
     relative output error) and parameters removed when only it is pruned, at
@@ -274,14 +275,12 @@ def _sensitivity(teacher: ir.Model, calib, labels, ref, target: float | None, ma
     n_spaces = len(names)
     table: list[dict[float, tuple[float, int]]] = []
     base_acc = accuracy(ref4, lab4) if lab4 is not None else None
-    spaces = channels.prunable(teacher.graph)
     for i in range(n_spaces):
         row: dict[float, tuple[float, int]] = {0.0: (0.0, 0)}
-        scores = channels.channel_scores(spaces[i], norm, acts, select)
         for r in RATIOS:
             m = onnx_io.as_ir(teacher)
             sp = channels.prunable(m.graph)[i]
-            channels.apply(m.graph, sp, channels.keep_channels(scores, r, multiple))
+            channels.apply(m.graph, sp, channels.keep_channels(scores[i], r, multiple))
             drop_dead_weights(m.graph)
             proto = onnx_io.export_model(m)
             out = calibration.outputs(proto, feeds)

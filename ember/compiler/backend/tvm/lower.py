@@ -357,8 +357,9 @@ def _typed(converter: type, known: dict[str, tuple], symbols: _Symbols) -> type:
     """`converter` whose result takes the shape Ember's shape inference knows where TVM's
     says less: a lost rank or dim (a Reshape or Resize to a computed shape, a Range to a
     run-time limit), a dim TVM cannot relate to its symbol (then broadcasting the two
-    fails), or an expression where Ember knows a constant (a slice's one last row). The result is match-cast to Ember's dims, symbols as shared TIR variables and
-    unknown dims as new ones: checked when the model runs, never assumed."""
+    fails), or an expression where Ember knows a constant (a slice's one last row). The
+    result is match-cast to Ember's dims, symbols as shared TIR variables and unknown dims
+    as new ones: checked when the model runs, never assumed."""
     import tvm
     from tvm import relax, tirx
 
