@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from ember.compiler.backend.tvm.kernels import conv_out_hw, padded, static_ints
+from ember.compiler.backend.tvm.kernels import conv_out_hw, padded, static_ints, weight_sums
 from ember.compiler.backend.tvm.relax_util import static_shape
 
 FLIP = 128  # uint8 x == (x - 128) + 128
@@ -77,19 +77,6 @@ def pack_matmul_weights(w):
         return tirx.if_then_else(ki < k, w[tirx.min(ki, k - 1), j], tirx.const(0, w.dtype))
     return te.compute((n, padded(k, 4) // 4), lambda j, ko: word(lambda i: at(j, ko, i), w.dtype),
                       name="ember_pack")
-
-
-def weight_sums(w, axis: int):
-    """TE: int32 sums of 8-bit weights over every axis but `axis` (the output channel)."""
-    shape = static_ints(w.shape)
-    red = [te.reduce_axis((0, d), name=f"r{i}") for i, d in enumerate(shape) if i != axis]
-
-    def total(j):
-        idx, it = [], iter(red)
-        for i in range(len(shape)):
-            idx.append(j if i == axis else next(it))
-        return te.sum(w[tuple(idx)].astype("int32"), axis=red)
-    return te.compute((shape[axis],), total, name="ember_wsum")
 
 
 def _fixed(acc, wsum, flip: bool, channel: int):

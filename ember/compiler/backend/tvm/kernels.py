@@ -315,13 +315,18 @@ def qpack_weights(w, nr: int, layout: str, cpad: int = 0, depth: int = 4):
                       lambda no, ko, ni, ki: at(no * nr + ni, ko * depth + ki), name="ember_pack")
 
 
-def weight_sums(wp, n: int):
-    """TE: the sum of each output channel's packed int8 weights, as int32 [n]."""
-    _, ko_total, nr, depth = static_ints(wp.shape)
-    ko = te.reduce_axis((0, ko_total), name="ko")
-    ki = te.reduce_axis((0, depth), name="ki")
-    return te.compute((n,), lambda j: te.sum(wp[j // nr, ko, j % nr, ki].astype("int32"), axis=[ko, ki]),
-                      name="ember_wsum")
+def weight_sums(w, axis: int):
+    """TE: int32 sums of 8-bit weights over every axis but `axis` (the output channel),
+    taken before packing (the packing's zero padding adds nothing)."""
+    shape = static_ints(w.shape)
+    red = [te.reduce_axis((0, d), name=f"r{i}") for i, d in enumerate(shape) if i != axis]
+
+    def total(j):
+        idx, it = [], iter(red)
+        for i in range(len(shape)):
+            idx.append(j if i == axis else next(it))
+        return te.sum(w[tuple(idx)].astype("int32"), axis=red)
+    return te.compute((shape[axis],), total, name="ember_wsum")
 
 
 def _qstage(x, padding, cpad: int, flip: bool):

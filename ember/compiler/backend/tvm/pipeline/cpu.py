@@ -144,7 +144,7 @@ def _qconv2d(bb, call, x, w, nchw: bool, dots, vector_lanes: int):
     flip = bool(dot) and str(x.ty.dtype) != dot.a_dtype
     wp = bb.emit_te(kernels.qpack_weights, w, tiles.nr, "OHWI", kernels.padded(c, depth), depth,
                     primfunc_name_hint="ember_pack")
-    wsum = bb.emit_te(kernels.weight_sums, wp, o, primfunc_name_hint="ember_wsum") if flip else None
+    wsum = bb.emit_te(kernels.weight_sums, w, 0, primfunc_name_hint="ember_wsum") if flip else None
     out = bb.call_te(kernels.qconv2d_nhwc, x, wp, wsum, (kh, kw), strides, padding, dilation, tiles.mr, o, flip,
                      dot.name if dot else "", lanes, primfunc_name_hint="ember_qconv2d")
     if nchw:
@@ -258,7 +258,7 @@ def _matmul(lanes: int, dots=()):
             q_lanes, tiles, depth = _qtiles(dot, as_[-2], bs[1], lanes)
             flip = bool(dot) and str(a.ty.dtype) != dot.a_dtype
             wp = bb.emit_te(kernels.qpack_weights, b, tiles.nr, "KN", 0, depth, primfunc_name_hint="ember_pack")
-            wsum = bb.emit_te(kernels.weight_sums, wp, bs[1], primfunc_name_hint="ember_wsum") if flip else None
+            wsum = bb.emit_te(kernels.weight_sums, b, 1, primfunc_name_hint="ember_wsum") if flip else None
             return bb.call_te(kernels.qmatmul_packed, a, wp, wsum, tiles.mr, bs[1], flip, dot.name if dot else "",
                               q_lanes, primfunc_name_hint="ember_qmatmul")
         usable = (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) >= 2
