@@ -132,3 +132,90 @@ def test_regrouping_reshape_over_symbolic_dims_matches():
     m = model(nodes, [tensor("x", ["n", 12, "h", "w"])], [tensor("y", None)],
               [i64("zero", [0]), i64("one", [1]), i64("two", [2]), i64("four", [4]), i64("split", [3, 4])])
     check_sizes(m, [(1, 12, 2, 3), (2, 12, 5, 4)])
+
+
+def db_neck_model(stride_pool: int = 1):
+    """A DB text detector's neck over a run-time image: Conv, a 2x2 MaxPool with SAME_UPPER
+    padding, a nearest Resize by whole scales (2) and a ConvTranspose (NCHW)."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3
+    wt = rng.standard_normal((4, 2, 2, 2)).astype(np.float32) * 0.3
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             h.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[stride_pool] * 2, auto_pad="SAME_UPPER"),
+             h.make_node("Resize", ["p", "", "scales"], ["r"], mode="nearest", coordinate_transformation_mode="asymmetric",
+                         nearest_mode="floor"),
+             h.make_node("ConvTranspose", ["r", "wt"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    inits = [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(wt, "wt"),
+             onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
+    return model(nodes, [tensor("x", ["n", 3, "h", "w"])], [tensor("y", None)], inits)
+
+
+def test_same_pads_whole_resize_and_conv_transpose_over_run_time_sizes():
+    """Each of the three failed on symbolic dims (TVM read SAME pads and the Resize's
+    sizes from static dims, then a ConvTranspose after a Conv was left NHWC, which
+    nothing legalizes); the pads and sizes are exact, so the results match at every size."""
+    check_sizes(db_neck_model(), [(1, 3, 8, 8), (2, 3, 13, 6)])
+
+
+def test_same_pads_of_a_strided_pool_are_left_to_tvm_on_symbolic_dims():
+    """At stride 2 the total SAME padding depends on the size: not written out."""
+    from ember.compiler.backend.tvm.lower import _explicit_same_pads
+
+    m = onnx_io.import_model(db_neck_model(stride_pool=2))
+    pool = next(n for n in m.graph.nodes if n.op_type == "MaxPool")
+    _explicit_same_pads(pool)
+    assert pool.attrs["auto_pad"] in ("SAME_UPPER", b"SAME_UPPER") and "pads" not in pool.attrs
+    m = onnx_io.import_model(db_neck_model())
+    pool = next(n for n in m.graph.nodes if n.op_type == "MaxPool")
+    _explicit_same_pads(pool)
+    assert pool.attrs["auto_pad"] == "NOTSET" and pool.attrs["pads"] == [0, 0, 1, 1]
+
+
+def test_a_conv_transpose_after_a_conv_compiles_static():
+    m = db_neck_model()
+    for d, v in zip(m.graph.input[0].type.tensor_type.shape.dim, (1, 3, 10, 12)):
+        d.Clear()
+        d.dim_value = v
+    check_sizes(m, [(1, 3, 10, 12)])
+
+
+def test_a_resize_by_whole_scales_has_integer_dims():
+    """TVM computes them as int64(2.0 * float32(h)), which no later op can relate to h * 2."""
+    from ember.compiler.backend.tvm import lower
+
+    nodes = [h.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")]
+    m = model(nodes, [tensor("x", ["n", 3, "h", "w"])], [tensor("y", None)],
+              [onnx.numpy_helper.from_array(np.array([1, 1, 2, 3], np.float32), "scales")])
+    mod = lower.to_relax(onnx_io.import_model(m))
+    shape = str(mod["main"].body.body.ty.shape)
+    assert "float" not in shape and "h * 2" in shape and "w * 3" in shape, shape
+    check_sizes(m, [(1, 3, 4, 5), (2, 3, 7, 2)])
+
+
+def test_a_streaming_cache_slice_that_is_an_output_survives_the_pipeline():
+    """A streaming model (FSMN voice activity) concatenates its cache before the frames,
+    convolves over time and returns the last 19 steps as the next cache. TVM's
+    rewrite_call and ConvertLayout dropped the source of that slice's match_cast, and the
+    build failed on an undefined variable."""
+    c = 8
+    w = np.random.default_rng(3).standard_normal((c, 1, 20, 1)).astype(np.float32)
+    nodes = [h.make_node("Unsqueeze", ["x", "ax1"], ["u"]),
+             h.make_node("Transpose", ["u"], ["t"], perm=[0, 3, 2, 1]),
+             h.make_node("Concat", ["cache", "t"], ["c"], axis=2),
+             h.make_node("Slice", ["c", "st", "en", "axs"], ["out_cache"]),
+             h.make_node("Conv", ["c", "w"], ["cv"], group=c, kernel_shape=[20, 1]),
+             h.make_node("Add", ["t", "cv"], ["a"]),
+             h.make_node("Transpose", ["a"], ["t2"], perm=[0, 3, 2, 1]),
+             h.make_node("Squeeze", ["t2", "ax1"], ["y"])]
+    m = model(nodes, [tensor("x", [1, "T", c]), tensor("cache", [1, c, 19, 1])],
+              [tensor("y", None), tensor("out_cache", None)],
+              [onnx.numpy_helper.from_array(w, "w"), i64("ax1", [1]), i64("st", [-19]), i64("en", [2**62]),
+               i64("axs", [2])])
+    cm = ember.compile(m)
+    rng = np.random.default_rng(0)
+    for steps in (5, 30):
+        feeds = {"x": rng.standard_normal((1, steps, c)).astype(np.float32),
+                 "cache": rng.standard_normal((1, c, 19, 1)).astype(np.float32)}
+        got, want = cm.run(feeds), ort_run(m, feeds)
+        for name, ref in zip(("y", "out_cache"), want):
+            np.testing.assert_allclose(got[name], ref, rtol=1e-5, atol=1e-6)

@@ -480,6 +480,22 @@ def symbolic_resize(bb, given, attr, params):
         cubic_exclude=attr.get("exclude_outside", 0), extrapolation_value=attr.get("extrapolation_value", 0.0))
 
 
+def _sizes_of_integer_scales(x, scales, sizes):
+    """The output shape of a Resize by whole-number scales of a 4-D input with symbolic
+    dims, as integer dims (h * 2): TVM's converter computes them in float,
+    int64(2.0 * float32(h)), a shape later operators cannot be legalized over (a DB
+    detector's ConvTranspose after a Resize by 8). None where it does not apply; a
+    fractional scale would need floor(h * s) and its own coordinate mapping."""
+    shape = getattr(getattr(x, "ty", None), "shape", None)
+    if (sizes is not None or scales is None or scales.size != 4 or shape is None or len(shape.values) != 4
+            or static_shape(x) is not None):
+        return None
+    factors = [float(s) for s in scales.reshape(-1)]
+    if not all(f >= 1 and f.is_integer() for f in factors):
+        return None
+    return relax.ShapeExpr([d if f == 1 else d * int(f) for d, f in zip(shape.values, factors)])
+
+
 def exact_resize(tvm_impl, bb, inputs, attr, params):
     """Resize (opset 11+) with constant roi/scales/sizes on a static float
     input, as the reference computes it (`resample.py`); TVM's otherwise."""
@@ -489,6 +505,9 @@ def exact_resize(tvm_impl, bb, inputs, attr, params):
     consts = [None if v is None else constant(v, params) for v in given[1:4]]
     if any(c is None and v is not None for c, v in zip(consts, given[1:4])):
         return tvm_impl(bb, inputs, attr, params)
+    sizes = _sizes_of_integer_scales(given[0], consts[1], consts[2])
+    if sizes is not None:
+        return symbolic_resize(bb, [given[0], given[1], None, sizes], attr, params)
     maps = None if len(inputs) < 3 else resample.plan(static_shape(given[0]), dtype_of(given[0]), attr, *consts)
     if maps is None:
         return tvm_impl(bb, inputs, attr, params)

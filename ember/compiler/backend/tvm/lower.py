@@ -100,6 +100,42 @@ def _tile_as_expand(node: ir.Node) -> None:
     node.op_type = "Expand"
 
 
+SAME_PADDED = frozenset({"Conv", "ConvInteger", "MaxPool", "AveragePool", "LpPool"})
+
+
+def _explicit_same_pads(node: ir.Node) -> None:
+    """auto_pad SAME_UPPER/SAME_LOWER written out as `pads` wherever they are known: on
+    static dims, and at stride 1 on symbolic ones, where the total is (k - 1) * dilation
+    whatever the size (a DB text detector's 2x2 MaxPool over a run-time image). TVM's
+    converters compute them from static dims only; other symbolic dims stay TVM's."""
+    mode = node.attrs.get("auto_pad", "NOTSET")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    x = node.inputs[0]
+    if mode not in ("SAME_UPPER", "SAME_LOWER") or x is None or x.shape is None or len(x.shape) < 3:
+        return
+    spatial = list(x.shape[2:])
+    kernel = node.attrs.get("kernel_shape")
+    if kernel is None and len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].shape:
+        kernel = list(node.inputs[1].shape[2:])
+    if kernel is None or len(kernel) != len(spatial) or not all(isinstance(k, int) for k in kernel):
+        return
+    strides = list(node.attrs.get("strides", [1] * len(spatial)))
+    dilations = list(node.attrs.get("dilations", [1] * len(spatial)))
+    begins, ends = [], []
+    for size, k, s, d in zip(spatial, kernel, strides, dilations):
+        if s == 1:
+            total = (k - 1) * d
+        elif isinstance(size, int):
+            total = max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
+        else:
+            return
+        small, large = total // 2, total - total // 2
+        begins.append(small if mode == "SAME_UPPER" else large)
+        ends.append(large if mode == "SAME_UPPER" else small)
+    node.attrs["auto_pad"] = "NOTSET"
+    node.attrs["pads"] = begins + ends
+
+
 def _resize_without_axes(node: ir.Node) -> None:
     """Resize's `axes` (opset 18) spelled out as full-rank roi/scales/sizes, which TVM reads:
     ones, the whole range and the input's dims on the other axes."""
@@ -270,6 +306,8 @@ def to_relax(model: ir.Model, target=None):
             _resize_without_axes(node)
         if node.op_type == "Tile" and node.domain in STANDARD_DOMAINS:
             _tile_as_expand(node)
+        if node.op_type in SAME_PADDED and node.domain in STANDARD_DOMAINS:
+            _explicit_same_pads(node)
     check_supported(model)
     if insert_guards(model):
         model.verify()

@@ -210,7 +210,11 @@ def _fold_integer_offsets():
     def _pass(mod, _ctx):
         for gv, func in list(mod.functions_items()):
             if isinstance(func, relax.Function):
-                mod[gv] = relax.dpl.rewrite_call(pattern, rewrite, func)
+                new = relax.dpl.rewrite_call(pattern, rewrite, func)
+                # rewrite_call drops the source of a match_cast whose result is an output (a
+                # streaming model's cache slice): the function it returns then names an
+                # undefined variable, and the build fails; such a function is kept as it was
+                mod[gv] = new if relax.analysis.check_well_formed(new) else func
         return mod
 
     return _pass

@@ -364,9 +364,15 @@ def _to_nhwc():
         if not _has_conv2d(mod):  # nothing to convert, and ConvertLayout itself can die of SIGFPE
             return mod
         try:
-            converted = relax.transform.ConvertLayout({CONV2D: ["NHWC", "OHWI"]})(mod)
+            # a transposed convolution stays NCHW: TOPI legalizes no other layout, and
+            # ConvertLayout would otherwise carry NHWC into it from a convolution before
+            converted = relax.transform.ConvertLayout({CONV2D: ["NHWC", "OHWI"],
+                                                       "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]})(mod)
         except Exception:
             return mod
-        return relax.transform.DeadCodeElimination()(converted)
+        converted = relax.transform.DeadCodeElimination()(converted)
+        # ConvertLayout, like rewrite_call, can drop the source of a match_cast that feeds an
+        # output (a streaming model's cache slice): the module then names an undefined variable
+        return converted if relax.analysis.check_well_formed(converted) else mod
 
     return _pass
