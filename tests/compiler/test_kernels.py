@@ -336,3 +336,31 @@ def test_layer_norm_kernel():
     assert any(f.startswith("ember_layernorm") for f in _functions(m))
     x = (rng.standard_normal((2, 5, 48)) * 3 + 100).astype(np.float32)  # a large mean: two passes keep precision
     np.testing.assert_allclose(ember.compile(m).run({"x": x})["y"], ort_run(m, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "GlobalAveragePool"])
+@pytest.mark.parametrize("symbolic", [False, True])
+def test_long_float_sums_are_accumulated_wide(op, symbolic):
+    """A mean over a 160x160 map (an SE block's), against float64 numpy: TVM's one-by-one
+    float32 adds were 1e-4 off (relative) at this count; accumulated in float64 they
+    round once. A symbolic count is always accumulated wide: the artifact also serves 8x8."""
+    attrs = {} if op == "GlobalAveragePool" else {"axes": [2, 3], "keepdims": 1}
+    if op == "ReduceSum":
+        nodes = [h.make_node(op, ["x", "axes"], ["y"], keepdims=1)]
+        inits = [init("axes", np.array([2, 3], np.int64))]
+    else:
+        nodes, inits = [h.make_node(op, ["x"], ["y"], **attrs)], []
+    dims = ["n", 4, "h", "w"] if symbolic else [1, 4, 160, 160]
+    m = model(nodes, [tensor("x", dims)], [tensor("y", None)], inits, opset=17)
+    cm = ember.compile(m)
+    x = (np.random.default_rng(0).random((1, 4, 160, 160)) + 1.0).astype(np.float32)
+    got = cm.run({"x": x})["y"].astype(np.float64)
+    exact = x.astype(np.float64).sum(axis=(2, 3), keepdims=True)
+    if op != "ReduceSum":
+        exact /= 160 * 160
+    assert np.abs(got / exact - 1).max() < 1e-6
+    small = x[:, :, :8, :8]
+    got = cm.run({"x": small})["y"] if symbolic else None
+    if got is not None:
+        want = small.sum(axis=(2, 3), keepdims=True, dtype=np.float64) / (1 if op == "ReduceSum" else 64)
+        np.testing.assert_allclose(got, want, rtol=1e-6)

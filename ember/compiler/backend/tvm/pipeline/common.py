@@ -17,6 +17,7 @@ ROUND = "relax.round"
 SOFTMAX = "relax.nn.softmax"
 LAYER_NORM = "relax.nn.layer_norm"
 RESHAPE = "relax.reshape"
+SUM, MEAN = "relax.sum", "relax.mean"
 LEFT_SHIFT, RIGHT_SHIFT = "relax.left_shift", "relax.right_shift"
 INT8 = ("int8", "uint8")
 
