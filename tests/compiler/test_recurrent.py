@@ -118,3 +118,58 @@ def test_what_the_kernel_lacks_is_refused_for_a_run_time_length():
     static length (CASES above), refused with the reason for a symbolic one."""
     with pytest.raises(UnsupportedError, match=r"unsupported use of RNN .*the clip attribute has no kernel"):
         ember.compile(recurrent("RNN", activations=["Relu"], clip=0.8, seq="seq"))
+
+
+def quantized_lstm(per_column=False, w_zero_point=0, direction="bidirectional", seed=0):
+    """com.microsoft DynamicQuantizeLSTM as onnxruntime's quantize_dynamic writes it: int8 W
+    [dirs, input, 4H] and R [dirs, H, 4H], per-direction (or per-column) scales, zero points."""
+    rng = np.random.default_rng(seed)
+    dirs = 2 if direction == "bidirectional" else 1
+    g = 4 * HIDDEN
+    scale_shape = [dirs, g] if per_column else [dirs]
+    inits = [h.make_tensor("W", T.INT8, [dirs, INPUT, g], rng.integers(-127, 128, dirs * INPUT * g).tolist()),
+             h.make_tensor("R", T.INT8, [dirs, HIDDEN, g], rng.integers(-127, 128, dirs * HIDDEN * g).tolist()),
+             h.make_tensor("B", T.FLOAT, [dirs, 2 * g], (rng.standard_normal(dirs * 2 * g) * 0.1).tolist())]
+    for name, s in (("W", 0.004), ("R", 0.006)):
+        inits.append(h.make_tensor(f"{name}_scale", T.FLOAT, scale_shape,
+                                   (s * (1 + rng.random(int(np.prod(scale_shape))))).tolist()))
+        inits.append(h.make_tensor(f"{name}_zp", T.INT8, scale_shape,
+                                   [w_zero_point if name == "W" else 0] * int(np.prod(scale_shape))))
+    node = h.make_node("DynamicQuantizeLSTM", ["X", "W", "R", "B", "", "", "", "", "W_scale", "W_zp", "R_scale",
+                                              "R_zp"], ["Y", "Y_h", "Y_c"], domain="com.microsoft",
+                       hidden_size=HIDDEN, direction=direction)
+    graph = h.make_graph([node], "g", [tensor("X", ["seq", "batch", INPUT])],
+                         [tensor("Y", ["seq", dirs, "batch", HIDDEN]), tensor("Y_h", [dirs, "batch", HIDDEN]),
+                          tensor("Y_c", [dirs, "batch", HIDDEN])], inits)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)])
+
+
+@pytest.mark.parametrize("per_column", [False, True], ids=["per-direction", "per-column"])
+def test_the_int8_contrib_lstm_matches_onnxruntime_at_any_length(per_column):
+    """Compiled once, DynamicQuantizeLSTM computes what onnxruntime computes at 1, 7 and 60
+    steps: the same uint8 activations and int32 sums, scaled alike, so only the last bit of
+    tanh/sigmoid differs (1e-5 of the scale allows a rare rounding of h landing one step
+    over). onnxruntime quantizes h over the rows one thread runs: one row per thread here."""
+    import onnxruntime as ort
+
+    m = quantized_lstm(per_column)
+    cm = ember.compile(m)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 4
+    sess = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    for seq, batch in [(1, 1), (7, 1), (60, 1), (9, 3)]:
+        x = {"X": (np.random.default_rng(seq).standard_normal((seq, batch, INPUT)) * 2).astype(np.float32)}
+        got, want = cm.run(x), sess.run(None, x)
+        other = sess.run(None, {"X": x["X"] * 0.5})
+        for name, expected, moved in zip(["Y", "Y_h", "Y_c"], want, other):
+            assert got[name].shape == expected.shape, (name, seq, batch)
+            scale = np.abs(expected).max()
+            assert np.abs(got[name] - expected).max() <= 1e-5 * scale, (name, seq, batch)
+            assert np.abs(moved - expected).max() > 1e-3 * scale
+
+
+def test_an_int8_contrib_lstm_with_weight_zero_points_is_refused_in_one_line():
+    with pytest.raises(UnsupportedError, match=r"com.microsoft::DynamicQuantizeLSTM .*W_zero_point must be "
+                                               r"constant zeros") as e:
+        ember.compile(quantized_lstm(w_zero_point=3))
+    assert "\n" not in str(e.value)

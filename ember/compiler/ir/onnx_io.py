@@ -233,7 +233,15 @@ def _inferred_types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
         del light.graph.input[:]
         light.graph.input.extend(runtime)
         light.ir_version = max(light.ir_version, 4)
+        # graph outputs' declared shapes are checked, not trusted: exporters write the dims they
+        # saw at export, also where they depend on a symbolic input (onnxruntime only warns)
+        declared = {o.name: _copy(o.type) for o in light.graph.output if o.type.HasField("tensor_type")}
+        for o in light.graph.output:
+            o.type.tensor_type.ClearField("shape")
+        dynamic = any(not d.HasField("dim_value") for i in runtime for d in i.type.tensor_type.shape.dim)
         inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=False)
+        while _contrib_types(light, inferred):  # once per chained contrib node at most
+            inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=False)
         # data propagation (Shape -> Concat -> Reshape chains) materialises tensors,
         # so it only runs when no value of the model is huge (a ConstantOfShape bomb
         # would make onnx allocate terabytes)
@@ -241,10 +249,94 @@ def _inferred_types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
             inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
     except Exception:
         return {}
-    return {vi.name: vi.type for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    types = {vi.name: vi.type for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for name, t in declared.items():
+        types[name] = _checked_output_type(name, t, types.get(name), dynamic)
+    return types
+
+
+def _checked_output_type(name: str, declared: onnx.TypeProto, inferred: onnx.TypeProto | None,
+                         dynamic: bool) -> onnx.TypeProto:
+    """A graph output's type: the inferred dims, and a declared dim where inference knows
+    none, except that a model with symbolic inputs keeps only symbolic ones there (a fixed
+    dim may hold just for the sizes the exporter saw). Where both are fixed and differ, the
+    declared dim stays (onnx's inference has bugs too) and a warning says so."""
+    out = _copy(declared)
+    if not declared.tensor_type.HasField("shape"):
+        return inferred if inferred is not None else out
+    dims = declared.tensor_type.shape.dim
+    known = inferred.tensor_type.shape.dim if inferred is not None and inferred.tensor_type.HasField("shape") else None
+    if known is not None and len(known) != len(dims):
+        warnings.warn(f"output {name!r} is declared with rank {len(dims)} but computes rank {len(known)}",
+                      stacklevel=3)
+        return out
+    for i, d in enumerate(out.tensor_type.shape.dim):
+        k = known[i] if known is not None else None
+        if k is not None and (k.HasField("dim_value") or k.HasField("dim_param")
+                              and not k.dim_param.startswith("unk__")):  # not one inference made up
+            if d.HasField("dim_value") and k.HasField("dim_value") and d.dim_value != k.dim_value:
+                warnings.warn(f"output {name!r} is declared with dim {i} = {d.dim_value} but computes "
+                              f"{k.dim_value}", stacklevel=3)
+            else:
+                d.CopyFrom(k)
+        elif dynamic and d.HasField("dim_value"):
+            if k is not None:
+                d.CopyFrom(k)
+            else:
+                d.ClearField("dim_value")
+    return out
 
 
 DATA_PROP_MAX_ELEMENTS = 1 << 26
+
+
+def _contrib_types(light: onnx.ModelProto, inferred: onnx.ModelProto) -> bool:
+    """Declare the output types of the contrib operators Ember runs (onnx's inference
+    knows none) in `light`, where their inputs' types are inferred; whether any was new."""
+    known = {vi.name: vi.type for vi in [*inferred.graph.input, *inferred.graph.value_info,
+                                         *inferred.graph.output]}
+    known.update({t.name: onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims))
+                  for t in inferred.graph.initializer})
+    declared = {vi.name for vi in [*light.graph.value_info, *light.graph.output]
+                if vi.type.tensor_type.HasField("shape")}
+    added = False
+    for node in light.graph.node:
+        rule = CONTRIB_TYPES.get((node.domain, node.op_type))
+        if rule is None or all(o in declared for o in node.output if o):
+            continue
+        x = known.get(node.input[0]) if node.input else None
+        if x is None or not x.tensor_type.HasField("shape"):
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        for name, t in zip(node.output, rule(x.tensor_type, attrs)):
+            if name and name not in declared:
+                outputs = [vi for vi in light.graph.output if vi.name == name]
+                vi = outputs[0] if outputs else light.graph.value_info.add()
+                vi.name = name
+                vi.type.CopyFrom(t)
+                added = True
+    return added
+
+
+def _dynamic_quantize_lstm(x: onnx.TypeProto.Tensor, attrs: dict) -> list[onnx.TypeProto]:
+    """com.microsoft DynamicQuantizeLSTM: X [seq, batch, input] -> Y [seq, dirs, batch, H],
+    Y_h and Y_c [dirs, batch, H], all of X's type."""
+    seq, batch = (x.shape.dim[i] for i in (0, 1)) if len(x.shape.dim) == 3 else (onnx.TensorShapeProto.Dimension(),) * 2
+    dirs = onnx.TensorShapeProto.Dimension(dim_value=2 if attrs.get("direction") == b"bidirectional" else 1)
+    hidden = onnx.TensorShapeProto.Dimension()
+    if "hidden_size" in attrs:
+        hidden.dim_value = attrs["hidden_size"]
+
+    def tensor(dims):
+        t = onnx.TypeProto()
+        t.tensor_type.elem_type = x.elem_type
+        t.tensor_type.shape.dim.extend(dims)
+        return t
+
+    return [tensor([seq, dirs, batch, hidden]), tensor([dirs, batch, hidden]), tensor([dirs, batch, hidden])]
+
+
+CONTRIB_TYPES = {("com.microsoft", "DynamicQuantizeLSTM"): _dynamic_quantize_lstm}
 
 
 def _max_elements(model: onnx.ModelProto) -> int:

@@ -292,6 +292,11 @@ def check_supported(model: ir.Model) -> None:
         if node.domain == custom_ops.DOMAIN and (node.op_type in custom_ops.OPS
                                                  or node.op_type in custom_ops.LOWERING_ONLY):
             continue  # ember's own converters
+        if (node.domain, node.op_type) in recurrence.CONTRIB:
+            reason = recurrence.unsupported(node)
+            if reason:
+                raise UnsupportedError(f"unsupported use of {node.domain}::{node.op_type} ({where}): {reason}")
+            continue
         if node.domain not in STANDARD_DOMAINS:
             raise UnsupportedError(f"unsupported operator {node.domain}::{node.op_type} ({where}): "
                                    f"domain {node.domain!r} is not supported")

@@ -13,6 +13,17 @@ GRU's linear_before_reset either way, both layouts and every direction;
 `unsupported(node)` names what it does not (clip, peepholes, input_forget,
 other activations, non-float32 types). Those are unrolled where the length is
 known at compile time (input/recurrent.py) and refused otherwise.
+
+com.microsoft's DynamicQuantizeLSTM (what onnxruntime's `quantize_dynamic`
+makes of an LSTM: int8 weights W [dirs, input, 4H] and R [dirs, H, 4H] with
+per-direction or per-column scales) runs the same kernel on integer
+arithmetic, quantizing activations as onnxruntime does: X once, over the
+whole tensor, to uint8 (min and max widened to include 0, scale
+(max - min) / 255, zero point and values rounded half to even), its
+projection an 8-bit GEMM; then at every step each row's h, quantized the
+same way, times R in int32, scaled by h's scale times R's. onnxruntime
+quantizes h over the batch rows one thread handles together; for one row
+(or one row per thread) that is this kernel's per-row quantization.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from functools import cache
 from ember.compiler import ir
 
 OPS = frozenset({"RNN", "GRU", "LSTM"})
+CONTRIB = frozenset({("com.microsoft", "DynamicQuantizeLSTM")})
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 _DEFAULT = {"GRU": ("sigmoid", "tanh"), "LSTM": ("sigmoid", "tanh", "tanh")}
 _RNN_ACTS = ("tanh", "relu", "sigmoid")
@@ -39,6 +51,8 @@ def _activation(node: ir.Node) -> str | None:
 
 def unsupported(node: ir.Node) -> str | None:
     """Why the recurrence kernel cannot run `node`, or None."""
+    if node.op_type == "DynamicQuantizeLSTM":
+        return _quantized_unsupported(node)
     kind = node.op_type
     x = node.inputs[0] if node.inputs else None
     if x is None or x.dtype != 1:  # TensorProto.FLOAT
@@ -65,14 +79,51 @@ def unsupported(node: ir.Node) -> str | None:
     return None
 
 
+def _quantized_unsupported(node: ir.Node) -> str | None:
+    ins = list(node.inputs) + [None] * (12 - len(node.inputs))
+    x = ins[0]
+    if x is None or x.dtype != 1:  # TensorProto.FLOAT
+        return "only float32 inputs have a kernel"
+    if x.shape is None or len(x.shape) != 3:
+        return "the input's rank is not known"
+    w, r = (v.const.numpy() if v is not None and v.const is not None else None for v in ins[1:3])
+    for v, what in ((w, "W"), (r, "R")):
+        if v is None or v.dtype != "int8" or v.ndim != 3:
+            return f"{what} must be a constant int8 tensor [directions, rows, 4 * hidden]"
+    dirs, hidden = r.shape[0], r.shape[1]
+    if w.shape[0] != dirs or w.shape[2] != 4 * hidden or r.shape[2] != 4 * hidden:
+        return "W and R do not agree on directions and hidden size"
+    for i, what in ((8, "W_scale"), (10, "R_scale")):
+        v = ins[i].const.numpy() if ins[i] is not None and ins[i].const is not None else None
+        if v is None or v.dtype != "float32" or v.shape not in ((dirs,), (dirs, 4 * hidden)):
+            return f"{what} must be a constant float32 [directions] or [directions, 4 * hidden]"
+    for i, what in ((9, "W_zero_point"), (11, "R_zero_point")):
+        v = ins[i]
+        if v is not None and (v.const is None or v.const.numpy().any()):
+            return f"{what} must be constant zeros (symmetric int8 weights)"
+        if v is not None and v.const.shape != ins[i - 1].const.shape:  # onnxruntime reads it as the scale
+            return f"{what} must have its scale's shape"
+    if ins[7] is not None or node.attrs.get("input_forget", 0):
+        return "peepholes and input_forget have no kernel"
+    if "clip" in node.attrs or node.attrs.get("activation_alpha") or node.attrs.get("activation_beta"):
+        return "clip and activation_alpha/beta have no kernel"
+    acts = [_text(a) for a in node.attrs.get("activations", [])]
+    if acts and acts != list(_DEFAULT["LSTM"]) * dirs:
+        return "activations other than LSTM's defaults have no kernel"
+    return None
+
+
 @cache
-def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before_reset: bool, act: str):
+def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before_reset: bool, act: str,
+            quantized: bool = False):
     """TIR: the steps of one direction. proj [seq, batch, G*H] holds X W^T + biases
-    (GRU: without its recurrent ones, which are rb); rt is R^T [H, G*H]."""
+    (GRU: without its recurrent ones, which are rb); rt is R^T [H, G*H], float32,
+    or int8 with column scales rs when `quantized` (each step quantizes h)."""
     from tvm.script import tirx as T
 
     H = hidden
     GH = GATES[kind] * H
+    r_dtype = "int8" if quantized else "float32"
     # GRU without linear_before_reset: the h gate's GEMV reads r * h, so the first one stops at 2H
     first = 2 * H if kind == "GRU" and not linear_before_reset else GH
 
@@ -87,8 +138,8 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
         return T.tanh(v)
 
     @T.prim_func(private=True)
-    def recurrence(p_proj: T.handle, rt: T.Buffer((H, GH), "float32"), rb: T.Buffer((GH,), "float32"),
-                   p_h0: T.handle, p_c0: T.handle, p_lens: T.handle, p_y: T.handle, p_yh: T.handle,
+    def recurrence(p_proj: T.handle, rt: T.Buffer((H, GH), r_dtype), rb: T.Buffer((GH,), "float32"),
+                   rs: T.Buffer((GH,), "float32"), p_h0: T.handle, p_c0: T.handle, p_lens: T.handle, p_y: T.handle, p_yh: T.handle,
                    p_yc: T.handle):
         T.func_attr({"tir.noalias": True, "tir.is_scheduled": True})
         seq = T.int64()
@@ -102,6 +153,9 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
         yc = T.match_buffer(p_yc, (batch, H), "float32")
         gates = T.alloc_buffer((GH,), "float32")
         rh = T.alloc_buffer((H,), "float32")
+        hq = T.alloc_buffer((H,), "int32")  # quantized: h - its zero point
+        acc = T.alloc_buffer((GH,), "int32")
+        q = T.alloc_buffer((3,), "float32")  # quantized: min, max, scale of h
         for b in range(batch):
             n = T.int64(0)
             if has_lens:
@@ -121,11 +175,30 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
                     t = n - 1 - s
                 else:
                     t = s
-                for g in range(GH):
-                    gates[g] = rb[g]
-                for k in range(H):
-                    for g in range(first):
-                        gates[g] = gates[g] + yh[b, k] * rt[k, g]
+                if quantized:
+                    q[0] = T.float32(0)
+                    q[1] = T.float32(0)
+                    for k in range(H):
+                        q[0] = T.min(q[0], yh[b, k])
+                        q[1] = T.max(q[1], yh[b, k])
+                    q[2] = T.if_then_else(q[1] == q[0], T.float32(1), (q[1] - q[0]) / T.float32(255))
+                    q[0] = T.round(T.max(T.min(T.float32(0) - q[0] / q[2], T.float32(255)), T.float32(0)))
+                    for k in range(H):
+                        hq[k] = T.Cast("int32", T.round(T.max(T.min(yh[b, k] / q[2], T.float32(255) - q[0]),
+                                                              T.float32(0) - q[0])))
+                    for g in range(GH):
+                        acc[g] = 0
+                    for k in range(H):
+                        for g in range(first):
+                            acc[g] = acc[g] + hq[k] * T.Cast("int32", rt[k, g])
+                    for g in range(GH):
+                        gates[g] = rb[g] + T.Cast("float32", acc[g]) * (q[2] * rs[g])
+                else:
+                    for g in range(GH):
+                        gates[g] = rb[g]
+                    for k in range(H):
+                        for g in range(first):
+                            gates[g] = gates[g] + yh[b, k] * T.Cast("float32", rt[k, g])
                 if kind == "LSTM":  # ONNX's gate order: i, o, f, c
                     for j in range(H):
                         c = sigmoid(proj[t, b, 2 * H + j] + gates[2 * H + j]) * yc[b, j] + sigmoid(
@@ -164,18 +237,21 @@ def converters() -> dict[str, type]:
     from tvm import relax, tirx
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
-    def converter(kind: str) -> type:
+    def converter(kind: str, quantized: bool = False) -> type:
         class Recurrent(OnnxOpConverter):
             @classmethod
             def _impl_v7(cls, bb, inputs, attr, params):
                 x, w, r = inputs[0], inputs[1], inputs[2]
-                more = list(inputs[3:]) + [None] * (5 - len(inputs[3:]))
+                more = list(inputs[3:]) + [None] * (9 - len(inputs[3:]))
                 bias, lens, h0, c0 = more[0], more[1], more[2], more[3]
                 layout = attr.get("layout", 0)
                 direction = _text(attr.get("direction", b"forward"))
                 dirs = 2 if direction == "bidirectional" else 1
                 w_shape = [int(d) for d in w.ty.shape.values]
-                hidden = int(attr.get("hidden_size", w_shape[1] // GATES[kind]))
+                r_shape = [int(d) for d in r.ty.shape.values]
+                # W [dirs, G*H, input] and R [dirs, G*H, H]; quantized: W [dirs, input, 4H], R [dirs, H, 4H]
+                hidden = int(attr.get("hidden_size", r_shape[1] if quantized else w_shape[1] // GATES[kind]))
+                input_size = w_shape[1] if quantized else w_shape[2]
                 gh = GATES[kind] * hidden
                 if layout:
                     x = bb.emit(relax.op.permute_dims(x, [1, 0, 2]))
@@ -183,19 +259,28 @@ def converters() -> dict[str, type]:
                     c0 = bb.emit(relax.op.permute_dims(c0, [1, 0, 2])) if c0 is not None else None
                 if x.ty.shape is None:
                     x = bb.match_cast(x, relax.TensorType([tirx.Var("seq", "int64"), tirx.Var("batch", "int64"),
-                                                           w_shape[2]], "float32"))
+                                                           input_size], "float32"))
                 seq, batch = x.ty.shape.values[0], x.ty.shape.values[1]
                 zeros = bb.emit(relax.op.zeros(relax.ShapeExpr([batch, hidden]), "float32"))
                 lens = bb.emit(relax.op.astype(lens, "int32")) if lens is not None else \
                     bb.emit(relax.op.zeros(relax.ShapeExpr([batch]), "int32"))
                 act = _activation_of(attr)
+                xq = _quantize_dynamic(bb, x) if quantized else None
                 outs = []
                 for d in range(dirs):
                     def pick(v, lo=None, hi=None):
                         t = relax.op.squeeze(relax.op.strided_slice(v, [0], [d], [d + 1]), [0])
                         return t if lo is None else relax.op.strided_slice(t, [0], [lo], [hi])
 
-                    proj = relax.op.matmul(x, relax.op.permute_dims(pick(w)))
+                    if quantized:
+                        w_scale, r_scale = more[5], more[7]
+                        proj = _projection(bb, xq, w, d, pick(w_scale))
+                        rt = bb.emit(pick(r))
+                        rs = bb.emit(relax.op.broadcast_to(pick(r_scale), relax.ShapeExpr([gh])))
+                    else:
+                        proj = relax.op.matmul(x, relax.op.permute_dims(pick(w)))
+                        rt = bb.emit(relax.op.permute_dims(pick(r)))
+                        rs = bb.emit(relax.op.ones(relax.ShapeExpr([gh]), "float32"))
                     rb = relax.const(0.0, "float32")
                     if bias is not None:
                         proj = relax.op.add(proj, pick(bias, 0, gh))
@@ -203,11 +288,10 @@ def converters() -> dict[str, type]:
                         if kind != "GRU":
                             proj, rb = relax.op.add(proj, rb), relax.const(0.0, "float32")
                     rb = bb.emit(relax.op.broadcast_to(rb, relax.ShapeExpr([gh])))
-                    rt = bb.emit(relax.op.permute_dims(pick(r)))
                     kernel = _kernel(kind, hidden, direction == "reverse" or d == 1, more[1] is not None,
-                                     bool(attr.get("linear_before_reset", 0)), act)
+                                     bool(attr.get("linear_before_reset", 0)), act, quantized)
                     gv = bb.add_func(kernel.with_attr("op_pattern", 8), f"ember_{kind.lower()}")  # opaque
-                    args = [bb.emit(proj), rt, rb, bb.emit(pick(h0)) if h0 is not None else zeros,
+                    args = [bb.emit(proj), rt, rb, rs, bb.emit(pick(h0)) if h0 is not None else zeros,
                             bb.emit(pick(c0)) if c0 is not None else zeros, lens]
                     state = relax.TensorType([batch, hidden], "float32")
                     out = bb.emit(relax.call_tir(gv, args, [relax.TensorType([seq, batch, hidden], "float32"),
@@ -222,10 +306,40 @@ def converters() -> dict[str, type]:
                 results = [bb.emit(y), bb.emit(yh)] + ([bb.emit(yc)] if kind == "LSTM" else [])
                 return relax.Tuple(results)
 
-        Recurrent.__name__ = kind
+        Recurrent.__name__ = "DynamicQuantizeLSTM" if quantized else kind
         return Recurrent
 
-    return {kind: converter(kind) for kind in OPS}
+    return {**{kind: converter(kind) for kind in OPS}, "DynamicQuantizeLSTM": converter("LSTM", quantized=True)}
+
+
+def _quantize_dynamic(bb, x):
+    """(x quantized to uint8, its scale, its zero point as int32), the parameters from
+    x's range widened to include 0, as onnxruntime's dynamic quantization computes them."""
+    from tvm import relax
+
+    f32 = "float32"
+    lo = relax.op.minimum(relax.op.min(x), relax.const(0.0, f32))
+    hi = relax.op.maximum(relax.op.max(x), relax.const(0.0, f32))
+    lo, hi = bb.emit(lo), bb.emit(hi)
+    scale = bb.emit(relax.op.where(relax.op.equal(hi, lo), relax.const(1.0, f32),
+                                   relax.op.divide(relax.op.subtract(hi, lo), relax.const(255.0, f32))))
+    zp = bb.emit(relax.op.round(relax.op.clip(relax.op.negative(relax.op.divide(lo, scale)), 0, 255)))
+    q = relax.op.add(relax.op.round(relax.op.divide(x, scale)), zp)
+    q = relax.op.astype(relax.op.clip(q, 0, 255), "uint8")
+    return bb.emit(q), scale, bb.emit(relax.op.astype(zp, "int32"))
+
+
+def _projection(bb, xq, w, d: int, w_scale):
+    """X W for direction d from the quantized X: an 8-bit GEMM into int32 (minus X's
+    zero point times W's column sums), scaled by X's scale times W's."""
+    import numpy as np
+    from tvm import relax
+
+    q, scale, zp = xq
+    wd = w.value.numpy()[d]  # [input, 4H] int8
+    acc = relax.op.matmul(q, relax.const(wd), out_dtype="int32")
+    acc = relax.op.subtract(acc, relax.op.multiply(zp, relax.const(wd.astype(np.int32).sum(0))))
+    return relax.op.multiply(relax.op.astype(acc, "float32"), relax.op.multiply(scale, w_scale))
 
 
 def _activation_of(attr: dict) -> str:
