@@ -306,3 +306,29 @@ def test_an_import_failure_inside_tvm_prints_nothing_but_the_error_line(tmp_path
     proc = ember("compile", path, "-o", tmp_path / "art", "--no-isolate")
     assert "TVM's ONNX importer failed" in error_line(proc)
     assert proc.stdout == "", proc.stdout
+
+
+def test_profile_times_each_kernel_with_its_operation_count(artifact, tmp_path):
+    """`ember profile`: every kernel of the run, its time and share, and for the convolution
+    (static shapes) TVM's operation count: at least the 2 x 8x8 positions x 4 channels x 27
+    taps the layer needs (the packed weight panel is 16 channels wide, so up to 4x that, plus
+    the bias and ReLU over those lanes)."""
+    import json
+
+    proc = ember("profile", artifact, "--random-inputs", "--repeat", "3", "--json", tmp_path / "p.json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "p.json").read_text())
+    rows = {r["name"]: r for r in report["kernels"]}
+    conv = next(r for name, r in rows.items() if "conv2d" in name)
+    assert 2 * 64 * 4 * 27 <= conv["flops"] <= 4 * 2 * 64 * 4 * 27 + 2 * 64 * 16
+    assert conv["calls"] == 1 and conv["shapes"][0] == [1, 8, 8, 3] and conv["gflops"] > 0
+    assert abs(sum(r["share"] for r in report["kernels"]) - report["kernels_ms"] / report["instrumented_ms"]) < 1e-6
+    assert report["peaks"]["gflops"] > 0 and report["peaks"]["gbps"] > 0
+    assert conv["name"] in proc.stdout and "GFLOP/s" in proc.stdout
+
+
+def test_profile_refuses_what_it_cannot_time(artifact, tmp_path):
+    assert_one_line_error(ember("profile", tmp_path / "nope"), "not an artifact directory")
+    assert_one_line_error(ember("profile", tmp_path), "incomplete artifact")
+    assert_one_line_error(ember("profile", artifact), "no inputs given")
+    assert_one_line_error(ember("profile", artifact, "--random-inputs", "--repeat", "0"), "--repeat must be at least 1")

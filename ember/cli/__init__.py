@@ -8,6 +8,7 @@
     ember optimize MODEL.onnx -o OUT.onnx [-O0..3 | --pipeline SPEC]
     ember run OUT [--input NAME=FILE.npy ... | --inputs FILE.npz | --random-inputs]
                   [--save outputs.npz] [--check MODEL.onnx] [--time N] [--emulate | --rpc HOST:PORT]
+    ember profile OUT [inputs as for run] [--repeat N] [--top N] [--json FILE]
     ember inspect MODEL.onnx
     ember passes | ember targets
 

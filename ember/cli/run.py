@@ -1,4 +1,5 @@
-"""`ember run`: run an artifact here, under emulation or over RPC, and check it against onnxruntime."""
+"""`ember run`: run an artifact here, under emulation or over RPC, and check it against onnxruntime;
+`ember profile`: time it kernel by kernel here."""
 
 from __future__ import annotations
 
@@ -207,3 +208,41 @@ def add_commands(sub) -> None:
     step_options(r)
     r.set_defaults(fn=cmd_run)
 
+    pr = sub.add_parser("profile", help="time a compiled artifact kernel by kernel, with a roofline")
+    pr.add_argument("artifact", help="artifact directory written by `ember compile` (for this machine)")
+    pr.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="one input (repeatable)")
+    pr.add_argument("--inputs", metavar="FILE.npz", help="all inputs, by name, in one .npz")
+    pr.add_argument("--random-inputs", type=int, nargs="?", const=0, default=None, metavar="SEED",
+                    help="fill missing inputs with seeded random data (symbolic dims = 1)")
+    pr.add_argument("--repeat", type=int, default=10, metavar="N", help="runs to average over (default 10)")
+    pr.add_argument("--top", type=int, default=25, metavar="N", help="kernels listed (default 25; 0: all)")
+    pr.add_argument("--json", metavar="FILE", help="also write the whole report as JSON")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    pr.set_defaults(fn=cmd_profile)
+
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import json
+
+    from ember.compiler.runtime.artifact import load
+    from ember.compiler.runtime.profile import profile, table
+
+    progress = Progress(args.quiet)
+    if not Path(args.artifact).is_dir():
+        raise EmberError(f"{args.artifact}: not an artifact directory (compile a model with `ember compile`)")
+    if args.repeat < 1:
+        raise EmberError("--repeat must be at least 1")
+    progress(f"loading {args.artifact}")
+    cm = load(args.artifact)
+    if cm.metadata["target"].get("runner", "local") != "local":
+        raise EmberError(f"{args.artifact} is for {cm.metadata['target'].get('triple')}: `ember profile` times "
+                         "artifacts for this machine")
+    inputs = _gather_inputs(args, cm.inputs)
+    progress(f"profiling {args.repeat} runs")
+    report = profile(cm, inputs, repeat=args.repeat)
+    print(table(report, top=args.top or None))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"saved the report to {args.json}")
+    return 0

@@ -131,7 +131,8 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
         database = None
     say(f"building for {tgt.describe()}")
     counts: dict[str, int] = {}
-    ex = lower.build(mod, tgt, database.ms_database() if database else None, counts)
+    flops: dict[str, float] = {}
+    ex = lower.build(mod, tgt, database.ms_database() if database else None, counts, flops)
     if database is not None:
         total = counts.get("tuned", 0) + counts.get("default", 0)
         say(f"schedules from tuning database {db} for {counts.get('tuned', 0)} of {total} kernels; "
@@ -147,6 +148,8 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
         "outputs": outputs,
         "source": str(model) if isinstance(model, (str, Path)) else "",
     }
+    if flops:
+        meta["kernel_flops"] = {k: flops[k] for k in sorted(flops)}
     if input_shapes:
         meta["input_shapes"] = {k: [int(d) for d in v] for k, v in input_shapes.items()}
     if bind:

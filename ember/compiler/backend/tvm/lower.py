@@ -517,9 +517,11 @@ def tvm_version() -> str:
     return tvm.__version__
 
 
-def build(mod, target, database=None, counts: dict[str, int] | None = None):
+def build(mod, target, database=None, counts: dict[str, int] | None = None,
+          flops: dict[str, float] | None = None):
     """Compile a Relax module for an ember Target (with tuned schedules from
-    a MetaSchedule `database`, if given); returns a relax Executable."""
+    a MetaSchedule `database`, if given); returns a relax Executable. `counts`
+    and `flops` are filled as `relax_pipeline` says."""
     import tvm
 
     from ember.compiler.runtime.isolate import mark_pool_started
@@ -533,7 +535,7 @@ def build(mod, target, database=None, counts: dict[str, int] | None = None):
             warnings.simplefilter("ignore")
             # in the target's scope: TVM's CUDA compile callback reads the sm_XX to build for from it
             with tvm.transform.PassContext(opt_level=3), tvm_target, quiet_native_stderr():
-                ex = tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(target, database, counts))
+                ex = tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(target, database, counts, flops))
     except Exception as e:
         raise CompileError(f"TVM build failed for {target.describe()}: {first_line(e)}") from None
     if target.runtime_only:

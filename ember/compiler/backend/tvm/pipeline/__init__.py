@@ -37,10 +37,12 @@ def for_target(target) -> ModuleType:
     return cpu if target is None else KINDS[target.kind]
 
 
-def relax_pipeline(target, database=None, counts: dict[str, int] | None = None):
+def relax_pipeline(target, database=None, counts: dict[str, int] | None = None,
+                   flops: dict[str, float] | None = None):
     """The module pass tvm.compile runs for an ember Target; `counts` receives
     how many kernels a tuning record scheduled ("tuned") and how many got the
-    default schedule ("default")."""
+    default schedule ("default"); `flops` each kernel's floating-point and
+    integer operations per call, where its shapes are static (`ember profile`)."""
     import tvm
     from tvm import relax
 
@@ -59,6 +61,7 @@ def relax_pipeline(target, database=None, counts: dict[str, int] | None = None):
         with tvm_target:
             seq = tvm.transform.Sequential(
                 legalize_passes(target)
+                + ([_record_flops(flops)] if flops is not None else [])
                 + scheduling()
                 + kind.tvm_pipeline.dataflow_lower_passes(tvm_target)
                 + kind.tvm_pipeline.finalize_passes(tvm_target))
@@ -86,3 +89,23 @@ def legalize_passes(target) -> list:
         # its index arithmetic over symbolic dims takes LLVM codegen's simplifier minutes
         relax.transform.RewriteDataflowReshape(),
     ]
+
+
+def _record_flops(flops: dict[str, float]):
+    """A pass that fills `flops` with TVM's operation count of each PrimFunc whose
+    shapes are static (before scheduling: the loops as legalization wrote them, so
+    the lanes a packed weight panel pads are counted too)."""
+    import tvm
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    @tvm.transform.module_pass(opt_level=0, name="EmberRecordFlops")
+    def record(mod, _ctx):
+        for gv, func in mod.functions.items():
+            if isinstance(func, tvm.tirx.PrimFunc):
+                try:
+                    flops[gv.name_hint] = float(estimate_tir_flops(tvm.IRModule({"main": func})))
+                except Exception:  # symbolic extents, opaque loops: no count
+                    pass
+        return mod
+
+    return record
