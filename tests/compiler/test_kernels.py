@@ -384,3 +384,25 @@ def test_a_1d_convolution_runs_as_2d_over_a_height_of_one(attrs, opset):
     for t in (400, 37):
         x = rng.standard_normal((2, 2, t)).astype(np.float32)
         np.testing.assert_allclose(cm.run({"x": x})["y"], ort_run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_every_function_of_a_symbolic_model_is_noalias():
+    """A model with symbolic dims gets a shape function (VMShapeLower) that TVM makes without
+    `tir.noalias`; in ResNet-50 its presence left TVM's LLVM codegen with one alias class for
+    every buffer of every kernel (see test_wheel_models for the code it made). The pipeline
+    marks it like every kernel."""
+    from ember.compiler.driver import lower_model
+
+    m = _conv_model(8, 8, 8, 3, pad=1, act="relu")
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "n"
+    m.graph.node.append(h.make_node("Flatten", [m.graph.output[0].name], ["f"]))
+    del m.graph.output[:]
+    m.graph.output.append(tensor("f", ["n", 512]))
+    tgt = targets.parse("host")
+    _, mod, _ = lower_model(m, tgt, None)
+    with tvm.transform.PassContext(opt_level=3), tgt.tvm_target():
+        mod = pipeline.relax_pipeline(tgt)(mod)
+    funcs = {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    assert "shape_func" in funcs
+    assert all(f.attrs.get("tirx.noalias") for f in funcs.values()), [n for n, f in funcs.items()
+                                                                       if not f.attrs.get("tirx.noalias")]

@@ -233,7 +233,9 @@ def _conv2d(lanes: int, dots=()):
             u = bb.emit_te(winograd.transform_weights, w, tiles.nr, primfunc_name_hint="ember_pack")
             out = bb.call_te(winograd.conv2d_nhwc, x, u, padding, tiles.mr, o, primfunc_name_hint="ember_winograd")
         elif dense:
-            tiles = kernels.gemm_tiles(ow if static else ANY_ROWS, o, lanes)
+            # a tile divides the output row where its width is static (the batch or height may not
+            # be): a predicated tile, which symbolic widths need, runs at half the speed or less
+            tiles = kernels.gemm_tiles(ow if isinstance(ow, int) else ANY_ROWS, o, lanes)
             wp = bb.emit_te(kernels.pack_weights, w, tiles.nr, "OHWI", primfunc_name_hint="ember_pack")
             out = bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr, o,
                              primfunc_name_hint="ember_conv2d")
