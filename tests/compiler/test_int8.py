@@ -83,6 +83,28 @@ def test_matmul_integer_matches_onnxruntime(a_dtype, za, k):
     np.testing.assert_array_equal(ember.compile(m).run({"a": a})["y"], ort_run(m, {"a": a})[0])
 
 
+def test_matmul_integer_over_run_time_rows_is_exact():
+    """A MatMulInteger over a symbolic sequence and batch (rows folded together) runs on
+    Ember's integer kernel and equals onnxruntime at every row count, bit for bit."""
+    import tvm
+
+    from ember import targets
+    from ember.compiler.backend.tvm import pipeline
+    from ember.compiler.driver import lower_model
+
+    b = RNG.integers(-127, 128, (40, 48)).astype(np.int8)
+    m = model([h.make_node("MatMulInteger", ["a", "b", "za"], ["y"])], [tensor("a", ["seq", "batch", 40], T.UINT8)],
+              [tensor("y", None, T.INT32)], [init("b", b), init("za", np.array(7, np.uint8))])
+    tgt = targets.parse("host")
+    _, mod, _ = lower_model(m, tgt, None)
+    with tgt.tvm_target():
+        mod = tvm.transform.Sequential(pipeline.legalize_passes(tgt))(mod)
+    assert any(gv.name_hint.startswith("ember_qmatmul") for gv in mod.functions)
+    cm = ember.compile(m)
+    for seq, batch in [(1, 1), (13, 3), (64, 1)]:
+        a = RNG.integers(0, 256, (seq, batch, 40)).astype(np.uint8)
+        np.testing.assert_array_equal(cm.run({"a": a})["y"], ort_run(m, {"a": a})[0])
+
 def test_qlinear_ops_match_the_reference():
     """QLinearMatMul and QLinearConv (per-channel weight scales, int32 bias):
     within one quantization step of onnx's reference (which rescales in

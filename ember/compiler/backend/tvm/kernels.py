@@ -351,7 +351,7 @@ def _qout(acc, wsum, flip_sign: int, n: int):
     """TE: the int32 result: flipped inputs add +-128 * sum(w) to every
     output, taken off here; padded columns cropped."""
     if flip_sign:
-        return te.compute((*static_ints(acc.shape)[:-1], n),
+        return te.compute((*list(acc.shape)[:-1], n),
                           lambda *i: acc[i] - wsum[i[-1]] * flip_sign, name=QFIX)
     return _crop(acc, n)
 
@@ -402,10 +402,11 @@ def _flipped(v, dtype: str, flip: bool):
 
 
 def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lanes: int = 16):
-    """TE: 8-bit A [..., M, K] x packed int8 B -> int32 [..., M, N]."""
-    a_shape = static_ints(a.shape)
+    """TE: 8-bit A [..., M, K] x packed int8 B -> int32 [..., M, N]; the leading dims and M
+    may be symbolic (the schedule's row tiles then end in a predicated remainder)."""
+    a_shape = list(a.shape)
     _, ko_total, nr, depth = static_ints(wp.shape)
-    k_real = a_shape[-1]
+    k_real = int(a_shape[-1])
     delta = _flip_sign(a.dtype, flip)
     if k_real % depth or flip:
         def value(*i):

@@ -300,13 +300,12 @@ def _matmul(lanes: int, dots=()):
         as_, bs = static_shape(a), static_shape(b)
         if (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) == 2
                 and _int8_operands(a, b, call.attrs.out_dtype)):
-            dot = pick(dots, as_[-2])
-            q_lanes, tiles, depth = _qtiles(dot, as_[-2], bs[1], lanes)
-            flip = bool(dot) and str(a.ty.dtype) != dot.a_dtype
-            wp = bb.emit_te(kernels.qpack_weights, b, tiles.nr, "KN", 0, depth, primfunc_name_hint="ember_pack")
-            wsum = bb.emit_te(kernels.weight_sums, b, 1, primfunc_name_hint="ember_wsum") if flip else None
-            return bb.call_te(kernels.qmatmul_packed, a, wp, wsum, tiles.mr, bs[1], flip, dot.name if dot else "",
-                              q_lanes, primfunc_name_hint="ember_qmatmul")
+            return _qmatmul(bb, a, b, pick(dots, as_[-2]), as_[-2], bs[1], lanes)
+        if (as_ is None and bs is not None and len(bs) == 2 and _static_last(a)
+                and _int8_operands(a, b, call.attrs.out_dtype)):
+            # rows of a run-time count (a sequence): one-row instructions, remainders predicated
+            dot = pick(tuple(d for d in dots if d.rows == 1), ANY_ROWS)
+            return _over_rows(bb, a, bs[1], lambda rows: _qmatmul(bb, rows, b, dot, ANY_ROWS, bs[1], lanes))
         usable = (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) >= 2
                   and a.ty.dtype == "float32" and b.ty.dtype == "float32"
                   and _default_dtype(call.attrs.out_dtype))
@@ -320,7 +319,8 @@ def _matmul(lanes: int, dots=()):
             # every tile height divides, remainders predicated
             tiles = kernels.gemm_tiles(ANY_ROWS, bs[1], lanes)
             wp = bb.emit_te(kernels.pack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
-            return bb.call_te(kernels.matmul_packed, a, wp, tiles.mr, bs[1], primfunc_name_hint="ember_matmul")
+            return _over_rows(bb, a, bs[1], lambda rows: bb.call_te(kernels.matmul_packed, rows, wp, tiles.mr, bs[1],
+                                                                    primfunc_name_hint="ember_matmul"))
         if as_ is None or bs is None:
             return _symbolic_batch_matmul(bb, call, lanes)
         if usable and as_[:-2] == bs[:-2]:
@@ -331,6 +331,35 @@ def _matmul(lanes: int, dots=()):
         return _default(MATMUL)(bb, call)
 
     return legalize
+
+
+def _over_rows(bb, a, n: int, gemm):
+    """`gemm` over A [..., M, K] with every leading dim folded into the rows (a view):
+    the row tiles then run over sequence x batch, not over a dim that may be 1."""
+    from tvm import relax
+
+    dims = list(a.ty.shape.values)
+    if len(dims) == 2:
+        return gemm(a)
+    out = bb.emit(gemm(bb.emit(relax.op.reshape(a, relax.ShapeExpr([_product(dims[:-1]), dims[-1]])))))
+    return relax.op.reshape(out, relax.ShapeExpr([*dims[:-1], n]))
+
+
+def _product(dims):
+    out = dims[0]
+    for d in dims[1:]:
+        out = out * d
+    return out
+
+
+def _qmatmul(bb, a, b, dot, rows: int, n: int, lanes: int):
+    """8-bit A x constant int8 B [K, N] into int32 with Ember's integer kernel on `dot`."""
+    q_lanes, tiles, depth = _qtiles(dot, rows, n, lanes)
+    flip = bool(dot) and str(a.ty.dtype) != dot.a_dtype
+    wp = bb.emit_te(kernels.qpack_weights, b, tiles.nr, "KN", 0, depth, primfunc_name_hint="ember_pack")
+    wsum = bb.emit_te(kernels.weight_sums, b, 1, primfunc_name_hint="ember_wsum") if flip else None
+    return bb.call_te(kernels.qmatmul_packed, a, wp, wsum, tiles.mr, n, flip, dot.name if dot else "",
+                      q_lanes, primfunc_name_hint="ember_qmatmul")
 
 
 def _round_to_int():
