@@ -131,7 +131,10 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
         database = None
     say(f"building for {tgt.describe()}")
     counts: dict[str, int] = {}
-    flops: dict[str, float] = {}
+    # TVM counts a symbolic loop extent as 1: operation counts only where every input dim is static
+    static = all(s["shape"] is not None and all(isinstance(d, int) for d in s["shape"])
+                 for s in m.extra["signature"][0])
+    flops: dict[str, float] | None = {} if static else None
     ex = lower.build(mod, tgt, database.ms_database() if database else None, counts, flops)
     if database is not None:
         total = counts.get("tuned", 0) + counts.get("default", 0)

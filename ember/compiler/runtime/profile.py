@@ -7,14 +7,16 @@ of a run not spent in kernels or builtins is the VM's own work between them
 (plus the instrument's, about a microsecond a call), reported as such.
 
 The roofline: each kernel's operations per call (TVM's count, recorded at
-compile time where its shapes are static: `kernel_flops` in the artifact's
-metadata) and the bytes of its tensor arguments (what it must read and write
-at least) give its achieved GFLOP/s, GB/s and arithmetic intensity; this
-machine's peaks, measured here (a float32 GEMM through numpy's BLAS on all
-cores, a large copy), give what the kernel could attain at that intensity.
-A kernel is memory-bound where intensity times bandwidth is below the
-compute peak, compute-bound otherwise; "of roofline" is achieved over
-attainable.
+compile time for models whose input dims are all static, as `--input-shape`
+makes them: `kernel_flops` in the artifact's metadata) and the bytes of its
+tensor arguments (what it must read and write at least) give its achieved
+GFLOP/s, GB/s and arithmetic intensity; this machine's peaks, measured here
+(a float32 GEMM through numpy's BLAS on all cores, a large copy), give what
+the kernel could attain at that intensity. A kernel is memory-bound where
+intensity times bandwidth is below the compute peak, compute-bound
+otherwise; "of roofline" is achieved over attainable. Kernels on 8-bit
+operands are marked "int8" instead: their compute roof (VNNI, dot products)
+is not float32's.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Kernel:
     shapes: list = field(default_factory=list)  # argument shapes of its first call
     bytes: int = 0  # per run: the tensor arguments of every call
     flops: float | None = None  # per run, where known
+    int8: bool = False  # an 8-bit operand: float32's compute roof does not apply
 
     def row(self, total: float, peaks: dict[str, float]) -> dict[str, Any]:
         r = asdict(self)
@@ -45,7 +48,9 @@ class Kernel:
         r["gflops"] = self.flops / self.seconds / 1e9 if self.flops and self.seconds else None
         r["intensity"] = self.flops / self.bytes if self.flops and self.bytes else None
         r["bound"] = r["of_roofline"] = None
-        if r["intensity"] is not None and r["gflops"] is not None:
+        if self.int8:
+            r["bound"] = "int8"
+        elif r["intensity"] is not None and r["gflops"] is not None:
             memory_roof = r["intensity"] * peaks["gbps"]
             r["bound"] = "memory" if memory_roof < peaks["gflops"] else "compute"
             r["of_roofline"] = r["gflops"] / min(memory_roof, peaks["gflops"])
@@ -99,8 +104,9 @@ def profile(cm, inputs: dict[str, Any], repeat: int = 10, warmup: int = 3) -> di
             return 0
         k = kernels.get(symbol)
         if k is None:
-            k = kernels[symbol] = Kernel(symbol, shapes=[list(map(int, a.shape)) for a in call_args
-                                                          if getattr(a, "shape", None) is not None])
+            tensors = [a for a in call_args if getattr(a, "shape", None) is not None]
+            k = kernels[symbol] = Kernel(symbol, shapes=[list(map(int, a.shape)) for a in tensors],
+                                         int8=any(str(a.dtype) in ("int8", "uint8") for a in tensors))
         k.calls += 1
         k.seconds += now - started.pop()
         k.bytes += sum(_nbytes(a) for a in call_args)
