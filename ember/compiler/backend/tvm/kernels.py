@@ -402,22 +402,30 @@ def _flipped(v, dtype: str, flip: bool):
 
 
 def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lanes: int = 16):
-    """TE: 8-bit A [..., M, K] x packed int8 B -> int32 [..., M, N]; the leading dims and M
-    may be symbolic (the schedule's row tiles then end in a predicated remainder)."""
+    """TE: 8-bit A [..., M, K] x packed int8 B -> int32 [..., M, N]. A 2-D A may have a
+    run-time row count: it is read padded with zero rows to a multiple of the row tile
+    (a tensorized step takes no predicate) and the result cropped back."""
     a_shape = list(a.shape)
     _, ko_total, nr, depth = static_ints(wp.shape)
     k_real = int(a_shape[-1])
     delta = _flip_sign(a.dtype, flip)
-    if k_real % depth or flip:
+    rows = a_shape[0] if len(a_shape) == 2 and not isinstance(a_shape[0], (int, tirx.IntImm)) else None
+    if k_real % depth or flip or rows is not None:
+        padded_rows = tirx.floordiv(rows + (mr - 1), mr) * mr if rows is not None else None
+
         def value(*i):
-            return _flipped(tirx.if_then_else(i[-1] < k_real, a[(*i[:-1], tirx.min(i[-1], k_real - 1))],
-                                              tirx.const(0, a.dtype)), a.dtype, flip)
-        a = te.compute((*a_shape[:-1], ko_total * depth), value, name=PAD)
+            inside = i[-1] < k_real if rows is None else tirx.all(i[0] < rows, i[-1] < k_real)
+            at = (*i[:-1], tirx.min(i[-1], k_real - 1)) if rows is None else (
+                tirx.min(i[0], rows - 1), tirx.min(i[-1], k_real - 1))
+            return _flipped(tirx.if_then_else(inside, a[at], tirx.const(0, a.dtype)), a.dtype, flip)
+        a = te.compute((*(a_shape[:-1] if rows is None else [padded_rows]), ko_total * depth), value, name=PAD)
     ko = te.reduce_axis((0, ko_total), name="ko")
     ki = te.reduce_axis((0, depth), name="ki")
     acc = te.compute(
-        (*a_shape[:-1], static_ints(wp.shape)[0] * nr),
+        (*list(a.shape)[:-1], static_ints(wp.shape)[0] * nr),
         lambda *i: te.sum(a[(*i[:-1], ko * depth + ki)].astype("int32")
                           * wp[i[-1] // nr, ko, i[-1] % nr, ki].astype("int32"), axis=[ko, ki]),
         name=QGEMM, attrs=_qattrs(mr, nr, dot, lanes, 1))
+    if rows is not None:  # crop the padded rows (and columns), correcting a flip on the way
+        return te.compute((rows, n), lambda i, j: acc[i, j] - (wsum[j] * delta if delta else 0), name=QFIX)
     return _qout(acc, wsum, delta, n)
