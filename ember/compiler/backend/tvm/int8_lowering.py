@@ -5,11 +5,14 @@
   converters emit `relax.quantize` / `relax.dequantize`, which layout
   conversion cannot see through: every one of them would sit between two
   transposes in an NHWC network, and none fuses into a kernel's epilogue.
-- ConvInteger / MatMulInteger with constant int8 weights (zero point 0) and
-  a constant scalar input zero point become an 8-bit x int8 -> int32
-  conv2d / matmul, which `pipeline.py` legalizes into Ember's integer
-  kernels (dot-product instructions), minus the zero point's contribution,
-  a constant folded here. Other forms are computed exactly in int32.
+- ConvInteger / MatMulInteger with constant int8 weights (zero point 0), or
+  uint8 ones with a scalar zero point zw (read as w - 128, int8, plus
+  128 - zw times the input's window or row sums), and a scalar input zero
+  point (a constant, or one DynamicQuantizeLinear computes at run time)
+  become 8-bit x int8 -> int32 conv2d / matmul, which `pipeline.py`
+  legalizes into Ember's integer kernels (dot-product instructions), minus
+  the zero point's contribution: the zero point times the weights' (window)
+  sums, folded here. Other forms are computed exactly in int32.
 
 `passes/quantization/integer.py` rewrites QDQ-wrapped Conv/MatMul/Gemm into
 these integer operators.
@@ -139,13 +142,38 @@ def converters(opset: int) -> dict[str, type]:
             a, b = inputs[0], inputs[1]
             wb = _const(b)
             za = _scalar_zero_point(inputs[2] if len(inputs) > 2 else None)
-            if (wb is None or wb.ndim != 2 or wb.dtype != np.int8 or _dtype(a) not in INT8 or za is None
-                    or not _zero_weight_zero_point(inputs, 3)):
+            if za is None:
+                za = _run_time_scalar(inputs[2])
+            w8, c = _signed_weights(wb, inputs, 3)
+            if wb is None or wb.ndim != 2 or w8 is None or _dtype(a) not in INT8 or za is None:
                 return tvm_onnx.MatMulInteger._impl_v10(bb, inputs, attr, params)
-            acc = relax.op.matmul(a, b, out_dtype="int32")
-            if za:
-                acc = relax.op.subtract(acc, relax.const(za * wb.astype("int32").sum(0)))
+            acc = relax.op.matmul(a, relax.const(w8), out_dtype="int32")
+            acc = _minus_zero_point_sums(acc, za, w8.astype("int32").sum(0))
+            if c:  # + c * sum_k (a - za): the rows' sums
+                rows = relax.op.sum(relax.op.astype(a, "int32"), axis=[-1], keepdims=True)
+                acc = relax.op.add(acc, relax.op.multiply(relax.const(c, "int32"), _minus_zero_point_sums(
+                    rows, za, np.array([w8.shape[0]], np.int32))))
             return acc
+
+    def _signed_weights(wc, inputs, index: int):
+        """(int8 weights w8, int c) with w - zero point = w8 + c: int8 weights with zero point 0
+        as they are; uint8 ones (older quantizers) with a scalar constant zero point zw as
+        w - 128 and c = 128 - zw. (None, 0) for other forms."""
+        if wc is None:
+            return None, 0
+        if wc.dtype == np.int8 and _zero_weight_zero_point(inputs, index):
+            return wc, 0
+        zw = _scalar_zero_point(inputs[index] if len(inputs) > index else None)
+        if wc.dtype == np.uint8 and zw is not None:
+            return (wc.astype(np.int16) - 128).astype(np.int8), 128 - zw
+        return None, 0
+
+    def _minus_zero_point_sums(acc, za, sums: np.ndarray):
+        """acc - za * sums: an input zero point's contribution (`za` an int, or a run-time
+        int32 scalar)."""
+        if isinstance(za, int):
+            return relax.op.subtract(acc, relax.const(za * sums)) if za else acc
+        return relax.op.subtract(acc, relax.op.multiply(za, relax.const(sums.astype("int32"))))
 
     def _minus_zero_point(bb, v, zp, axis):
         vi = bb.normalize(relax.op.astype(v, "int32"))
@@ -160,12 +188,14 @@ def converters(opset: int) -> dict[str, type]:
         """8-bit x constant int8 conv2d (groups 1 or depthwise, weight zero point 0) into int32, or None."""
         wc = _const(w)
         zx = _scalar_zero_point(inputs[2] if len(inputs) > 2 else None)
+        if zx is None:
+            zx = _run_time_scalar(inputs[2])
         auto_pad = attr.get("auto_pad", b"NOTSET")
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
         xs = static_shape(x)
-        if (wc is None or wc.ndim != 4 or wc.dtype != np.int8 or _dtype(x) not in INT8 or zx is None
-                or not _zero_weight_zero_point(inputs, 3) or xs is None or len(xs) != 4
-                or auto_pad not in ("NOTSET", "VALID")):
+        w8, c = _signed_weights(wc, inputs, 3)
+        if (wc is None or wc.ndim != 4 or w8 is None or _dtype(x) not in INT8 or zx is None
+                or xs is None or len(xs) != 4 or auto_pad not in ("NOTSET", "VALID")):
             return None
         group = attr.get("group", 1)
         if group != 1 and not (group == xs[1] == wc.shape[0] and wc.shape[1] == 1):
@@ -173,10 +203,16 @@ def converters(opset: int) -> dict[str, type]:
         strides = list(attr.get("strides", [1, 1]))
         dilations = list(attr.get("dilations", [1, 1]))
         pads = [0, 0, 0, 0] if auto_pad == "VALID" else list(attr.get("pads", [0, 0, 0, 0]))
-        acc = relax.op.nn.conv2d(x, w, strides=strides, padding=pads, dilation=dilations, groups=group,
-                                 out_dtype="int32")
-        if zx:
-            acc = relax.op.subtract(acc, relax.const(zx * _window_sums(wc, xs[2:], strides, pads, dilations)))
+
+        def conv(weights):
+            return relax.op.nn.conv2d(x, relax.const(weights), strides=strides, padding=pads, dilation=dilations,
+                                      groups=group, out_dtype="int32")
+
+        acc = _minus_zero_point_sums(conv(w8), zx, _window_sums(w8, xs[2:], strides, pads, dilations))
+        if c:  # + c * the window sums of (x - zx): a conv with ones (per channel when depthwise)
+            ones = np.ones((1 if group == 1 else wc.shape[0], *wc.shape[1:]), np.int8)
+            box = _minus_zero_point_sums(conv(ones), zx, _window_sums(ones, xs[2:], strides, pads, dilations))
+            acc = relax.op.add(acc, relax.op.multiply(relax.const(c, "int32"), box))
         return acc
 
     def _requantize(bb, acc, scale, y_zp, out_dtype: str, channel_axis: int | None):
@@ -222,6 +258,18 @@ def converters(opset: int) -> dict[str, type]:
     return {"QuantizeLinear": QuantizeLinear, "DequantizeLinear": DequantizeLinear,
             "ConvInteger": ConvInteger, "MatMulInteger": MatMulInteger,
             "QLinearMatMul": QLinearMatMul, "QLinearConv": QLinearConv}
+
+
+def _run_time_scalar(zp):
+    """A zero point computed at run time (DynamicQuantizeLinear's) holding one value, as an
+    int32 scalar expression; None for anything else."""
+    from tvm import relax
+
+    if zp is None or _const(zp) is not None or getattr(zp.ty, "shape", None) is None:
+        return None
+    if any(getattr(d, "value", None) != 1 for d in zp.ty.shape.values):
+        return None
+    return relax.op.reshape(relax.op.astype(zp, "int32"), ())
 
 
 def _scalar_zero_point(zp) -> int | None:
