@@ -187,13 +187,17 @@ def _check(args, inputs, outputs, times) -> int:
     return 0
 
 
+def _input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="one input (repeatable)")
+    p.add_argument("--inputs", metavar="FILE.npz", help="all inputs, by name, in one .npz")
+    p.add_argument("--random-inputs", type=int, nargs="?", const=0, default=None, metavar="SEED",
+                   help="fill missing inputs with seeded random data (symbolic dims = 1)")
+
+
 def add_commands(sub) -> None:
     r = sub.add_parser("run", help="run a compiled artifact on inputs")
     r.add_argument("artifact", help="artifact directory written by `ember compile`")
-    r.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="one input (repeatable)")
-    r.add_argument("--inputs", metavar="FILE.npz", help="all inputs, by name, in one .npz")
-    r.add_argument("--random-inputs", type=int, nargs="?", const=0, default=None, metavar="SEED",
-                   help="fill missing inputs with seeded random data (symbolic dims = 1)")
+    _input_options(r)
     r.add_argument("--save", metavar="FILE.npz", help="write the outputs to this .npz")
     r.add_argument("--check", metavar="MODEL.onnx", help="compare with onnxruntime running this model")
     r.add_argument("--rtol", type=float, default=1e-3)
@@ -210,10 +214,7 @@ def add_commands(sub) -> None:
 
     pr = sub.add_parser("profile", help="time a compiled artifact kernel by kernel, with a roofline")
     pr.add_argument("artifact", help="artifact directory written by `ember compile` (for this machine)")
-    pr.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="one input (repeatable)")
-    pr.add_argument("--inputs", metavar="FILE.npz", help="all inputs, by name, in one .npz")
-    pr.add_argument("--random-inputs", type=int, nargs="?", const=0, default=None, metavar="SEED",
-                    help="fill missing inputs with seeded random data (symbolic dims = 1)")
+    _input_options(pr)
     pr.add_argument("--repeat", type=int, default=10, metavar="N", help="runs to average over (default 10)")
     pr.add_argument("--top", type=int, default=25, metavar="N", help="kernels listed (default 25; 0: all)")
     pr.add_argument("--json", metavar="FILE", help="also write the whole report as JSON")
