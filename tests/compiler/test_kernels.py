@@ -407,24 +407,3 @@ def test_every_function_of_a_symbolic_model_is_noalias():
     assert all(f.attrs.get("tirx.noalias") for f in funcs.values()), [n for n, f in funcs.items()
                                                                        if not f.attrs.get("tirx.noalias")]
 
-
-def test_a_run_time_width_is_computed_in_whole_row_tiles_and_cropped():
-    """A convolution over a symbolic width reads zero columns up to a whole number of row
-    tiles (no predicated tile: those ran at half the speed) and crops the result: equal to
-    onnxruntime at widths that are and are not multiples of the tile."""
-    from ember.compiler.driver import lower_model
-
-    m = _conv_model(8, 32, 8, 3, stride=2, pad=1, act="relu")
-    for v in (m.graph.input[0], m.graph.output[0]):
-        v.type.tensor_type.shape.dim[3].dim_param = "w"
-    tgt = targets.parse("host")
-    _, mod, _ = lower_model(m, tgt, None)
-    with tgt.tvm_target():
-        mod = tvm.transform.Sequential(pipeline.legalize_passes(tgt) + [schedule.default_schedule_pass()])(mod)
-    conv = next(f for gv, f in mod.functions.items() if "conv2d" in gv.name_hint and isinstance(f, tvm.tirx.PrimFunc))
-    gemm = conv.script().split('T.sblock("ember_gemm_update")')[1].split("T.sblock(")[0]
-    assert "T.where" not in gemm
-    cm = ember.compile(m)
-    for w in (5, 24, 61):
-        x = np.random.default_rng(w).standard_normal((1, 8, 8, w)).astype(np.float32)
-        np.testing.assert_allclose(cm.run({"x": x})["y"], ort_run(m, {"x": x})[0], rtol=1e-4, atol=1e-4)

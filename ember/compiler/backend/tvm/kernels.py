@@ -105,10 +105,9 @@ def pack_weights(w, nr: int, layout: str):
     return te.compute((padded(n, nr) // nr, k_total, nr), f, name="ember_pack")
 
 
-def pad_nhwc(x, padding, extra_right=0):
-    """TE: zero-pad an NHWC tensor spatially (no-op without padding); `extra_right` more
-    columns on the right (an expression: a run-time width read in whole row tiles)."""
-    if not any(padding) and isinstance(extra_right, int) and not extra_right:
+def pad_nhwc(x, padding):
+    """TE: zero-pad an NHWC tensor spatially (no-op without padding)."""
+    if not any(padding):
         return x
     b, h, w, c = list(x.shape)
     pt, pl, pb, pr = padding
@@ -116,7 +115,7 @@ def pad_nhwc(x, padding, extra_right=0):
     def pad(bi, y, xx, ci):
         inside = tirx.all(y >= pt, y < h + pt, xx >= pl, xx < w + pl)
         return tirx.if_then_else(inside, x[bi, y - pt, xx - pl, ci], tirx.const(0, x.dtype))
-    return te.compute((b, h + pt + pb, w + pl + pr + extra_right, c), pad, name=PAD)
+    return te.compute((b, h + pt + pb, w + pl + pr, c), pad, name=PAD)
 
 
 def conv_out_hw(h, w, kernel, strides, padding, dilation):
@@ -150,21 +149,16 @@ def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int):
     (sh, sw), (dh, dw) = strides, dilation
     oh, ow = conv_out_hw(h, w, kernel, strides, padding, dilation)
     nr = static_ints(wp.shape)[2]
-    # a run-time output width is computed in whole row tiles over zero columns, then cropped:
-    # a predicated tile runs at half the speed
-    owp = ow if isinstance(ow, int) else tirx.floordiv(ow + (mr - 1), mr) * mr
-    xp = pad_nhwc(x, padding, 0 if isinstance(ow, int) else mr * sw)  # >= (owp - ow) * sw
+    xp = pad_nhwc(x, padding)
     ry = te.reduce_axis((0, kh), name="ky")
     rx = te.reduce_axis((0, kw), name="kx")
     rc = te.reduce_axis((0, c), name="kc")
     out = te.compute(
-        (b, oh, owp, static_ints(wp.shape)[0] * nr),
+        (b, oh, ow, static_ints(wp.shape)[0] * nr),
         lambda bi, y, xx, j: te.sum(xp[bi, y * sh + ry * dh, xx * sw + rx * dw, rc]
                                     * wp[j // nr, (ry * kw + rx) * c + rc, j % nr], axis=[ry, rx, rc]),
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
-    if isinstance(ow, int):
-        return _crop(out, n)
-    return te.compute((b, oh, ow, n), lambda *i: out[i], name=CROP)
+    return _crop(out, n)
 
 
 def matmul_packed(a, wp, mr: int, n: int):
