@@ -141,9 +141,7 @@ def converters(opset: int) -> dict[str, type]:
         def _impl_v10(cls, bb, inputs, attr, params):
             a, b = inputs[0], inputs[1]
             wb = _const(b)
-            za = _scalar_zero_point(inputs[2] if len(inputs) > 2 else None)
-            if za is None:
-                za = _run_time_scalar(inputs[2])
+            za = _input_zero_point(inputs)
             w8, c = _signed_weights(wb, inputs, 3)
             if wb is None or wb.ndim != 2 or w8 is None or _dtype(a) not in INT8 or za is None:
                 return tvm_onnx.MatMulInteger._impl_v10(bb, inputs, attr, params)
@@ -187,9 +185,7 @@ def converters(opset: int) -> dict[str, type]:
     def _fast_conv(x, w, inputs, attr):
         """8-bit x constant int8 conv2d (groups 1 or depthwise, weight zero point 0) into int32, or None."""
         wc = _const(w)
-        zx = _scalar_zero_point(inputs[2] if len(inputs) > 2 else None)
-        if zx is None:
-            zx = _run_time_scalar(inputs[2])
+        zx = _input_zero_point(inputs)
         auto_pad = attr.get("auto_pad", b"NOTSET")
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
         xs = static_shape(x)
@@ -258,6 +254,14 @@ def converters(opset: int) -> dict[str, type]:
     return {"QuantizeLinear": QuantizeLinear, "DequantizeLinear": DequantizeLinear,
             "ConvInteger": ConvInteger, "MatMulInteger": MatMulInteger,
             "QLinearMatMul": QLinearMatMul, "QLinearConv": QLinearConv}
+
+
+def _input_zero_point(inputs):
+    """The input zero point of ConvInteger / MatMulInteger (input 2): a constant as an int
+    (0 if absent), a run-time scalar as an int32 expression, or None for other forms."""
+    zp = inputs[2] if len(inputs) > 2 else None
+    constant = _scalar_zero_point(zp)
+    return constant if constant is not None else _run_time_scalar(zp)
 
 
 def _run_time_scalar(zp):
