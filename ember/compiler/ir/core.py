@@ -92,6 +92,9 @@ class Value:
     const: Tensor | None = None
     doc_string: str = ""
     omitted: bool = False  # an optional output left unnamed in the source ("" in ONNX)
+    # provenance: names of values this one replaced (`replace_all_uses`), so a tensor of the
+    # source model can be found after passes fused or renamed it (`ember debug`)
+    aliases: set[str] = field(default_factory=set, repr=False)
     producer: "Node | None" = field(default=None, repr=False)
     uses: list[tuple["Node", int]] = field(default_factory=list, repr=False)
 
@@ -296,6 +299,7 @@ class Graph:
         """Make every user of `old` (nodes, subgraph nodes, graph outputs) use `new`."""
         if old is new:
             return
+        new.aliases |= old.aliases | {old.name}
         for node, i in list(old.uses):
             node._inputs[i] = new
             new.uses.append((node, i))

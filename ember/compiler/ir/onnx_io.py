@@ -33,7 +33,9 @@ def load(path: str | os.PathLike, *, infer_shapes: bool = True) -> ir.Model:
 def as_ir(model: Any) -> ir.Model:
     """Path, ModelProto or ir.Model -> a fresh ir.Model (the caller's object is never changed)."""
     if isinstance(model, ir.Model):
-        return import_model(export_model(model), infer_shapes=False)
+        copy = import_model(export_model(model), infer_shapes=False)
+        _copy_aliases(model.graph, copy.graph)
+        return copy
     if isinstance(model, onnx.ModelProto):
         # re-parse: the same checks as a file, and an in-memory proto may be deeper than protobuf allows
         return import_model(parse_proto(_serialize(model), "model"))
@@ -146,6 +148,17 @@ def _sparse_to_dense(sp: onnx.SparseTensorProto) -> onnx.TensorProto:
         dense.reshape(-1)[idx] = values
     t = onnx.numpy_helper.from_array(dense, sp.values.name)
     return t
+
+
+def _copy_aliases(src: ir.Graph, dst: ir.Graph) -> None:
+    """The provenance (`Value.aliases`) ONNX has no field for, carried over by value name."""
+    known = {v.name: v.aliases for v in src.inputs if v.aliases}
+    known.update({v.name: v.aliases for n in src.nodes for v in n.outputs if v.aliases})
+    if not known:
+        return
+    for v in list(dst.inputs) + [v for n in dst.nodes for v in n.outputs]:
+        if v.name in known:
+            v.aliases = set(known[v.name])
 
 
 def import_model(proto: onnx.ModelProto, *, infer_shapes: bool = True) -> ir.Model:

@@ -146,7 +146,8 @@ def quantize_weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.nda
 def quantizable(graph: ir.Graph, exclude: set[str] = frozenset()) -> list[ir.Node]:
     out = []
     for n in graph.nodes:
-        if n.op_type not in LAYERS or n.op_type in exclude or n.outputs[0].name in exclude or n.name in exclude:
+        names = {n.op_type, n.name, n.outputs[0].name} | n.outputs[0].aliases  # aliases: the source's names
+        if n.op_type not in LAYERS or names & set(exclude):
             continue
         w = n.inputs[1] if len(n.inputs) > 1 else None
         if w is None or w.const is None or w.const.numpy().dtype != np.float32 or len(w.const.shape) < 2:
