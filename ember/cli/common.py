@@ -111,6 +111,15 @@ def step_options(sp: argparse.ArgumentParser) -> None:
                          "(default 3600)")
 
 
+def device_options(sp: argparse.ArgumentParser, what: str) -> None:
+    """Where an artifact for another device runs: under qemu here, or on the device over TVM RPC."""
+    sp.add_argument("--emulate", action="store_true", help=f"run {what} under qemu on this machine (aarch64)")
+    sp.add_argument("--qemu-cpu", default=None, help="core qemu emulates (default: the target's --mcpu)")
+    sp.add_argument("--rpc", metavar="HOST:PORT", help=f"run {what} on a remote device through a TVM RPC server")
+    sp.add_argument("--tracker", metavar="HOST:PORT", help=f"run {what} through a TVM RPC tracker (with --key)")
+    sp.add_argument("--key", help="device key registered with the tracker")
+
+
 def pipeline_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("-O", dest="opt_level", type=int, choices=[0, 1, 2, 3], default=None,
                     help="optimization level: 0 none, 1 cleanup, 2 cleanup+fusion (default), 3 = 2 for now; "

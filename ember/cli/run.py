@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.cli.common import EXIT_ERROR, Progress, read_array, step_options
+from ember.cli.common import EXIT_ERROR, Progress, device_options, read_array, step_options
 from ember.errors import EmberError
 
 
@@ -65,25 +65,11 @@ def _run_artifact(path: str, inputs: dict, repeat: int, progress) -> dict[str, A
 
 def _run_elsewhere(args: argparse.Namespace, meta: dict, inputs: dict, progress) -> dict[str, Any]:
     """Emulated or RPC runs: the library runs in another process or machine."""
-    from ember.compiler.runtime.artifact import LIBRARY, CompiledModel, array_outputs, device_name
+    from ember.compiler.runtime.elsewhere import run_elsewhere
 
-    signature = CompiledModel(None, meta)
-    arrays = signature.check_inputs(inputs)
-    library = Path(args.artifact) / LIBRARY
-    if args.rpc or args.tracker:
-        from ember.compiler.runtime import remote
-
-        progress(f"running on {args.tracker or args.rpc} over RPC")
-        outs, times = remote.run(library, arrays, signature.outputs, device=device_name(meta["target"]), rpc=args.rpc,
-                                 tracker=args.tracker, key=args.key, repeat=args.time)
-    else:
-        from ember.compiler.runtime import emulation
-
-        cpu = args.qemu_cpu or emulation.qemu_cpu(meta["target"].get("mcpu", ""), meta["target"].get("features", []))
-        progress(f"running under emulation (qemu-aarch64, CPU {cpu})")
-        (flat,) = emulation.run([(library, dict(zip(signature.input_names, arrays)), signature.input_names)], cpu)
-        outs, times = array_outputs(list(flat), signature.outputs), []
-    return {"outputs": dict(zip(signature.output_names, outs)), "times": times}
+    outputs, times = run_elsewhere(args.artifact, meta, inputs, rpc=args.rpc, tracker=args.tracker, key=args.key,
+                                   qemu_cpu=args.qemu_cpu, repeat=args.time, say=progress)
+    return {"outputs": outputs, "times": times}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -204,11 +190,7 @@ def add_commands(sub) -> None:
     r.add_argument("--atol", type=float, default=1e-5)
     r.add_argument("--time", type=int, default=0, metavar="N", help="also time N runs (and onnxruntime with --check)")
     r.add_argument("--target", default=None, help="expected target triple of the artifact (checked)")
-    r.add_argument("--emulate", action="store_true", help="run an aarch64 artifact under qemu on this machine")
-    r.add_argument("--qemu-cpu", default=None, help="core qemu emulates (default: the artifact's --mcpu)")
-    r.add_argument("--rpc", metavar="HOST:PORT", help="run on a remote device through a TVM RPC server")
-    r.add_argument("--tracker", metavar="HOST:PORT", help="run through a TVM RPC tracker (with --key)")
-    r.add_argument("--key", help="device key registered with the tracker")
+    device_options(r, "the artifact")
     step_options(r)
     r.set_defaults(fn=cmd_run)
 

@@ -50,6 +50,22 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
     """Import, validate, optimize and lower to Relax: (IR model, Relax module, passes run).
     `bind` gives values to graph inputs, which become constants; `input_shapes`
     fixes symbolic input dims."""
+    m, passes = optimized_model(model, tgt, pipeline, opt_level=opt_level, memory_budget=memory_budget,
+                                instruments=instruments, disabled=disabled, verify_each=verify_each, say=say,
+                                bind=bind, input_shapes=input_shapes)
+    say(f"lowering to Relax ({len(m.graph.nodes)} nodes)")
+    m.extra["signature"] = signature(m.graph)  # lowering may store values in other types (narrow.py)
+    _leave_out_empty_outputs(m)
+    return m, lower.to_relax(m, tgt), passes
+
+
+def optimized_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *,
+                    opt_level: int | None = None, memory_budget: int | None = None,
+                    instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
+                    verify_each: bool = True, say: Callable[[str], None] = lambda msg: None,
+                    bind: dict[str, Any] | None = None, input_shapes: dict[str, Sequence[int]] | None = None):
+    """The graph half of `lower_model`: import, the input phase and the pipeline; returns
+    (IR model, passes run). The graph it leaves is still one onnxruntime runs."""
     say("importing model")
     m = as_ir(model)
     # the input phase: its own steps (not a pipeline's: none can be disabled), errors as they are
@@ -71,10 +87,7 @@ def lower_model(model: Any, tgt, pipeline: str | Sequence[Pass] | None = None, *
         dots = available(tgt)
         say(f"int8 compute: {integer} layers on integer kernels "
             f"({describe(dots) + ' dot products' if dots else 'int32 arithmetic: this target has no int8 dot product'})")
-    say(f"lowering to Relax ({len(m.graph.nodes)} nodes)")
-    m.extra["signature"] = signature(m.graph)  # lowering may store values in other types (narrow.py)
-    _leave_out_empty_outputs(m)
-    return m, lower.to_relax(m, tgt), passes
+    return m, passes
 
 
 def _leave_out_empty_outputs(m: ir.Model) -> None:
@@ -103,13 +116,15 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
             instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
             verify_each: bool = True, progress: Callable[[str], None] | None = None,
             bind: dict[str, Any] | None = None,
-            input_shapes: dict[str, Sequence[int]] | None = None) -> CompiledModel:
+            input_shapes: dict[str, Sequence[int]] | None = None, generic: bool = False) -> CompiledModel:
     """Compile an ONNX model (path, ModelProto or ember IR) for a target triple,
     with the tuned schedules of tuning database `db` where it has them. `bind`
     fixes graph inputs to values (needed where TVM must know them at compile
     time: a Reduce's axes, a Reshape's shape, ... given as graph inputs);
     `input_shapes` ({name: sizes}) specializes symbolic input dims, and the
-    artifact then refuses other shapes."""
+    artifact then refuses other shapes. `generic` builds with TVM's own Relax
+    pipeline instead of Ember's kernels and schedules (`ember debug` compares
+    the two)."""
     from ember import targets
     from ember.version import __version__
 
@@ -135,7 +150,7 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     static = all(s["shape"] is not None and all(isinstance(d, int) for d in s["shape"])
                  for s in m.extra["signature"][0])
     flops: dict[str, float] | None = {} if static else None
-    ex = lower.build(mod, tgt, database.ms_database() if database else None, counts, flops)
+    ex = lower.build(mod, tgt, database.ms_database() if database else None, counts, flops, generic=generic)
     if database is not None:
         total = counts.get("tuned", 0) + counts.get("default", 0)
         say(f"schedules from tuning database {db} for {counts.get('tuned', 0)} of {total} kernels; "

@@ -518,10 +518,12 @@ def tvm_version() -> str:
 
 
 def build(mod, target, database=None, counts: dict[str, int] | None = None,
-          flops: dict[str, float] | None = None):
+          flops: dict[str, float] | None = None, generic: bool = False):
     """Compile a Relax module for an ember Target (with tuned schedules from
     a MetaSchedule `database`, if given); returns a relax Executable. `counts`
-    and `flops` are filled as `relax_pipeline` says."""
+    and `flops` are filled as `relax_pipeline` says. `generic`: TVM's own default
+    pipeline instead, its legalizations without schedules and none of Ember's
+    kernels: slow code, but a second opinion on what they compute (`ember debug`)."""
     import tvm
 
     from ember.compiler.runtime.isolate import mark_pool_started
@@ -530,14 +532,17 @@ def build(mod, target, database=None, counts: dict[str, int] | None = None,
     mark_pool_started()  # FoldConstant runs kernels in this process
     prepare(target)
     tvm_target = target.tvm_target()
+    pipeline = None if generic else relax_pipeline(target, database, counts, flops)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # in the target's scope: TVM's CUDA compile callback reads the sm_XX to build for from it
             with tvm.transform.PassContext(opt_level=3), tvm_target, quiet_native_stderr():
-                ex = tvm.compile(mod, target=tvm_target, relax_pipeline=relax_pipeline(target, database, counts, flops))
+                ex = (tvm.compile(mod, target=tvm_target) if generic
+                      else tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline))
     except Exception as e:
-        raise CompileError(f"TVM build failed for {target.describe()}: {first_line(e)}") from None
+        what = "TVM's generic pipeline" if generic else "TVM build"
+        raise CompileError(f"{what} failed for {target.describe()}: {first_line(e)}") from None
     if target.runtime_only:
         _check_runtime_only(ex, target)
     return ex
