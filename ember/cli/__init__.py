@@ -9,10 +9,12 @@
     ember run OUT [--input NAME=FILE.npy ... | --inputs FILE.npz | --random-inputs]
                   [--save outputs.npz] [--check MODEL.onnx] [--time N] [--emulate | --rpc HOST:PORT]
     ember profile OUT [inputs as for run] [--repeat N] [--top N] [--json FILE]
+    ember debug MODEL.onnx [inputs as for run] [--reference FLOAT.onnx] [compile options] [--quantize int8 ...]
+                [--emulate | --rpc HOST:PORT] [--tol T] [--int8-tol T] [--report DIR]
     ember inspect MODEL.onnx
     ember passes | ember targets
 
-One module per command family (build, tuning, compress, run) adds its subcommands;
+One module per command family (build, tuning, compress, run, debug) adds its subcommands;
 `common` holds what they share. Every error is one line on stderr and a non-zero
 exit code. Steps that can crash inside TVM run in a child process (disable with
 --no-isolate).
@@ -25,11 +27,11 @@ import sys
 import warnings
 from typing import Sequence
 
-from ember.cli import build, compress, run, tuning
+from ember.cli import build, compress, debug, run, tuning
 from ember.cli.common import EXIT_ERROR, EXIT_USAGE, Parser, one_line
 from ember.errors import EmberError
 
-FAMILIES = (build, tuning, compress, run)
+FAMILIES = (build, tuning, compress, run, debug)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,115 @@
+"""Which layers of an int8 (QDQ) model cost the accuracy: per-layer SQNR against
+the float model, the output error left when each layer alone goes back to float,
+and the layers whose return to float buys the most accuracy per unit of compute
+(the list `ember quantize --exclude` takes)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from ember.compiler.debug.compare import Probe, error, onnx_probe, sqnr_db
+from ember.compiler.ir import onnx_io
+from ember.compiler.ir.stats import node_flops
+
+LAYERS = ("Conv", "Gemm", "MatMul")
+MOST_SUGGESTED = 8  # layers a suggestion may send back to float
+MOST_MEASURED = 48  # layers (lowest SQNR first) whose return to float is measured one by one
+
+
+def quantized_layers(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, str]]:
+    """(layer, its float input) for each Conv/Gemm/MatMul reading a quantize-dequantize
+    pair: the layers `ember quantize` (or onnxruntime's quantizer) made int8."""
+    producer = {o: n for n in graph.node for o in n.output}
+    out = []
+    for n in graph.node:
+        if n.op_type not in LAYERS or not n.input:
+            continue
+        dq = producer.get(n.input[0])
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            out.append((n, q.input[0]))
+    return out
+
+
+def in_float(proto: onnx.ModelProto, layers: set[str]) -> onnx.ModelProto:
+    """`proto` with the named layers (by output tensor) reading their float input, as
+    `--exclude` leaves them (their weights keep the int8 rounding, a small part of the error)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    for n, x in quantized_layers(m.graph):
+        if n.output[0] in layers:
+            n.input[0] = x
+    return m
+
+
+def analyse(qdq: onnx.ModelProto, source_names: dict[str, str], reference: Probe,
+            ref_outputs: dict[str, np.ndarray], feed: dict[str, np.ndarray], tol: float,
+            requantize: Callable[[set[str]], onnx.ModelProto] | None = None,
+            say: Callable[[str], None] = lambda msg: None) -> dict:
+    """The int8 report of `qdq` against the float model (`reference` probes its tensors).
+    A layer is named by its output tensor's name in the source model (`source_names`:
+    name in `qdq` -> source name, for tensors a pass renamed), the name
+    `ember quantize --exclude` takes."""
+    layers = quantized_layers(qdq.graph)
+    if not layers:
+        return {"layers": [], "note": "no quantized Conv, Gemm or MatMul (a QuantizeLinear/DequantizeLinear "
+                                      "pair on the input) in this model"}
+    local = [n.output[0] for n, _ in layers]
+    names = [source_names.get(o, o) for o in local]
+    identity = {o: o for n in qdq.graph.node for o in n.output}
+    outputs = [o.name for o in qdq.graph.output]
+    q_probe = onnx_probe(qdq, identity, feed)
+    got, ref = q_probe(local + outputs), reference(names)
+    got.update({name: got[o] for name, o in zip(names, local)})
+
+    def out_error(probe_outputs: dict[str, np.ndarray]) -> float:
+        return max((error(ref_outputs[o], probe_outputs[o]) for o in outputs if o in ref_outputs), default=0.0)
+
+    base = out_error(got)
+    flops = _layer_flops(qdq)
+    total = sum(flops.get(n, 0) for n in local) or 1
+    rows = []
+    for (node, _), name, o in zip(layers, names, local):
+        rows.append({"layer": name, "tensor": o, "node": node.name, "op": node.op_type,
+                     "sqnr_db": round(sqnr_db(ref[name], got[name]), 2) if name in ref else None,
+                     "compute_share": flops.get(o, 0) / total})
+    measured = sorted(rows, key=lambda r: (r["sqnr_db"] is None, r["sqnr_db"] or 0.0))[:MOST_MEASURED]
+    for k, row in enumerate(measured):
+        say(f"int8: layer {k + 1}/{len(measured)} back to float: {row['layer']}")
+        alone = onnx_probe(in_float(qdq, {row["tensor"]}), identity, feed)(outputs)
+        row["error_in_float"] = out_error(alone)
+        row["recovered"] = base - row["error_in_float"]
+        row["per_compute"] = row["recovered"] / max(row["compute_share"], 1e-3)
+    report: dict = {"error": base, "tol": tol, "layers": rows}
+    ranked = sorted((r for r in measured if r["recovered"] > 0), key=lambda r: -r["per_compute"])
+    chosen: list[dict] = []
+    err = base
+    for row in ranked[:MOST_SUGGESTED]:
+        if err <= tol:
+            break
+        chosen.append(row)
+        err = out_error(onnx_probe(in_float(qdq, {r["tensor"] for r in chosen}), identity, feed)(outputs))
+    if chosen:
+        report["exclude"] = [r["layer"] for r in chosen]
+        report["error_excluded"] = err
+        if requantize is not None:  # what the suggestion gives when quantizing again
+            say(f"int8: quantizing again with --exclude {' '.join(report['exclude'])}")
+            again = requantize(set(report["exclude"]))
+            report["error_requantized"] = out_error(onnx_probe(again, {o.name: o.name for o in again.graph.output},
+                                                              feed)(outputs))
+    return report
+
+
+def _layer_flops(model: onnx.ModelProto) -> dict[str, int]:
+    """Each Conv/Gemm/MatMul's FLOPs by output name, from static shapes."""
+    m = onnx_io.import_model(_copy(model))
+    return {n.outputs[0].name: node_flops(n) or 0 for n in m.graph.nodes if n.op_type in LAYERS}
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    return m
