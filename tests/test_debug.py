@@ -225,6 +225,8 @@ def test_quantization_in_the_chain_is_one_stage_with_a_per_layer_report():
     layers = {row["layer"]: row for row in r.int8["layers"]}
     assert set(layers) == {"bn1", "c2", "c3", "mm"}  # bn1: the conv its batch norm folded into
     assert all(row["sqnr_db"] > 20 for row in layers.values())
+    assert sum(row["compute_share"] for row in layers.values()) == pytest.approx(1.0)
+    assert max(layers, key=lambda k: layers[k]["compute_share"]) == "c2"  # 16x8x3x3 on 8x8: the most MACs
     assert "exclude" not in r.int8  # nothing to suggest: within the threshold
 
 
@@ -253,3 +255,14 @@ def test_bad_requests_get_one_error_line(tmp_path):
     assert "unknown pass" in error_line(proc, 1)
     proc = ember_cli("debug", tmp_path / "missing.onnx", "-q")
     assert "no such file" in error_line(proc, 1)
+
+
+def test_with_labels_a_stage_that_loses_accuracy_fails_even_within_the_error_threshold():
+    from ember.compiler.ir.reference import run_onnxruntime
+
+    labels = run_onnxruntime(tiny_cnn(), feed())[0]["logits"].argmax(-1)  # the reference is 100% right
+    r = debug(tiny_cnn(), feed(), pipeline=[SwapInputs(node="sub3")], labels=labels, tol=1e3)
+    first = r.stages[r.first]
+    assert first.name == "pass: test-swap-inputs{node=sub3}" and first.accuracy < 1.0
+    assert "accuracy" in first.note
+    assert all(s.status in ("ok", "unchanged") for s in r.stages[r.first + 1:])  # held against the stage before

@@ -118,7 +118,7 @@ def add_commands(sub) -> None:
     d.add_argument("--int8-tol", type=float, default=0.05, help="the same for quantization and the stages after "
                    "it, which compute in 8 bits (default 0.05)")
     d.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
-                   help="with labels: the most top-1 accuracy a stage may lose against the reference (default 1)")
+                   help="with labels: the most top-1 accuracy a stage may lose against the stage before (default 1)")
     d.add_argument("--no-int8-analysis", dest="int8_analysis", action="store_false",
                    help="skip the per-layer int8 analysis (one onnxruntime run per quantized layer)")
     d.add_argument("--report", default="ember-debug", metavar="DIR",

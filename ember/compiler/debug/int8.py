@@ -11,8 +11,6 @@ import numpy as np
 import onnx
 
 from ember.compiler.debug.compare import Probe, error, onnx_probe, sqnr_db
-from ember.compiler.ir import onnx_io
-from ember.compiler.ir.stats import node_flops
 
 LAYERS = ("Conv", "Gemm", "MatMul")
 MOST_SUGGESTED = 8  # layers a suggestion may send back to float
@@ -69,7 +67,7 @@ def analyse(qdq: onnx.ModelProto, source_names: dict[str, str], reference: Probe
         return max((error(ref_outputs[o], probe_outputs[o]) for o in outputs if o in ref_outputs), default=0.0)
 
     base = out_error(got)
-    flops = _layer_flops(qdq)
+    flops = _layer_flops(qdq.graph, [n for n, _ in layers], got)
     total = sum(flops.get(n, 0) for n in local) or 1
     rows = []
     for (node, _), name, o in zip(layers, names, local):
@@ -103,13 +101,23 @@ def analyse(qdq: onnx.ModelProto, source_names: dict[str, str], reference: Probe
     return report
 
 
-def _layer_flops(model: onnx.ModelProto) -> dict[str, int]:
-    """Each Conv/Gemm/MatMul's FLOPs by output name, from static shapes."""
-    m = onnx_io.import_model(_copy(model))
-    return {n.outputs[0].name: node_flops(n) or 0 for n in m.graph.nodes if n.op_type in LAYERS}
-
-
-def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
-    m = onnx.ModelProto()
-    m.CopyFrom(proto)
-    return m
+def _layer_flops(graph: onnx.GraphProto, layers: list[onnx.NodeProto], outputs: dict[str, np.ndarray]) -> dict[str, int]:
+    """Each layer's multiply-adds on this run, from its output (as computed) and its weight's
+    shape (the initializer its DequantizeLinear reads): symbolic dims are known by now."""
+    producer = {o: n for n in graph.node for o in n.output}
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    out = {}
+    for n in layers:
+        w = producer.get(n.input[1]) if len(n.input) > 1 else None
+        shape = shapes.get(w.input[0] if w is not None and w.op_type == "DequantizeLinear" else n.input[1])
+        y = outputs.get(n.output[0])
+        if shape is None or y is None or len(shape) < 2:
+            continue
+        if n.op_type == "Conv":
+            per_output = int(np.prod(shape[1:]))
+        elif n.op_type == "Gemm" and any(a.name == "transB" and a.i for a in n.attribute):
+            per_output = shape[1]
+        else:
+            per_output = shape[0]
+        out[n.output[0]] = int(y.size) * per_output
+    return out

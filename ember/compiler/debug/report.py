@@ -192,6 +192,11 @@ def _int8_lines(d: dict) -> list[str]:
                       f"unit of compute): output error {_num(d['error_excluded'])} with them in float"
                   + (f", {_num(d['error_requantized'])} quantized again with these flags"
                      if "error_requantized" in d else "") + "."]
+        if d.get("error_requantized", 0.0) > d["error_excluded"] and d["error_requantized"] >= d["error"]:
+            lines += ["", "Quantizing again with these flags did not recover the error: with float weights "
+                      "as well as float inputs these layers round differently, and on few inputs the "
+                      "difference is within the noise of one sample; evaluate on a batch (`--inputs` "
+                      "with several samples) before excluding."]
     return lines
 
 

@@ -49,7 +49,7 @@ class _Chain:
         self.prev: dict[str, np.ndarray] = {}
         self.prev_probe: Probe | None = None
         self.prev_name = ""
-        self.ref_accuracy: float | None = None
+        self.prev_accuracy: float | None = None
         self.quantized = False  # a stage so far computed in 8 bits: later ones get the int8 threshold
 
     # ---------------------------------------------------------------- stages
@@ -61,7 +61,7 @@ class _Chain:
             raise EmberError(f"the reference does not compute output {missing[0]!r}")
         self.ref, self.prev, self.prev_probe, self.prev_name = outs, outs, probe, name
         stage = Stage(name, "reference", errors={o: 0.0 for o in outs})
-        stage.accuracy = self.ref_accuracy = self._accuracy(outs)
+        stage.accuracy = self.prev_accuracy = self._accuracy(outs)
         self.report.stages.append(stage)
 
     def onnx_stage(self, name: str, kind: str, proto: onnx.ModelProto, names: dict[str, str]) -> None:
@@ -108,16 +108,17 @@ class _Chain:
             stage.step[o] = error(self.prev[o], got) if isinstance(got, np.ndarray) else float("inf")
         stage.accuracy = self._accuracy(outs)
         over = any(not v <= tol for v in stage.step.values())
-        if stage.accuracy is not None and self.ref_accuracy is not None:
-            drop = 100 * (self.ref_accuracy - stage.accuracy)
+        if stage.accuracy is not None and self.prev_accuracy is not None:
+            drop = 100 * (self.prev_accuracy - stage.accuracy)
             if drop > self.max_drop:
                 over = True
-                stage.note = f"top-1 accuracy {drop:.2f} points below the reference's"
+                stage.note = f"top-1 accuracy {drop:.2f} points below the stage before"
         stage.status = "over" if over else "ok"
         self.report.stages.append(stage)
         if over and self._first_failure():
             self._layers(name, probe, tol)
         self.prev, self.prev_probe, self.prev_name = outs, probe, name
+        self.prev_accuracy = stage.accuracy
 
     def _first_failure(self) -> bool:
         if self.report.first is not None:
