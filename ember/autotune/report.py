@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ember.compiler.backend.tvm.schedule import DECISIONS
 from ember.fileutil import atomic_write_text
 
 
@@ -19,6 +20,10 @@ class TaskStat:
     default_ms: float | None = None
     best_ms: float | None = None
     trials: int = 0
+    # Ember's design space (schedule.DECISIONS): the rule's values, and the best record's
+    # (None: the best is the default schedule, or the kernel is searched in the generic space)
+    default_decisions: list[int] | None = None
+    tuned_decisions: list[int] | None = None
 
     def current_ms(self) -> float | None:
         vals = [v for v in (self.default_ms, self.best_ms) if v is not None]
@@ -36,6 +41,7 @@ class TuneReport:
     seconds: float = 0.0
     interrupted: bool = False
     end_to_end: dict[str, float] | None = None  # measured model latency, default vs tuned schedules
+    seed: int | None = None
 
     def estimate_ms(self) -> float:
         return sum(t.weight * (t.current_ms() or 0.0) for t in self.tasks)
@@ -52,10 +58,11 @@ class TuneReport:
         default = self.default_ms()
         return {"model": self.model, "target": self.target, "db": self.db, "budget": self.budget,
                 "summary": self.summary(),
-                "seconds": round(self.seconds, 1), "interrupted": self.interrupted,
+                "seconds": round(self.seconds, 1), "interrupted": self.interrupted, "seed": self.seed,
                 "default_estimate_ms": None if default is None else round(default, 4), "tuned_estimate_ms": round(self.estimate_ms(), 4),
                 "tasks": [{"name": t.name, "weight": t.weight, "trials": t.trials,
                            "default_ms": t.default_ms, "best_ms": t.best_ms,
+                           "default_decisions": t.default_decisions, "tuned_decisions": t.tuned_decisions,
                            "share": round(t.weight * (t.current_ms() or 0.0) / total, 4)} for t in self.tasks],
                 "end_to_end": self.end_to_end,
                 "timeline": [[round(s, 1), round(ms, 4)] for s, ms in self.timeline]}
@@ -67,11 +74,15 @@ class TuneReport:
                  f"{d['seconds']} s{' (interrupted)' if self.interrupted else ''}", "",
                  self.summary() + " (kernel time: the sum over kernels of calls x best latency, "
                  "without the VM's own overhead)", "", *self._end_to_end_lines(),
-                 "| task | calls | trials | default ms | tuned ms | share |", "|---|---|---|---|---|---|"]
+                 f"Decisions of Ember's kernels ({'; '.join(DECISIONS)}): default -> best record "
+                 "('=': the default schedule is still the best). "
+                 f"Seed: {'none (random)' if self.seed is None else self.seed}.", "",
+                 "| task | calls | trials | default ms | tuned ms | share | decisions |",
+                 "|---|---|---|---|---|---|---|"]
         for t in sorted(d["tasks"], key=lambda t: -t["share"]):
             fmt = (lambda v: "-" if v is None else f"{v:.4f}")
             lines.append(f"| {t['name']} | {t['weight']} | {t['trials']} | {fmt(t['default_ms'])} | "
-                         f"{fmt(t['best_ms'])} | {100 * t['share']:.1f}% |")
+                         f"{fmt(t['best_ms'])} | {100 * t['share']:.1f}% | {_decisions(t)} |")
         return "\n".join(lines) + "\n"
 
     def summary(self) -> str:
@@ -120,3 +131,11 @@ class TuneReport:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return True
+
+
+def _decisions(t: dict[str, Any]) -> str:
+    default, tuned = t.get("default_decisions"), t.get("tuned_decisions")
+    if not default:
+        return ""
+    text = "/".join(map(str, default))
+    return text + " -> " + ("=" if tuned is None else "/".join(map(str, tuned)))

@@ -8,7 +8,12 @@
    the search's (MetaSchedule keeps the fastest record per workload).
 3. MetaSchedule tunes the tasks (evolutionary search, XGBoost cost model,
    gradient task scheduler: trials go to the tasks that dominate the
-   end-to-end estimate) until the trial or time budget runs out. Records
+   end-to-end estimate) until the trial or time budget runs out. A kernel of
+   Ember's own (GEMM, convolution, Winograd, int8) is searched in the space
+   of its own schedule (`schedule.design_space`: the rule's decisions as
+   sampled instructions, the rule's values their defaults); other kernels in
+   MetaSchedule's generic space. `seed` makes the candidates drawn depend
+   only on the measurements. Records
    are appended as each batch is measured: an interrupted run keeps all
    but the batch in flight, and running again resumes from them.
 4. A report (per task: trials, default and best latency, share of the
@@ -35,6 +40,7 @@ from ember.autotune.database import TuningDatabase, model_key
 from ember.autotune.report import TaskStat, TuneReport
 from ember.autotune.scheduler import deadline_scheduler, dominant
 from ember.compiler import driver
+from ember.compiler.backend.tvm import schedule
 from ember.compiler.backend.tvm.intrinsics import import_tvm_intrinsics
 from ember.compiler.backend.tvm.pipeline import legalize_passes
 from ember.compiler.backend.tvm.target import prepare
@@ -65,7 +71,7 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
          seconds: float | None = None, pipeline=None, opt_level: int | None = None, mcpu: str | None = None,
          features=None, rpc: dict[str, Any] | None = None, report_dir: str | None = None,
          progress: Callable[[str], None] | None = None, bind: dict[str, Any] | None = None,
-         input_shapes: dict[str, Any] | None = None) -> TuneReport:
+         input_shapes: dict[str, Any] | None = None, seed: int | None = None) -> TuneReport:
     """Tune a model's kernels for a target into database `db` (created if missing); `bind`
     fixes graph inputs TVM needs as constants and `input_shapes` symbolic input dims,
     as in `driver.compile` (tune with the shapes you compile with)."""
@@ -85,7 +91,8 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
     extracted = ms.relax_integration.extract_tasks(mod, tvm_target)
     report = TuneReport(model=str(model), target=tgt.describe(), db=str(db),
                         budget=" and ".join(x for x in (f"{trials} trials" if trials else "",
-                                                         f"{seconds:.0f} s" if seconds else "") if x))
+                                                         f"{seconds:.0f} s" if seconds else "") if x),
+                        seed=seed)
     report.tasks = [TaskStat(t.task_name, int(t.weight)) for t in extracted]
     ms_db = database.ms_database()
     t0 = time.monotonic()
@@ -103,7 +110,8 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
     if deadline is not None and time.monotonic() >= deadline:
         say("time budget spent measuring the default schedules; no search")
         return _finish(report, t0, report_dir, say)
-    _search(report, extracted, database, ms_db, tgt, trials, deadline, t0, builder, runner, say)
+    _search(report, extracted, database, ms_db, tgt, trials, deadline, t0, builder, runner, say, seed)
+    _record_decisions(report, extracted, ms_db)
 
     # 3. the model end to end, default against tuned schedules
     dev = measure.local_device(tgt, rpc)
@@ -141,7 +149,7 @@ def _record_defaults(report: TuneReport, extracted, ms_db, tvm_target, measured)
 
 
 def _search(report: TuneReport, extracted, database: TuningDatabase, ms_db, tgt, trials: int | None,
-            deadline: float | None, t0: float, builder, runner, say) -> None:
+            deadline: float | None, t0: float, builder, runner, say, seed: int | None = None) -> None:
     """MetaSchedule's search over the kernels that take 98% of the default estimate (the
     rest keep their measured default schedule), its records appended to the database
     as each batch is measured; Ctrl-C keeps what was measured."""
@@ -171,9 +179,8 @@ def _search(report: TuneReport, extracted, database: TuningDatabase, ms_db, tgt,
 
     import_tvm_intrinsics()
     _drop_unnamed_log_handlers()
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        [extracted[i] for i in chosen], work_dir=str(database.path / "logs"),
-        num_threads=max(1, tgt.num_cores or (os.cpu_count() or 1)))
+    contexts, weights = tune_contexts([extracted[i] for i in chosen], str(database.path / "logs"),
+                                      max(1, tgt.num_cores or (os.cpu_count() or 1)), seed)
     _quiet_console()
     say(f"tuning {len(contexts)} tasks ({report.budget})")
     try:
@@ -191,6 +198,49 @@ def _search(report: TuneReport, extracted, database: TuningDatabase, ms_db, tgt,
     except KeyboardInterrupt:
         report.interrupted = True
         say("interrupted: records measured so far are kept")
+
+
+def tune_contexts(tasks, work_dir: str, num_threads: int, seed: int | None = None, strategy="evolutionary"):
+    """One TuneContext per task, as MetaSchedule's own helper makes them, but with Ember's
+    design space for Ember's kernels; `seed` seeds each task's random state and numpy's
+    global generator, from which MetaSchedule's XGBoost model draws its predictions until
+    it has trained (its own training is seeded)."""
+    from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
+    from tvm.s_tir.meta_schedule.utils import fork_seed
+
+    if seed is not None:
+        import numpy as np
+
+        np.random.seed(seed)
+
+    space = ms.space_generator.ScheduleFn(schedule.design_space, sch_rules=[], postprocs=[],
+                                          mutator_probs={schedule.choice_mutator(): 1.0})
+    contexts, weights = [], []
+    for task, logger, rand_state in zip(tasks, get_loggers_from_work_dir(work_dir, [t.task_name for t in tasks]),
+                                        fork_seed(seed, n=len(tasks))):
+        ember = schedule.has_design_space(task.dispatched[0]["main"])
+        contexts.append(ms.TuneContext(mod=task.dispatched[0], target=task.target,
+                                       space_generator=space if ember else "post-order-apply",
+                                       search_strategy=strategy, task_name=task.task_name, logger=logger,
+                                       rand_state=rand_state, num_threads=num_threads).clone())
+        weights.append(task.weight)
+    return contexts, weights
+
+
+def _record_decisions(report: TuneReport, extracted, ms_db) -> None:
+    """Per task of Ember's design space: the default schedule's decisions and the best
+    record's (None where the best is the default schedule itself)."""
+    for stat, task in zip(report.tasks, extracted):
+        mod = task.dispatched[0]
+        if not schedule.has_design_space(mod["main"]):
+            continue
+        sch = tvm.s_tir.Schedule(mod)
+        schedule.design_space(sch)
+        stat.default_decisions = schedule.decisions(sch.trace)
+        if ms_db.has_workload(mod):
+            best = ms_db.get_top_k(ms_db.commit_workload(mod), 1)
+            tuned = schedule.decisions(best[0].trace) if best else []
+            stat.tuned_decisions = tuned or None
 
 
 def _finish(report: TuneReport, t0: float, report_dir: str | None, say) -> TuneReport:

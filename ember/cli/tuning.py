@@ -24,7 +24,7 @@ def _tune(args: argparse.Namespace, progress):
     report = tune(args.model, args.target, args.db, trials=args.trials, seconds=args.time_budget,
                   pipeline=args.pipeline, opt_level=args.opt_level, mcpu=args.mcpu, features=args.mattr,
                   rpc=rpc, report_dir=args.report or str(Path(args.db) / "report"), progress=progress,
-                  bind=parse_bind(args.bind), input_shapes=parse_input_shapes(args.input_shape))
+                  bind=parse_bind(args.bind), input_shapes=parse_input_shapes(args.input_shape), seed=args.seed)
     return report.to_json()
 
 
@@ -94,6 +94,8 @@ def add_commands(sub) -> None:
     tn.add_argument("--trials", type=int, default=None, help="measurement budget over all kernels "
                     "(default 64 when --time is not given)")
     tn.add_argument("--time", default=None, metavar="DURATION", help="time budget, e.g. 20m, 1h, 600s")
+    tn.add_argument("--seed", type=int, default=None, help="seed the search: the same seed and the same "
+                    "measurements draw the same candidates (recorded in the report)")
     tn.add_argument("--tracker", metavar="HOST:PORT", help="measure on the devices registered with this "
                     "TVM RPC tracker (with --key); builds stay local")
     tn.add_argument("--key", help="device key registered with the tracker")

@@ -93,7 +93,42 @@ def _product(values) -> int:
     return out
 
 
-def schedule_gemm(sch, block) -> None:
+# The decisions the default schedules take by rule and a tuning search may vary (`space=True`):
+# sampled instructions in the schedule's trace, in this order, whose default decision is the rule's.
+# NR (the packed weight panel's width) is not among them: the packing is fixed before scheduling.
+DECISIONS = ("rows per register tile", "reduction steps unrolled")
+
+
+def _choice(sch, default: int, candidates: list[int]):
+    """A sampled value among `candidates`, `default` its decision. A categorical, not a
+    sampled tile: a tile of 1 would drop loops the recorded schedule steps expect
+    (reverse_compute_at makes none for a unit extent), so a trace could not replay it."""
+    values = sorted(set(candidates) | {default})
+    return sch.sample_categorical(values, [1.0 / len(values)] * len(values), decision=values.index(default))
+
+
+def _rows_split(sch, m, mr: int, space: bool, budget: int = 16):
+    """Split the row loop into tiles of `mr` rows: a fixed split, or (`space`, static
+    rows) a sampled one among the divisors of the rows up to `budget` (default `mr`)."""
+    ext = _extent(sch, m)
+    if space and ext and ext % mr == 0 and mr >= 2:
+        options = [d for d in range(2, min(budget, ext) + 1) if ext % d == 0]
+        return sch.split(m, [None, _choice(sch, mr, options)])
+    return sch.split(m, [None, mr])
+
+
+def _reduction_unroll(sch, ks: list, space: bool) -> tuple[list, list]:
+    """(`space`, static innermost reduction) That loop split into an outer part and an
+    unrolled inner part of a sampled length (default 1: nothing unrolled)."""
+    ext = _extent(sch, ks[-1]) if ks else None
+    if not (space and ext and ext > 1):
+        return ks, []
+    options = [u for u in (1, 2, 4, 8) if ext % u == 0]
+    ko, ki = sch.split(ks[-1], [None, _choice(sch, 1, options)])
+    return [*ks[:-1], ko], [ki]
+
+
+def schedule_gemm(sch, block, space: bool = False) -> None:
     ann = sch.get(block).annotations
     mr, nr = int(ann["ember_mr"]), int(ann["ember_nr"])
     loops = sch.get_loops(block)
@@ -102,8 +137,9 @@ def schedule_gemm(sch, block) -> None:
     ks = loops[len(loops) - reductions:]
     columns = _extent(sch, n) or 0
     weights = 4 * columns * _product(_extent(sch, k) or 0 for k in ks)
-    mo, mi = sch.split(m, [None, mr])
+    mo, mi = _rows_split(sch, m, mr, space, budget=max(2, 32 // max(1, nr // 16)))
     no, ni = sch.split(n, [None, nr])
+    ks, unrolled = _reduction_unroll(sch, ks, space)
     if 0 < weights <= WEIGHTS_IN_CACHE and columns >= 256:
         # many panels, all in cache: sweep them for each row tile (it stays in L1) rather than
         # reading every input row once per panel
@@ -111,16 +147,18 @@ def schedule_gemm(sch, block) -> None:
     else:
         # one weight panel (K x NR) stays in cache while the rows stream past it
         outer = [no, *rows, mo]
-    sch.reorder(*outer, *ks, mi, ni)
+    sch.reorder(*outer, *ks, *unrolled, mi, ni)
     wb = sch.cache_write(block, 0, "local")
     crop = [c for c in sch.get_consumers(wb) if sch.get(c).name_hint.startswith(kernels.CROP)]
     if crop:  # padded columns: the crop reads the accumulators directly
         sch.compute_inline(wb)
         wb = crop[0]
     _register_tile(sch, block, wb, at=outer[-1], outer=outer, rows=mi, lanes=ni, reduction=ks[0])
+    for loop in unrolled:
+        sch.unroll(loop)
 
 
-def schedule_qgemm(sch, block) -> None:
+def schedule_qgemm(sch, block, space: bool = False) -> None:
     """The int8 GEMM: like `schedule_gemm`, with the reduction in groups of
     the instruction's depth and the innermost step tensorized with the
     target's dot-product instruction (or vectorized int32 loops without
@@ -142,7 +180,7 @@ def schedule_qgemm(sch, block) -> None:
         no, nv, ni = sch.split(n, [None, nr // 2, 2])
         sch.reorder(no, *rows, mo, *ks, mi, nv, inner, ni, ki)
     else:
-        mo, mi = sch.split(m, [None, mr])
+        mo, mi = _rows_split(sch, m, mr, space)
         no, nv, ni = sch.split(n, [None, nr // lanes, lanes])
         inner = ni
         sch.reorder(no, *rows, mo, *ks, mi, nv, ni, ki)
@@ -334,7 +372,7 @@ def schedule_generic(sch) -> None:
             _tail(sch, b, 1)
 
 
-def schedule_winograd(sch, block) -> None:
+def schedule_winograd(sch, block, space: bool = False) -> None:
     """The three stages: input transform parallel over tiles (positions
     unrolled, channels vectorized, padding read in place), the GEMM as
     `schedule_gemm`, the output transform with its epilogue parallel
@@ -342,7 +380,7 @@ def schedule_winograd(sch, block) -> None:
     root = sch.get_sblock("root")
     blocks = {sch.get(b).name_hint: b for b in sch.get_child_blocks(root)}
     out = blocks[winograd.OUTPUT]
-    schedule_gemm(sch, block)
+    schedule_gemm(sch, block, space)
     tv = blocks[winograd.INPUT]
     for p in sch.get_producers(tv):
         if sch.get(p).name_hint.startswith(kernels.PAD):
@@ -371,6 +409,21 @@ def _blocks(sch) -> list[str]:
     return [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
 
 
+_KERNELS = ((winograd.GEMM, schedule_winograd), (kernels.QGEMM, schedule_qgemm), (kernels.GEMM, schedule_gemm),
+            (kernels.DEPTHWISE, schedule_depthwise), (kernels.SOFTMAX, schedule_softmax),
+            (kernels.LAYERNORM, schedule_layer_norm))
+_SPACES = (winograd.GEMM, kernels.QGEMM, kernels.GEMM)  # the kernels whose schedules have DECISIONS
+
+
+def _kernel(names: list[str]):
+    """The Ember kernel a function holds, as (block name, its schedule), or None."""
+    for kind, fn in _KERNELS:
+        main = [n for n in names if n.startswith(kind)]
+        if len(main) == 1:
+            return main[0], fn
+    return None
+
+
 def default_schedule(func):
     """Ember's default schedule of one PrimFunc as a Schedule (its trace can
     be stored as a tuning record), or None if nothing applies."""
@@ -379,22 +432,73 @@ def default_schedule(func):
         names = _blocks(sch)
     except Exception:
         return None
-    for kind, fn in ((winograd.GEMM, schedule_winograd), (kernels.QGEMM, schedule_qgemm),
-                     (kernels.GEMM, schedule_gemm), (kernels.DEPTHWISE, schedule_depthwise),
-                     (kernels.SOFTMAX, schedule_softmax), (kernels.LAYERNORM, schedule_layer_norm)):
-        main = [n for n in names if n.startswith(kind)]
-        if len(main) == 1:
-            try:
-                fn(sch, sch.get_sblock(main[0]))
-                return sch
-            except Exception:
-                sch = _sch(func)  # a failed step may leave the schedule half-applied
-                break
+    kernel = _kernel(names)
+    if kernel is not None:
+        try:
+            kernel[1](sch, sch.get_sblock(kernel[0]))
+            return sch
+        except Exception:
+            sch = _sch(func)  # a failed step may leave the schedule half-applied
     try:
         schedule_generic(sch)
         return sch
     except Exception:
         return None
+
+
+def has_design_space(func) -> bool:
+    """Whether a PrimFunc holds a kernel whose schedule `design_space` can vary."""
+    try:
+        kernel = _kernel(_blocks(_sch(func)))
+    except Exception:
+        return False
+    return kernel is not None and kernel[0].startswith(_SPACES)
+
+
+def design_space(sch):
+    """MetaSchedule's space of Ember's schedule for one kernel (a ScheduleFn): the default
+    schedule with its DECISIONS as sampled instructions whose default decisions are the
+    rule's, so a search explores variants of the kernel and starts from the default."""
+    name, fn = _kernel(_blocks(sch))
+    fn(sch, sch.get_sblock(name), space=True)
+    return sch
+
+
+def decisions(trace) -> list[int]:
+    """The values of DECISIONS sampled in a trace, in order; empty for a trace without
+    them (a default schedule's)."""
+    return [int(inst.attrs[0][int(trace.decisions[inst])]) for inst in trace.insts
+            if inst.kind.name == "SampleCategorical"]
+
+
+def choice_mutator():
+    """MetaSchedule's mutator for Ember's decisions (TVM's mutate tiles, unroll and
+    parallel annotations, not plain categorical choices): one decision moved to
+    another of its candidates."""
+    import random
+
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.mutator import PyMutator
+
+    @derived_object
+    class MutateChoice(PyMutator):
+        def _initialize_with_tune_context(self, context) -> None:
+            pass
+
+        def apply(self, trace, rand_state):
+            insts = [i for i in trace.insts if i.kind.name == "SampleCategorical" and len(i.attrs[0]) > 1]
+            if not insts:
+                return None
+            rng = random.Random(int(rand_state))
+            inst = rng.choice(insts)
+            current = int(trace.decisions[inst])
+            new = rng.choice([k for k in range(len(inst.attrs[0])) if k != current])
+            return trace.with_decision(inst, new, remove_postproc=True)
+
+        def clone(self):
+            return MutateChoice()
+
+    return MutateChoice()
 
 
 def schedule_func(func):
