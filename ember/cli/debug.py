@@ -64,7 +64,7 @@ def _debug(args: argparse.Namespace, progress):
                  input_shapes=parse_input_shapes(args.input_shape),
                  quantizer=quantized if args.quantize else None, db=args.db, remote=remote,
                  tol=args.tol, quant_tol=args.int8_tol, max_accuracy_drop=args.max_accuracy_drop,
-                 int8_analysis=args.int8_analysis, say=progress)
+                 int8_analysis=args.int8_analysis, int8_feeds=(calib[:8] if calib else None), say=progress)
 
 
 def cmd_debug(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from ember.compiler.debug.compare import Probe, error, onnx_probe, sqnr_db
+from ember.compiler.debug.compare import error, onnx_probe, sqnr_db
 
 LAYERS = ("Conv", "Gemm", "MatMul")
 MOST_SUGGESTED = 8  # layers a suggestion may send back to float
@@ -43,13 +43,14 @@ def in_float(proto: onnx.ModelProto, layers: set[str]) -> onnx.ModelProto:
     return m
 
 
-def analyse(qdq: onnx.ModelProto, source_names: dict[str, str], reference: Probe,
-            ref_outputs: dict[str, np.ndarray], feed: dict[str, np.ndarray], tol: float,
+def analyse(qdq: onnx.ModelProto, source_names: dict[str, str], source: onnx.ModelProto,
+            feeds: list[dict[str, np.ndarray]], tol: float,
             requantize: Callable[[set[str]], onnx.ModelProto] | None = None,
             say: Callable[[str], None] = lambda msg: None) -> dict:
-    """The int8 report of `qdq` against the float model (`reference` probes its tensors).
-    A layer is named by its output tensor's name in the source model (`source_names`:
-    name in `qdq` -> source name, for tensors a pass renamed), the name
+    """The int8 report of `qdq` against the float model `source`, over `feeds` (an output
+    error is the largest over them; one sample's error moves by its own noise when a layer
+    changes). A layer is named by its output tensor's name in the source model
+    (`source_names`: name in `qdq` -> source name, for tensors a pass renamed), the name
     `ember quantize --exclude` takes."""
     layers = quantized_layers(qdq.graph)
     if not layers:
@@ -58,30 +59,39 @@ def analyse(qdq: onnx.ModelProto, source_names: dict[str, str], reference: Probe
     local = [n.output[0] for n, _ in layers]
     names = [source_names.get(o, o) for o in local]
     identity = {o: o for n in qdq.graph.node for o in n.output}
+    own = {o: o for n in source.graph.node for o in n.output}
     outputs = [o.name for o in qdq.graph.output]
-    q_probe = onnx_probe(qdq, identity, feed)
-    got, ref = q_probe(local + outputs), reference(names)
-    got.update({name: got[o] for name, o in zip(names, local)})
 
-    def out_error(probe_outputs: dict[str, np.ndarray]) -> float:
-        return max((error(ref_outputs[o], probe_outputs[o]) for o in outputs if o in ref_outputs), default=0.0)
+    def run(model: onnx.ModelProto, wanted: list[str], names_: dict[str, str]) -> list[dict[str, np.ndarray]]:
+        return [onnx_probe(model, names_, f)(wanted) for f in feeds]
+
+    got = run(qdq, local + outputs, identity)
+    ref = run(source, names + outputs, own)
+
+    def out_error(runs: list[dict[str, np.ndarray]]) -> float:
+        return max((error(r[o], g[o]) for r, g in zip(ref, runs) for o in outputs if o in r and o in g),
+                   default=0.0)
+
+    def sqnr(name: str, o: str) -> float | None:
+        if any(name not in r for r in ref):
+            return None
+        flat = (lambda runs, key: np.concatenate([np.asarray(x[key], np.float64).reshape(-1) for x in runs]))
+        return round(sqnr_db(flat(ref, name), flat(got, o)), 2)
 
     base = out_error(got)
-    flops = _layer_flops(qdq.graph, [n for n, _ in layers], got)
+    flops = _layer_flops(qdq.graph, [n for n, _ in layers], got[0])
     total = sum(flops.get(n, 0) for n in local) or 1
     rows = []
     for (node, _), name, o in zip(layers, names, local):
-        rows.append({"layer": name, "tensor": o, "node": node.name, "op": node.op_type,
-                     "sqnr_db": round(sqnr_db(ref[name], got[name]), 2) if name in ref else None,
+        rows.append({"layer": name, "tensor": o, "node": node.name, "op": node.op_type, "sqnr_db": sqnr(name, o),
                      "compute_share": flops.get(o, 0) / total})
     measured = sorted(rows, key=lambda r: (r["sqnr_db"] is None, r["sqnr_db"] or 0.0))[:MOST_MEASURED]
     for k, row in enumerate(measured):
         say(f"int8: layer {k + 1}/{len(measured)} back to float: {row['layer']}")
-        alone = onnx_probe(in_float(qdq, {row["tensor"]}), identity, feed)(outputs)
-        row["error_in_float"] = out_error(alone)
+        row["error_in_float"] = out_error(run(in_float(qdq, {row["tensor"]}), outputs, identity))
         row["recovered"] = base - row["error_in_float"]
         row["per_compute"] = row["recovered"] / max(row["compute_share"], 1e-3)
-    report: dict = {"error": base, "tol": tol, "layers": rows}
+    report: dict = {"error": base, "tol": tol, "samples": len(feeds), "layers": rows}
     ranked = sorted((r for r in measured if r["recovered"] > 0), key=lambda r: -r["per_compute"])
     chosen: list[dict] = []
     err = base
@@ -89,15 +99,14 @@ def analyse(qdq: onnx.ModelProto, source_names: dict[str, str], reference: Probe
         if err <= tol:
             break
         chosen.append(row)
-        err = out_error(onnx_probe(in_float(qdq, {r["tensor"] for r in chosen}), identity, feed)(outputs))
+        err = out_error(run(in_float(qdq, {r["tensor"] for r in chosen}), outputs, identity))
     if chosen:
         report["exclude"] = [r["layer"] for r in chosen]
         report["error_excluded"] = err
         if requantize is not None:  # what the suggestion gives when quantizing again
             say(f"int8: quantizing again with --exclude {' '.join(report['exclude'])}")
             again = requantize(set(report["exclude"]))
-            report["error_requantized"] = out_error(onnx_probe(again, {o.name: o.name for o in again.graph.output},
-                                                              feed)(outputs))
+            report["error_requantized"] = out_error(run(again, outputs, {o.name: o.name for o in again.graph.output}))
     return report
 
 

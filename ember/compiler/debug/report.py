@@ -179,7 +179,8 @@ class Report:
 def _int8_lines(d: dict) -> list[str]:
     if not d.get("layers"):
         return [d.get("note", "no int8 layers")]
-    lines = [f"Output error of the int8 model: {_num(d['error'])} (threshold {d['tol']:g}).", "",
+    lines = [f"Output error of the int8 model: {_num(d['error'])} (threshold {d['tol']:g}; the largest over "
+             f"{d.get('samples', 1)} input batch(es)).", "",
              "| layer | op | SQNR dB | output error with this layer in float | compute share |",
              "|---|---|---|---|---|"]
     for r in sorted(d["layers"], key=lambda r: r.get("error_in_float", math.inf)):
@@ -192,11 +193,15 @@ def _int8_lines(d: dict) -> list[str]:
                       f"unit of compute): output error {_num(d['error_excluded'])} with them in float"
                   + (f", {_num(d['error_requantized'])} quantized again with these flags"
                      if "error_requantized" in d else "") + "."]
+        if d["error_excluded"] > d["tol"]:
+            lines += ["", f"Even with {len(d['exclude'])} layers in float the error stays above the threshold: "
+                          "it is spread over many layers, not caused by a few (try another --calibrate "
+                          "observer, or --symmetric)."]
         if d.get("error_requantized", 0.0) > d["error_excluded"] and d["error_requantized"] >= d["error"]:
             lines += ["", "Quantizing again with these flags did not recover the error: with float weights "
                       "as well as float inputs these layers round differently, and on few inputs the "
-                      "difference is within the noise of one sample; evaluate on a batch (`--inputs` "
-                      "with several samples) before excluding."]
+                      "difference can be within the inputs' own noise; evaluate on more samples before "
+                      "excluding."]
     return lines
 
 

@@ -195,11 +195,13 @@ def debug(model: Any, feed: dict[str, np.ndarray], *, reference: Any = None, lab
           quantizer: Callable[[set[str]], ir.Model] | None = None, db: str | None = None,
           remote: dict[str, Any] | None = None, tol: float = 1e-3, quant_tol: float = 0.05,
           max_accuracy_drop: float = 1.0, int8_analysis: bool = True,
+          int8_feeds: list[dict[str, np.ndarray]] | None = None,
           say: Callable[[str], None] = lambda msg: None) -> Report:
     """Evaluate `model` stage by stage on `feed` against `reference` (default: the model
     itself in onnxruntime). `quantizer(exclude)` quantizes the model (the int8 stage);
     `remote` ({"rpc"/"tracker"/"key"/"qemu_cpu"} or {} to emulate) runs the target stage
-    when the target is not this machine."""
+    when the target is not this machine. `int8_feeds`: the inputs the int8 analysis runs
+    on (default: `feed` alone)."""
     from ember import targets
     from ember.passes.levels import resolve_pipeline
 
@@ -236,7 +238,7 @@ def debug(model: Any, feed: dict[str, np.ndarray], *, reference: Any = None, lab
     except EmberError as e:
         report.stages.append(Stage("passes", "pass", status="failed", note=str(e)))
         chain._first_failure()
-        return _with_int8(report, qdq, chain, ref_probe, quantizer, int8_analysis, say)
+        return _with_int8(report, qdq, chain, source, int8_feeds or [feed], quantizer, int8_analysis, say)
 
     def run_here(generic: bool, on: str, mc: str | None, feats) -> Callable[[ir.Model], dict[str, Any]]:
         def build(m: ir.Model) -> dict[str, Any]:
@@ -269,20 +271,21 @@ def debug(model: Any, feed: dict[str, np.ndarray], *, reference: Any = None, lab
                  "remote" if remote.get("rpc") or remote.get("tracker") else "emulated")
         chain.run(f"target: {_short(tgt)} ({where})", "target", _built_probe(final, run_there), False,
                   must_run=remote is not None)
-    return _with_int8(report, qdq, chain, ref_probe, quantizer, int8_analysis, say)
+    return _with_int8(report, qdq, chain, source, int8_feeds or [feed], quantizer, int8_analysis, say)
 
 
 def _short(tgt) -> str:
     return tgt.triple + (f" -mcpu={tgt.mcpu}" if tgt.mcpu else "")
 
 
-def _with_int8(report: Report, qdq: ir.Model | None, chain: _Chain, ref_probe: Probe,
-               quantizer: Callable[[set[str]], ir.Model] | None, wanted: bool, say) -> Report:
+def _with_int8(report: Report, qdq: ir.Model | None, chain: _Chain, source: onnx.ModelProto,
+               feeds: list[dict[str, np.ndarray]], quantizer: Callable[[set[str]], ir.Model] | None, wanted: bool,
+               say) -> Report:
     if qdq is None or not wanted:
         return report
     say("int8 analysis")
     requantize = (lambda exclude: onnx_io.export_model(quantizer(exclude))) if quantizer is not None else None
     source_names = {local: src for src, local in sources(qdq.graph).items() if src != local}
-    report.int8 = int8.analyse(onnx_io.export_model(qdq), source_names, ref_probe, chain.ref, chain.feed,
-                               report.quant_tol, requantize, say)
+    report.int8 = int8.analyse(onnx_io.export_model(qdq), source_names, source, feeds, report.quant_tol,
+                               requantize, say)
     return report
