@@ -135,3 +135,36 @@ def test_the_same_seed_and_measurements_draw_the_same_candidates(tasks, tmp_path
     assert len(first) >= 12 and len({tuple(d) for _, d in first}) > 3  # the search varied the decisions
     assert _draw(tasks, 7, str(tmp_path / "b")) == first
     assert _draw(tasks, 8, str(tmp_path / "c")) != first
+
+
+def test_a_database_from_another_cpu_warm_starts_tuning_here(tmp_path):
+    """Records from a database tuned on another CPU of the same ISA are measured here
+    first and kept as records here: never taken on trust, never refused for the CPU."""
+    import json
+
+    import onnx
+
+    from ember.autotune.database import TuningDatabase
+    from ember.autotune.tune import tune
+    from ember.errors import EmberError
+
+    onnx.save(tiny_cnn(), tmp_path / "m.onnx")
+    tune(str(tmp_path / "m.onnx"), db=str(tmp_path / "there"), trials=4, seed=1)
+    manifest_path = tmp_path / "there" / "ember-tuning.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["device"].update(cpu="Another CPU", mcpu="skylake-avx512")  # as if tuned on another machine
+    manifest_path.write_text(json.dumps(manifest))
+    report = tune(str(tmp_path / "m.onnx"), db=str(tmp_path / "here"), trials=1, seed=1,
+                  warm_start=str(tmp_path / "there"))
+    assert "Another CPU" in report.warm_start_from
+    measured = [w for w in report.warm_start if w["here_ms"] is not None]
+    assert len(measured) >= 4 and all(w["there_ms"] is not None for w in measured)
+    assert all(isinstance(w["kept"], bool) for w in report.warm_start)
+    here = TuningDatabase.open(tmp_path / "here").stats()
+    assert here["tuned_workloads"] >= len(measured)
+    assert "Warm start from" in report.markdown()
+    # another ISA's schedules do not apply: refused in one line
+    manifest["device"]["triple"] = "aarch64-linux-gnu"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(EmberError, match="not x86_64"):
+        tune(str(tmp_path / "m.onnx"), db=str(tmp_path / "here2"), trials=1, warm_start=str(tmp_path / "there"))

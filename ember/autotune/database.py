@@ -82,7 +82,7 @@ def _cpu_model() -> str:
     return ""
 
 
-def _describe(fp: dict[str, Any]) -> str:
+def describe_device(fp: dict[str, Any]) -> str:
     parts = [fp.get("triple", "?")]
     if fp.get("mcpu"):
         parts.append(f"mcpu={fp['mcpu']}")
@@ -161,7 +161,7 @@ class TuningDatabase:
                                 f"this is TVM {tvm.__version__}: its schedules may not apply; tune again")
         if fp is not None and not _same_device(manifest.get("device") or {}, fp):
             raise TuningDBError(f"tuning database {str(p)!r} was tuned on "
-                                f"{_describe(manifest.get('device') or {})}; this target is {_describe(fp)}")
+                                f"{describe_device(manifest.get('device') or {})}; this target is {describe_device(fp)}")
         db = cls(p, manifest)
         db.repaired = db._repair()
         return db
@@ -239,7 +239,7 @@ class TuningDatabase:
         best: dict[int, float] = {}
         for idx, secs in recs:
             best[idx] = min(secs, best.get(idx, secs))
-        return {"path": str(self.path), "device": _describe(self.manifest["device"]),
+        return {"path": str(self.path), "device": describe_device(self.manifest["device"]),
                 "tvm_version": self.manifest["tvm_version"], "workloads": workloads, "records": len(recs),
                 "tuned_workloads": len(best), "best_total_ms": sum(best.values()) * 1e3}
 
@@ -250,8 +250,8 @@ class TuningDatabase:
         if (other.manifest.get("device"), other.manifest.get("tvm_version")) != \
                 (self.manifest.get("device"), self.manifest.get("tvm_version")):
             raise TuningDBError(f"cannot merge: {str(other.path)!r} was tuned on "
-                                f"{_describe(other.manifest['device'])} with TVM {other.manifest.get('tvm_version')}, "
-                                f"{str(self.path)!r} on {_describe(self.manifest['device'])} "
+                                f"{describe_device(other.manifest['device'])} with TVM {other.manifest.get('tvm_version')}, "
+                                f"{str(self.path)!r} on {describe_device(self.manifest['device'])} "
                                 f"with TVM {self.manifest.get('tvm_version')}")
         mine, theirs = self.ms_database(), other.ms_database()
         count = 0

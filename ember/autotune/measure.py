@@ -56,6 +56,12 @@ def measure_defaults_remote(extracted, tgt, tvm_target, builder, runner) -> list
     candidates are), or None where that failed. Without them as records, a
     searched schedule replaced Ember's dot-product kernels however slow."""
     schedules = [default_schedule(t.dispatched[0]["main"], tgt, tvm_target) for t in extracted]
+    return measure_schedules(extracted, schedules, tgt, tvm_target, builder, runner)
+
+
+def measure_schedules(extracted, schedules, tgt, tvm_target, builder, runner) -> list[tuple[Any, float] | None]:
+    """(schedule, mean seconds) for each task's schedule (None: none, or it failed to
+    build or run), built and timed by MetaSchedule's builder and runner."""
     todo = [i for i, sch in enumerate(schedules) if sch is not None]
     built = builder.build([ms.builder.BuilderInput(schedules[i].mod, tvm_target) for i in todo])
     ok = [(i, b) for i, b in zip(todo, built) if b.error_msg is None]

@@ -42,6 +42,10 @@ class TuneReport:
     interrupted: bool = False
     end_to_end: dict[str, float] | None = None  # measured model latency, default vs tuned schedules
     seed: int | None = None
+    # --warm-start: per task with a record there, its time there and here, the default's here,
+    # and whether it was kept as better than the default
+    warm_start: list[dict[str, Any]] = field(default_factory=list)
+    warm_start_from: str = ""
 
     def estimate_ms(self) -> float:
         return sum(t.weight * (t.current_ms() or 0.0) for t in self.tasks)
@@ -65,6 +69,7 @@ class TuneReport:
                            "default_decisions": t.default_decisions, "tuned_decisions": t.tuned_decisions,
                            "share": round(t.weight * (t.current_ms() or 0.0) / total, 4)} for t in self.tasks],
                 "end_to_end": self.end_to_end,
+                "warm_start": {"from": self.warm_start_from, "tasks": self.warm_start} if self.warm_start_from else None,
                 "timeline": [[round(s, 1), round(ms, 4)] for s, ms in self.timeline]}
 
     def markdown(self) -> str:
@@ -83,6 +88,14 @@ class TuneReport:
             fmt = (lambda v: "-" if v is None else f"{v:.4f}")
             lines.append(f"| {t['name']} | {t['weight']} | {t['trials']} | {fmt(t['default_ms'])} | "
                          f"{fmt(t['best_ms'])} | {100 * t['share']:.1f}% | {_decisions(t)} |")
+        if self.warm_start_from:
+            lines += ["", f"Warm start from {self.warm_start_from}: its best schedule per kernel, measured here "
+                          "(kept: faster here than the default schedule).", "",
+                      "| task | there ms | here ms | default here ms | kept |", "|---|---|---|---|---|"]
+            fmt = (lambda v: "-" if v is None else f"{v:.4f}")
+            for w in self.warm_start:
+                lines.append(f"| {w['task']} | {fmt(w['there_ms'])} | {fmt(w['here_ms'])} | {fmt(w['default_ms'])} | "
+                             f"{'yes' if w['kept'] else 'no'} |")
         return "\n".join(lines) + "\n"
 
     def summary(self) -> str:

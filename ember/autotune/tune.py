@@ -36,7 +36,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from ember import targets
 from ember.autotune import measure
-from ember.autotune.database import TuningDatabase, model_key
+from ember.autotune.database import TuningDatabase, describe_device, model_key
 from ember.autotune.report import TaskStat, TuneReport
 from ember.autotune.scheduler import deadline_scheduler, dominant
 from ember.compiler import driver
@@ -71,10 +71,14 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
          seconds: float | None = None, pipeline=None, opt_level: int | None = None, mcpu: str | None = None,
          features=None, rpc: dict[str, Any] | None = None, report_dir: str | None = None,
          progress: Callable[[str], None] | None = None, bind: dict[str, Any] | None = None,
-         input_shapes: dict[str, Any] | None = None, seed: int | None = None) -> TuneReport:
+         input_shapes: dict[str, Any] | None = None, seed: int | None = None,
+         warm_start: str | None = None) -> TuneReport:
     """Tune a model's kernels for a target into database `db` (created if missing); `bind`
     fixes graph inputs TVM needs as constants and `input_shapes` symbolic input dims,
-    as in `driver.compile` (tune with the shapes you compile with)."""
+    as in `driver.compile` (tune with the shapes you compile with). `warm_start`: a
+    database from another device of the same ISA whose best schedules for these kernels
+    are measured here first and kept as records (never trusted: they compete like
+    any other)."""
     say = progress or (lambda msg: None)
     use_all_cores()  # before MetaSchedule's workers start: they inherit the thread count
     if trials is None and seconds is None:
@@ -104,6 +108,9 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
     report.timeline.append((time.monotonic() - t0, report.estimate_ms()))
     if report.default_ms() is not None:
         say(f"{len(extracted)} tasks; default schedules: {report.estimate_ms():.3f} ms of kernel time")
+    if warm_start is not None:
+        _warm_start(report, extracted, ms_db, warm_start, tgt, tvm_target, builder, runner, say)
+        report.timeline.append((time.monotonic() - t0, report.estimate_ms()))
 
     # 2. the search, over the kernels that make up most of the default estimate
     deadline = None if seconds is None else t0 + seconds
@@ -134,6 +141,52 @@ def _target(target: str, mcpu, features, rpc):
     if rpc and not tgt.num_cores:
         tgt = targets.parse(target, mcpu=mcpu, features=features, num_cores=measure.device_cores(rpc))
     return tgt
+
+
+def _warm_start(report: TuneReport, extracted, ms_db, path: str, tgt, tvm_target, builder, runner, say) -> None:
+    """Measure here the best record another device's database holds for each task (same
+    triple and TVM; any CPU) and commit those that build and run as records here."""
+    other = TuningDatabase.open(path)
+    there = other.manifest.get("device") or {}
+    if there.get("triple") != tgt.triple:
+        raise EmberError(f"--warm-start {path}: tuned for {there.get('triple')}, not {tgt.triple} (another ISA's "
+                         "schedules do not apply)")
+    if other.manifest.get("tvm_version") != tvm.__version__:
+        raise EmberError(f"--warm-start {path}: made with TVM {other.manifest.get('tvm_version')}, this is "
+                         f"{tvm.__version__}")
+    theirs_db = other.ms_database()
+    schedules, theirs = [], []
+    for task in extracted:
+        mod = task.dispatched[0]
+        best = theirs_db.get_top_k(theirs_db.commit_workload(mod), 1) if theirs_db.has_workload(mod) else []
+        sch = None
+        if best:
+            try:
+                sch = tvm.s_tir.Schedule(mod)
+                best[0].trace.apply_to_schedule(sch, remove_postproc=False)
+            except Exception:  # a schedule step this kernel does not take: not a candidate here
+                sch = None
+        schedules.append(sch)
+        theirs.append(1e3 * sum(float(x) for x in best[0].run_secs) / len(best[0].run_secs)
+                      if sch is not None and best[0].run_secs else None)
+    say(f"warm start: measuring the {sum(s is not None for s in schedules)} schedules {path} "
+        f"({describe_device(there)}) holds for these kernels")
+    measured = measure.measure_schedules(extracted, schedules, tgt, tvm_target, builder, runner)
+    for i, (task, got) in enumerate(zip(extracted, measured)):
+        if schedules[i] is None:
+            continue
+        stat = report.tasks[i]
+        entry = {"task": task.task_name, "there_ms": theirs[i], "here_ms": None if got is None else got[1] * 1e3,
+                 "default_ms": stat.default_ms}
+        if got is not None:
+            wl = ms_db.commit_workload(task.dispatched[0])
+            ms_db.commit_tuning_record(ms.database.TuningRecord(
+                got[0].trace, wl, [got[1]], tvm_target,
+                ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])))
+            stat.best_ms = entry["here_ms"] if stat.best_ms is None else min(stat.best_ms, entry["here_ms"])
+        entry["kept"] = bool(got is not None and (stat.default_ms is None or entry["here_ms"] < stat.default_ms))
+        report.warm_start.append(entry)
+    report.warm_start_from = f"{path} ({describe_device(there)})"
 
 
 def _record_defaults(report: TuneReport, extracted, ms_db, tvm_target, measured) -> None:

@@ -2,7 +2,7 @@
 
     ember compile MODEL.onnx [--target TRIPLE] -o OUT [-O0..3 | --pipeline SPEC] [--print-pass-times]
                   [--dump-ir-after PASS] [--input-shape NAME=D0,D1,...] [--quantize int8 ...] [--db DB]
-    ember tune MODEL.onnx [--db DB] [--trials N | --time 20m] [--tracker HOST:PORT --key KEY]
+    ember tune MODEL.onnx [--db DB] [--trials N | --time 20m] [--seed N] [--warm-start DB] [--tracker HOST:PORT --key KEY]
     ember db stats|merge|prune DB...
     ember quantize | prune MODEL.onnx -o OUT.onnx [--calib-data FILE|DIR ...]
     ember optimize MODEL.onnx -o OUT.onnx [-O0..3 | --pipeline SPEC]

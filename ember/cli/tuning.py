@@ -24,7 +24,8 @@ def _tune(args: argparse.Namespace, progress):
     report = tune(args.model, args.target, args.db, trials=args.trials, seconds=args.time_budget,
                   pipeline=args.pipeline, opt_level=args.opt_level, mcpu=args.mcpu, features=args.mattr,
                   rpc=rpc, report_dir=args.report or str(Path(args.db) / "report"), progress=progress,
-                  bind=parse_bind(args.bind), input_shapes=parse_input_shapes(args.input_shape), seed=args.seed)
+                  bind=parse_bind(args.bind), input_shapes=parse_input_shapes(args.input_shape), seed=args.seed,
+                  warm_start=args.warm_start)
     return report.to_json()
 
 
@@ -94,6 +95,9 @@ def add_commands(sub) -> None:
     tn.add_argument("--trials", type=int, default=None, help="measurement budget over all kernels "
                     "(default 64 when --time is not given)")
     tn.add_argument("--time", default=None, metavar="DURATION", help="time budget, e.g. 20m, 1h, 600s")
+    tn.add_argument("--warm-start", metavar="DB", default=None, help="a tuning database from another CPU of "
+                    "the same ISA: its best schedules for this model's kernels are measured here first and kept "
+                    "as records (the report lists them)")
     tn.add_argument("--seed", type=int, default=None, help="seed the search: the same seed and the same "
                     "measurements draw the same candidates (recorded in the report)")
     tn.add_argument("--tracker", metavar="HOST:PORT", help="measure on the devices registered with this "
