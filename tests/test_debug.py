@@ -173,6 +173,7 @@ def test_a_healthy_pipeline_raises_no_alarm():
     tvm = [s for s in ran if s.kind == "tvm"]
     assert len(tvm) == 2 and all(0 < s.worst < 1e-5 for s in tvm)
     assert r.layers == [] and r.divergence is None
+    assert all(s.seconds is not None and s.seconds >= 0 for s in r.stages if s.kind == "pass")  # --print-pass-times
 
 
 def test_the_layers_of_a_compiled_stage_come_from_a_build_with_extra_outputs():

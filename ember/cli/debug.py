@@ -45,7 +45,8 @@ def _debug(args: argparse.Namespace, progress):
 
     def quantized(exclude: set[str]):
         q, _ = quantize(args.model, calib, calibrate=args.calibrate, symmetric=args.symmetric,
-                        exclude=set(args.exclude or ()) | exclude, bias_correction=args.bias_correction)
+                        exclude=set(args.exclude or ()) | exclude, bias_correction=args.bias_correction,
+                        max_drop=args.max_drop)
         return q
 
     if args.quantize:
@@ -81,6 +82,10 @@ def cmd_debug(args: argparse.Namespace) -> int:
     else:
         report = _debug(args, progress)
     paths = report.write(args.report)
+    if args.print_pass_times:
+        for s in report.stages:
+            if s.seconds is not None:
+                print(f"{s.name:48s} {s.seconds * 1e3:9.2f} ms")
     text = report.markdown()
     print(text.split("\n## Layers")[0].split("\n## int8")[0].rstrip())
     if report.divergence is not None:

@@ -29,6 +29,7 @@ class Stage:
     step: dict[str, float] = field(default_factory=dict)
     accuracy: float | None = None
     note: str = ""
+    seconds: float | None = None  # a pass's own run time
 
     @property
     def worst(self) -> float | None:

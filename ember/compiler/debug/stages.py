@@ -160,10 +160,13 @@ class _PassProbe(Instrument):
     def after(self, p: Pass, model: ir.Model, changed: bool, seconds: float) -> None:
         kind = "input" if type(p).__module__.startswith("ember.compiler.input") else "pass"
         name = f"{kind}: {p}"
+        before = len(self.chain.report.stages)
         if changed:
             self.chain.ir_stage(name, kind, model)
         elif kind == "pass":
             self.chain.unchanged(name, kind)
+        if len(self.chain.report.stages) > before:
+            self.chain.report.stages[-1].seconds = seconds
 
 
 def _built_probe(final: ir.Model, build: Callable[[ir.Model], dict[str, Any]]) -> Probe:
