@@ -46,15 +46,6 @@ def error(ref: np.ndarray, got: np.ndarray) -> float:
     return diff / scale if scale > 0 else math.inf
 
 
-def sqnr_db(ref: np.ndarray, got: np.ndarray) -> float:
-    """Signal to quantization noise, in dB (200 where they are equal)."""
-    r, g = np.asarray(ref, np.float64), np.asarray(got, np.float64)
-    if r.shape != g.shape:
-        return -math.inf
-    noise = float(np.sum((r - g) ** 2))
-    return 10 * math.log10(float(np.sum(r ** 2)) / noise) if noise > 0 else 200.0
-
-
 def is_quantized(graph: onnx.GraphProto) -> bool:
     return any(n.op_type in QUANT_OPS for n in graph.node)
 
@@ -82,27 +73,31 @@ def feed_for(inputs: Iterable[str], feed: dict[str, np.ndarray]) -> dict[str, np
     return {k: v for k, v in feed.items() if k in names}
 
 
-def onnx_probe(proto: onnx.ModelProto, names: dict[str, str], feed: dict[str, np.ndarray]) -> Probe:
-    """A Probe running `proto` in onnxruntime, its tensors found through `names`
-    (source name -> name in `proto`), added as graph outputs."""
-
-    def probe(wanted: list[str]) -> dict[str, np.ndarray]:
-        local = {w: names[w] for w in wanted if w in names}
-        m = onnx.ModelProto()
-        m.CopyFrom(proto)
-        have = {o.name for o in m.graph.output}
-        for n in dict.fromkeys(local.values()):
-            if n not in have:
-                m.graph.output.append(onnx.ValueInfoProto(name=n))
-        sess = session(m)
-        order = list(dict.fromkeys(local.values()))
+def onnx_runs(proto: onnx.ModelProto, names: dict[str, str], feeds: list[dict[str, np.ndarray]],
+              wanted: list[str]) -> list[dict[str, np.ndarray]]:
+    """The `wanted` tensors (source names, found in `proto` through `names`) of one
+    onnxruntime session over each feed, the tensors added as graph outputs."""
+    local = {w: names[w] for w in wanted if w in names}
+    order = list(dict.fromkeys(local.values()))
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in order if n not in have)
+    sess = session(m)
+    inputs = [i.name for i in sess.get_inputs()]
+    out = []
+    for feed in feeds:
         try:
-            got = dict(zip(order, sess.run(order, feed_for((i.name for i in sess.get_inputs()), feed))))
+            got = dict(zip(order, sess.run(order, feed_for(inputs, feed))))
         except Exception as e:
             raise EmberError(f"onnxruntime failed: {str(e).splitlines()[0][:300]}") from None
-        return {w: got[n] for w, n in local.items()}
+        out.append({w: got[n] for w, n in local.items()})
+    return out
 
-    return probe
+
+def onnx_probe(proto: onnx.ModelProto, names: dict[str, str], feed: dict[str, np.ndarray]) -> Probe:
+    """A Probe running `proto` in onnxruntime on `feed` (`onnx_runs`)."""
+    return lambda wanted: onnx_runs(proto, names, [feed], wanted)[0]
 
 
 @dataclass

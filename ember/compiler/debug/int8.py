@@ -10,7 +10,8 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from ember.compiler.debug.compare import error, onnx_probe, sqnr_db
+from ember.compiler.debug.compare import error, onnx_runs
+from ember.passes.quantization.quantize import sqnr_db
 
 LAYERS = ("Conv", "Gemm", "MatMul")
 MOST_SUGGESTED = 8  # layers a suggestion may send back to float
@@ -63,7 +64,7 @@ def analyse(qdq: onnx.ModelProto, source_names: dict[str, str], source: onnx.Mod
     outputs = [o.name for o in qdq.graph.output]
 
     def run(model: onnx.ModelProto, wanted: list[str], names_: dict[str, str]) -> list[dict[str, np.ndarray]]:
-        return [onnx_probe(model, names_, f)(wanted) for f in feeds]
+        return onnx_runs(model, names_, feeds, wanted)
 
     got = run(qdq, local + outputs, identity)
     ref = run(source, names + outputs, own)
