@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ember.cli.common import Progress, load_plugins, parse_bind, parse_input_shapes, pipeline_options, step_options
+from ember.cli.common import (Progress, load_plugins, parse_bind, parse_input_shapes, pipeline_options,
+                              precision_option, step_options)
 from ember.cli.compress import quantize_options, quantized
 
 
@@ -35,7 +36,7 @@ def _compile_and_save(args: argparse.Namespace, progress) -> dict[str, Any]:
                        memory_budget=args.memory_budget, mcpu=args.mcpu,
                        features=args.mattr, db=args.db, instruments=instruments, disabled=args.disable or (),
                        progress=progress, bind=parse_bind(args.bind),
-                       input_shapes=parse_input_shapes(args.input_shape))
+                       input_shapes=parse_input_shapes(args.input_shape), precision=args.precision)
     progress(f"writing {args.output}")
     cm.save(args.output)
     return {"pass_times": timing.table(), "metadata": cm.metadata, "seconds": cm.compile_seconds}
@@ -130,6 +131,7 @@ def add_commands(sub) -> None:
     c.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                    help="compile for this shape of an input with symbolic dims (e.g. x=1,3,640,640); the "
                         "artifact then refuses other shapes; repeatable")
+    precision_option(c)
     c.add_argument("--dump-ir-after", action="append", metavar="PASS",
                    help="print the IR after this pass ('all' for every pass; repeatable)")
     c.add_argument("--dump-dir", default=None, help="write IR dumps to this directory instead of stderr")

@@ -77,6 +77,13 @@ def parse_bind(items: list[str] | None) -> dict[str, Any]:
     return values
 
 
+def precision_option(parser) -> None:
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: convolutions and matmuls by constant weights on bfloat16 operands (weights "
+                             "stored in bf16, sums in fp32; AVX-512 BF16 where the CPU has it), the rest fp32; "
+                             "`ember debug --precision bf16` shows the error against fp32 (default: fp32)")
+
+
 def parse_input_shapes(items: list[str] | None) -> dict[str, list[int]]:
     """--input-shape NAME=1,3,640,640 -> {name: sizes} (NAME= alone: a scalar)."""
     shapes: dict[str, list[int]] = {}

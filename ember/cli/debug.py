@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ember.cli.common import (Progress, device_options, load_plugins, parse_bind, parse_input_shapes,
+from ember.cli.common import (Progress, device_options, load_plugins, parse_bind, parse_input_shapes, precision_option,
                               pipeline_options, read_array, step_options)
 from ember.cli.compress import _calibration, quantize_options
 from ember.cli.run import _gather_inputs, _input_options
@@ -65,7 +65,8 @@ def _debug(args: argparse.Namespace, progress):
                  input_shapes=parse_input_shapes(args.input_shape),
                  quantizer=quantized if args.quantize else None, db=args.db, remote=remote,
                  tol=args.tol, quant_tol=args.int8_tol, max_accuracy_drop=args.max_accuracy_drop,
-                 int8_analysis=args.int8_analysis, int8_feeds=(calib[:8] if calib else None), say=progress)
+                 int8_analysis=args.int8_analysis, int8_feeds=(calib[:8] if calib else None),
+                 precision=args.precision, say=progress)
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
@@ -115,6 +116,7 @@ def add_commands(sub) -> None:
     pipeline_options(d)
     d.add_argument("--bind", action="append", metavar="NAME=V[,V...]", help="as for `ember compile`")
     d.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...", help="as for `ember compile`")
+    precision_option(d)
     quantize_options(d, flag=True)
     d.add_argument("--db", default=None, help="tuning database whose schedules the artifact stages use")
     device_options(d, "the target stage")

@@ -18,6 +18,7 @@ from ember.compiler import ir
 from ember.compiler.backend.tvm import lower
 from ember.compiler.input import phase
 from ember.compiler.ir.onnx_io import as_ir
+from ember.errors import UnsupportedError
 from ember.compiler.runtime.artifact import FORMAT_VERSION, CompiledModel
 from ember.passes import optimize  # importing ember.passes registers the built-in passes
 from ember.passes.manager import Instrument, Pass, PassContext, PassManager, format_pipeline
@@ -110,13 +111,35 @@ def _leave_out_empty_outputs(m: ir.Model) -> None:
     optimize(m, "dce")
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def _check_precision(precision: str, tgt) -> None:
+    if precision not in PRECISIONS:
+        raise UnsupportedError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and tgt.kind != "llvm":
+        raise UnsupportedError(f"precision bf16 is for CPU targets; {tgt.describe()} computes in fp32")
+
+
+def describe_precision(precision: str, tgt) -> str:
+    """For people: what a precision computes on this target."""
+    from ember.compiler.backend.tvm.intrinsics import bf16_available
+
+    dots = bf16_available(tgt)
+    how = (f"on {dots[0].label}" if dots else
+           "converted to fp32 in the kernels (this target has no bf16 dot product: smaller weights, no faster)")
+    return (f"precision {precision}: convolutions and matmuls by constant weights take bfloat16 operands, "
+            f"sums in fp32, {how}; the rest stays fp32")
+
+
 def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | None = None, *,
             opt_level: int | None = None, memory_budget: int | None = None, mcpu: str | None = None,
             features: str | Sequence[str] | None = None, db: str | os.PathLike | None = None,
             instruments: Sequence[Instrument] = (), disabled: Iterable[str] = (),
             verify_each: bool = True, progress: Callable[[str], None] | None = None,
             bind: dict[str, Any] | None = None,
-            input_shapes: dict[str, Sequence[int]] | None = None, generic: bool = False) -> CompiledModel:
+            input_shapes: dict[str, Sequence[int]] | None = None, generic: bool = False,
+            precision: str = "fp32") -> CompiledModel:
     """Compile an ONNX model (path, ModelProto or ember IR) for a target triple,
     with the tuned schedules of tuning database `db` where it has them. `bind`
     fixes graph inputs to values (needed where TVM must know them at compile
@@ -124,7 +147,9 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     `input_shapes` ({name: sizes}) specializes symbolic input dims, and the
     artifact then refuses other shapes. `generic` builds with TVM's own Relax
     pipeline instead of Ember's kernels and schedules (`ember debug` compares
-    the two)."""
+    the two). `precision` "bf16" (CPU targets) runs convolutions and matmuls by
+    constant weights on bfloat16 operands, weights stored in bfloat16 and sums
+    in float32; everything else stays float32."""
     from ember import targets
     from ember.version import __version__
 
@@ -133,6 +158,7 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     tgt = targets.parse(target, mcpu=mcpu, features=features)
+    _check_precision(precision, tgt)
     tgt.check_toolchain()
     database = TuningDatabase.open(db, tgt) if db is not None else None
     m, mod, passes = lower_model(model, tgt, pipeline, opt_level=opt_level, memory_budget=memory_budget,
@@ -150,7 +176,10 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     static = all(s["shape"] is not None and all(isinstance(d, int) for d in s["shape"])
                  for s in m.extra["signature"][0])
     flops: dict[str, float] | None = {} if static else None
-    ex = lower.build(mod, tgt, database.ms_database() if database else None, counts, flops, generic=generic)
+    if precision != "fp32":
+        say(describe_precision(precision, tgt))
+    ex = lower.build(mod, tgt, database.ms_database() if database else None, counts, flops, generic=generic,
+                     precision=precision)
     if database is not None:
         total = counts.get("tuned", 0) + counts.get("default", 0)
         say(f"schedules from tuning database {db} for {counts.get('tuned', 0)} of {total} kernels; "
@@ -168,6 +197,8 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     }
     if flops:
         meta["kernel_flops"] = {k: flops[k] for k in sorted(flops)}
+    if precision != "fp32":
+        meta["precision"] = precision
     if input_shapes:
         meta["input_shapes"] = {k: [int(d) for d in v] for k, v in input_shapes.items()}
     if bind:

@@ -198,13 +198,14 @@ def debug(model: Any, feed: dict[str, np.ndarray], *, reference: Any = None, lab
           quantizer: Callable[[set[str]], ir.Model] | None = None, db: str | None = None,
           remote: dict[str, Any] | None = None, tol: float = 1e-3, quant_tol: float = 0.05,
           max_accuracy_drop: float = 1.0, int8_analysis: bool = True,
-          int8_feeds: list[dict[str, np.ndarray]] | None = None,
+          int8_feeds: list[dict[str, np.ndarray]] | None = None, precision: str = "fp32",
           say: Callable[[str], None] = lambda msg: None) -> Report:
     """Evaluate `model` stage by stage on `feed` against `reference` (default: the model
     itself in onnxruntime). `quantizer(exclude)` quantizes the model (the int8 stage);
     `remote` ({"rpc"/"tracker"/"key"/"qemu_cpu"} or {} to emulate) runs the target stage
     when the target is not this machine. `int8_feeds`: the inputs the int8 analysis runs
-    on (default: `feed` alone)."""
+    on (default: `feed` alone). `precision` is the artifact's (bf16: its stages are
+    compared against TVM's generic fp32 build, so that error shows there)."""
     from ember import targets
     from ember.passes.levels import resolve_pipeline
 
@@ -246,7 +247,7 @@ def debug(model: Any, feed: dict[str, np.ndarray], *, reference: Any = None, lab
     def run_here(generic: bool, on: str, mc: str | None, feats) -> Callable[[ir.Model], dict[str, Any]]:
         def build(m: ir.Model) -> dict[str, Any]:
             cm = ember_compile(m, target=on, pipeline="", mcpu=mc, features=feats, db=None if generic else db,
-                               generic=generic)
+                               generic=generic, precision="fp32" if generic else precision)
             return cm.run(feed_for(cm.input_names, feed))
 
         return build
@@ -254,7 +255,7 @@ def debug(model: Any, feed: dict[str, np.ndarray], *, reference: Any = None, lab
     def run_there(m: ir.Model) -> dict[str, Any]:
         from ember.compiler.runtime.elsewhere import run_elsewhere
 
-        cm = ember_compile(m, target=target, pipeline="", mcpu=mcpu, features=features, db=db)
+        cm = ember_compile(m, target=target, pipeline="", mcpu=mcpu, features=features, db=db, precision=precision)
         if remote is None:
             raise _NotRun(f"built for {tgt.describe()}; give --emulate or --rpc to run it there")
         with tempfile.TemporaryDirectory(prefix="ember-debug-") as d:

@@ -14,6 +14,16 @@ A unsigned, B signed. Its two A rows are two output pixels (conv) or rows
 read as 8 bytes; its accumulator tile is kept as contiguous 2 x 2 blocks.
 Layers whose rows do not pair up take the target's next instruction.
 
+The bf16 GEMMs have theirs: AVX-512 BF16 `vdpbf16ps` zmm, C[16] (float32)
++= A[2] . B[16, 2] in bfloat16, products exact and each addition rounded to
+float32 (denormals flushed, as the instruction does). The kernels keep
+bfloat16 operands as their bits (uint16: TVM's TIR lowering would turn
+bfloat16 values and internal buffers into float32), and LLVM declares the
+instruction on bfloat vectors, which TVM cannot pass: the kernel calls a
+small LLVM function that takes the bits as i16 vectors and bitcasts them
+(`DotIntrin.llvm_ir`, linked into the kernel with TVM's `pragma_import_llvm`
+and inlined).
+
 Ember registers its own (TVM's live in one package that imports all
 targets' intrinsics, 1-14 s of TVMScript parsing). `available` lists the
 ones a target supports, best first, each with the signedness its
@@ -34,11 +44,14 @@ from functools import cache
 @dataclass(frozen=True)
 class DotIntrin:
     name: str
-    lanes: int  # int32 accumulator columns per instruction
-    a_dtype: str  # what the activations must be: "uint8" or "int8"
+    lanes: int  # accumulator columns per instruction
+    a_dtype: str  # what the activations must be: "uint8", "int8" or "bfloat16"
     label: str  # for people
     rows: int = 1  # output rows per instruction
     depth: int = 4  # reduction steps per instruction
+    b_dtype: str = "int8"  # the weights'
+    acc: str = "int32"  # the accumulators'
+    llvm_ir: str = ""  # an LLVM function the instruction is called through (linked into the kernel)
 
     def fits(self, rows: int, step: int = 1) -> bool:
         """Whether a layer whose row runs are `rows` long, its input rows `step`
@@ -53,7 +66,18 @@ VNNI_512 = DotIntrin("ember_vnni_16x4", 16, "uint8", "AVX-512 VNNI")
 VNNI_256 = DotIntrin("ember_avxvnni_8x4", 8, "uint8", "AVX-VNNI")
 SDOT = DotIntrin("ember_sdot_4x4", 4, "int8", "AArch64 sdot")
 USMMLA = DotIntrin("ember_usmmla_2x2x8", 2, "uint8", "AArch64 i8mm usmmla", rows=2, depth=8)
-ALL = (VNNI_512, VNNI_256, SDOT, USMMLA)
+_DPBF16_IR = """
+declare <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float>, <32 x bfloat>, <32 x bfloat>)
+define linkonce_odr <16 x float> @ember_dpbf16ps_512(<16 x float> %c, <32 x i16> %a, <32 x i16> %b) alwaysinline {
+  %ab = bitcast <32 x i16> %a to <32 x bfloat>
+  %bb = bitcast <32 x i16> %b to <32 x bfloat>
+  %r = call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> %c, <32 x bfloat> %ab, <32 x bfloat> %bb)
+  ret <16 x float> %r
+}
+"""
+DPBF16 = DotIntrin("ember_dpbf16ps_16x2", 16, "bfloat16", "AVX-512 BF16 vdpbf16ps", depth=2, b_dtype="bfloat16",
+                   acc="float32", llvm_ir=_DPBF16_IR)  # operands stored as bfloat16 bits (kernels.BF16_BITS)
+ALL = (VNNI_512, VNNI_256, SDOT, USMMLA, DPBF16)
 MAX_STEP = 4  # the input row distances (conv strides) usmmla is registered for
 
 _LLVM = {VNNI_512.name: "llvm.x86.avx512.vpdpbusd.512", VNNI_256.name: "llvm.x86.avx512.vpdpbusd.256",
@@ -74,6 +98,14 @@ def available(target) -> tuple[DotIntrin, ...]:
         return ()
     if target.triple.startswith("aarch64"):
         return tuple(i for i, feature in ((USMMLA, "i8mm"), (SDOT, "dotprod")) if feature in f)
+    return ()
+
+
+def bf16_available(target) -> tuple[DotIntrin, ...]:
+    """The bf16 dot-product instructions an ember Target's CPU has (empty: the
+    bf16 kernels convert to float32 and multiply-add in plain vector loops)."""
+    if target.kind == "llvm" and target.triple.startswith("x86_64") and "avx512bf16" in target.all_features:
+        return (DPBF16,)
     return ()
 
 
@@ -133,6 +165,8 @@ def _make(intrin: DotIntrin, step: int):
 
     if intrin.rows == 2:
         return _make_mmla(intrin, step)
+    if intrin.acc == "float32":
+        return _make_bf16(intrin)
 
     L, a_dt = intrin.lanes, intrin.a_dtype
     a_vec, b_vec, c_vec = f"{a_dt}x4", f"int8x{4 * L}", f"int32x{L}"
@@ -182,6 +216,48 @@ def _make(intrin: DotIntrin, step: int):
     if intrin is not SDOT and _llvm_major() < 21:
         return desc, impl_vnni_i32
     return desc, impl_bytes  # sdot, and vpdpbusd since LLVM 21: byte vectors
+
+
+def _make_bf16(intrin: DotIntrin):
+    """vdpbf16ps: C[L] (float32) += A[2] . B[L, 2], the operands bfloat16 bits
+    (uint16, widened exactly: bits << 16), A's pair broadcast to every lane."""
+    from tvm.script import tirx as T
+
+    L = intrin.lanes
+    func = intrin.llvm_ir.split("@")[2].split("(")[0]  # the helper's name, after the intrinsic's declaration
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (2,), "uint16", offset_factor=1)
+        B = T.match_buffer(b, (L, 2), "uint16", offset_factor=1)
+        C = T.match_buffer(c, (L,), "float32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:L], A[0:2], B[0:L, 0:2])
+            T.writes(C[0:L])
+            for i in T.serial(0, L):
+                for k in T.serial(0, 2):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + (T.reinterpret(T.Cast("uint32", A[vk]) << T.uint32(16), dtype="float32")
+                                         * T.reinterpret(T.Cast("uint32", B[vi, vk]) << T.uint32(16),
+                                                         dtype="float32"))
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (2,), "uint16", offset_factor=1)
+        B = T.match_buffer(b, (L, 2), "uint16", offset_factor=1)
+        C = T.match_buffer(c, (L,), "float32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:L], A[0:2], B[0:L, 0:2])
+            T.writes(C[0:L])
+            a_all = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint16x2"), dtype="int32"), L),
+                                  dtype=f"int16x{2 * L}")
+            C[T.ramp(T.int32(0), 1, L)] = T.call_pure_extern(
+                func, C.vload([0], dtype=f"float32x{L}"), a_all,
+                T.reinterpret(B.vload([0, 0], dtype=f"uint16x{2 * L}"), dtype=f"int16x{2 * L}"),
+                dtype=f"float32x{L}")
+
+    return desc, impl
 
 
 def _make_mmla(intrin: DotIntrin, step: int):

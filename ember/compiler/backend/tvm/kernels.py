@@ -286,14 +286,39 @@ def layer_norm_last_axis(x, gamma, beta, epsilon: float, center: bool, scale: bo
     return te.compute(x.shape, value, name=LAYERNORM)
 
 
-# ---- int8: A (8-bit) x B (int8) -> int32, four (or eight) products per lane at a time ----
+# ---- dot-product GEMMs: A (8-bit) x B (int8) -> int32, four (or eight) products per lane at a
+# time; float32 A x B rounded to bfloat16 -> float32, two ----
+#
+# bfloat16 operands are kept as their bits (uint16) inside the kernels: TVM's TIR lowering turns
+# bfloat16 values into float32 and internal bfloat16 buffers into float32 ones, which a kernel
+# reading pairs of them as one 32-bit word (the dot product's operand) cannot have.
 
 QGEMM = "ember_qgemm"
 QFIX = "ember_qfix"
+BF16_BITS = "uint16"
+
+
+def bf16_bits(v):
+    """TIR: float32 -> the bits of the nearest bfloat16 (ties to even; NaN stays a quiet NaN)."""
+    u = tirx.reinterpret("uint32", v)
+    rounded = (u + (tirx.const(0x7FFF, "uint32") + ((u >> 16) & tirx.const(1, "uint32")))) >> 16
+    return tirx.if_then_else(v != v, (u >> 16) | tirx.const(0x40, "uint32"), rounded).astype(BF16_BITS)
+
+
+def widen(v):
+    """TIR: a stored operand as the accumulator's type (bfloat16 bits: exactly, as float32)."""
+    if v.dtype == BF16_BITS:
+        return tirx.reinterpret("float32", v.astype("uint32") << tirx.const(16, "uint32"))
+    return v.astype("int32")
+
+
+def _encode(v, dtype: str):
+    """TIR: a float32 operand as the kernel stores it (bfloat16 bits); others as they are."""
+    return bf16_bits(v) if dtype == "float32" else v
 
 
 def qpack_weights(w, nr: int, layout: str, cpad: int = 0, depth: int = 4):
-    """TE: int8 weights -> [N/NR, K/depth, NR, depth], the layout the dot-product
+    """TE: int8 weights (float32 ones: rounded to bfloat16 bits) -> [N/NR, K/depth, NR, depth], the layout the dot-product
     instructions read (NR output channels x `depth` consecutive reduction
     steps). OHWI (conv): K runs over (ky, kx, c) with C zero-padded to
     `cpad`; KN (matmul): K zero-padded to a multiple of `depth`."""
@@ -312,7 +337,7 @@ def qpack_weights(w, nr: int, layout: str, cpad: int = 0, depth: int = 4):
         def at(col, k):
             return tirx.if_then_else(tirx.all(col < n, k < k_real), w[k, col], zero)
     return te.compute((padded(n, nr) // nr, k_total // depth, nr, depth),
-                      lambda no, ko, ni, ki: at(no * nr + ni, ko * depth + ki), name="ember_pack")
+                      lambda no, ko, ni, ki: _encode(at(no * nr + ni, ko * depth + ki), w.dtype), name="ember_pack")
 
 
 def weight_sums(w, axis: int):
@@ -330,20 +355,20 @@ def weight_sums(w, axis: int):
 
 
 def _qstage(x, padding, cpad: int, flip: bool):
-    """TE: the 8-bit input as the kernel reads it: zero-padded spatially
-    (NHWC), channels padded to `cpad` (a multiple of the instruction's
-    depth), and with its sign flipped (x ^ 0x80: int8 <-> uint8 plus or
-    minus 128) when the instruction wants the other signedness. Nothing to
-    do: the input itself."""
+    """TE: the input as the kernel reads it: zero-padded spatially (NHWC),
+    channels padded to `cpad` (a multiple of the instruction's depth), 8-bit
+    values with their sign flipped (x ^ 0x80: int8 <-> uint8 plus or minus
+    128) when the instruction wants the other signedness, float32 ones
+    rounded to bfloat16 bits. Nothing to do: the input itself."""
     b, h, w, c = list(x.shape)
     pt, pl, pb, pr = padding if len(padding) == 4 else (0, 0, 0, 0)
-    if not any((pt, pl, pb, pr)) and cpad == c and not flip:
+    if not any((pt, pl, pb, pr)) and cpad == c and not flip and x.dtype != "float32":
         return x
 
     def value(bi, y, xx, ci):
         inside = tirx.all(y >= pt, y < h + pt, xx >= pl, xx < w + pl, ci < c)
-        return _flipped(tirx.if_then_else(inside, x[bi, y - pt, xx - pl, ci], tirx.const(0, x.dtype)), x.dtype,
-                        flip)
+        v = tirx.if_then_else(inside, x[bi, y - pt, xx - pl, ci], tirx.const(0, x.dtype))
+        return _encode(_flipped(v, x.dtype, flip), x.dtype)
     return te.compute((b, h + pt + pb, w + pl + pr, cpad), value, name=PAD)
 
 
@@ -362,7 +387,7 @@ def _qattrs(mr: int, nr: int, dot: str, lanes: int, step: int) -> dict:
 
 def qconv2d_nhwc(x, wp, wsum, kernel, strides, padding, dilation, mr: int, n: int, flip: bool, dot: str = "",
                  lanes: int = 16):
-    """TE: 8-bit NHWC conv2d (groups=1) into int32, as a direct GEMM over
+    """TE: 8-bit NHWC conv2d (groups=1) into int32 (bfloat16 into float32), as a direct GEMM over
     the staged input (see `conv2d_nhwc`), its reduction split into groups of
     the packed weights' depth (4 or 8 channels) for the dot-product
     instruction `dot` (a TensorIntrin name; empty: plain int32 loops) of
@@ -382,8 +407,8 @@ def qconv2d_nhwc(x, wp, wsum, kernel, strides, padding, dilation, mr: int, n: in
     acc = te.compute(
         (b, oh, ow, static_ints(wp.shape)[0] * nr),
         lambda bi, y, xx, j: te.sum(
-            xp[bi, y * sh + ry * dh, xx * sw + rx * dw, rco * depth + rci].astype("int32")
-            * wp[j // nr, (ry * kw + rx) * (cpad // depth) + rco, j % nr, rci].astype("int32"),
+            widen(xp[bi, y * sh + ry * dh, xx * sw + rx * dw, rco * depth + rci])
+            * widen(wp[j // nr, (ry * kw + rx) * (cpad // depth) + rco, j % nr, rci]),
             axis=[ry, rx, rco, rci]),
         name=QGEMM, attrs=_qattrs(mr, nr, dot, lanes, sw))
     return _qout(acc, wsum, _flip_sign(x.dtype, flip), n)
@@ -402,7 +427,7 @@ def _flipped(v, dtype: str, flip: bool):
 
 
 def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lanes: int = 16):
-    """TE: 8-bit A [..., M, K] x packed int8 B -> int32 [..., M, N]. A 2-D A may have a
+    """TE: 8-bit A [..., M, K] x packed int8 B -> int32 [..., M, N] (bfloat16 into float32). A 2-D A may have a
     run-time row count: it is read padded with zero rows to a multiple of the row tile
     (a tensorized step takes no predicate) and the result cropped back."""
     a_shape = list(a.shape)
@@ -410,21 +435,21 @@ def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lane
     k_real = int(a_shape[-1])
     delta = _flip_sign(a.dtype, flip)
     rows = a_shape[0] if len(a_shape) == 2 and not isinstance(a_shape[0], (int, tirx.IntImm)) else None
-    if k_real % depth or flip or rows is not None:
+    if k_real % depth or flip or rows is not None or a.dtype == "float32":
         padded_rows = tirx.floordiv(rows + (mr - 1), mr) * mr if rows is not None else None
 
         def value(*i):
             inside = i[-1] < k_real if rows is None else tirx.all(i[0] < rows, i[-1] < k_real)
             at = (*i[:-1], tirx.min(i[-1], k_real - 1)) if rows is None else (
                 tirx.min(i[0], rows - 1), tirx.min(i[-1], k_real - 1))
-            return _flipped(tirx.if_then_else(inside, a[at], tirx.const(0, a.dtype)), a.dtype, flip)
+            return _encode(_flipped(tirx.if_then_else(inside, a[at], tirx.const(0, a.dtype)), a.dtype, flip), a.dtype)
         a = te.compute((*(a_shape[:-1] if rows is None else [padded_rows]), ko_total * depth), value, name=PAD)
     ko = te.reduce_axis((0, ko_total), name="ko")
     ki = te.reduce_axis((0, depth), name="ki")
     acc = te.compute(
         (*list(a.shape)[:-1], static_ints(wp.shape)[0] * nr),
-        lambda *i: te.sum(a[(*i[:-1], ko * depth + ki)].astype("int32")
-                          * wp[i[-1] // nr, ko, i[-1] % nr, ki].astype("int32"), axis=[ko, ki]),
+        lambda *i: te.sum(widen(a[(*i[:-1], ko * depth + ki)]) * widen(wp[i[-1] // nr, ko, i[-1] % nr, ki]),
+                          axis=[ko, ki]),
         name=QGEMM, attrs=_qattrs(mr, nr, dot, lanes, 1))
     if rows is not None:  # crop the padded rows (and columns), correcting a flip on the way
         return te.compute((rows, n), lambda i, j: acc[i, j] - (wsum[j] * delta if delta else 0), name=QFIX)

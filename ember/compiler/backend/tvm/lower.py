@@ -518,7 +518,7 @@ def tvm_version() -> str:
 
 
 def build(mod, target, database=None, counts: dict[str, int] | None = None,
-          flops: dict[str, float] | None = None, generic: bool = False):
+          flops: dict[str, float] | None = None, generic: bool = False, precision: str = "fp32"):
     """Compile a Relax module for an ember Target (with tuned schedules from
     a MetaSchedule `database`, if given); returns a relax Executable. `counts`
     and `flops` are filled as `relax_pipeline` says. `generic`: TVM's own default
@@ -532,7 +532,7 @@ def build(mod, target, database=None, counts: dict[str, int] | None = None,
     mark_pool_started()  # FoldConstant runs kernels in this process
     prepare(target)
     tvm_target = target.tvm_target()
-    pipeline = None if generic else relax_pipeline(target, database, counts, flops)
+    pipeline = None if generic else relax_pipeline(target, database, counts, flops, precision)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

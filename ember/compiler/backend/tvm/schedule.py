@@ -159,7 +159,7 @@ def schedule_gemm(sch, block, space: bool = False) -> None:
 
 
 def schedule_qgemm(sch, block, space: bool = False) -> None:
-    """The int8 GEMM: like `schedule_gemm`, with the reduction in groups of
+    """The int8 and bf16 GEMMs: like `schedule_gemm`, with the reduction in groups of
     the instruction's depth and the innermost step tensorized with the
     target's dot-product instruction (or vectorized int32 loops without
     one): (lanes x 4) for a one-row instruction; for a 2 x 2 one (usmmla),
@@ -194,6 +194,8 @@ def schedule_qgemm(sch, block, space: bool = False) -> None:
     _register_tile(sch, block, wb, at=mo, outer=[no, *rows, mo], rows=mi, lanes=None, reduction=ks[0])
     sch.unroll(nv)
     if intrin is not None:
+        if intrin.llvm_ir:  # the LLVM function the instruction is called through, linked into this kernel
+            sch.annotate(sch.get_loops(block)[0], "pragma_import_llvm", intrin.llvm_ir)
         sch.tensorize(inner, register(intrin, int(ann.get("ember_step", 1))))
     else:
         sch.vectorize(ni)

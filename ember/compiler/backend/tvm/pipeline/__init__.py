@@ -38,11 +38,12 @@ def for_target(target) -> ModuleType:
 
 
 def relax_pipeline(target, database=None, counts: dict[str, int] | None = None,
-                   flops: dict[str, float] | None = None):
+                   flops: dict[str, float] | None = None, precision: str = "fp32"):
     """The module pass tvm.compile runs for an ember Target; `counts` receives
     how many kernels a tuning record scheduled ("tuned") and how many got the
     default schedule ("default"); `flops` each kernel's floating-point and
-    integer operations per call, where its shapes are static (`ember profile`)."""
+    integer operations per call, where its shapes are static (`ember profile`);
+    `precision` bf16 computes the GEMMs on bfloat16 operands (`legalize_passes`)."""
     import tvm
     from tvm import relax
 
@@ -60,7 +61,7 @@ def relax_pipeline(target, database=None, counts: dict[str, int] | None = None,
     def _pipeline(mod, _ctx):
         with tvm_target:
             seq = tvm.transform.Sequential(
-                legalize_passes(target)
+                legalize_passes(target, precision)
                 + ([_record_flops(flops)] if flops is not None else [])
                 + scheduling()
                 + kind.tvm_pipeline.dataflow_lower_passes(tvm_target)
@@ -74,22 +75,23 @@ def relax_pipeline(target, database=None, counts: dict[str, int] | None = None,
     return _pipeline
 
 
-def legalize_passes(target) -> list:
-    """Everything up to (not including) scheduling: the module MetaSchedule extracts its tasks from."""
+def legalize_passes(target, precision: str = "fp32") -> list:
+    """Everything up to (not including) scheduling: the module MetaSchedule extracts its tasks from
+    (`precision`: what the GEMMs compute in, see `relax_pipeline`)."""
     from tvm import relax
 
     kind = for_target(target)
     tvm_target = target.tvm_target()
-    return [_fold_integer_offsets()] + kind.layout_passes() + kind.tvm_pipeline.library_dispatch_passes(tvm_target) + [
-        relax.transform.LegalizeOps(kind.legalize_overrides(target)),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-        # reshapes become views before scheduling: a scheduled one no longer reads as a reshape, and
-        # its index arithmetic over symbolic dims takes LLVM codegen's simplifier minutes
-        relax.transform.RewriteDataflowReshape(),
-    ]
+    return [_fold_integer_offsets(), *kind.layout_passes(),
+            *kind.tvm_pipeline.library_dispatch_passes(tvm_target),
+            relax.transform.LegalizeOps(kind.legalize_overrides(target, precision)),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+            # reshapes become views before scheduling: a scheduled one no longer reads as a reshape, and
+            # its index arithmetic over symbolic dims takes LLVM codegen's simplifier minutes
+            relax.transform.RewriteDataflowReshape()]
 
 
 def _record_flops(flops: dict[str, float]):

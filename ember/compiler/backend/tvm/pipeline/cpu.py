@@ -13,7 +13,7 @@ from typing import Any
 from tvm.relax.backend.cpu_generic import pipeline as tvm_pipeline  # noqa: F401  (the kind's TVM pipeline)
 
 from ember.compiler.backend.tvm import kernels, schedule, winograd
-from ember.compiler.backend.tvm.intrinsics import available
+from ember.compiler.backend.tvm.intrinsics import available, bf16_available
 from ember.compiler.backend.tvm.pipeline.common import (CONV2D, GELU, LAYER_NORM, MATMUL, MEAN, ROUND, SOFTMAX, SUM,
                                                         _default, _default_dtype, _int8_operands,
                                                         nan_safe_overrides)
@@ -24,10 +24,13 @@ KERNEL_ASSERTS = True
 DEVICE = "cpu"  # TVM's name of the device artifacts run on
 
 
-def legalize_overrides(target) -> dict[str, Any]:
+def legalize_overrides(target, precision: str = "fp32") -> dict[str, Any]:
+    # bf16: the target's bf16 dot products (possibly none: plain loops), None for fp32
     lanes, dots = max(4, target.vector_bits // 32), available(target)
+    bf16_dots = bf16_available(target) if precision == "bf16" else None
     return {**nan_safe_overrides(), GELU: _gelu, ROUND: _round, SOFTMAX: _softmax, LAYER_NORM: _layer_norm,
-            CONV2D: _conv2d(lanes, dots), MATMUL: _matmul(lanes, dots), SUM: _wide_sum(SUM), MEAN: _wide_sum(MEAN)}
+            CONV2D: _conv2d(lanes, dots, bf16_dots), MATMUL: _matmul(lanes, dots, bf16_dots),
+            SUM: _wide_sum(SUM), MEAN: _wide_sum(MEAN)}
 
 
 # float32 sums over at least this many elements (or a run-time count) accumulate in float64
@@ -163,19 +166,20 @@ def _conv_params(a, xs, kernel):
     return strides, padding, dilation, kernels.conv_out_hw(xs[1], xs[2], kernel, strides, padding, dilation)
 
 
-def _qtiles(dot, rows: int, n: int, vector_lanes: int):
-    """(int32 lanes, register tile, reduction depth) of an integer GEMM whose row
-    runs are `rows` long, on `dot` (None: plain int32 loops on the vector width)."""
+def _qtiles(dot, rows: int, n: int, vector_lanes: int, bf16: bool = False):
+    """(accumulator lanes, register tile, reduction depth) of a dot-product GEMM whose row
+    runs are `rows` long, on `dot` (None: plain int32 loops on the vector width, or
+    float32 ones for bfloat16 operands, taken in pairs)."""
     if dot is not None and dot.rows == 2:
         return dot.lanes, kernels.pair_tiles(rows, n), dot.depth
     lanes = dot.lanes if dot else vector_lanes
-    return lanes, kernels.gemm_tiles(rows, n, lanes), dot.depth if dot else 4
+    return lanes, kernels.gemm_tiles(rows, n, lanes), dot.depth if dot else 2 if bf16 else 4
 
 
 def _qconv2d(bb, call, x, w, nchw: bool, dots, vector_lanes: int):
-    """8-bit conv2d (groups=1) into int32 with Ember's integer kernel, on the
-    first of the target's dot products `dots` that fits the layer (int32
-    lanes: the dot product's, or the vector width's without one)."""
+    """8-bit conv2d (groups=1) into int32 (float32 on bfloat16-rounded operands) with Ember's
+    dot-product kernel, on the first of the target's dot products `dots` that fits
+    the layer (accumulator lanes: the dot product's, or the vector width's without one)."""
     from tvm import topi
 
     from ember.compiler.backend.tvm.intrinsics import pick
@@ -184,8 +188,9 @@ def _qconv2d(bb, call, x, w, nchw: bool, dots, vector_lanes: int):
     o, kh, kw, c = ws
     strides, padding, dilation, (_, ow) = _conv_params(call.attrs, xs, (kh, kw))
     dot = pick(dots, ow, strides[1])
-    lanes, tiles, depth = _qtiles(dot, ow, o, vector_lanes)
-    flip = bool(dot) and str(x.ty.dtype) != dot.a_dtype
+    bf16 = str(x.ty.dtype) == "float32"  # float operands: rounded to bfloat16 by the kernel
+    lanes, tiles, depth = _qtiles(dot, ow, o, vector_lanes, bf16)
+    flip = not bf16 and bool(dot) and str(x.ty.dtype) != dot.a_dtype
     wp = bb.emit_te(kernels.qpack_weights, w, tiles.nr, "OHWI", kernels.padded(c, depth), depth,
                     primfunc_name_hint="ember_pack")
     wsum = bb.emit_te(kernels.weight_sums, w, 0, primfunc_name_hint="ember_wsum") if flip else None
@@ -196,7 +201,7 @@ def _qconv2d(bb, call, x, w, nchw: bool, dots, vector_lanes: int):
     return out
 
 
-def _conv2d(lanes: int, dots=()):
+def _conv2d(lanes: int, dots=(), bf16_dots=None):
     def legalize(bb, call):
         from tvm import topi
 
@@ -224,6 +229,8 @@ def _conv2d(lanes: int, dots=()):
         dense, depthwise = a.groups == 1, a.groups == c == ws[0] and ci == 1
         if not (dense or depthwise):
             return _default(CONV2D)(bb, call)
+        if dense and bf16_dots is not None and all(isinstance(d, int) for d in dims):
+            return _qconv2d(bb, call, x, w, nchw, bf16_dots, lanes)
         x, w, xs, ws = _as_nhwc(bb, x, w, nchw)
         o, kh, kw, _ = ws
         strides, padding, dilation, (oh, ow) = _conv_params(a, xs, (kh, kw))
@@ -292,12 +299,18 @@ def _symbolic_batch_matmul(bb, call, lanes: int):
     return bb.call_te(kernels.batch_matmul, a, b, tiles.mr, tiles.nr, primfunc_name_hint="ember_batch_matmul")
 
 
-def _matmul(lanes: int, dots=()):
+def _matmul(lanes: int, dots=(), bf16_dots=None):
     def legalize(bb, call):
         from ember.compiler.backend.tvm.intrinsics import pick
 
         a, b = call.args
         as_, bs = static_shape(a), static_shape(b)
+        if (bf16_dots is not None and bs is not None and len(bs) == 2 and _static_last(a)
+                and a.ty.dtype == "float32" and b.ty.dtype == "float32" and _default_dtype(call.attrs.out_dtype)):
+            if as_ is not None and len(as_) >= 2:
+                return _qmatmul(bb, a, b, pick(bf16_dots, as_[-2]), as_[-2], bs[1], lanes)
+            return _over_rows(bb, a, bs[1], lambda rows: _qmatmul(bb, rows, b, pick(bf16_dots, ANY_ROWS), ANY_ROWS,
+                                                                  bs[1], lanes))
         if (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) == 2
                 and _int8_operands(a, b, call.attrs.out_dtype)):
             return _qmatmul(bb, a, b, pick(dots, as_[-2]), as_[-2], bs[1], lanes)
@@ -353,9 +366,11 @@ def _product(dims):
 
 
 def _qmatmul(bb, a, b, dot, rows: int, n: int, lanes: int):
-    """8-bit A x constant int8 B [K, N] into int32 with Ember's integer kernel on `dot`."""
-    q_lanes, tiles, depth = _qtiles(dot, rows, n, lanes)
-    flip = bool(dot) and str(a.ty.dtype) != dot.a_dtype
+    """8-bit A x constant int8 B [K, N] into int32 (float32 on bfloat16-rounded operands) with Ember's
+    dot-product kernel on `dot`."""
+    bf16 = str(a.ty.dtype) == "float32"  # float operands: rounded to bfloat16 by the kernel
+    q_lanes, tiles, depth = _qtiles(dot, rows, n, lanes, bf16)
+    flip = not bf16 and bool(dot) and str(a.ty.dtype) != dot.a_dtype
     wp = bb.emit_te(kernels.qpack_weights, b, tiles.nr, "KN", 0, depth, primfunc_name_hint="ember_pack")
     wsum = bb.emit_te(kernels.weight_sums, b, 1, primfunc_name_hint="ember_wsum") if flip else None
     return bb.call_te(kernels.qmatmul_packed, a, wp, wsum, tiles.mr, n, flip, dot.name if dot else "",

@@ -15,7 +15,7 @@ KERNEL_ASSERTS = False
 DEVICE = "cuda"
 
 
-def legalize_overrides(target) -> dict[str, Any]:
+def legalize_overrides(target, precision: str = "fp32") -> dict[str, Any]:
     return {**nan_safe_overrides(), CONV2D: _dp4a(CONV2D, target.int8_dot), MATMUL: _dp4a(MATMUL, target.int8_dot)}
 
 

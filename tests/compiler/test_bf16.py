@@ -1,0 +1,150 @@
+"""`precision="bf16"`: convolutions and matmuls by constant weights on bfloat16
+operands, sums in float32. Each layer is checked against numpy computing the
+same thing (operands rounded to bfloat16 with ml_dtypes, products summed in
+float64): the two differ only by float32 rounding of the sums. The same layer
+in fp32 differs from that reference by bfloat16's rounding, two orders of
+magnitude more, so the test sees a precision that was not applied. Both kernel
+flavours are run where the CPU has them (vdpbf16ps, and plain loops on a target
+without AVX-512 BF16), and the instruction is looked for in the machine code
+on any x86 host."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+from helpers import error_line, ember_cli, init, model, ort_run, tensor
+from onnx import TensorProto as T
+from onnx import helper as h
+
+import ember
+from ember import targets
+from ember.compiler.backend.tvm import intrinsics, lower
+from ember.compiler.ir import onnx_io
+from ember.models import zoo
+from ember.passes import optimize
+
+RNG = np.random.default_rng(0)
+X86 = targets.host().triple.startswith("x86_64")
+HAS_BF16 = bool(intrinsics.bf16_available(targets.host()))
+NO_BF16_FEATURES = "avx2,fma"  # an x86 target without AVX-512 BF16: the plain-loop kernel
+
+
+def _bf16(a: np.ndarray) -> np.ndarray:
+    return a.astype(ml_dtypes.bfloat16).astype(np.float64)
+
+
+def _conv_ref(x, w, pads, stride):
+    """NCHW conv on bfloat16-rounded operands, summed in float64."""
+    x, w = _bf16(x), _bf16(w)
+    pt, pl, pb, pr = pads
+    x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    o, _, kh, kw = w.shape
+    oh, ow = (x.shape[2] - kh) // stride + 1, (x.shape[3] - kw) // stride + 1
+    out = np.zeros((x.shape[0], o, oh, ow))
+    for dy in range(kh):
+        for dx in range(kw):
+            patch = x[:, :, dy:dy + stride * oh:stride, dx:dx + stride * ow:stride]
+            out += np.einsum("bchw,oc->bohw", patch, w[:, :, dy, dx])
+    return out
+
+
+def _conv_model(c, o, k, pads, stride, hw=11):
+    w = RNG.standard_normal((o, c, k, k)).astype(np.float32)
+    node = h.make_node("Conv", ["x", "w"], ["y"], pads=list(pads), strides=[stride, stride])
+    return model([node], [tensor("x", [1, c, hw, hw])], [tensor("y", None)], [init("w", w)]), w
+
+
+def _matmul_model(k, n, rows):
+    w = RNG.standard_normal((k, n)).astype(np.float32)
+    return model([h.make_node("MatMul", ["x", "w"], ["y"])], [tensor("x", [rows, k])], [tensor("y", None)],
+                 [init("w", w)]), w
+
+
+def _flavours():
+    out = [pytest.param(None, id="host")]
+    if HAS_BF16:  # the host runs vdpbf16ps: also the plain loops
+        out.append(pytest.param(NO_BF16_FEATURES, id="no-avx512bf16"))
+    return out
+
+
+def _check(got, ref, fp32):
+    """`got` within float32 summation error of the bfloat16 reference; fp32 is not."""
+    scale = np.abs(ref).max()
+    assert np.abs(got - ref).max() <= 2e-5 * scale  # K <= 300 products of |x|, |w| ~ 1 rounded at 2^-24
+    assert np.abs(fp32 - ref).max() > 1e-3 * scale  # bfloat16 rounding (2^-9 per operand) shows
+
+
+@pytest.mark.parametrize("features", _flavours())
+@pytest.mark.parametrize("c, o, k, pads, stride", [
+    (16, 32, 3, (1, 1, 1, 1), 1),   # channels a multiple of the pair; padded
+    (3, 20, 3, (1, 0, 2, 1), 2),    # odd channels (padded to 4), uneven pads, stride 2, N not a lane multiple
+    (33, 48, 1, (0, 0, 0, 0), 1),   # 1x1, odd reduction
+])
+def test_conv_matches_bf16_reference(features, c, o, k, pads, stride):
+    m, w = _conv_model(c, o, k, pads, stride)
+    x = RNG.standard_normal((1, c, 11, 11)).astype(np.float32)
+    got = ember.compile(m, features=features, precision="bf16").run({"x": x})["y"]
+    fp32 = ember.compile(m, features=features).run({"x": x})["y"]
+    _check(got, _conv_ref(x, w, pads, stride), fp32)
+
+
+@pytest.mark.parametrize("features", _flavours())
+@pytest.mark.parametrize("k, n, rows", [(64, 48, 7), (33, 10, 4), (300, 16, "n")])  # "n": a run-time row count
+def test_matmul_matches_bf16_reference(features, k, n, rows):
+    m, w = _matmul_model(k, n, rows)
+    cm, fp32_cm = ember.compile(m, features=features, precision="bf16"), ember.compile(m, features=features)
+    for count in ([5, 9] if rows == "n" else [rows]):
+        x = RNG.standard_normal((count, k)).astype(np.float32)
+        _check(cm.run({"x": x})["y"], _bf16(x) @ _bf16(w), fp32_cm.run({"x": x})["y"])
+
+
+def _assembly(m, tgt, precision):
+    ir_model = onnx_io.as_ir(m)
+    optimize(ir_model)
+    ex = lower.build(lower.to_relax(ir_model), tgt, precision=precision)
+    return "\n".join(mod.inspect_source("s") for mod in [ex.mod, *ex.mod.imports] if mod.kind == "llvm")
+
+
+@pytest.mark.skipif(not X86, reason="x86 instructions")
+def test_vdpbf16ps_in_the_machine_code_where_the_target_has_it():
+    """Built (not run) for a CPU with AVX-512 BF16, on any x86 host: the kernels use
+    vdpbf16ps; for one without it, and in fp32, they do not."""
+    m, _ = _conv_model(16, 32, 3, (1, 1, 1, 1), 1)
+    spr = targets.parse("x86_64-linux-gnu", mcpu="sapphirerapids")
+    assert intrinsics.bf16_available(spr) == (intrinsics.DPBF16,)
+    assert "vdpbf16ps" in _assembly(m, spr, "bf16")
+    assert "vdpbf16ps" not in _assembly(m, spr, "fp32")
+    plain = targets.parse("x86_64-linux-gnu", features=NO_BF16_FEATURES)
+    assert not intrinsics.bf16_available(plain)
+    assert "vdpbf16ps" not in _assembly(m, plain, "bf16")
+
+
+def test_a_real_architecture_in_bf16_against_onnxruntime():
+    """SqueezeNet's logits in bf16 against onnxruntime's fp32: bfloat16 rounds each operand
+    by up to 2^-9 of its value; over its 26 convolutions the logits moved by 7e-3 of their
+    scale (ResNet-50: 4e-3; fp32: 1e-6), where another input moves them by 2e-2 (a random
+    net's logits hardly depend on the image)."""
+    m = zoo.light_model("squeezenet", seed=0, logits=True)
+    feeds, other = zoo.random_inputs(m, seed=1), zoo.random_inputs(m, seed=2)
+    cm = ember.compile(m, precision="bf16")
+    assert cm.metadata["precision"] == "bf16"
+    ref, other_ref = ort_run(m, feeds)[0], ort_run(m, other)[0]
+    got = cm.run(feeds)[cm.output_names[0]]
+    scale = np.abs(ref).max()
+    err = np.abs(got - ref).max()
+    assert 1e-4 * scale < err <= 1e-2 * scale  # bf16 applied, and within its rounding
+    assert np.abs(other_ref - ref).max() > 2 * err  # the comparison sees the input
+
+
+def test_cli_precision(tmp_path):
+    m, _ = _conv_model(8, 16, 3, (1, 1, 1, 1), 1)
+    path = tmp_path / "conv.onnx"
+    path.write_bytes(m.SerializeToString())
+    proc = ember_cli("compile", path, "-o", tmp_path / "out", "--precision", "bf16")
+    assert proc.returncode == 0, proc.stderr
+    assert "precision bf16" in proc.stderr
+    proc = ember_cli("compile", path, "-o", tmp_path / "gpu", "--precision", "bf16", "--target", "cuda", "--mcpu", "sm_80")
+    assert "precision bf16 is for CPU targets" in error_line(proc)
+    proc = ember_cli("compile", path, "-o", tmp_path / "x", "--precision", "fp8")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    with pytest.raises(ember.errors.UnsupportedError, match="unknown precision 'fp16'"):
+        ember.compile(m, precision="fp16")
