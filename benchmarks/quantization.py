@@ -163,21 +163,28 @@ def speed_models() -> dict[str, tuple[onnx.ModelProto, list[dict]]]:
     return out
 
 
-def openvino_runner(proto: onnx.ModelProto, threads: int = 2):
-    """A callable running `proto` in OpenVINO's CPU plugin, or None without the package."""
+def openvino_runner(proto: onnx.ModelProto, threads: int = 2, precision: str | None = "f32"):
+    """A callable running `proto` in OpenVINO's CPU plugin (`precision`: its
+    INFERENCE_PRECISION_HINT, None for its default on this CPU), or None without
+    the package. The callable's `precision` says what OpenVINO computes in."""
     try:
         import openvino as ov
     except ImportError:
         return None
     core = ov.Core()
     core.set_property("CPU", {"INFERENCE_NUM_THREADS": threads})
+    config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_PRECISION_HINT": precision} if precision else {})}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
         onnx.save(proto, path)
-        compiled = core.compile_model(core.read_model(str(path)), "CPU",
-                                      {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
     request = compiled.create_infer_request()
-    return lambda feeds: request.infer(feeds)
+
+    def run(feeds):
+        return request.infer(feeds)
+
+    run.precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    return run
 
 
 def speed(budget: float) -> None:

@@ -42,11 +42,13 @@ def tuned_slower(timing: dict[str, float] | None) -> bool:
     return timing is not None and timing["tuned_ms"] > SLOWER * timing["default_ms"]
 
 
-def model_key(relax_mod) -> str:
-    """A model as lowered for a target (structural hash of its Relax module)."""
+def model_key(relax_mod, precision: str = "fp32") -> str:
+    """A model as lowered for a target (structural hash of its Relax module) and the
+    precision its kernels compute in."""
     import tvm_ffi
 
-    return f"{tvm_ffi.structural_hash(relax_mod) & (1 << 64) - 1:016x}"
+    key = f"{tvm_ffi.structural_hash(relax_mod) & (1 << 64) - 1:016x}"
+    return key if precision == "fp32" else f"{key}-{precision}"
 
 
 class TuningDBError(EmberError):

@@ -93,7 +93,8 @@ def device_cores(rpc: dict[str, Any]) -> int:
         raise remote.RemoteError(f"cannot ask the device for its core count: {str(e).strip()[:200]}") from None
 
 
-def end_to_end(m, relax_mod, tgt, database: TuningDatabase, dev, say, rounds: int = 5) -> dict[str, float] | None:
+def end_to_end(m, relax_mod, tgt, database: TuningDatabase, dev, say, rounds: int = 5,
+               precision: str = "fp32") -> dict[str, float] | None:
     """The model's real latency (VM included) with default schedules and with
     the database's, timed in alternation so both see the same machine state;
     None when an input has no fixed shape."""
@@ -106,8 +107,9 @@ def end_to_end(m, relax_mod, tgt, database: TuningDatabase, dev, say, rounds: in
     say("building the model with and without the tuned schedules to time it end to end")
     feed = calibration.random_batches(specs, 1)[0]
     args = [tvm.runtime.tensor(feed[s["name"]], dev) for s in specs]
-    vms = {"default_ms": relax.VirtualMachine(lower.build(relax_mod, tgt), dev),
-           "tuned_ms": relax.VirtualMachine(lower.build(relax_mod, tgt, database.ms_database()), dev)}
+    vms = {"default_ms": relax.VirtualMachine(lower.build(relax_mod, tgt, precision=precision), dev),
+           "tuned_ms": relax.VirtualMachine(lower.build(relax_mod, tgt, database.ms_database(), precision=precision),
+                                            dev)}
     times: dict[str, list[float]] = {k: [] for k in vms}
     for _ in range(rounds):
         for k, vm in vms.items():

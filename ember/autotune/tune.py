@@ -72,18 +72,19 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
          features=None, rpc: dict[str, Any] | None = None, report_dir: str | None = None,
          progress: Callable[[str], None] | None = None, bind: dict[str, Any] | None = None,
          input_shapes: dict[str, Any] | None = None, seed: int | None = None,
-         warm_start: str | None = None) -> TuneReport:
+         warm_start: str | None = None, precision: str = "fp32") -> TuneReport:
     """Tune a model's kernels for a target into database `db` (created if missing); `bind`
     fixes graph inputs TVM needs as constants and `input_shapes` symbolic input dims,
     as in `driver.compile` (tune with the shapes you compile with). `warm_start`: a
     database from another device of the same ISA whose best schedules for these kernels
     are measured here first and kept as records (never trusted: they compete like
-    any other)."""
+    any other). `precision`: the kernels of a `compile(precision=...)` build."""
     say = progress or (lambda msg: None)
     use_all_cores()  # before MetaSchedule's workers start: they inherit the thread count
     if trials is None and seconds is None:
         trials = 64
     tgt = _target(target, mcpu, features, rpc)
+    driver.check_precision(precision, tgt)
     database = TuningDatabase.open(db, tgt, create=True)
     if database.repaired:
         say(f"dropped {database.repaired} incomplete record(s) left by an interrupted run")
@@ -91,7 +92,7 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
                                          input_shapes=input_shapes)
     tvm_target = tgt.tvm_target()
     with tvm_target:
-        mod = tvm.transform.Sequential(legalize_passes(tgt))(relax_mod)
+        mod = tvm.transform.Sequential(legalize_passes(tgt, precision))(relax_mod)
     extracted = ms.relax_integration.extract_tasks(mod, tvm_target)
     report = TuneReport(model=str(model), target=tgt.describe(), db=str(db),
                         budget=" and ".join(x for x in (f"{trials} trials" if trials else "",
@@ -123,9 +124,9 @@ def tune(model: Any, target: str = "host", db: str = "ember-tuning", *, trials: 
     # 3. the model end to end, default against tuned schedules
     dev = measure.local_device(tgt, rpc)
     if dev is not None and not report.interrupted:
-        report.end_to_end = measure.end_to_end(m, relax_mod, tgt, database, dev, say)
+        report.end_to_end = measure.end_to_end(m, relax_mod, tgt, database, dev, say, precision=precision)
         if report.end_to_end is not None:
-            database.record_end_to_end(model_key(relax_mod), report.end_to_end)
+            database.record_end_to_end(model_key(relax_mod, precision), report.end_to_end)
     return _finish(report, t0, report_dir, say)
 
 

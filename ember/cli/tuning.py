@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ember.cli.common import Progress, load_plugins, parse_bind, parse_input_shapes, pipeline_options, step_options
+from ember.cli.common import (Progress, load_plugins, parse_bind, parse_input_shapes, pipeline_options,
+                              precision_option, step_options)
 from ember.errors import EmberError
 
 
@@ -25,7 +26,7 @@ def _tune(args: argparse.Namespace, progress):
                   pipeline=args.pipeline, opt_level=args.opt_level, mcpu=args.mcpu, features=args.mattr,
                   rpc=rpc, report_dir=args.report or str(Path(args.db) / "report"), progress=progress,
                   bind=parse_bind(args.bind), input_shapes=parse_input_shapes(args.input_shape), seed=args.seed,
-                  warm_start=args.warm_start)
+                  warm_start=args.warm_start, precision=args.precision)
     return report.to_json()
 
 
@@ -87,6 +88,7 @@ def add_commands(sub) -> None:
                     help="tune for this value of a graph input TVM needs at compile time (as in compile)")
     tn.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                     help="tune for this shape of an input with symbolic dims (as in compile)")
+    precision_option(tn)
     tn.add_argument("--db", default="ember-tuning", help="tuning database directory (default: ember-tuning; "
                     "created if missing, resumed if present)")
     tn.add_argument("--target", default="host", help="target triple or 'host' (default: host)")

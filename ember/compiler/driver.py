@@ -114,7 +114,7 @@ def _leave_out_empty_outputs(m: ir.Model) -> None:
 PRECISIONS = ("fp32", "bf16")
 
 
-def _check_precision(precision: str, tgt) -> None:
+def check_precision(precision: str, tgt) -> None:
     if precision not in PRECISIONS:
         raise UnsupportedError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
     if precision == "bf16" and tgt.kind != "llvm":
@@ -158,13 +158,13 @@ def compile(model: Any, target: str = "host", pipeline: str | Sequence[Pass] | N
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     tgt = targets.parse(target, mcpu=mcpu, features=features)
-    _check_precision(precision, tgt)
+    check_precision(precision, tgt)
     tgt.check_toolchain()
     database = TuningDatabase.open(db, tgt) if db is not None else None
     m, mod, passes = lower_model(model, tgt, pipeline, opt_level=opt_level, memory_budget=memory_budget,
                                  instruments=instruments, disabled=disabled, verify_each=verify_each, say=say,
                                  bind=bind, input_shapes=input_shapes)
-    slower = database.end_to_end(model_key(mod)) if database is not None else None
+    slower = database.end_to_end(model_key(mod, precision)) if database is not None else None
     if tuned_slower(slower):
         say(f"not using tuning database {db}: `ember tune` timed this model slower with its schedules "
             f"({slower['tuned_ms']:.3f} ms) than with the default ones ({slower['default_ms']:.3f} ms); "

@@ -15,8 +15,9 @@ GFLOP/s, GB/s and arithmetic intensity; this machine's peaks, measured here
 the kernel could attain at that intensity. A kernel is memory-bound where
 intensity times bandwidth is below the compute peak, compute-bound
 otherwise; "of roofline" is achieved over attainable. Kernels on 8-bit
-operands are marked "int8" instead: their compute roof (VNNI, dot products)
-is not float32's.
+operands are marked "int8" instead, and those on bfloat16 weights (stored as
+uint16 bits) "bf16": their compute roofs (VNNI, dot products, vdpbf16ps) are
+not float32's.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Kernel:
     shapes: list = field(default_factory=list)  # argument shapes of its first call
     bytes: int = 0  # per run: the tensor arguments of every call
     flops: float | None = None  # per run, where known
-    int8: bool = False  # an 8-bit operand: float32's compute roof does not apply
+    narrow: str = ""  # "int8" (an 8-bit operand) or "bf16" (bfloat16 bits): float32's compute roof does not apply
 
     def row(self, total: float, peaks: dict[str, float]) -> dict[str, Any]:
         r = asdict(self)
@@ -48,13 +49,18 @@ class Kernel:
         r["gflops"] = self.flops / self.seconds / 1e9 if self.flops and self.seconds else None
         r["intensity"] = self.flops / self.bytes if self.flops and self.bytes else None
         r["bound"] = r["of_roofline"] = None
-        if self.int8:
-            r["bound"] = "int8"
+        if self.narrow:
+            r["bound"] = self.narrow
         elif r["intensity"] is not None and r["gflops"] is not None:
             memory_roof = r["intensity"] * peaks["gbps"]
             r["bound"] = "memory" if memory_roof < peaks["gflops"] else "compute"
             r["of_roofline"] = r["gflops"] / min(memory_roof, peaks["gflops"])
         return r
+
+
+def _narrow(dtypes) -> str:
+    dtypes = set(dtypes)
+    return "int8" if dtypes & {"int8", "uint8"} else "bf16" if "uint16" in dtypes else ""
 
 
 def machine_peaks() -> dict[str, float]:
@@ -106,7 +112,7 @@ def profile(cm, inputs: dict[str, Any], repeat: int = 10, warmup: int = 3) -> di
         if k is None:
             tensors = [a for a in call_args if getattr(a, "shape", None) is not None]
             k = kernels[symbol] = Kernel(symbol, shapes=[list(map(int, a.shape)) for a in tensors],
-                                         int8=any(str(a.dtype) in ("int8", "uint8") for a in tensors))
+                                         narrow=_narrow(str(a.dtype) for a in tensors))
         k.calls += 1
         k.seconds += now - started.pop()
         k.bytes += sum(_nbytes(a) for a in call_args)
