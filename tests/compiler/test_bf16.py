@@ -97,6 +97,17 @@ def test_matmul_matches_bf16_reference(features, k, n, rows):
         _check(cm.run({"x": x})["y"], _bf16(x) @ _bf16(w), fp32_cm.run({"x": x})["y"])
 
 
+def test_nan_and_inf_pass_through():
+    """Rounding keeps NaN a NaN and infinities infinite: the row holding a NaN gives NaN,
+    the one holding an inf gives infinities (inf x a nonzero weight), the others stay finite."""
+    m, _ = _matmul_model(16, 8, 4)
+    x = RNG.standard_normal((4, 16)).astype(np.float32)
+    x[1, 3], x[2, 5] = np.nan, np.inf
+    y = ember.compile(m, precision="bf16").run({"x": x})["y"]
+    assert np.isnan(y[1]).all() and np.isinf(y[2]).all()
+    assert np.isfinite(y[[0, 3]]).all()
+
+
 def _assembly(m, tgt, precision):
     ir_model = onnx_io.as_ir(m)
     optimize(ir_model)

@@ -318,8 +318,8 @@ def _encode(v, dtype: str):
 
 
 def qpack_weights(w, nr: int, layout: str, cpad: int = 0, depth: int = 4):
-    """TE: int8 weights (float32 ones: rounded to bfloat16 bits) -> [N/NR, K/depth, NR, depth], the layout the dot-product
-    instructions read (NR output channels x `depth` consecutive reduction
+    """TE: int8 weights (float32 ones: rounded to bfloat16 bits) -> [N/NR, K/depth, NR, depth],
+    the layout the dot-product instructions read (NR output channels x `depth` consecutive reduction
     steps). OHWI (conv): K runs over (ky, kx, c) with C zero-padded to
     `cpad`; KN (matmul): K zero-padded to a multiple of `depth`."""
     zero = tirx.const(0, w.dtype)
