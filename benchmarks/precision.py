@@ -59,16 +59,6 @@ def rel_error(got: list, ref: list) -> float:
                for g, r in zip(got, ref))
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def bench(name: str, budget: float) -> tuple[dict, dict, str]:
     m, feeds = load(name)
     sess = session(m, threads=2)
@@ -99,7 +89,7 @@ def main() -> int:
     os.environ.setdefault("TVM_NUM_THREADS", "2")
     host = targets.host()
     dots = bf16_available(host)
-    print(f"CPU: {cpu_name()}; Ember's bf16 kernels on "
+    print(f"CPU: {targets.cpu_model() or platform.processor()}; Ember's bf16 kernels on "
           f"{dots[0].label if dots else 'plain loops (no AVX-512 BF16 here)'}; 2 threads")
     rows = []
     for name in args.models:

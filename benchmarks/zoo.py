@@ -139,8 +139,9 @@ def main() -> int:
 
     import platform
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    from ember import targets
+
+    cpu = targets.cpu_model() or platform.processor()
     print(f"# CPU: {cpu}; ember symbolic / specialized / onnxruntime / OpenVINO (f32) timed in alternation")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,13 +30,9 @@ def _version(name: str) -> str:
 
 
 def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from ember.targets import cpu_model
+
+    return cpu_model() or platform.processor() or platform.machine()
 
 
 def pytest_report_header(config):

@@ -224,3 +224,32 @@ def assert_same_int8_result(got, ref) -> None:
     bound = 4 * np.finfo(np.float32).eps * float(np.abs(ref).max()) if ref.dtype.kind == "f" else 0
     err = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max())
     assert err <= bound, f"max |error| {err:.3g} > {bound:.3g} (4 ulps of the scale)"
+
+
+def as_bf16(a: np.ndarray) -> np.ndarray:
+    """`a` rounded to bfloat16 (ml_dtypes: to nearest, ties to even), as float64."""
+    import ml_dtypes
+
+    return a.astype(ml_dtypes.bfloat16).astype(np.float64)
+
+
+def bf16_conv_reference(x, w, pads, stride):
+    """NCHW conv on bfloat16-rounded operands, summed in float64."""
+    x, w = as_bf16(x), as_bf16(w)
+    pt, pl, pb, pr = pads
+    x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    o, _, kh, kw = w.shape
+    oh, ow = (x.shape[2] - kh) // stride + 1, (x.shape[3] - kw) // stride + 1
+    out = np.zeros((x.shape[0], o, oh, ow))
+    for dy in range(kh):
+        for dx in range(kw):
+            patch = x[:, :, dy:dy + stride * oh:stride, dx:dx + stride * ow:stride]
+            out += np.einsum("bchw,oc->bohw", patch, w[:, :, dy, dx])
+    return out
+
+
+def bf16_conv_model(c, o, k, pads, stride, hw=11, seed=0):
+    """A Conv (no bias) with random weights, and the weights."""
+    w = np.random.default_rng(seed).standard_normal((o, c, k, k)).astype(np.float32)
+    node = h.make_node("Conv", ["x", "w"], ["y"], pads=list(pads), strides=[stride, stride])
+    return model([node], [tensor("x", [1, c, hw, hw])], [tensor("y", None)], [init("w", w)]), w

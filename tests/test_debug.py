@@ -187,6 +187,16 @@ def test_the_layers_of_a_compiled_stage_come_from_a_build_with_extra_outputs():
     assert r.divergence is not None and r.divergence.error > 0
 
 
+def test_bf16_error_shows_in_the_artifact_stage():
+    """`precision="bf16"`: every pass and TVM's generic (fp32) build agree with onnxruntime;
+    the artifact, on bfloat16 operands, is the first stage past 1e-3 and stays within 2e-2."""
+    r = debug(tiny_cnn(), feed(), precision="bf16")
+    assert r.failed and r.stages[r.first].name.startswith("artifact")
+    assert all(s.status in ("ok", "unchanged") for s in r.stages[:r.first])
+    assert 1e-3 < r.stages[r.first].worst < 2e-2
+    assert not debug(tiny_cnn(), feed(), precision="bf16", tol=2e-2).failed
+
+
 # ---------------------------------------------------------------- int8
 def _qdq_with_narrow_input(layer: str) -> onnx.ModelProto:
     """The tiny CNN quantized, then the activation range of `layer`'s input cut to a tenth."""

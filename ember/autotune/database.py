@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ember import targets
 from ember.errors import EmberError
 from ember.fileutil import atomic_write_text
 
@@ -61,7 +62,7 @@ def fingerprint(target) -> dict[str, Any]:
                           "features": sorted(target.all_features) if target.kind == "llvm" else [],
                           "cores": target.num_cores}
     if target.is_host:
-        fp["cpu"] = _cpu_model()
+        fp["cpu"] = targets.cpu_model()
     return fp
 
 
@@ -71,17 +72,6 @@ def _same_device(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
     if not wanted.get("cores"):
         stored = {**stored, "cores": wanted.get("cores")}
     return stored == wanted
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def describe_device(fp: dict[str, Any]) -> str:

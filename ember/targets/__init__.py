@@ -225,15 +225,25 @@ def host() -> Target:
                   num_cores=cores, is_host=True, info=TRIPLES[triple])
 
 
-def _cpu_flags() -> set[str]:
+def _cpuinfo(*keys: str) -> str:
+    """The first /proc/cpuinfo line's value whose key starts with one of `keys` ("" if none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(keys):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return ""
+
+
+def _cpu_flags() -> set[str]:
+    return set(_cpuinfo("flags", "Features").split())
+
+
+def cpu_model() -> str:
+    """This machine's CPU as people name it ("AMD EPYC 9R14"), for reports; "" if unknown."""
+    return _cpuinfo("model name")
 
 
 def _close(word: str, choices, what: str) -> str:

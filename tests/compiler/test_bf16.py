@@ -2,16 +2,15 @@
 operands, sums in float32. Each layer is checked against numpy computing the
 same thing (operands rounded to bfloat16 with ml_dtypes, products summed in
 float64): the two differ only by float32 rounding of the sums. The same layer
-in fp32 differs from that reference by bfloat16's rounding, two orders of
-magnitude more, so the test sees a precision that was not applied. Both kernel
+in fp32 differs from that reference by bfloat16's rounding, over 15 times
+more, so the test sees a precision that was not applied. Both kernel
 flavours are run where the CPU has them (vdpbf16ps, and plain loops on a target
 without AVX-512 BF16), and the instruction is looked for in the machine code
 on any x86 host."""
 
-import ml_dtypes
 import numpy as np
 import pytest
-from helpers import error_line, ember_cli, init, model, ort_run, tensor
+from helpers import as_bf16, bf16_conv_model, bf16_conv_reference, error_line, ember_cli, init, model, ort_run, tensor
 from onnx import TensorProto as T
 from onnx import helper as h
 
@@ -26,31 +25,6 @@ RNG = np.random.default_rng(0)
 X86 = targets.host().triple.startswith("x86_64")
 HAS_BF16 = bool(intrinsics.bf16_available(targets.host()))
 NO_BF16_FEATURES = "avx2,fma"  # an x86 target without AVX-512 BF16: the plain-loop kernel
-
-
-def _bf16(a: np.ndarray) -> np.ndarray:
-    return a.astype(ml_dtypes.bfloat16).astype(np.float64)
-
-
-def _conv_ref(x, w, pads, stride):
-    """NCHW conv on bfloat16-rounded operands, summed in float64."""
-    x, w = _bf16(x), _bf16(w)
-    pt, pl, pb, pr = pads
-    x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    o, _, kh, kw = w.shape
-    oh, ow = (x.shape[2] - kh) // stride + 1, (x.shape[3] - kw) // stride + 1
-    out = np.zeros((x.shape[0], o, oh, ow))
-    for dy in range(kh):
-        for dx in range(kw):
-            patch = x[:, :, dy:dy + stride * oh:stride, dx:dx + stride * ow:stride]
-            out += np.einsum("bchw,oc->bohw", patch, w[:, :, dy, dx])
-    return out
-
-
-def _conv_model(c, o, k, pads, stride, hw=11):
-    w = RNG.standard_normal((o, c, k, k)).astype(np.float32)
-    node = h.make_node("Conv", ["x", "w"], ["y"], pads=list(pads), strides=[stride, stride])
-    return model([node], [tensor("x", [1, c, hw, hw])], [tensor("y", None)], [init("w", w)]), w
 
 
 def _matmul_model(k, n, rows):
@@ -70,7 +44,7 @@ def _check(got, ref, fp32):
     """`got` within float32 summation error of the bfloat16 reference; fp32 is not."""
     scale = np.abs(ref).max()
     assert np.abs(got - ref).max() <= 2e-5 * scale  # K <= 300 products of |x|, |w| ~ 1 rounded at 2^-24
-    assert np.abs(fp32 - ref).max() > 1e-3 * scale  # bfloat16 rounding (2^-9 per operand) shows
+    assert np.abs(fp32 - ref).max() > 3e-4 * scale  # bfloat16 rounding (2^-9 per operand) shows: 15x the above
 
 
 @pytest.mark.parametrize("features", _flavours())
@@ -80,11 +54,11 @@ def _check(got, ref, fp32):
     (33, 48, 1, (0, 0, 0, 0), 1),   # 1x1, odd reduction
 ])
 def test_conv_matches_bf16_reference(features, c, o, k, pads, stride):
-    m, w = _conv_model(c, o, k, pads, stride)
+    m, w = bf16_conv_model(c, o, k, pads, stride)
     x = RNG.standard_normal((1, c, 11, 11)).astype(np.float32)
     got = ember.compile(m, features=features, precision="bf16").run({"x": x})["y"]
     fp32 = ember.compile(m, features=features).run({"x": x})["y"]
-    _check(got, _conv_ref(x, w, pads, stride), fp32)
+    _check(got, bf16_conv_reference(x, w, pads, stride), fp32)
 
 
 @pytest.mark.parametrize("features", _flavours())
@@ -94,7 +68,7 @@ def test_matmul_matches_bf16_reference(features, k, n, rows):
     cm, fp32_cm = ember.compile(m, features=features, precision="bf16"), ember.compile(m, features=features)
     for count in ([5, 9] if rows == "n" else [rows]):
         x = RNG.standard_normal((count, k)).astype(np.float32)
-        _check(cm.run({"x": x})["y"], _bf16(x) @ _bf16(w), fp32_cm.run({"x": x})["y"])
+        _check(cm.run({"x": x})["y"], as_bf16(x) @ as_bf16(w), fp32_cm.run({"x": x})["y"])
 
 
 def test_nan_and_inf_pass_through():
@@ -119,7 +93,7 @@ def _assembly(m, tgt, precision):
 def test_vdpbf16ps_in_the_machine_code_where_the_target_has_it():
     """Built (not run) for a CPU with AVX-512 BF16, on any x86 host: the kernels use
     vdpbf16ps; for one without it, and in fp32, they do not."""
-    m, _ = _conv_model(16, 32, 3, (1, 1, 1, 1), 1)
+    m, _ = bf16_conv_model(16, 32, 3, (1, 1, 1, 1), 1)
     spr = targets.parse("x86_64-linux-gnu", mcpu="sapphirerapids")
     assert intrinsics.bf16_available(spr) == (intrinsics.DPBF16,)
     assert "vdpbf16ps" in _assembly(m, spr, "bf16")
@@ -147,7 +121,7 @@ def test_a_real_architecture_in_bf16_against_onnxruntime():
 
 
 def test_cli_precision(tmp_path):
-    m, _ = _conv_model(8, 16, 3, (1, 1, 1, 1), 1)
+    m, _ = bf16_conv_model(8, 16, 3, (1, 1, 1, 1), 1)
     path = tmp_path / "conv.onnx"
     path.write_bytes(m.SerializeToString())
     proc = ember_cli("compile", path, "-o", tmp_path / "out", "--precision", "bf16")

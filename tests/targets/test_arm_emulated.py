@@ -7,7 +7,7 @@ within rtol 1e-3 / atol 1e-5."""
 import numpy as np
 import onnx
 import pytest
-from helpers import (assert_matches_reference, conv_relu_gemm, free_port, if_model, init, model, ort_run, qdq_cnn,
+from helpers import (as_bf16, assert_matches_reference, bf16_conv_model, bf16_conv_reference, conv_relu_gemm, free_port, if_model, init, model, ort_run, qdq_cnn,
                      stop_group, tensor, wait_port)
 from onnx import TensorProto as T
 from onnx import helper as h
@@ -81,14 +81,15 @@ def test_models_match_onnxruntime_under_emulation(tmp_path, mcpu, features, cpu,
             np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-5, err_msg=name)
 
 
-def _assembly(m: onnx.ModelProto, mcpu, features) -> str:
+def _assembly(m: onnx.ModelProto, mcpu, features, precision: str = "fp32") -> str:
     from ember import passes
     from ember.compiler.backend.tvm import lower
     from ember.compiler.ir import onnx_io
 
     ir_model = onnx_io.as_ir(m)
     passes.optimize(ir_model)
-    ex = lower.build(lower.to_relax(ir_model), targets.parse("aarch64-linux-gnu", mcpu=mcpu, features=features))
+    ex = lower.build(lower.to_relax(ir_model), targets.parse("aarch64-linux-gnu", mcpu=mcpu, features=features),
+                     precision=precision)
     return "\n".join(mod.inspect_source("s") for mod in ex.mod.imports if mod.kind == "llvm")
 
 
@@ -110,6 +111,30 @@ def test_int8_model_matches_x86_under_emulation(tmp_path, mcpu, features, cpu, i
     np.testing.assert_allclose(got, ember.compile(m).run({"x": x})["y"], rtol=1e-5, atol=1e-6)
     asm = _assembly(m, mcpu, features)
     assert {i for i in ("sdot", "usmmla") if f"\t{i}\t" in asm} == instructions
+
+
+def test_bf16_layers_on_bfdot_under_emulation(tmp_path):
+    """precision bf16 with +bf16: a padded, strided conv with odd channels and a matmul with an
+    odd reduction run on bfdot (in the machine code) and match numpy on bfloat16-rounded
+    operands summed in float64 within float32 summation error (bfdot rounds the pair's sum its
+    own way); without +bf16 the plain-loop kernel gives the same."""
+    conv, w = bf16_conv_model(5, 20, 3, (1, 0, 2, 1), 2)
+    x = np.random.default_rng(4).standard_normal((1, 5, 11, 11)).astype(np.float32)
+    ref = bf16_conv_reference(x, w, (1, 0, 2, 1), 2)
+    wm = np.random.default_rng(5).standard_normal((33, 12)).astype(np.float32)
+    mm = model([h.make_node("MatMul", ["a", "w"], ["y"])], [tensor("a", [3, 33])], [tensor("y", [3, 12])],
+               [init("w", wm)])
+    a = np.random.default_rng(6).standard_normal((3, 33)).astype(np.float32)
+    jobs = []
+    for features in ("+neon,+bf16", "+neon"):
+        for name, m, feeds in (("conv", conv, {"x": x}), ("matmul", mm, {"a": a})):
+            cm = ember.compile(m, target="aarch64-linux-gnu", features=features, precision="bf16")
+            jobs.append((cm.save(tmp_path / f"{name}{features}") / "model.so", feeds, cm.input_names))
+        asm = _assembly(conv, None, features, precision="bf16")
+        assert ("\tbfdot\t" in asm) == ("bf16" in features)
+    results = emulation.run(jobs, cpu="max")
+    for (got,), want in zip(results, [ref, as_bf16(a) @ as_bf16(wm)] * 2):
+        assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
 
 
 def _integer_layers() -> tuple[onnx.ModelProto, dict]:

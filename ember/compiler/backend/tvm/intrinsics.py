@@ -14,9 +14,10 @@ A unsigned, B signed. Its two A rows are two output pixels (conv) or rows
 read as 8 bytes; its accumulator tile is kept as contiguous 2 x 2 blocks.
 Layers whose rows do not pair up take the target's next instruction.
 
-The bf16 GEMMs have theirs: AVX-512 BF16 `vdpbf16ps` zmm, C[16] (float32)
-+= A[2] . B[16, 2] in bfloat16, products exact and each addition rounded to
-float32 (denormals flushed, as the instruction does). The kernels keep
+The bf16 GEMMs have theirs, C[L] (float32) += A[2] . B[L, 2] in bfloat16:
+AVX-512 BF16 `vdpbf16ps` zmm (L = 16; products exact, each addition rounded
+to float32, denormals flushed) and AArch64 `bfdot` (L = 4, with `+bf16`:
+Neoverse N2/V1, Graviton 3...; its own rounding of the pair's sum). The kernels keep
 bfloat16 operands as their bits (uint16: TVM's TIR lowering would turn
 bfloat16 values and internal buffers into float32), and LLVM declares the
 instruction on bfloat vectors, which TVM cannot pass: the kernel calls a
@@ -75,9 +76,21 @@ define linkonce_odr <16 x float> @ember_dpbf16ps_512(<16 x float> %c, <32 x i16>
   ret <16 x float> %r
 }
 """
+_BFDOT_IR = """
+declare <4 x float> @llvm.aarch64.neon.bfdot.v4f32.v8bf16(<4 x float>, <8 x bfloat>, <8 x bfloat>)
+define linkonce_odr <4 x float> @ember_bfdot_4(<4 x float> %c, <8 x i16> %a, <8 x i16> %b) alwaysinline {
+  %ab = bitcast <8 x i16> %a to <8 x bfloat>
+  %bb = bitcast <8 x i16> %b to <8 x bfloat>
+  %r = call <4 x float> @llvm.aarch64.neon.bfdot.v4f32.v8bf16(<4 x float> %c, <8 x bfloat> %ab, <8 x bfloat> %bb)
+  ret <4 x float> %r
+}
+"""
+# operands stored as bfloat16 bits (kernels.BF16_BITS)
 DPBF16 = DotIntrin("ember_dpbf16ps_16x2", 16, "bfloat16", "AVX-512 BF16 vdpbf16ps", depth=2, b_dtype="bfloat16",
-                   acc="float32", llvm_ir=_DPBF16_IR)  # operands stored as bfloat16 bits (kernels.BF16_BITS)
-ALL = (VNNI_512, VNNI_256, SDOT, USMMLA, DPBF16)
+                   acc="float32", llvm_ir=_DPBF16_IR)
+BFDOT = DotIntrin("ember_bfdot_4x2", 4, "bfloat16", "AArch64 bfdot", depth=2, b_dtype="bfloat16", acc="float32",
+                  llvm_ir=_BFDOT_IR)
+ALL = (VNNI_512, VNNI_256, SDOT, USMMLA, DPBF16, BFDOT)
 MAX_STEP = 4  # the input row distances (conv strides) usmmla is registered for
 
 _LLVM = {VNNI_512.name: "llvm.x86.avx512.vpdpbusd.512", VNNI_256.name: "llvm.x86.avx512.vpdpbusd.256",
@@ -104,8 +117,12 @@ def available(target) -> tuple[DotIntrin, ...]:
 def bf16_available(target) -> tuple[DotIntrin, ...]:
     """The bf16 dot-product instructions an ember Target's CPU has (empty: the
     bf16 kernels convert to float32 and multiply-add in plain vector loops)."""
-    if target.kind == "llvm" and target.triple.startswith("x86_64") and "avx512bf16" in target.all_features:
+    if target.kind != "llvm":
+        return ()
+    if target.triple.startswith("x86_64") and "avx512bf16" in target.all_features:
         return (DPBF16,)
+    if target.triple.startswith("aarch64") and "bf16" in target.all_features:
+        return (BFDOT,)
     return ()
 
 
@@ -219,8 +236,8 @@ def _make(intrin: DotIntrin, step: int):
 
 
 def _make_bf16(intrin: DotIntrin):
-    """vdpbf16ps: C[L] (float32) += A[2] . B[L, 2], the operands bfloat16 bits
-    (uint16, widened exactly: bits << 16), A's pair broadcast to every lane."""
+    """vdpbf16ps / bfdot: C[L] (float32) += A[2] . B[L, 2], the operands bfloat16
+    bits (uint16, widened exactly: bits << 16), A's pair broadcast to every lane."""
     from tvm.script import tirx as T
 
     L = intrin.lanes
