@@ -11,7 +11,6 @@ on any x86 host."""
 import numpy as np
 import pytest
 from helpers import as_bf16, bf16_conv_model, bf16_conv_reference, error_line, ember_cli, init, model, ort_run, tensor
-from onnx import TensorProto as T
 from onnx import helper as h
 
 import ember
