@@ -60,6 +60,19 @@ def test_conv_matches_bf16_reference(features, c, o, k, pads, stride):
     _check(got, bf16_conv_reference(x, w, pads, stride), fp32)
 
 
+def test_conv_with_symbolic_batch_and_height():
+    """One artifact for a run-time batch and height (the width static: a row tile divides it)."""
+    w = RNG.standard_normal((24, 16, 3, 3)).astype(np.float32)
+    node = h.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    m = model([node], [tensor("x", ["n", 16, "h", 10])], [tensor("y", None)], [init("w", w)])
+    cm, fp32_cm = ember.compile(m, precision="bf16"), ember.compile(m)
+    for shape in ((1, 16, 7, 10), (3, 16, 12, 10)):
+        x = RNG.standard_normal(shape).astype(np.float32)
+        _check(cm.run({"x": x})["y"], bf16_conv_reference(x, w, (1, 1, 1, 1), 1), fp32_cm.run({"x": x})["y"])
+    if HAS_BF16:  # its schedule applied (a failed one would leave slow loops computing the same)
+        assert "vdpbf16ps" in _assembly(m, targets.host(), "bf16")
+
+
 @pytest.mark.parametrize("features", _flavours())
 @pytest.mark.parametrize("k, n, rows", [(64, 48, 7), (33, 10, 4), (300, 16, "n")])  # "n": a run-time row count
 def test_matmul_matches_bf16_reference(features, k, n, rows):

@@ -387,18 +387,18 @@ def _qattrs(mr: int, nr: int, dot: str, lanes: int, step: int) -> dict:
 
 def qconv2d_nhwc(x, wp, wsum, kernel, strides, padding, dilation, mr: int, n: int, flip: bool, dot: str = "",
                  lanes: int = 16):
-    """TE: 8-bit NHWC conv2d (groups=1) into int32 (bfloat16 into float32), as a direct GEMM over
+    """TE: 8-bit NHWC conv2d (groups=1) into int32 (float32 rounded to bfloat16: into float32), as a direct GEMM over
     the staged input (see `conv2d_nhwc`), its reduction split into groups of
     the packed weights' depth (4 or 8 channels) for the dot-product
     instruction `dot` (a TensorIntrin name; empty: plain int32 loops) of
-    `lanes` int32 lanes."""
-    c = static_ints(x.shape)[3]
+    `lanes` int32 lanes. The batch and height may be symbolic (bfloat16: Ember passes them so)."""
+    c = int(x.shape[3])
     kh, kw = kernel
     (sh, sw), (dh, dw) = strides, dilation
     nr, depth = static_ints(wp.shape)[2:]
     cpad = padded(c, depth)
     xp = _qstage(x, padding, cpad, flip)
-    b, h, w = static_ints(x.shape)[:3]
+    b, h, w = (int(d) if isinstance(d, tirx.IntImm) else d for d in list(x.shape)[:3])
     oh, ow = conv_out_hw(h, w, kernel, strides, padding, dilation)
     ry = te.reduce_axis((0, kh), name="ky")
     rx = te.reduce_axis((0, kw), name="kx")

@@ -229,7 +229,9 @@ def _conv2d(lanes: int, dots=(), bf16_dots=None):
         dense, depthwise = a.groups == 1, a.groups == c == ws[0] and ci == 1
         if not (dense or depthwise):
             return _default(CONV2D)(bb, call)
-        if dense and bf16_dots is not None and all(isinstance(d, int) for d in dims):
+        if dense and bf16_dots is not None and isinstance(dims[3] if nchw else dims[2], int):
+            # a static width: a row tile divides the output's (the batch and height may be symbolic;
+            # the tensorized step takes no predicate)
             return _qconv2d(bb, call, x, w, nchw, bf16_dots, lanes)
         x, w, xs, ws = _as_nhwc(bb, x, w, nchw)
         o, kh, kw, _ = ws
