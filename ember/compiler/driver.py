@@ -18,8 +18,8 @@ from ember.compiler import ir
 from ember.compiler.backend.tvm import lower
 from ember.compiler.input import phase
 from ember.compiler.ir.onnx_io import as_ir
-from ember.errors import UnsupportedError
 from ember.compiler.runtime.artifact import FORMAT_VERSION, CompiledModel
+from ember.errors import UnsupportedError
 from ember.passes import optimize  # importing ember.passes registers the built-in passes
 from ember.passes.manager import Instrument, Pass, PassContext, PassManager, format_pipeline
 
