@@ -139,7 +139,8 @@ def test_cli_precision(tmp_path):
     proc = ember_cli("compile", path, "-o", tmp_path / "out", "--precision", "bf16")
     assert proc.returncode == 0, proc.stderr
     assert "precision bf16" in proc.stderr
-    proc = ember_cli("compile", path, "-o", tmp_path / "gpu", "--precision", "bf16", "--target", "cuda", "--mcpu", "sm_80")
+    proc = ember_cli("compile", path, "-o", tmp_path / "gpu", "--precision", "bf16", "--target", "cuda",
+                     "--mcpu", "sm_80")
     assert "precision bf16 is for CPU targets" in error_line(proc)
     proc = ember_cli("compile", path, "-o", tmp_path / "x", "--precision", "fp8")
     assert proc.returncode == 2 and "invalid choice" in proc.stderr

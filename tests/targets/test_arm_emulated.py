@@ -7,7 +7,8 @@ within rtol 1e-3 / atol 1e-5."""
 import numpy as np
 import onnx
 import pytest
-from helpers import (as_bf16, assert_matches_reference, bf16_conv_model, bf16_conv_reference, conv_relu_gemm, free_port, if_model, init, model, ort_run, qdq_cnn,
+from helpers import (as_bf16, assert_matches_reference, bf16_conv_model, bf16_conv_reference, conv_relu_gemm,
+                     free_port, if_model, init, model, ort_run, qdq_cnn,
                      stop_group, tensor, wait_port)
 from onnx import TensorProto as T
 from onnx import helper as h

@@ -387,8 +387,8 @@ def _qattrs(mr: int, nr: int, dot: str, lanes: int, step: int) -> dict:
 
 def qconv2d_nhwc(x, wp, wsum, kernel, strides, padding, dilation, mr: int, n: int, flip: bool, dot: str = "",
                  lanes: int = 16):
-    """TE: 8-bit NHWC conv2d (groups=1) into int32 (float32 rounded to bfloat16: into float32), as a direct GEMM over
-    the staged input (see `conv2d_nhwc`), its reduction split into groups of
+    """TE: 8-bit NHWC conv2d (groups=1) into int32 (float32 rounded to bfloat16: into
+    float32), as a direct GEMM over the staged input (see `conv2d_nhwc`), its reduction split into groups of
     the packed weights' depth (4 or 8 channels) for the dot-product
     instruction `dot` (a TensorIntrin name; empty: plain int32 loops) of
     `lanes` int32 lanes. The batch and height may be symbolic (bfloat16: Ember passes them so)."""
@@ -427,7 +427,8 @@ def _flipped(v, dtype: str, flip: bool):
 
 
 def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lanes: int = 16):
-    """TE: 8-bit A [..., M, K] x packed int8 B -> int32 [..., M, N] (bfloat16 into float32). A 2-D A may have a
+    """TE: 8-bit A [..., M, K] x packed int8 B -> int32 [..., M, N] (float32 rounded to bfloat16:
+    into float32). A 2-D A may have a
     run-time row count: it is read padded with zero rows to a multiple of the row tile
     (a tensorized step takes no predicate) and the result cropped back."""
     a_shape = list(a.shape)
@@ -442,7 +443,8 @@ def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lane
             inside = i[-1] < k_real if rows is None else tirx.all(i[0] < rows, i[-1] < k_real)
             at = (*i[:-1], tirx.min(i[-1], k_real - 1)) if rows is None else (
                 tirx.min(i[0], rows - 1), tirx.min(i[-1], k_real - 1))
-            return _encode(_flipped(tirx.if_then_else(inside, a[at], tirx.const(0, a.dtype)), a.dtype, flip), a.dtype)
+            v = tirx.if_then_else(inside, a[at], tirx.const(0, a.dtype))
+            return _encode(_flipped(v, a.dtype, flip), a.dtype)
         a = te.compute((*(a_shape[:-1] if rows is None else [padded_rows]), ko_total * depth), value, name=PAD)
     ko = te.reduce_axis((0, ko_total), name="ko")
     ki = te.reduce_axis((0, depth), name="ki")

@@ -176,6 +176,13 @@ def _qtiles(dot, rows: int, n: int, vector_lanes: int, bf16: bool = False):
     return lanes, kernels.gemm_tiles(rows, n, lanes), dot.depth if dot else 2 if bf16 else 4
 
 
+def _operands(dot, dtype: str) -> tuple[bool, bool]:
+    """(bf16, flip) of a dot-product GEMM's activations of `dtype`: float32 ones are rounded to
+    bfloat16 by the kernel; 8-bit ones are sign-flipped where `dot` wants the other signedness."""
+    bf16 = dtype == "float32"
+    return bf16, not bf16 and bool(dot) and dtype != dot.a_dtype
+
+
 def _qconv2d(bb, call, x, w, nchw: bool, dots, vector_lanes: int):
     """8-bit conv2d (groups=1) into int32 (float32 on bfloat16-rounded operands) with Ember's
     dot-product kernel, on the first of the target's dot products `dots` that fits
@@ -188,9 +195,8 @@ def _qconv2d(bb, call, x, w, nchw: bool, dots, vector_lanes: int):
     o, kh, kw, c = ws
     strides, padding, dilation, (_, ow) = _conv_params(call.attrs, xs, (kh, kw))
     dot = pick(dots, ow, strides[1])
-    bf16 = str(x.ty.dtype) == "float32"  # float operands: rounded to bfloat16 by the kernel
+    bf16, flip = _operands(dot, str(x.ty.dtype))
     lanes, tiles, depth = _qtiles(dot, ow, o, vector_lanes, bf16)
-    flip = not bf16 and bool(dot) and str(x.ty.dtype) != dot.a_dtype
     wp = bb.emit_te(kernels.qpack_weights, w, tiles.nr, "OHWI", kernels.padded(c, depth), depth,
                     primfunc_name_hint="ember_pack")
     wsum = bb.emit_te(kernels.weight_sums, w, 0, primfunc_name_hint="ember_wsum") if flip else None
@@ -370,9 +376,8 @@ def _product(dims):
 def _qmatmul(bb, a, b, dot, rows: int, n: int, lanes: int):
     """8-bit A x constant int8 B [K, N] into int32 (float32 on bfloat16-rounded operands) with Ember's
     dot-product kernel on `dot`."""
-    bf16 = str(a.ty.dtype) == "float32"  # float operands: rounded to bfloat16 by the kernel
+    bf16, flip = _operands(dot, str(a.ty.dtype))
     q_lanes, tiles, depth = _qtiles(dot, rows, n, lanes, bf16)
-    flip = not bf16 and bool(dot) and str(a.ty.dtype) != dot.a_dtype
     wp = bb.emit_te(kernels.qpack_weights, b, tiles.nr, "KN", 0, depth, primfunc_name_hint="ember_pack")
     wsum = bb.emit_te(kernels.weight_sums, b, 1, primfunc_name_hint="ember_wsum") if flip else None
     return bb.call_te(kernels.qmatmul_packed, a, wp, wsum, tiles.mr, n, flip, dot.name if dot else "",
