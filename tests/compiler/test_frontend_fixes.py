@@ -331,3 +331,32 @@ def test_empty_outputs_put_back_in_a_flat_result():
     assert len(only_empty) == 1 and only_empty[0].shape == (2, 0)
     with pytest.raises(ArtifactError):
         with_empty_outputs([], specs)
+
+
+def test_hard_sigmoid_and_hard_swish_stay_in_the_convolutions_layout():
+    """An SE block's gate between two convolutions: HardSigmoid and HardSwish are
+    maximum/minimum, which layout conversion carries through (TVM's clip is an opaque
+    call that ran the gate in NCHW, transposing the map twice), with onnxruntime's
+    values at the clamps, in between, at infinities and for NaN."""
+    from ember.compiler.backend.tvm.lower import to_relax
+    from ember.compiler.ir import onnx_io
+
+    rng = np.random.default_rng(0)
+    nodes = [h.make_node("Conv", ["x", "w1"], ["c"]), h.make_node("GlobalAveragePool", ["c"], ["g"]),
+             h.make_node("HardSigmoid", ["g"], ["s"], alpha=0.3, beta=0.4), h.make_node("Mul", ["c", "s"], ["m"]),
+             h.make_node("HardSwish", ["m"], ["hs"]), h.make_node("Conv", ["hs", "w2"], ["y"]),
+             h.make_node("HardSigmoid", ["z"], ["hx"]), h.make_node("HardSwish", ["z"], ["sx"])]
+    m = model(nodes, [tensor("x", [1, 8, 6, 6]), tensor("z", [2, 8])],
+              [tensor("y", None), tensor("hx", None), tensor("sx", None)],
+              [init("w1", rng.standard_normal((16, 8, 1, 1)).astype(np.float32)),
+               init("w2", rng.standard_normal((8, 16, 1, 1)).astype(np.float32))], opset=17)
+    assert "clip" not in to_relax(onnx_io.import_model(m)).script()
+    feeds = {"x": (rng.standard_normal((1, 8, 6, 6)) * 4).astype(np.float32),
+             "z": (rng.standard_normal((2, 8)) * 4).astype(np.float32)}
+    feeds["z"][0, :4] = [np.nan, np.inf, -np.inf, -3.0]
+    got, want = ember.compile(m).run(feeds), ort_run(m, feeds)
+    for name, ref in zip(("y", "hx", "sx"), want):
+        finite = np.isfinite(ref)
+        np.testing.assert_array_equal(np.isnan(got[name]), np.isnan(ref))
+        np.testing.assert_allclose(got[name][finite], ref[finite], rtol=1e-5, atol=1e-5 * np.abs(ref[finite]).max())
+    assert 0 < (want[1] == 0).sum() and 0 < (want[1] == 1).sum() and 0 < ((want[1] > 0) & (want[1] < 1)).sum()

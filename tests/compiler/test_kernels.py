@@ -133,6 +133,31 @@ def test_long_inner_loops_are_vectorized_in_chunks():
     assert "T.vectorized(16)" in text and "T.vectorized(9216)" not in text
 
 
+def test_a_reduction_over_outer_axes_runs_vectors_along_the_kept_axis():
+    """NHWC global pooling: the kept channel axis is the contiguous one, so the reduction
+    loops go outside it and the channels run as vectors (the order the tensor expression
+    gives strides through memory a row at a time). A last-axis sum keeps its order."""
+    from tvm import te, topi
+
+    x = te.placeholder((1, 20, 20, 64), name="x")
+    text = schedule.default_schedule(te.create_prim_func([x, topi.sum(x, axis=(1, 2), keepdims=True)])).mod.script()
+    assert "T.vectorized(16)" in text and "T.parallel(4)" in text
+    rows = te.placeholder((64, 400), name="x")
+    text = schedule.default_schedule(te.create_prim_func([rows, topi.sum(rows, axis=1)])).mod.script()
+    assert "T.parallel(4)" not in text
+
+    rng = np.random.default_rng(0)
+    m = model([h.make_node("Conv", ["x", "w"], ["c"]), h.make_node("GlobalAveragePool", ["c"], ["g"]),
+               h.make_node("ReduceSum", ["c", "axes"], ["s"], keepdims=0)],
+              [tensor("x", [2, 32, 24, 40])], [tensor("g", None), tensor("s", None)],
+              [init("w", rng.standard_normal((48, 32, 1, 1)).astype(np.float32)),
+               init("axes", np.array([2, 3], np.int64))], opset=17)
+    x = rng.standard_normal((2, 32, 24, 40)).astype(np.float32)
+    got, want = ember.compile(m).run({"x": x}), ort_run(m, {"x": x})
+    for name, ref in zip(("g", "s"), want):
+        np.testing.assert_allclose(got[name], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
 def test_light_model_with_big_dense_layers_compiles_fast():
     """AlexNet (9216x4096 and 4096x4096 dense layers, grouped convolutions)."""
     import time

@@ -5,8 +5,10 @@ something hard to compile. `converters()` returns them by ONNX op type;
 
 Hard to compile: Sum of N inputs becomes N-1 adds (TVM stacks the inputs into one
 (N+1)-d tensor, which defeats layout conversion and fusion); Clip with
-constant bounds becomes relax maximum/minimum ops (TVM emits opaque TIR
-calls, which layout conversion cannot see through). Wrong in TVM: IsInf's
+constant bounds, HardSigmoid and HardSwish become relax maximum/minimum ops
+(TVM's clip is an opaque TIR call, which layout conversion cannot see
+through); ConvTranspose with constant weights becomes convolutions
+(conv_transpose.py). Wrong in TVM: IsInf's
 detect_* attributes, SpaceToDepth's CRD mode, float Mod (fmod=0) by
 infinities, Expand to a run-time shape, Softplus and Mish of very negative
 inputs, SequenceInsert at a negative position, boolean ReduceMax/ReduceMin,
@@ -27,6 +29,7 @@ from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 from tvm.sym import Analyzer
 
 from ember.compiler.backend.tvm import resample
+from ember.compiler.backend.tvm.conv_transpose import ConvTranspose
 from ember.compiler.backend.tvm.relax_util import static_shape
 
 
@@ -62,6 +65,32 @@ class Clip(OnnxOpConverter):
         if hi != np.inf:
             x = bb.emit(relax.op.minimum(x, relax.const(hi, dtype)))
         return x
+
+
+class HardSigmoid(OnnxOpConverter):
+    """max(0, min(1, alpha x + beta)) as relax maximum/minimum (TVM's clip stops layout
+    conversion: an SE block's gate ran NCHW between two NHWC convolutions)."""
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        x = inputs[0]
+        dtype = x.ty.dtype
+        y = bb.normalize(relax.op.add(relax.op.multiply(x, relax.const(float(attr.get("alpha", 0.2)), dtype)),
+                                      relax.const(float(attr.get("beta", 0.5)), dtype)))
+        return Clip._clip(bb, y, 0.0, 1.0, lambda: tvm_onnx.HardSigmoid._impl_v1(bb, inputs, attr, params))
+
+
+class HardSwish(OnnxOpConverter):
+    """x * max(0, min(6, x + 3)) / 6 with relax maximum/minimum, as HardSigmoid."""
+
+    @classmethod
+    def _impl_v14(cls, bb, inputs, attr, params):
+        x = inputs[0]
+        dtype = x.ty.dtype
+        if not str(dtype).startswith("float"):
+            return tvm_onnx.HardSwish._impl_v14(bb, inputs, attr, params)
+        gate = Clip._clip(bb, bb.normalize(relax.op.add(x, relax.const(3.0, dtype))), 0.0, 6.0, None)
+        return relax.op.multiply(x, relax.op.divide(gate, relax.const(6.0, dtype)))
 
 
 class Sum(OnnxOpConverter):
@@ -649,7 +678,8 @@ CONVERTERS: dict[str, type] = {
     "Conv": patched(tvm_onnx.Conv, widen), "Gemm": patched(tvm_onnx.Gemm, widen), "Softmax": Softmax,
     "IsInf": IsInf, "SpaceToDepth": SpaceToDepth, "Mod": Mod, "Expand": Expand, "Concat": Concat, "Range": Range,
     "Ceil": on_scalars(tvm_onnx.Ceil, tvm.tirx.ceil), "Floor": on_scalars(tvm_onnx.Floor, tvm.tirx.floor),
-    "Softplus": Softplus, "Mish": Mish, "SequenceInsert": SequenceInsert,
+    "Softplus": Softplus, "Mish": Mish, "SequenceInsert": SequenceInsert, "ConvTranspose": ConvTranspose,
+    "HardSigmoid": HardSigmoid, "HardSwish": HardSwish,
 }
 
 

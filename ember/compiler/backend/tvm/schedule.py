@@ -339,6 +339,39 @@ def _inline_elementwise(sch, blocks) -> None:
             size[c] = size.get(c, 0) + n * size[me]
 
 
+def _reduce_across_rows(sch, block, lanes: int = 16) -> bool:
+    """A reduction whose kept innermost axis is the input's contiguous one (NHWC's
+    global pooling, a mean over H and W): the reduction loops go outside that axis,
+    which runs as vectors over contiguous memory, in chunks the threads share. The
+    loop order the tensor expression gives walks memory with a stride of a row."""
+    from tvm import tirx
+
+    node = sch.get(block)
+    ivs = node.iter_vars
+    kinds = [iv.iter_type for iv in ivs]
+    if tirx.IterVar.CommReduce not in kinds or len(node.reads) != 1:
+        return False
+    nspatial = kinds.index(tirx.IterVar.CommReduce)
+    loops = sch.get_loops(block)
+    if (nspatial == 0 or len(loops) != len(ivs) or any(k != tirx.IterVar.CommReduce for k in kinds[nspatial:])):
+        return False
+    last = node.reads[0].region[-1]
+    inner = _extent(sch, loops[nspatial - 1])
+    if not (last.min.same_as(ivs[nspatial - 1].var) and _extent_is_one(last.extent)
+            and inner is not None and inner % lanes == 0):
+        return False
+    outer, vec = sch.split(loops[nspatial - 1], [None, lanes])
+    sch.reorder(*loops[:nspatial - 1], outer, *loops[nspatial:], vec)
+    par = sch.fuse(*loops[:nspatial - 1], outer) if nspatial > 1 else outer
+    sch.parallel(par)
+    sch.vectorize(vec)
+    return True
+
+
+def _extent_is_one(extent) -> bool:
+    return getattr(extent, "value", None) == 1
+
+
 def schedule_generic(sch) -> None:
     """Inline elementwise blocks, then run each remaining block's outer
     spatial loops in parallel and vectorize its innermost loop."""
@@ -351,6 +384,8 @@ def schedule_generic(sch) -> None:
     if not opaque:
         _inline_elementwise(sch, list(sch.get_child_blocks(root)))
     for b in sch.get_child_blocks(root):
+        if _reduce_across_rows(sch, b):
+            continue
         loops = sch.get_loops(b)
         spatial = []
         for lp, iv in zip(loops, sch.get(b).iter_vars):
