@@ -72,3 +72,28 @@ def test_unplannable_resize_keeps_tvm_or_refuses():
               [tensor("x", [1, 1, 8, 8]), tensor("s", [4])], [tensor("y", None)], opset=19)
     reason = lower.known_wrong(onnx_io.import_model(m).graph.nodes[0])
     assert reason == "antialias is not supported"
+
+
+@pytest.mark.parametrize("scales, attrs, resize2d", [
+    ([1, 1, 2, 2], dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"), True),
+    ([1, 1, 4, 2], dict(mode="nearest"), True),  # half_pixel, round_prefer_floor: also every row 4 and 2 times
+    ([1, 1, 2, 2], dict(mode="nearest", coordinate_transformation_mode="asymmetric",
+                        nearest_mode="round_prefer_ceil"), False),  # row 1 from row 1: not a repeat
+    ([1, 1, 1, 8], dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"), True),
+    ([1, 1, 3, 3], dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"), False),
+])
+def test_whole_power_of_two_repeats_are_resize2d_between_convolutions(scales, attrs, resize2d):
+    """Nearest upsampling that repeats every row and column 2^k times (an FPN's 2x) is TVM's
+    resize2d, which layout conversion carries between NHWC convolutions (takes stay NCHW
+    between two transposes); 3x (1/3 is inexact in float) and other tap patterns keep the
+    takes. Exact either way."""
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"]), h.make_node("Resize", ["c", "", "s"], ["r"], **attrs),
+             h.make_node("Conv", ["r", "w2"], ["y"])]
+    m = model(nodes, [tensor("x", [1, 3, 5, 6])], [tensor("y", None)],
+              [init("w", RNG.standard_normal((8, 3, 1, 1)).astype(np.float32)), init("s", np.array(scales, np.float32)),
+               init("w2", RNG.standard_normal((4, 8, 1, 1)).astype(np.float32))], opset=19)
+    text = lower.to_relax(onnx_io.import_model(m)).script()
+    assert ("resize2d" in text) == resize2d and ("take" in text) != resize2d
+    x = RNG.standard_normal((1, 3, 5, 6)).astype(np.float32)
+    want = ReferenceEvaluator(m).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ember.compile(m).run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)

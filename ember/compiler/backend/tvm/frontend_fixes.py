@@ -540,7 +540,30 @@ def exact_resize(tvm_impl, bb, inputs, attr, params):
     maps = None if len(inputs) < 3 else resample.plan(static_shape(given[0]), dtype_of(given[0]), attr, *consts)
     if maps is None:
         return tvm_impl(bb, inputs, attr, params)
+    repeated = _repeats(static_shape(given[0]), maps)
+    if repeated is not None:
+        return relax.op.image.resize2d(given[0], size=repeated, roi=[0.0] * 4, layout="NCHW",
+                                       method="nearest_neighbor", coordinate_transformation_mode="asymmetric",
+                                       rounding_method="floor")
     return resampled(bb, given[0], maps, attr.get("extrapolation_value", 0.0))
+
+
+def _repeats(shape, maps) -> tuple[int, int] | None:
+    """(H, W) out when the maps repeat each row and column of an NCHW tensor 2^k times
+    (an FPN's or UNet's nearest 2x): TVM's resize2d computes exactly that (dst * 2^-k is
+    exact in float), and layout conversion carries it, where takes stay NCHW between two
+    transposes. None for anything else."""
+    if shape is None or len(shape) != 4 or any(m.axis not in (2, 3) or not m.is_gather or m.outside.any()
+                                               for m in maps):
+        return None
+    out = list(shape[2:])
+    for m in maps:
+        n, size = len(m.taps), shape[m.axis]
+        f = n // size
+        if n != f * size or f & (f - 1) or not np.array_equal(m.taps[:, 0], np.arange(n) // f):
+            return None
+        out[m.axis - 2] = n
+    return out[0], out[1]
 
 
 class Concat(tvm_onnx.Concat):

@@ -368,6 +368,35 @@ def _reduce_across_rows(sch, block, lanes: int = 16) -> bool:
     return True
 
 
+def _transpose_tiles(sch, block, tile: int = 8) -> bool:
+    """A transpose (one read, whose contiguous axis is not the output's): tiles of
+    tile x tile elements, so that each tile reads `tile` whole cache lines of the
+    input and writes `tile` of the output (the plain order reads one element per
+    cache line: NCHW -> NHWC of a 64-channel map ran at a tenth of copy speed)."""
+    from tvm import tirx
+
+    node = sch.get(block)
+    ivs = node.iter_vars
+    loops = sch.get_loops(block)
+    if (len(node.reads) != 1 or len(node.writes) != 1 or len(loops) != len(ivs) or len(ivs) < 2
+            or any(iv.iter_type != tirx.IterVar.DataPar for iv in ivs)):
+        return False
+    read, write = node.reads[0].region[-1], node.writes[0].region[-1]
+    if not (_extent_is_one(read.extent) and _extent_is_one(write.extent) and write.min.same_as(ivs[-1].var)):
+        return False
+    src = next((i for i, iv in enumerate(ivs[:-1]) if read.min.same_as(iv.var)), None)
+    extents = [_extent(sch, lp) for lp in loops]
+    if src is None or any(extents[i] is None or extents[i] % tile for i in (src, len(ivs) - 1)):
+        return False
+    r_o, r_i = sch.split(loops[src], [None, tile])
+    w_o, w_i = sch.split(loops[-1], [None, tile])
+    outer = [lp for i, lp in enumerate(loops[:-1]) if i != src]
+    sch.reorder(*outer, r_o, w_o, r_i, w_i)
+    sch.parallel(sch.fuse(*outer, r_o, w_o))
+    sch.vectorize(w_i)
+    return True
+
+
 def _extent_is_one(extent) -> bool:
     return getattr(extent, "value", None) == 1
 
@@ -384,7 +413,7 @@ def schedule_generic(sch) -> None:
     if not opaque:
         _inline_elementwise(sch, list(sch.get_child_blocks(root)))
     for b in sch.get_child_blocks(root):
-        if _reduce_across_rows(sch, b):
+        if _reduce_across_rows(sch, b) or _transpose_tiles(sch, b):
             continue
         loops = sch.get_loops(b)
         spatial = []
