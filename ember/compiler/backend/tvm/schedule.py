@@ -33,8 +33,11 @@ def _extent(sch, loop) -> int | None:
 def _inline_epilogue(sch, block) -> None:
     """Fold the elementwise consumers of `block` into it, one after another;
     the other operands they compute first (a residual's dequantization) are
-    inlined into them, or the consumer would have two producing blocks."""
+    inlined into them, or the consumer would have two producing blocks. An epilogue
+    that forks and joins again (HardSwish: x * clip(x + 3, 0, 6) / 6 reads x twice) is
+    first inlined into its last block, which then reads the kernel's output twice."""
     while True:
+        _join_forks(sch, block)
         consumers = sch.get_consumers(block)
         if len(consumers) != 1:
             return
@@ -43,6 +46,28 @@ def _inline_epilogue(sch, block) -> None:
             sch.reverse_compute_inline(consumers[0])
         except Exception:
             return
+
+
+def _join_forks(sch, block) -> None:
+    """compute_inline the blocks between `block`'s consumers and the one block they all
+    lead to, where `block` has more than one consumer."""
+    if len(sch.get_consumers(block)) < 2:
+        return
+    seen, frontier, order = set(), list(sch.get_consumers(block)), []
+    while frontier:
+        b = frontier.pop(0)
+        name = sch.get(b).name_hint
+        if name in seen:
+            continue
+        seen.add(name)
+        order.append(b)
+        frontier.extend(sch.get_consumers(b))
+    for b in order:
+        if sch.get_consumers(b):
+            try:
+                sch.compute_inline(b)
+            except Exception:
+                continue
 
 
 def _inline_side_inputs(sch, consumer, main: str) -> None:
