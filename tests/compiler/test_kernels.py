@@ -194,6 +194,29 @@ def test_an_epilogue_that_forks_and_joins_runs_inside_the_kernel(group):
     _check(m, {"x": (rng.standard_normal((1, 16, 12, 12)) * 3).astype(np.float32)}, rtol=1e-5, atol=1e-5)
 
 
+def test_one_element_constants_of_rank_one_do_not_stop_layout_conversion():
+    """paddle2onnx's HardSwish: Add [3.0], Clip [0.0] [6.0], Div [[[6.0]]], Mul. The constants
+    become 0-d where the result's shape allows, so the chain runs NHWC with the convolutions
+    around it (it ran NCHW between transposes); `one + two` keeps its [1, 1] shape."""
+    rng = np.random.default_rng(0)
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"]), h.make_node("Add", ["c", "three"], ["a"]),
+             h.make_node("Clip", ["a", "lo", "hi"], ["k"]), h.make_node("Div", ["k", "six"], ["d"]),
+             h.make_node("Mul", ["c", "d"], ["hs"]), h.make_node("Conv", ["hs", "w2"], ["y"]),
+             h.make_node("Add", ["z", "two"], ["s"])]
+    m = model(nodes, [tensor("x", [1, 8, 6, 6]), tensor("z", [1])], [tensor("y", None), tensor("s", None)],
+              [init("w", rng.standard_normal((16, 8, 1, 1)).astype(np.float32)),
+               init("w2", rng.standard_normal((8, 16, 1, 1)).astype(np.float32)),
+               init("three", np.array([3.0], np.float32)), init("lo", np.array([0.0], np.float32)),
+               init("hi", np.array([6.0], np.float32)), init("six", np.array([[[6.0]]], np.float32)),
+               init("two", np.array([[2.0]], np.float32))], opset=17)
+    fused = _functions(m)
+    assert not [f for f in fused if "transpose" in f and ("maximum" in f or "add" in f)], fused
+    feeds = {"x": (rng.standard_normal((1, 8, 6, 6)) * 3).astype(np.float32), "z": np.array([0.5], np.float32)}
+    got, want = ember.compile(m).run(feeds), ort_run(m, feeds)
+    assert got["s"].shape == want[1].shape == (1, 1)
+    np.testing.assert_allclose(got["y"], want[0], rtol=1e-5, atol=1e-5 * np.abs(want[0]).max())
+
+
 def test_light_model_with_big_dense_layers_compiles_fast():
     """AlexNet (9216x4096 and 4096x4096 dense layers, grouped convolutions)."""
     import time

@@ -101,6 +101,28 @@ def _tile_as_expand(node: ir.Node) -> None:
 
 
 SAME_PADDED = frozenset({"Conv", "ConvInteger", "MaxPool", "AveragePool", "LpPool"})
+BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Clip"})
+
+
+def _scalar_constants(node: ir.Node) -> None:
+    """A constant operand of one element and rank 1..n (paddle2onnx writes `x + [3.0]`, a
+    HardSwish's clip bounds as [0.0] and [6.0]) becomes a 0-d constant where another operand
+    has at least its rank, so the result's shape stays the same: TVM's layout conversion
+    gives up on operands of another rank, and each such chain after an NHWC convolution
+    ran NCHW between two transposes of its map."""
+    if node.graph is None:
+        return
+    for i in range(1 if node.op_type == "Clip" else 0, len(node.inputs)):
+        v = node.inputs[i]
+        if v is None or v.const is None:
+            continue
+        a = v.const.numpy()
+        others = [node.inputs[0]] if node.op_type == "Clip" else [u for j, u in enumerate(node.inputs)
+                                                                   if j != i and u is not None]
+        if (a.ndim == 0 or a.size != 1 or not others or any(u.shape is None for u in others)
+                or max(len(u.shape) for u in others) < a.ndim):
+            continue
+        node.graph.set_input(node, i, node.graph.make_const(a.reshape(()), v.name))
 
 
 def _explicit_same_pads(node: ir.Node) -> None:
@@ -344,6 +366,8 @@ def to_relax(model: ir.Model, target=None):
             _explicit_same_pads(node)
         if node.op_type == "Conv" and node.domain in STANDARD_DOMAINS:
             _conv1d_as_2d(node, model.opset)
+        if node.op_type in BROADCASTING and node.domain in STANDARD_DOMAINS:
+            _scalar_constants(node)
     check_supported(model)
     if insert_guards(model):
         model.verify()
