@@ -136,6 +136,49 @@ def test_dynamically_quantized_layers_with_uint8_weights_are_exact(op):
         x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32) * (seed + 1)
         np.testing.assert_array_equal(cm.run({"x": x})["y"], ort_run(m, {"x": x})[0])
 
+@pytest.mark.parametrize("zero_point", ["constant", "run-time"])
+@pytest.mark.parametrize("group", [1, 8])
+def test_integer_convolutions_over_run_time_sizes_are_exact(zero_point, group):
+    """A ConvInteger over a symbolic height and width runs on Ember's int8 kernels (it fell
+    back to TVM's int32 convolution, 10x slower): the padded taps' share of the input zero
+    point cannot be tabulated for a size known only at run time, so the input is padded with
+    the zero point itself (a constant, or DynamicQuantizeLinear's run-time one) and the
+    correction is the weight sums, the same everywhere. Bit-exact at widths that do and do
+    not fill the kernel's row tile."""
+    import tvm
+
+    from ember import targets
+    from ember.compiler.backend.tvm import pipeline
+    from ember.compiler.driver import lower_model
+
+    w = RNG.integers(-127, 128, (8, 8 // group, 3, 3)).astype(np.int8)
+    attrs = dict(pads=[1, 2, 1, 0], group=group)
+    if zero_point == "constant":
+        nodes = [h.make_node("ConvInteger", ["x", "w", "zx"], ["y"], **attrs)]
+        inputs, inits = [tensor("x", [1, 8, "h", "w"], T.UINT8)], [init("w", w), init("zx", np.array(131, np.uint8))]
+    else:
+        nodes = [h.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+                 h.make_node("ConvInteger", ["xq", "w", "xz"], ["y"], **attrs)]
+        inputs, inits = [tensor("x", [1, 8, "h", "w"])], [init("w", w)]
+    m = model(nodes, inputs, [tensor("y", None, T.INT32)], inits)
+    tgt = targets.parse("host")
+    _, mod, _ = lower_model(m, tgt, None)
+    with tgt.tvm_target():
+        mod = tvm.transform.Sequential(pipeline.legalize_passes(tgt))(mod)
+    assert any(k in gv.name_hint for gv in mod.functions for k in ("ember_qconv2d", "ember_qdepthwise"))
+    cm = ember.compile(m)
+    outputs = []
+    for hw in [(9, 11), (5, 6), (3, 13)]:
+        if zero_point == "constant":
+            x = _int8_input(T.UINT8, (1, 8, *hw))
+        else:
+            x = (RNG.standard_normal((1, 8, *hw)) * 3 + 2).astype(np.float32)  # zero point far from 0
+        got = cm.run({"x": x})["y"]
+        np.testing.assert_array_equal(got, ort_run(m, {"x": x})[0])
+        outputs.append(got)
+    assert outputs[0].std() > 0
+
+
 def test_qlinear_ops_match_the_reference():
     """QLinearMatMul and QLinearConv (per-channel weight scales, int32 bias):
     within one quantization step of onnx's reference (which rescales in

@@ -89,7 +89,7 @@ def _zero_weight_zero_point(inputs, index: int) -> bool:
 
 def converters(opset: int) -> dict[str, type]:
     """The converters for a model of default-domain `opset` (what they fall back on is TVM's for that opset)."""
-    from tvm import relax
+    from tvm import relax, tirx
     from tvm.relax.frontend.onnx import onnx_frontend as tvm_onnx
 
     class QuantizeLinear(tvm_onnx.OnnxOpConverter):
@@ -189,25 +189,40 @@ def converters(opset: int) -> dict[str, type]:
         auto_pad = attr.get("auto_pad", b"NOTSET")
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
         xs = static_shape(x)
+        dims = list(getattr(getattr(x.ty, "shape", None), "values", None) or [])
         w8, c = _signed_weights(wc, inputs, 3)
         if (wc is None or wc.ndim != 4 or w8 is None or _dtype(x) not in INT8 or zx is None
-                or xs is None or len(xs) != 4 or auto_pad not in ("NOTSET", "VALID")):
+                or len(dims) != 4 or not isinstance(dims[1], tirx.IntImm)
+                or auto_pad not in ("NOTSET", "VALID")):
             return None
         group = attr.get("group", 1)
-        if group != 1 and not (group == xs[1] == wc.shape[0] and wc.shape[1] == 1):
+        if group != 1 and not (group == int(dims[1]) == wc.shape[0] and wc.shape[1] == 1):
             return None  # grouped, not depthwise
         strides = list(attr.get("strides", [1, 1]))
         dilations = list(attr.get("dilations", [1, 1]))
         pads = [0, 0, 0, 0] if auto_pad == "VALID" else list(attr.get("pads", [0, 0, 0, 0]))
+        if xs is None and any(pads) and not (isinstance(zx, int) and zx == 0):
+            # run-time sizes: the padded taps' share of the zero point's contribution cannot be
+            # tabulated, so the input is padded with the zero point itself (those taps add
+            # zx - zx = 0) and the correction is the same everywhere
+            width = [0, 0, 0, 0, pads[0], pads[2], pads[1], pads[3]]
+            if isinstance(zx, int):
+                x = relax.op.nn.pad(x, width, pad_value=float(zx))
+            else:  # a run-time zero point: zeros padded, plus zx where the border's ones are
+                border = relax.op.nn.pad(relax.op.zeros_like(x), width, pad_value=1.0)
+                x = relax.op.add(relax.op.nn.pad(x, width),
+                                 relax.op.multiply(relax.op.astype(zx, _dtype(x)), border))
+            pads = [0, 0, 0, 0]
+        hw = xs[2:] if xs is not None else None
 
         def conv(weights):
             return relax.op.nn.conv2d(x, relax.const(weights), strides=strides, padding=pads, dilation=dilations,
                                       groups=group, out_dtype="int32")
 
-        acc = _minus_zero_point_sums(conv(w8), zx, _window_sums(w8, xs[2:], strides, pads, dilations))
+        acc = _minus_zero_point_sums(conv(w8), zx, _window_sums(w8, hw, strides, pads, dilations))
         if c:  # + c * the window sums of (x - zx): a conv with ones (per channel when depthwise)
             ones = np.ones((1 if group == 1 else wc.shape[0], *wc.shape[1:]), np.int8)
-            box = _minus_zero_point_sums(conv(ones), zx, _window_sums(ones, xs[2:], strides, pads, dilations))
+            box = _minus_zero_point_sums(conv(ones), zx, _window_sums(ones, hw, strides, pads, dilations))
             acc = relax.op.add(acc, relax.op.multiply(relax.const(c, "int32"), box))
         return acc
 
@@ -288,9 +303,9 @@ def _scalar_zero_point(zp) -> int | None:
 
 def _window_sums(w: np.ndarray, hw, strides, pads, dilations) -> np.ndarray:
     """int32 [1, O, OH, OW]: for each output position, the sum of the weights
-    whose taps land inside the (unpadded) input. A zero point zx contributes
+    whose taps land inside the (unpadded) input (of size `hw`). A zero point zx contributes
     zx times this to the accumulator; padding (raw zeros) contributes
-    nothing. Without padding it is the same everywhere: [1, O, 1, 1]."""
+    nothing. Without padding it is the same everywhere: [1, O, 1, 1] (`hw` unused)."""
     o, _, kh, kw = w.shape
     per_tap = w.astype(np.int64).sum(axis=1)  # [O, KH, KW]
     if not any(pads):

@@ -131,57 +131,78 @@ def conv_out_hw(h, w, kernel, strides, padding, dilation):
     return (oh if isinstance(oh, int) else simplify(oh)), (ow if isinstance(ow, int) else simplify(ow))
 
 
-def _crop(out, n: int):
-    """TE: the first n columns of a GEMM computed on zero-padded weights."""
-    if int(out.shape[-1]) == n:
+def _crop(out, n: int, rows=None):
+    """TE: the first n columns of a GEMM computed on zero-padded weights (and its first
+    `rows` rows where it ran over rows padded to a multiple of its tile)."""
+    if int(out.shape[-1]) == n and rows is None:
         return out
-    return te.compute((*list(out.shape)[:-1], n), lambda *i: out[i], name=CROP)
+    shape = list(out.shape)
+    return te.compute((*shape[:-2], shape[-2] if rows is None else rows, n), lambda *i: out[i], name=CROP)
+
+
+def run_time_rows(rows, mr: int):
+    """(rows the GEMM computes, row index it reads) for a row dim of `rows`, a run-time count
+    (symbolic) or a static one. A run-time count is padded to a multiple of the row tile: the tile
+    then takes no predicate (a predicated one keeps its accumulators in memory, not registers:
+    TVM cannot bound a buffer region cut by a symbolic condition) and the padded rows re-read the
+    last row (an index clamp, hoisted out of the reduction) and are cropped. At most mr - 1 rows
+    are wasted. A static count: itself, read as it is."""
+    if isinstance(rows, (int, tirx.IntImm)):
+        return rows, lambda i: i
+    last = rows - 1
+    return tirx.floordiv(rows + (mr - 1), mr) * mr, lambda i: tirx.min(i, last)
 
 
 def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int):
     """TE: NHWC conv2d (groups=1) as a direct GEMM: rows are output pixels,
     columns output channels, the reduction runs over (ky, kx, c) of the
     zero-padded input, whose channels are contiguous: no im2col copy. Batch and
-    spatial dims may be symbolic; channels are static."""
+    spatial dims may be symbolic (a symbolic width: see `run_time_rows`); channels are static."""
     b, h, w, c = list(x.shape)
     c = int(c)
     kh, kw = kernel
     (sh, sw), (dh, dw) = strides, dilation
     oh, ow = conv_out_hw(h, w, kernel, strides, padding, dilation)
+    owp, col = run_time_rows(ow, mr)
     nr = static_ints(wp.shape)[2]
     xp = pad_nhwc(x, padding)
     ry = te.reduce_axis((0, kh), name="ky")
     rx = te.reduce_axis((0, kw), name="kx")
     rc = te.reduce_axis((0, c), name="kc")
     out = te.compute(
-        (b, oh, ow, static_ints(wp.shape)[0] * nr),
-        lambda bi, y, xx, j: te.sum(xp[bi, y * sh + ry * dh, xx * sw + rx * dw, rc]
+        (b, oh, owp, static_ints(wp.shape)[0] * nr),
+        lambda bi, y, xx, j: te.sum(xp[bi, y * sh + ry * dh, col(xx) * sw + rx * dw, rc]
                                     * wp[j // nr, (ry * kw + rx) * c + rc, j % nr], axis=[ry, rx, rc]),
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
-    return _crop(out, n)
+    return _crop(out, n, None if owp is ow else ow)
 
 
 def matmul_packed(a, wp, mr: int, n: int):
     """TE: A [..., M, K] x packed constant B -> [..., M, N]; the leading dims and M may be
-    symbolic (a batch, a sequence): the schedule's row tiles then end in a predicated remainder."""
+    symbolic (a batch, a sequence; M: see `run_time_rows`)."""
     a_shape, packed_shape = list(a.shape), static_ints(wp.shape)
     k_total, nr = int(a_shape[-1]), packed_shape[2]
+    rows, row = run_time_rows(a_shape[-2], mr)
     r = te.reduce_axis((0, k_total), name="k")
     out = te.compute(
-        (*a_shape[:-1], packed_shape[0] * nr),
-        lambda *i: te.sum(a[(*i[:-1], r)] * wp[i[-1] // nr, r, i[-1] % nr], axis=r),
+        (*a_shape[:-2], rows, packed_shape[0] * nr),
+        lambda *i: te.sum(a[(*i[:-2], row(i[-2]), r)] * wp[i[-1] // nr, r, i[-1] % nr], axis=r),
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
-    return _crop(out, n)
+    return _crop(out, n, None if rows is a_shape[-2] else a_shape[-2])
 
 
 def batch_matmul(a, b, mr: int, nr: int):
     """TE: A [..., M, K] x B [..., K, N] (same batch dims, B read in place:
-    its rows are contiguous along N, the vector dimension). Only N must be static."""
+    its rows are contiguous along N, the vector dimension). Only N must be static
+    (a symbolic M: see `run_time_rows`)."""
+    m = a.shape[-2]
+    rows, row = run_time_rows(m, mr)
     r = te.reduce_axis((0, a.shape[-1]), name="k")
-    return te.compute(
-        (*list(a.shape)[:-1], int(b.shape[-1])),
-        lambda *i: te.sum(a[(*i[:-1], r)] * b[(*i[:-2], r, i[-1])], axis=r),
+    out = te.compute(
+        (*list(a.shape)[:-2], rows, int(b.shape[-1])),
+        lambda *i: te.sum(a[(*i[:-2], row(i[-2]), r)] * b[(*i[:-2], r, i[-1])], axis=r),
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
+    return out if rows is m else _crop(out, int(b.shape[-1]), m)
 
 
 def _as(v, dtype: str | None):
@@ -372,13 +393,14 @@ def _qstage(x, padding, cpad: int, flip: bool):
     return te.compute((b, h + pt + pb, w + pl + pr, cpad), value, name=PAD)
 
 
-def _qout(acc, wsum, flip_sign: int, n: int):
+def _qout(acc, wsum, flip_sign: int, n: int, rows=None):
     """TE: the int32 result: flipped inputs add +-128 * sum(w) to every
-    output, taken off here; padded columns cropped."""
+    output, taken off here; padded columns (and `rows`: padded rows) cropped."""
     if flip_sign:
-        return te.compute((*list(acc.shape)[:-1], n),
+        shape = list(acc.shape)
+        return te.compute((*shape[:-2], shape[-2] if rows is None else rows, n),
                           lambda *i: acc[i] - wsum[i[-1]] * flip_sign, name=QFIX)
-    return _crop(acc, n)
+    return _crop(acc, n, rows)
 
 
 def _qattrs(mr: int, nr: int, dot: str, lanes: int, step: int) -> dict:
@@ -391,7 +413,7 @@ def qconv2d_nhwc(x, wp, wsum, kernel, strides, padding, dilation, mr: int, n: in
     float32), as a direct GEMM over the staged input (see `conv2d_nhwc`), its reduction split into groups of
     the packed weights' depth (4 or 8 channels) for the dot-product
     instruction `dot` (a TensorIntrin name; empty: plain int32 loops) of
-    `lanes` int32 lanes. The batch and height may be symbolic (bfloat16: Ember passes them so)."""
+    `lanes` int32 lanes. The batch and spatial dims may be symbolic (a width: see `run_time_rows`)."""
     c = int(x.shape[3])
     kh, kw = kernel
     (sh, sw), (dh, dw) = strides, dilation
@@ -400,18 +422,19 @@ def qconv2d_nhwc(x, wp, wsum, kernel, strides, padding, dilation, mr: int, n: in
     xp = _qstage(x, padding, cpad, flip)
     b, h, w = (int(d) if isinstance(d, tirx.IntImm) else d for d in list(x.shape)[:3])
     oh, ow = conv_out_hw(h, w, kernel, strides, padding, dilation)
+    owp, col = run_time_rows(ow, mr)
     ry = te.reduce_axis((0, kh), name="ky")
     rx = te.reduce_axis((0, kw), name="kx")
     rco = te.reduce_axis((0, cpad // depth), name="kco")
     rci = te.reduce_axis((0, depth), name="kci")
     acc = te.compute(
-        (b, oh, ow, static_ints(wp.shape)[0] * nr),
+        (b, oh, owp, static_ints(wp.shape)[0] * nr),
         lambda bi, y, xx, j: te.sum(
-            widen(xp[bi, y * sh + ry * dh, xx * sw + rx * dw, rco * depth + rci])
+            widen(xp[bi, y * sh + ry * dh, col(xx) * sw + rx * dw, rco * depth + rci])
             * widen(wp[j // nr, (ry * kw + rx) * (cpad // depth) + rco, j % nr, rci]),
             axis=[ry, rx, rco, rci]),
         name=QGEMM, attrs=_qattrs(mr, nr, dot, lanes, sw))
-    return _qout(acc, wsum, _flip_sign(x.dtype, flip), n)
+    return _qout(acc, wsum, _flip_sign(x.dtype, flip), n, None if owp is ow else ow)
 
 
 def _flip_sign(dtype: str, flip: bool) -> int:

@@ -194,9 +194,10 @@ def _qconv2d(bb, call, x, w, nchw: bool, dots, vector_lanes: int):
     x, w, xs, ws = _as_nhwc(bb, x, w, nchw)
     o, kh, kw, c = ws
     strides, padding, dilation, (_, ow) = _conv_params(call.attrs, xs, (kh, kw))
-    dot = pick(dots, ow, strides[1])
+    rows = ow if isinstance(ow, int) else ANY_ROWS  # a symbolic width: padded to the tile
+    dot = pick(dots, rows, strides[1])
     bf16, flip = _operands(dot, str(x.ty.dtype))
-    lanes, tiles, depth = _qtiles(dot, ow, o, vector_lanes, bf16)
+    lanes, tiles, depth = _qtiles(dot, rows, o, vector_lanes, bf16)
     wp = bb.emit_te(kernels.qpack_weights, w, tiles.nr, "OHWI", kernels.padded(c, depth), depth,
                     primfunc_name_hint="ember_pack")
     wsum = bb.emit_te(kernels.weight_sums, w, 0, primfunc_name_hint="ember_wsum") if flip else None
@@ -213,19 +214,19 @@ def _conv2d(lanes: int, dots=(), bf16_dots=None):
 
         a = call.attrs
         x, w = call.args
-        xs, ws = static_shape(x), static_shape(w)
+        dims, ws = _dims(x), static_shape(w)  # batch and spatial dims may be symbolic, channels must not
         nchw = a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and a.out_layout == "NCHW"
         nhwc = a.data_layout == "NHWC" and a.kernel_layout == "OHWI" and a.out_layout == "NHWC"
-        if (nchw or nhwc) and xs is not None and ws is not None and len(xs) == 4 and _int8_operands(x, w, a.out_dtype):
+        if ((nchw or nhwc) and dims is not None and ws is not None and len(dims) == 4
+                and isinstance(dims[1] if nchw else dims[3], int) and _int8_operands(x, w, a.out_dtype)):
             if a.groups == 1:
                 return _qconv2d(bb, call, x, w, nchw, dots, lanes)
-            c = xs[1] if nchw else xs[3]
+            c = dims[1] if nchw else dims[3]
             if nhwc and a.groups == c == ws[0] and ws[3] == 1:  # depthwise: int32 lanes, no dot product
                 wt = bb.emit_te(kernels.depthwise_weights, w, primfunc_name_hint="ember_pack")
                 return bb.call_te(kernels.depthwise_nhwc, x, wt, tuple(int(s) for s in a.strides),
                                   tuple(int(p) for p in a.padding), tuple(int(d) for d in a.dilation), "int32",
                                   primfunc_name_hint="ember_qdepthwise")
-        dims = _dims(x)  # batch and spatial dims may be symbolic, channels must not
         usable = ((nchw or nhwc) and dims is not None and ws is not None and len(dims) == 4
                   and isinstance(dims[1] if nchw else dims[3], int)
                   and x.ty.dtype == "float32" and w.ty.dtype == "float32" and _default_dtype(a.out_dtype))
@@ -235,9 +236,7 @@ def _conv2d(lanes: int, dots=(), bf16_dots=None):
         dense, depthwise = a.groups == 1, a.groups == c == ws[0] and ci == 1
         if not (dense or depthwise):
             return _default(CONV2D)(bb, call)
-        if dense and bf16_dots is not None and isinstance(dims[3] if nchw else dims[2], int):
-            # a static width: a row tile divides the output's (the batch and height may be symbolic;
-            # the tensorized step takes no predicate)
+        if dense and bf16_dots is not None:
             return _qconv2d(bb, call, x, w, nchw, bf16_dots, lanes)
         x, w, xs, ws = _as_nhwc(bb, x, w, nchw)
         o, kh, kw, _ = ws
@@ -249,7 +248,7 @@ def _conv2d(lanes: int, dots=(), bf16_dots=None):
             out = bb.call_te(winograd.conv2d_nhwc, x, u, padding, tiles.mr, o, primfunc_name_hint="ember_winograd")
         elif dense:
             # a tile divides the output row where its width is static (the batch or height may not
-            # be): a predicated tile, which symbolic widths need, runs at half the speed or less
+            # be); a symbolic width is padded to a multiple of a short tile (kernels.run_time_rows)
             tiles = kernels.gemm_tiles(ow if isinstance(ow, int) else ANY_ROWS, o, lanes)
             wp = bb.emit_te(kernels.pack_weights, w, tiles.nr, "OHWI", primfunc_name_hint="ember_pack")
             out = bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr, o,
@@ -265,7 +264,9 @@ def _conv2d(lanes: int, dots=(), bf16_dots=None):
     return legalize
 
 
-ANY_ROWS = 720720  # a multiple of every row tile height: picks the tallest tile for symbolic rows
+# rows of a run-time count are computed padded to a multiple of the row tile (kernels.run_time_rows):
+# a short one wastes little where the count is small (a batch of 1: up to 3 rows in 4)
+ANY_ROWS = 4
 
 
 def _dims(x) -> list | None:
@@ -324,7 +325,7 @@ def _matmul(lanes: int, dots=(), bf16_dots=None):
             return _qmatmul(bb, a, b, pick(dots, as_[-2]), as_[-2], bs[1], lanes)
         if (as_ is None and bs is not None and len(bs) == 2 and _static_last(a)
                 and _int8_operands(a, b, call.attrs.out_dtype)):
-            # rows of a run-time count (a sequence): one-row instructions, remainders predicated
+            # rows of a run-time count (a sequence): one-row instructions, rows padded to the tile
             dot = pick(tuple(d for d in dots if d.rows == 1), ANY_ROWS)
             return _over_rows(bb, a, bs[1], lambda rows: _qmatmul(bb, rows, b, dot, ANY_ROWS, bs[1], lanes))
         usable = (as_ is not None and bs is not None and len(as_) >= 2 and len(bs) >= 2
@@ -336,8 +337,7 @@ def _matmul(lanes: int, dots=(), bf16_dots=None):
             return bb.call_te(kernels.matmul_packed, a, wp, tiles.mr, bs[1], primfunc_name_hint="ember_matmul")
         if (as_ is None and bs is not None and len(bs) == 2 and _static_last(a) and a.ty.dtype == "float32"
                 and b.ty.dtype == "float32" and _default_dtype(call.attrs.out_dtype)):
-            # rows of a run-time count (batch x sequence): the register tile for a row count
-            # every tile height divides, remainders predicated
+            # rows of a run-time count (batch x sequence): a short register tile, rows padded to it
             tiles = kernels.gemm_tiles(ANY_ROWS, bs[1], lanes)
             wp = bb.emit_te(kernels.pack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
             return _over_rows(bb, a, bs[1], lambda rows: bb.call_te(kernels.matmul_packed, rows, wp, tiles.mr, bs[1],
