@@ -69,20 +69,73 @@ def _as_conv(bb, x, w: np.ndarray, groups: int, dilations, pads_b, pads_e, outpa
                                       dilation=dilations, groups=groups))
 
 
-def _by_taps(bb, x, w: np.ndarray, groups: int, strides, pads_b, pads_e, outpad):
-    """Stride > 1: a 1x1 convolution to every tap, then their overlap-add."""
+def _by_taps(bb, x, w: np.ndarray, groups: int, strides, pads_b, pads_e, outpad, bias=None):
+    """Stride > 1: a 1x1 convolution to every tap, then their overlap-add (`bias` [C] added,
+    where given: before the NHWC result's permute, so layout conversion sees NHWC throughout)."""
     ci, cog, kh, kw = w.shape
     (sh, sw), co = strides, cog * groups
     mh, mw = math.ceil(kh / sh), math.ceil(kw / sw)
     wide = np.zeros((ci, cog, mh * sh, mw * sw), np.float32)
     wide[:, :, :kh, :kw] = w
+    # the full overlap-add is (H - 1) * s + k' long; ONNX's output starts at pads_b and ends `cut` before it
+    cut = [mh * sh - kh - outpad[0] + pads_e[0], mw * sw - kw - outpad[1] + pads_e[1]]
+    if groups == 1:
+        # output channel (ky, kx, co): a tap's channels side by side, read as vectors by an NHWC
+        # overlap-add; the permutes around it cancel those of layout conversion (permutes)
+        taps = wide.transpose(2, 3, 1, 0).reshape(mh * sh * mw * sw * co, ci, 1, 1)
+        cols = bb.emit(relax.op.nn.conv2d(x, relax.const(np.ascontiguousarray(taps), "float32")))
+        out = bb.emit_te(_overlap_add_nhwc, bb.emit(relax.op.permute_dims(cols, [0, 2, 3, 1])), co, (sh, sw),
+                         (mh, mw), pads_b, cut, primfunc_name_hint="overlap_add")
+        if bias is not None:
+            out = bb.emit(relax.op.add(out, bias))
+        return bb.emit(relax.op.permute_dims(out, [0, 3, 1, 2]))
     # output channel (co, ky, kx): contiguous per group, as a grouped 1x1 convolution writes them
     taps = wide.reshape(groups, ci // groups, cog, mh * sh, mw * sw).transpose(0, 2, 3, 4, 1)
     weight = relax.const(np.ascontiguousarray(taps.reshape(co * mh * sh * mw * sw, ci // groups, 1, 1)), "float32")
     cols = bb.emit(relax.op.nn.conv2d(x, weight, groups=groups))
-    # the full overlap-add is (H - 1) * s + k' long; ONNX's output starts at pads_b and ends `cut` before it
-    cut = [mh * sh - kh - outpad[0] + pads_e[0], mw * sw - kw - outpad[1] + pads_e[1]]
-    return bb.emit_te(_overlap_add, cols, co, (sh, sw), (mh, mw), pads_b, cut, primfunc_name_hint="overlap_add")
+    out = bb.emit_te(_overlap_add, cols, co, (sh, sw), (mh, mw), pads_b, cut, primfunc_name_hint="overlap_add")
+    return out if bias is None else bb.emit(relax.op.add(out, relax.op.reshape(bias, [1, -1, 1, 1])))
+
+
+def _taps(h, w, strides, blocks, pads_b, cut):
+    """The output size, and per block (a, b) at output position (y, x): the input position,
+    the tap, and the in-bounds condition (None where always in bounds)."""
+    from tvm import tirx
+
+    (sh, sw), (mh, mw) = strides, blocks
+    size = [h * sh + (mh - 1) * sh - cut[0] - pads_b[0], w * sw + (mw - 1) * sw - cut[1] - pads_b[1]]
+
+    def tap(extent, pos, stride, count, cut_, a):
+        q, r = pos // stride - a, pos % stride + a * stride
+        return q, r, None if count == 1 and cut_ >= 0 else tirx.all(q >= 0, q < extent)
+
+    def at(y, x):
+        for a in range(mh):
+            for b in range(mw):
+                qy, ry, vy = tap(h, y + pads_b[0], sh, mh, cut[0], a)
+                qx, rx, vx = tap(w, x + pads_b[1], sw, mw, cut[1], b)
+                yield qy, qx, ry, rx, [t for t in (vy, vx) if t is not None]
+    return size, at
+
+
+def _overlap_add_nhwc(cols, co: int, strides, blocks, pads_b, cut):
+    """NHWC: out[n, Y, X, c] = sum over blocks of cols[n, y - a, x - b, (a * s + i, b * s + j, c)]."""
+    from tvm import te, tirx
+
+    n, h, w, _ = cols.shape
+    size, at = _taps(h, w, strides, blocks, pads_b, cut)
+    kw = blocks[1] * strides[1]
+
+    def value(b_, y, x, c):
+        total = None
+        for qy, qx, ry, rx, conds in at(y, x):
+            v = cols[b_, qy, qx, (ry * kw + rx) * co + c]
+            if conds:
+                v = tirx.if_then_else(tirx.all(*conds), v, tirx.const(0, cols.dtype))
+            total = v if total is None else total + v
+        return total
+
+    return te.compute((n, *size, co), value, name="overlap_add")
 
 
 def _overlap_add(cols, co: int, strides, blocks, pads_b, cut):
@@ -91,26 +144,16 @@ def _overlap_add(cols, co: int, strides, blocks, pads_b, cut):
     from tvm import te, tirx
 
     n, _, h, w = cols.shape
-    (sh, sw), (mh, mw) = strides, blocks
-    size = [h * sh + (mh - 1) * sh - cut[0] - pads_b[0], w * sw + (mw - 1) * sw - cut[1] - pads_b[1]]
-    kh, kw = mh * sh, mw * sw
-
-    def tap(extent, pos, stride, blocks, cut, a):
-        """(input index, tap index, in-bounds condition or None) of block `a` at output position `pos`."""
-        q, r = pos // stride - a, pos % stride + a * stride
-        return q, r, None if blocks == 1 and cut >= 0 else tirx.all(q >= 0, q < extent)
+    size, at = _taps(h, w, strides, blocks, pads_b, cut)
+    kh, kw = blocks[0] * strides[0], blocks[1] * strides[1]
 
     def value(b_, c, y, x):
         total = None
-        for a in range(mh):
-            for b in range(mw):
-                qy, ry, vy = tap(h, y + pads_b[0], sh, mh, cut[0], a)
-                qx, rx, vx = tap(w, x + pads_b[1], sw, mw, cut[1], b)
-                v = cols[b_, (c * kh + ry) * kw + rx, qy, qx]
-                conds = [t for t in (vy, vx) if t is not None]
-                if conds:
-                    v = tirx.if_then_else(tirx.all(*conds), v, tirx.const(0, cols.dtype))
-                total = v if total is None else total + v
+        for qy, qx, ry, rx, conds in at(y, x):
+            v = cols[b_, (c * kh + ry) * kw + rx, qy, qx]
+            if conds:
+                v = tirx.if_then_else(tirx.all(*conds), v, tirx.const(0, cols.dtype))
+            total = v if total is None else total + v
         return total
 
     return te.compute((n, co, *size), value, name="overlap_add")
@@ -148,10 +191,10 @@ class ConvTranspose(OnnxOpConverter):
             strides, dilations, pads_b, pads_e, outpad = geometry
         if all(s == 1 for s in strides):
             y = _as_conv(bb, x, weight, groups, dilations, pads_b, pads_e, outpad)
+            if y is not None and bias is not None:
+                y = bb.emit(relax.op.add(y, relax.op.reshape(bias, [1, -1, 1, 1])))
         else:
-            y = _by_taps(bb, x, weight, groups, strides, pads_b, pads_e, outpad)
+            y = _by_taps(bb, x, weight, groups, strides, pads_b, pads_e, outpad, bias)
         if y is None:
             return None
-        if bias is not None:
-            y = bb.emit(relax.op.add(y, relax.op.reshape(bias, [1, -1, 1, 1])))
         return bb.emit(relax.op.squeeze(y, [2])) if n == 1 else y

@@ -12,7 +12,7 @@ from typing import Any
 
 from tvm.relax.backend.cpu_generic import pipeline as tvm_pipeline  # noqa: F401  (the kind's TVM pipeline)
 
-from ember.compiler.backend.tvm import kernels, schedule, winograd
+from ember.compiler.backend.tvm import kernels, permutes, schedule, winograd
 from ember.compiler.backend.tvm.intrinsics import available, bf16_available
 from ember.compiler.backend.tvm.pipeline.common import (CONV2D, GELU, LAYER_NORM, MATMUL, MEAN, ROUND, SOFTMAX, SUM,
                                                         _default, _default_dtype, _int8_operands,
@@ -467,7 +467,7 @@ def _to_nhwc():
                                                        "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]})(mod)
         except Exception:
             return mod
-        converted = relax.transform.DeadCodeElimination()(converted)
+        converted = permutes.fold()(relax.transform.DeadCodeElimination()(converted))
         # ConvertLayout, like rewrite_call, can drop the source of a match_cast that feeds an
         # output (a streaming model's cache slice): the module then names an undefined variable
         return converted if relax.analysis.check_well_formed(converted) else mod
