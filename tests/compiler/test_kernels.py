@@ -560,3 +560,16 @@ def test_run_time_rows_match_onnxruntime_at_every_remainder():
         for name, want in zip(("y", "z", "pq"), ort_run(m, feeds)):
             assert got[name].shape == want.shape
             np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4)
+
+
+def test_run_time_rows_are_padded_only_where_the_schedule_takes_them():
+    """TVM cannot show that rows padded from (w // 4) * 2 (a UNet decoder's width) cover the
+    crop's, and refuses the whole kernel's schedule (TVM's generic kernel: 20x slower); such a
+    count keeps the predicated tile. (w - 1) // 2 + 1 (a strided convolution's) is padded."""
+    from tvm import tirx
+
+    w = tirx.Var("w", "int64")
+    strided = (w - 1) // 2 + 1
+    assert kernels.run_time_rows(strided, 4)[0] is not strided
+    rows = w // 4 * 2
+    assert kernels.run_time_rows(rows, 4)[0] is rows

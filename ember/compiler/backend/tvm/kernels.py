@@ -146,11 +146,38 @@ def run_time_rows(rows, mr: int):
     then takes no predicate (a predicated one keeps its accumulators in memory, not registers:
     TVM cannot bound a buffer region cut by a symbolic condition) and the padded rows re-read the
     last row (an index clamp, hoisted out of the reduction) and are cropped. At most mr - 1 rows
-    are wasted. A static count: itself, read as it is."""
-    if isinstance(rows, (int, tirx.IntImm)):
+    are wasted. A static count: itself, read as it is; so is a count for which TVM cannot show that
+    the padded rows cover the crop's (a UNet decoder's width, (w // 4) * 2: the schedule would be
+    refused, leaving TVM's generic kernel; the predicated tile is faster than that)."""
+    if isinstance(rows, (int, tirx.IntImm)) or not _crop_schedules(rows, mr):
         return rows, lambda i: i
     last = rows - 1
     return tirx.floordiv(rows + (mr - 1), mr) * mr, lambda i: tirx.min(i, last)
+
+
+_CROPS: dict[tuple[str, int], bool] = {}
+
+
+def _crop_schedules(rows, mr: int) -> bool:
+    """Whether a GEMM over `rows` padded to `mr` and cropped back takes Ember's schedule (a
+    one-column probe, remembered per row expression)."""
+    key = (str(rows), mr)
+    if key not in _CROPS:
+        from ember.compiler.backend.tvm import schedule
+
+        last = rows - 1
+        a, w = te.placeholder((rows, 1), name="a"), te.placeholder((1, 16), name="w")
+        r = te.reduce_axis((0, 1), name="k")
+        gemm = te.compute((tirx.floordiv(rows + (mr - 1), mr) * mr, 16),
+                          lambda i, j: te.sum(a[tirx.min(i, last), r] * w[r, j], axis=r),
+                          name=GEMM, attrs={"ember_mr": mr, "ember_nr": 16})
+        sch = schedule._sch(te.create_prim_func([a, w, _crop(gemm, 16, rows)]))
+        try:
+            schedule.schedule_gemm(sch, sch.get_sblock(GEMM))
+            _CROPS[key] = True
+        except Exception:
+            _CROPS[key] = False
+    return _CROPS[key]
 
 
 def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int):
