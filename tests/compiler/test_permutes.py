@@ -15,6 +15,7 @@ import ember
 from ember import targets
 from ember.compiler.backend.tvm import permutes
 from ember.compiler.backend.tvm.pipeline import cpu
+from ember.compiler.backend.tvm.relax_util import calls
 from ember.compiler.driver import lower_model
 
 
@@ -51,16 +52,7 @@ def _converted(m):
 
 def _activation_permutes(mod) -> int:
     """permute_dims of run-time tensors (weights' permutes fold into constants at build time)."""
-    found = []
-
-    def visit(e):
-        if (isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.permute_dims"
-                and not isinstance(e.args[0], tvm.ir.expr.Constant)):
-            found.append(e)
-    for _, f in mod.functions_items():
-        if isinstance(f, relax.Function):
-            relax.analysis.post_order_visit(f, visit)
-    return len(found)
+    return sum(not isinstance(c.args[0], tvm.ir.expr.Constant) for c in calls(mod, "relax.permute_dims"))
 
 
 def test_casts_and_the_overlap_add_keep_the_network_nhwc():

@@ -43,3 +43,19 @@ def same_dims(bb, inputs):
             x = bb.match_cast(x if isinstance(x, relax.Var) else bb.emit(x), relax.TensorType(new, x.ty.dtype))
         out.append(x)
     return type(inputs)(out)  # onnx_input: a list that gives None past its end
+
+
+def calls(mod, op_name: str) -> list:
+    """Every call of the Relax op `op_name` in the module's Relax functions."""
+    from tvm import relax
+
+    found = []
+
+    def visit(e):
+        if isinstance(e, relax.Call) and getattr(e.op, "name", "") == op_name:
+            found.append(e)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return found

@@ -17,7 +17,7 @@ from ember.compiler.backend.tvm.intrinsics import available, bf16_available
 from ember.compiler.backend.tvm.pipeline.common import (CONV2D, GELU, LAYER_NORM, MATMUL, MEAN, ROUND, SOFTMAX, SUM,
                                                         _default, _default_dtype, _int8_operands,
                                                         nan_safe_overrides)
-from ember.compiler.backend.tvm.relax_util import static_shape
+from ember.compiler.backend.tvm.relax_util import calls, static_shape
 
 # run-time checks are compiled into a kernel (the TVM runtime alone lacks Relax's assert_op)
 KERNEL_ASSERTS = True
@@ -445,18 +445,7 @@ def _round_to_int():
 
 
 def _has_conv2d(mod) -> bool:
-    from tvm import relax
-
-    found = []
-
-    def visit(e):
-        if isinstance(e, relax.Call) and getattr(e.op, "name", "") == CONV2D:
-            found.append(e)
-
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func, visit)
-    return bool(found)
+    return bool(calls(mod, CONV2D))
 
 
 def _to_nhwc():
