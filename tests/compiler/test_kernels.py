@@ -569,7 +569,7 @@ def test_run_time_rows_are_padded_only_where_the_schedule_takes_them():
     from tvm import tirx
 
     w = tirx.Var("w", "int64")
-    strided = (w - 1) // 2 + 1
-    assert kernels.run_time_rows(strided, 4)[0] is not strided
+    assert schedule.crop_schedules((w - 1) // 2 + 1, 4) and schedule.crop_schedules(w, 8)
+    assert not schedule.crop_schedules(w // 4 * 2, 4)
     rows = w // 4 * 2
-    assert kernels.run_time_rows(rows, 4)[0] is rows
+    assert kernels.run_time_rows(rows, 4, pad=False)[0] is rows

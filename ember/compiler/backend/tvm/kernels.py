@@ -140,47 +140,22 @@ def _crop(out, n: int, rows=None):
     return te.compute((*shape[:-2], shape[-2] if rows is None else rows, n), lambda *i: out[i], name=CROP)
 
 
-def run_time_rows(rows, mr: int):
+def run_time_rows(rows, mr: int, pad: bool = True):
     """(rows the GEMM computes, row index it reads) for a row dim of `rows`, a run-time count
     (symbolic) or a static one. A run-time count is padded to a multiple of the row tile: the tile
     then takes no predicate (a predicated one keeps its accumulators in memory, not registers:
     TVM cannot bound a buffer region cut by a symbolic condition) and the padded rows re-read the
     last row (an index clamp, hoisted out of the reduction) and are cropped. At most mr - 1 rows
-    are wasted. A static count: itself, read as it is; so is a count for which TVM cannot show that
-    the padded rows cover the crop's (a UNet decoder's width, (w // 4) * 2: the schedule would be
-    refused, leaving TVM's generic kernel; the predicated tile is faster than that)."""
-    if isinstance(rows, (int, tirx.IntImm)) or not _crop_schedules(rows, mr):
+    are wasted. A static count: itself, read as it is; so is a count with `pad` false (the caller's
+    `schedule.crop_schedules` says TVM cannot show that the padded rows cover the crop's)."""
+    if isinstance(rows, (int, tirx.IntImm)) or not pad:
         return rows, lambda i: i
     last = rows - 1
     return tirx.floordiv(rows + (mr - 1), mr) * mr, lambda i: tirx.min(i, last)
 
 
-_CROPS: dict[tuple[str, int], bool] = {}
 
-
-def _crop_schedules(rows, mr: int) -> bool:
-    """Whether a GEMM over `rows` padded to `mr` and cropped back takes Ember's schedule (a
-    one-column probe, remembered per row expression)."""
-    key = (str(rows), mr)
-    if key not in _CROPS:
-        from ember.compiler.backend.tvm import schedule
-
-        last = rows - 1
-        a, w = te.placeholder((rows, 1), name="a"), te.placeholder((1, 16), name="w")
-        r = te.reduce_axis((0, 1), name="k")
-        gemm = te.compute((tirx.floordiv(rows + (mr - 1), mr) * mr, 16),
-                          lambda i, j: te.sum(a[tirx.min(i, last), r] * w[r, j], axis=r),
-                          name=GEMM, attrs={"ember_mr": mr, "ember_nr": 16})
-        sch = schedule._sch(te.create_prim_func([a, w, _crop(gemm, 16, rows)]))
-        try:
-            schedule.schedule_gemm(sch, sch.get_sblock(GEMM))
-            _CROPS[key] = True
-        except Exception:
-            _CROPS[key] = False
-    return _CROPS[key]
-
-
-def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int):
+def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int, pad_rows: bool = True):
     """TE: NHWC conv2d (groups=1) as a direct GEMM: rows are output pixels,
     columns output channels, the reduction runs over (ky, kx, c) of the
     zero-padded input, whose channels are contiguous: no im2col copy. Batch and
@@ -190,7 +165,7 @@ def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int):
     kh, kw = kernel
     (sh, sw), (dh, dw) = strides, dilation
     oh, ow = conv_out_hw(h, w, kernel, strides, padding, dilation)
-    owp, col = run_time_rows(ow, mr)
+    owp, col = run_time_rows(ow, mr, pad_rows)
     nr = static_ints(wp.shape)[2]
     xp = pad_nhwc(x, padding)
     ry = te.reduce_axis((0, kh), name="ky")
@@ -204,12 +179,12 @@ def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int):
     return _crop(out, n, None if owp is ow else ow)
 
 
-def matmul_packed(a, wp, mr: int, n: int):
+def matmul_packed(a, wp, mr: int, n: int, pad_rows: bool = True):
     """TE: A [..., M, K] x packed constant B -> [..., M, N]; the leading dims and M may be
     symbolic (a batch, a sequence; M: see `run_time_rows`)."""
     a_shape, packed_shape = list(a.shape), static_ints(wp.shape)
     k_total, nr = int(a_shape[-1]), packed_shape[2]
-    rows, row = run_time_rows(a_shape[-2], mr)
+    rows, row = run_time_rows(a_shape[-2], mr, pad_rows)
     r = te.reduce_axis((0, k_total), name="k")
     out = te.compute(
         (*a_shape[:-2], rows, packed_shape[0] * nr),
@@ -218,12 +193,12 @@ def matmul_packed(a, wp, mr: int, n: int):
     return _crop(out, n, None if rows is a_shape[-2] else a_shape[-2])
 
 
-def batch_matmul(a, b, mr: int, nr: int):
+def batch_matmul(a, b, mr: int, nr: int, pad_rows: bool = True):
     """TE: A [..., M, K] x B [..., K, N] (same batch dims, B read in place:
     its rows are contiguous along N, the vector dimension). Only N must be static
     (a symbolic M: see `run_time_rows`)."""
     m = a.shape[-2]
-    rows, row = run_time_rows(m, mr)
+    rows, row = run_time_rows(m, mr, pad_rows)
     r = te.reduce_axis((0, a.shape[-1]), name="k")
     out = te.compute(
         (*list(a.shape)[:-2], rows, int(b.shape[-1])),
@@ -435,7 +410,7 @@ def _qattrs(mr: int, nr: int, dot: str, lanes: int, step: int) -> dict:
 
 
 def qconv2d_nhwc(x, wp, wsum, kernel, strides, padding, dilation, mr: int, n: int, flip: bool, dot: str = "",
-                 lanes: int = 16):
+                 lanes: int = 16, pad_rows: bool = True):
     """TE: 8-bit NHWC conv2d (groups=1) into int32 (float32 rounded to bfloat16: into
     float32), as a direct GEMM over the staged input (see `conv2d_nhwc`), its reduction split into groups of
     the packed weights' depth (4 or 8 channels) for the dot-product
@@ -449,7 +424,7 @@ def qconv2d_nhwc(x, wp, wsum, kernel, strides, padding, dilation, mr: int, n: in
     xp = _qstage(x, padding, cpad, flip)
     b, h, w = (int(d) if isinstance(d, tirx.IntImm) else d for d in list(x.shape)[:3])
     oh, ow = conv_out_hw(h, w, kernel, strides, padding, dilation)
-    owp, col = run_time_rows(ow, mr)
+    owp, col = run_time_rows(ow, mr, pad_rows)
     ry = te.reduce_axis((0, kh), name="ky")
     rx = te.reduce_axis((0, kw), name="kx")
     rco = te.reduce_axis((0, cpad // depth), name="kco")

@@ -628,3 +628,29 @@ def default_schedule_pass(counts: dict[str, int] | None = None, schedule=None):
         return mod
 
     return _pass
+
+
+_CROPS: dict[tuple[str, int], bool] = {}
+
+
+def crop_schedules(rows, mr: int) -> bool:
+    """Whether a GEMM over a run-time count of `rows` padded to `mr` (kernels.run_time_rows) and
+    cropped back takes Ember's schedule: a one-column probe, remembered per row expression. TVM
+    cannot show that rows padded from a UNet decoder's width, (w // 4) * 2, cover the crop's, and
+    refuses the whole kernel's schedule (TVM's generic kernel: 18x slower); such a count keeps
+    the predicated tile. A static count: True."""
+    from tvm import te, tirx
+
+    if isinstance(rows, (int, tirx.IntImm)):
+        return True
+    key = (str(rows), mr)
+    if key not in _CROPS:
+        a, w = te.placeholder((rows, 1), name="a"), te.placeholder((1, 1, 16), name="w")
+        gemm = kernels.matmul_packed(a, w, mr, 8)  # padded rows, cropped rows and columns
+        sch = _sch(te.create_prim_func([a, w, gemm]))
+        try:
+            schedule_gemm(sch, sch.get_sblock(kernels.GEMM))
+            _CROPS[key] = True
+        except Exception:
+            _CROPS[key] = False
+    return _CROPS[key]

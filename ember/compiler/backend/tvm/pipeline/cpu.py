@@ -202,7 +202,8 @@ def _qconv2d(bb, call, x, w, nchw: bool, dots, vector_lanes: int):
                     primfunc_name_hint="ember_pack")
     wsum = bb.emit_te(kernels.weight_sums, w, 0, primfunc_name_hint="ember_wsum") if flip else None
     out = bb.call_te(kernels.qconv2d_nhwc, x, wp, wsum, (kh, kw), strides, padding, dilation, tiles.mr, o, flip,
-                     dot.name if dot else "", lanes, primfunc_name_hint="ember_qconv2d")
+                     dot.name if dot else "", lanes, schedule.crop_schedules(ow, tiles.mr),
+                     primfunc_name_hint="ember_qconv2d")
     if nchw:
         return bb.call_te(topi.transpose, bb.emit(out), [0, 3, 1, 2], primfunc_name_hint="to_nchw")
     return out
@@ -252,7 +253,7 @@ def _conv2d(lanes: int, dots=(), bf16_dots=None):
             tiles = kernels.gemm_tiles(ow if isinstance(ow, int) else _run_time_rows(kh * kw * xs[3]), o, lanes)
             wp = bb.emit_te(kernels.pack_weights, w, tiles.nr, "OHWI", primfunc_name_hint="ember_pack")
             out = bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr, o,
-                             primfunc_name_hint="ember_conv2d")
+                             schedule.crop_schedules(ow, tiles.mr), primfunc_name_hint="ember_conv2d")
         else:
             wt = bb.emit_te(kernels.depthwise_weights, w, primfunc_name_hint="ember_pack")
             out = bb.call_te(kernels.depthwise_nhwc, x, wt, strides, padding, dilation,
@@ -315,7 +316,8 @@ def _symbolic_batch_matmul(bb, call, lanes: int):
                                lanes)
     if n % tiles.nr:
         return _default(MATMUL)(bb, call)
-    return bb.call_te(kernels.batch_matmul, a, b, tiles.mr, tiles.nr, primfunc_name_hint="ember_batch_matmul")
+    return bb.call_te(kernels.batch_matmul, a, b, tiles.mr, tiles.nr, schedule.crop_schedules(ash[-2], tiles.mr),
+                      primfunc_name_hint="ember_batch_matmul")
 
 
 def _matmul(lanes: int, dots=(), bf16_dots=None):
@@ -350,8 +352,9 @@ def _matmul(lanes: int, dots=(), bf16_dots=None):
             # rows of a run-time count (batch x sequence): a short register tile, rows padded to it
             tiles = kernels.gemm_tiles(_run_time_rows(bs[0]), bs[1], lanes)
             wp = bb.emit_te(kernels.pack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
-            return _over_rows(bb, a, bs[1], lambda rows: bb.call_te(kernels.matmul_packed, rows, wp, tiles.mr, bs[1],
-                                                                    primfunc_name_hint="ember_matmul"))
+            return _over_rows(bb, a, bs[1], lambda rows: bb.call_te(
+                kernels.matmul_packed, rows, wp, tiles.mr, bs[1],
+                schedule.crop_schedules(rows.ty.shape.values[0], tiles.mr), primfunc_name_hint="ember_matmul"))
         if as_ is None or bs is None:
             return _symbolic_batch_matmul(bb, call, lanes)
         if usable and as_[:-2] == bs[:-2]:
