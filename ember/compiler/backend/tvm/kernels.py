@@ -154,7 +154,6 @@ def run_time_rows(rows, mr: int, pad: bool = True):
     return tirx.floordiv(rows + (mr - 1), mr) * mr, lambda i: tirx.min(i, last)
 
 
-
 def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int, pad_rows: bool = True):
     """TE: NHWC conv2d (groups=1) as a direct GEMM: rows are output pixels,
     columns output channels, the reduction runs over (ky, kx, c) of the
