@@ -176,11 +176,8 @@ def schedule_gemm(sch, block, space: bool = False) -> None:
     wb = sch.cache_write(block, 0, "local")
     crop = [c for c in sch.get_consumers(wb) if sch.get(c).name_hint.startswith(kernels.CROP)]
     if crop:  # padded columns (rows): the crop reads the accumulators directly
-        try:
-            sch.compute_inline(wb)
-            wb = crop[0]
-        except Exception:  # TVM could not show that the padded rows cover the crop's: a copy
-            pass
+        sch.compute_inline(wb)
+        wb = crop[0]
     _register_tile(sch, block, wb, at=outer[-1], outer=outer, rows=mi, lanes=ni, reduction=ks[0])
     for loop in unrolled:
         sch.unroll(loop)
