@@ -30,7 +30,7 @@ from tvm.sym import Analyzer
 
 from ember.compiler.backend.tvm import resample
 from ember.compiler.backend.tvm.conv_transpose import ConvTranspose
-from ember.compiler.backend.tvm.relax_util import static_shape
+from ember.compiler.backend.tvm.relax_util import meeting_dim, static_shape
 
 
 def bound(value, default: float) -> float | None:
@@ -568,22 +568,24 @@ def _repeats(shape, maps) -> tuple[int, int] | None:
 
 class Concat(tvm_onnx.Concat):
     """Tensors whose other dims TVM cannot prove equal (a Resize by 2 of height // 4
-    beside height // 2) are match-cast to the first one's: ONNX requires them equal,
-    so the cast is checked at run time, and TVM gets a concat of known shape."""
+    beside height // 2) are match-cast to one set of dims (`meeting_dim`): ONNX requires
+    them equal, so the cast is checked at run time, and TVM gets a concat of known shape."""
 
     @classmethod
     def _impl_v13(cls, bb, inputs, attr, params):
         tensors = [x for x in inputs if isinstance(getattr(x, "ty", None), relax.TensorType)]
         if len(tensors) != len(inputs) or len(tensors) < 2 or tensors[0].ty.shape is None:
             return tvm_onnx.Concat._impl_v13(bb, inputs, attr, params)
-        ref = list(tensors[0].ty.shape.values)
-        axis = attr.get("axis", 0) % len(ref)
+        rank = tensors[0].ty.ndim
+        axis = attr.get("axis", 0) % rank
+        if any(x.ty.ndim != rank for x in inputs):
+            return tvm_onnx.Concat._impl_v13(bb, inputs, attr, params)
+        known = [list(x.ty.shape.values) for x in inputs if x.ty.shape is not None]
+        ref = [meeting_dim([d[i] for d in known]) for i in range(rank)]
         analyzer = Analyzer()
-        cast = [inputs[0]]
-        for x in inputs[1:]:
+        cast = []
+        for x in inputs:
             dims = list(x.ty.shape.values) if x.ty.shape is not None else None
-            if x.ty.ndim != len(ref):
-                return tvm_onnx.Concat._impl_v13(bb, inputs, attr, params)
             if dims is None or any(i != axis and not analyzer.can_prove_equal(d, r)
                                    for i, (d, r) in enumerate(zip(dims, ref))):
                 own = dims[axis] if dims is not None else tvm.tirx.Var("concat_dim", "int64")

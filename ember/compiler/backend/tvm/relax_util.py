@@ -26,11 +26,12 @@ def same_dims(bb, inputs):
     if len(tensors) < 2:
         return inputs
     analyzer, rank = Analyzer(), max(len(x.ty.shape.values) for x in tensors)
-    ref: list = [None] * rank  # per right-aligned position: the first dim that is not statically 1
-    for x in tensors:
-        for k, d in enumerate(reversed(list(x.ty.shape.values))):
-            if ref[k] is None and not (isinstance(d, tirx.IntImm) and d.value == 1):
-                ref[k] = d
+
+    def not_one(k):  # each tensor's dim at right-aligned position k, but those statically 1
+        dims = (list(x.ty.shape.values) for x in tensors)
+        return [d[-1 - k] for d in dims if k < len(d) and not (isinstance(d[-1 - k], tirx.IntImm) and d[-1 - k] == 1)]
+
+    ref = [meeting_dim(not_one(k)) for k in range(rank)]
     out = []
     for x in inputs:
         if not any(x is t for t in tensors):
@@ -43,6 +44,23 @@ def same_dims(bb, inputs):
             x = bb.match_cast(x if isinstance(x, relax.Var) else bb.emit(x), relax.TensorType(new, x.ty.dtype))
         out.append(x)
     return type(inputs)(out)  # onnx_input: a list that gives None past its end
+
+
+def meeting_dim(dims: list):
+    """Of dims that must be equal, the one to match-cast the others to (None for none): the
+    first that is not a bare variable another one is computed from. Casting `(h - 1) // 2 * 2`
+    to `h` would state h := (h - 1) // 2 * 2, on which TVM's CanonicalizeTIRVariables (in
+    FuseTIR) recurses without end and crashes the interpreter; the other way round, the cast
+    binds no variable and is still checked when the model runs."""
+    from tvm import tirx
+
+    def computed_from(var, other) -> bool:
+        return not other.same_as(var) and any(v.same_as(var) for v in tirx.analysis.undefined_vars(other, []))
+
+    for d in dims:
+        if not (isinstance(d, tirx.Var) and any(computed_from(d, o) for o in dims)):
+            return d
+    return dims[0] if dims else None
 
 
 def calls(mod, op_name: str) -> list:
