@@ -534,6 +534,34 @@ def test_run_time_rows_keep_the_accumulators_in_registers(kind):
     assert all(part.strip().isdigit() for s in accumulators for part in s.split(",")), accumulators
 
 
+def test_a_row_count_tvm_cannot_sign_keeps_the_accumulators_in_registers():
+    """Rows n * ((t - 5) // 8 + 1) (batch x a pooled sequence): TVM could not tell the count is not
+    negative, indexed the accumulators with floor-division fix-ups, and LLVM loaded and stored them
+    at every step of the reduction (2.1x the static kernel's time). The reduction loop of the GEMM
+    must hold no vector load or store but the weights'."""
+    import re
+
+    rng = np.random.default_rng(8)
+    nodes = [h.make_node("AveragePool", ["x"], ["p"], kernel_shape=[5], strides=[8]),
+             h.make_node("Transpose", ["p"], ["r"], perm=[0, 2, 1]),
+             h.make_node("MatMul", ["r", "w"], ["g"]), h.make_node("Add", ["g", "b"], ["y"])]
+    m = model(nodes, [tensor("x", ["n", 16, "t"])], [tensor("y", None)],
+              [init("w", rng.standard_normal((16, 96)).astype(np.float32)),
+               init("b", rng.standard_normal(96).astype(np.float32))])
+    tgt = targets.parse("host")
+    from ember.compiler.driver import lower_model
+
+    _, mod, _ = lower_model(m, tgt, None)
+    ex = lower.build(mod, tgt)
+    ir = next(s for s in (i.inspect_source("ll") for i in ex.mod.imports) if "matmul" in s)
+    reduction = [b.split("\n  br ")[0] for b in re.split(r"\nfor_body_k\w*:", ir)[1:]]
+    assert reduction
+    for body in reduction:  # the weights: one vector load per step
+        assert len(re.findall(r"(load|store) <\d+ x float>", body)) <= 2, body[:1500]
+    x = rng.standard_normal((2, 16, 45)).astype(np.float32)
+    np.testing.assert_allclose(ember.compile(m).run({"x": x})["y"], ort_run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
 def test_run_time_rows_match_onnxruntime_at_every_remainder():
     """The padded rows re-read the last row and are cropped: every count modulo the tile,
     through a fused bias + relu epilogue, for a GEMM over batch x sequence rows, a convolution

@@ -123,6 +123,10 @@ def test_reshape_groups():
                                                                ((2, 3), (1, 3))]
     assert reshape_groups(["n", 4, "s", 16], ["n", "s", 64], same) is None  # not a regrouping
     assert reshape_groups([6], [2, "h"], same) is None
+    times = lambda a, b: f"{a}*{b}"  # noqa: E731
+    assert reshape_groups(["n*t", 80], ["n", "t", 80], same) is None  # products only given `multiply`
+    assert reshape_groups(["n*t", 80], ["n", "t", 80], same, times) == [((0, 1), (0, 2)), ((1, 2), (2, 3))]
+    assert reshape_groups(["n", "t", 4, 20], ["n*t", 80], same, times) == [((0, 2), (0, 1)), ((2, 4), (1, 2))]
 
 
 def test_regrouping_reshape_over_symbolic_dims_matches():

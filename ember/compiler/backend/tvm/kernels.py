@@ -147,11 +147,14 @@ def run_time_rows(rows, mr: int, pad: bool = True):
     TVM cannot bound a buffer region cut by a symbolic condition) and the padded rows re-read the
     last row (an index clamp, hoisted out of the reduction) and are cropped. At most mr - 1 rows
     are wasted. A static count: itself, read as it is; so is a count with `pad` false (the caller's
-    `schedule.crop_schedules` says TVM cannot show that the padded rows cover the crop's)."""
+    `schedule.crop_schedules` says TVM cannot show that the padded rows cover the crop's).
+    The padding counts max(rows, 0) rows, the same number: TVM cannot tell that a count such as
+    n * ((t - 5) // 8 + 1) is not negative, and then indexed the accumulators with floor-division
+    fix-ups LLVM could not keep in registers (loaded and stored at every step of the reduction)."""
     if isinstance(rows, (int, tirx.IntImm)) or not pad:
         return rows, lambda i: i
     last = rows - 1
-    return tirx.floordiv(rows + (mr - 1), mr) * mr, lambda i: tirx.min(i, last)
+    return tirx.floordiv(tirx.max(rows, 0) + (mr - 1), mr) * mr, lambda i: tirx.min(i, last)
 
 
 def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int, pad_rows: bool = True):

@@ -20,24 +20,12 @@ DB detector's head two full copies of each map. `fold()` is the module pass.
 
 from __future__ import annotations
 
+from ember.compiler.backend.tvm.relax_util import read_counts
+
 # elementwise ops a permute moves below: unary, and binary with a constant operand
 UNARY = frozenset({"relax.nn.relu", "relax.sigmoid", "relax.tanh", "relax.exp", "relax.negative", "relax.nn.silu",
                    "relax.nn.gelu", "relax.clip", "relax.abs", "relax.sqrt"})
 BINARY = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum"})
-
-
-def _uses(func) -> dict:
-    """Times each variable is read in `func`."""
-    from tvm import relax
-
-    counts: dict = {}
-
-    def visit(e):
-        if isinstance(e, relax.Var):
-            counts[e] = counts.get(e, 0) + 1
-
-    relax.analysis.post_order_visit(func, visit)
-    return counts
 
 
 def _inverse(p: list[int]) -> list[int]:
@@ -83,7 +71,7 @@ def fold():
     class Fold(relax.PyExprMutator):
         def __init__(self, mod, func):
             super().__init__(mod)
-            self.uses = _uses(func)
+            self.uses = read_counts(func)
             self.permuted = {}  # new var -> (the tensor it permutes, axes)
             self.casts = foldable_casts(func, self.uses)  # match_cast var -> its value, as written
 

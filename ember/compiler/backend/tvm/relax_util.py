@@ -77,3 +77,17 @@ def calls(mod, op_name: str) -> list:
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, visit)
     return found
+
+
+def read_counts(func) -> dict:
+    """Times each variable is read in the Relax function `func`."""
+    from tvm import relax
+
+    counts: dict = {}
+
+    def visit(e):
+        if isinstance(e, relax.Var):
+            counts[e] = counts.get(e, 0) + 1
+
+    relax.analysis.post_order_visit(func, visit)
+    return counts

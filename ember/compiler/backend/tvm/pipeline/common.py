@@ -120,16 +120,36 @@ def nan_safe_overrides() -> dict[str, Any]:
             LEFT_SHIFT: _shift(LEFT_SHIFT), RIGHT_SHIFT: _shift(RIGHT_SHIFT), RESHAPE: _grouped_reshape}
 
 
-def reshape_groups(src: list, dst: list, same=lambda a, b: a is b) -> list | None:
+def reshape_groups(src: list, dst: list, same=lambda a, b: a is b, multiply=None) -> list | None:
     """The dims of a reshape from `src` to `dst` as groups ((s0, s1), (d0, d1)): src[s0:s1]
-    and dst[d0:d1] hold the same elements, as one symbolic dim on both sides or as static
-    dims with equal products; None where the dims do not group so."""
+    and dst[d0:d1] hold the same elements, as one symbolic dim on both sides, static dims
+    with equal products, or (given `multiply`) one symbolic dim that is the product of
+    dims on the other side (rows of a GEMM back to batch x sequence); None where the dims
+    do not group so."""
+
+    def product_run(total, dims, k):  # the end of dims[k:...] whose product is `total`
+        p = None
+        for end in range(k, len(dims)):
+            p = dims[end] if p is None else multiply(p, dims[end])
+            if end > k and same(total, p):
+                return end + 1
+        return None
+
     groups, i, j = [], 0, 0
     while i < len(src) or j < len(dst):
         if i < len(src) and j < len(dst) and not isinstance(src[i], int) and same(src[i], dst[j]):
             groups.append(((i, i + 1), (j, j + 1)))
             i, j = i + 1, j + 1
             continue
+        if multiply is not None and i < len(src) and j < len(dst):
+            if not isinstance(src[i], int) and (end := product_run(src[i], dst, j)):
+                groups.append(((i, i + 1), (j, end)))
+                i, j = i + 1, end
+                continue
+            if not isinstance(dst[j], int) and (end := product_run(dst[j], src, i)):
+                groups.append(((i, end), (j, j + 1)))
+                i, j = end, j + 1
+                continue
         s0, d0, a, b = i, j, 1, 1
         while True:  # static dims from the side whose product is behind, until the products meet
             if i < len(src) and isinstance(src[i], int) and (a < b or (a == b and i == s0)):
@@ -148,7 +168,9 @@ def reshape_groups(src: list, dst: list, same=lambda a, b: a is b) -> list | Non
 
 def _grouped_reshape(bb, call):
     """Reshape whose dims regroup (static dims split or merged, symbolic ones kept in
-    place, as a detector's [n, 27, h, w] -> [n, 3, 9, h, w]) as direct index maps.
+    place or split into the dims they are the product of, as a detector's [n, 27, h, w]
+    -> [n, 3, 9, h, w] or a GEMM's rows [n * t, c] -> [n, t, c]) as direct index maps:
+    RewriteDataflowReshape then sees a view (TVM's map kept a `% (n * t)` it could not).
     TVM's flattens every index and unravels it again: over symbolic dims that is
     arithmetic whose simplification took LLVM codegen minutes per kernel."""
     import tvm_ffi
@@ -162,11 +184,12 @@ def _grouped_reshape(bb, call):
     src, dst = [as_int(d) for d in x.ty.shape.values], [as_int(d) for d in call.ty.shape.values]
     analyzer = Analyzer()
     same = lambda a, b: tvm_ffi.structural_equal(a, b) or bool(analyzer.can_prove_equal(a, b))  # noqa: E731
-    groups = None if all(isinstance(d, int) for d in src + dst) else reshape_groups(src, dst, same)
+    groups = (None if all(isinstance(d, int) for d in src + dst)
+              else reshape_groups(src, dst, same, multiply=lambda a, b: a * b))
     if groups is None:
         return _default(RESHAPE)(bb, call)
 
-    def index(out):
+    def index(out, sizes):  # `sizes`: the input's dims as its placeholder has them (call_te's own variables)
         idx = []
         for (s0, s1), (d0, d1) in groups:
             flat = 0
@@ -174,13 +197,13 @@ def _grouped_reshape(bb, call):
                 flat = out[k] if k == d0 else flat * dst[k] + out[k]
             part = []
             for k in reversed(range(s0, s1)):
-                part.append(flat if k == s0 else flat % src[k])
-                flat = flat // src[k] if k > s0 else flat
+                part.append(flat if k == s0 else flat % sizes[k])
+                flat = flat // sizes[k] if k > s0 else flat
             idx.extend(reversed(part))
         return idx
 
-    return bb.call_te(lambda t: te.compute(call.ty.shape.values, lambda *out: t(*index(out)), name="T_reshape"), x,
-                      primfunc_name_hint="reshape")
+    return bb.call_te(lambda t: te.compute(call.ty.shape.values, lambda *out: t(*index(out, t.shape)), name="T_reshape"),
+                      x, primfunc_name_hint="reshape")
 
 
 def _fold_integer_offsets():

@@ -12,7 +12,7 @@ from typing import Any
 
 from tvm.relax.backend.cpu_generic import pipeline as tvm_pipeline  # noqa: F401  (the kind's TVM pipeline)
 
-from ember.compiler.backend.tvm import kernels, permutes, schedule, winograd
+from ember.compiler.backend.tvm import gemm_rows, kernels, permutes, schedule, winograd
 from ember.compiler.backend.tvm.intrinsics import available, bf16_available
 from ember.compiler.backend.tvm.pipeline.common import (CONV2D, GELU, LAYER_NORM, MATMUL, MEAN, ROUND, SOFTMAX, SUM,
                                                         _default, _default_dtype, _int8_operands,
@@ -78,8 +78,9 @@ def _wide_sum(op: str):
 
 
 def layout_passes() -> list:
-    """Before legalization: NHWC convolutions, single-conversion requantization."""
-    return [_to_nhwc(), _round_to_int()]
+    """Before legalization: NHWC convolutions, single-conversion requantization, bias adds into
+    the GEMMs over rows of a run-time count (`gemm_rows`)."""
+    return [_to_nhwc(), _round_to_int(), gemm_rows.fold()]
 
 
 def default_schedule(func, tvm_target):
