@@ -21,10 +21,11 @@ from ember.compiler.driver import lower_model
 RNG = np.random.default_rng(5)
 
 
-def linear(x_dims, bias_shape=(8,), extra_reader=False):
-    """x [.., 16] @ W [16, 8] + bias, then Relu (and the GEMM also read by a Sigmoid)."""
-    nodes = [h.make_node("MatMul", ["x", "w"], ["g"]), h.make_node("Add", ["g", "b"], ["a"]),
-             h.make_node("Relu", ["a"], ["y"])]
+def linear(x_dims, bias_shape=(8,), extra_reader=False, activation="Relu"):
+    """x [.., 16] @ W [16, 8] + bias, then `activation` and Neg (and the GEMM also read by a Sigmoid)."""
+    nodes = [h.make_node("MatMul", ["x", "w"], ["g"]), h.make_node("Add", ["g", "b"], ["a" if activation else "y"])]
+    if activation:  # then a Neg: the output stays as written
+        nodes += [h.make_node(activation, ["a"], ["r"]), h.make_node("Neg", ["r"], ["y"])]
     outputs = [tensor("y", None)]
     if extra_reader:
         nodes.append(h.make_node("Sigmoid", ["g"], ["s"]))
@@ -39,20 +40,26 @@ def _relax(m):
     return mod
 
 
-def _bias_ranks(mod) -> list[int]:
-    """The rank of each add's result."""
-    return [len(c.ty.shape.values) for c in calls(mod, "relax.add")]
+def _ranks(mod, op: str) -> list[int]:
+    """The rank of each `op` call's result."""
+    return [len(c.ty.shape.values) for c in calls(mod, op)]
 
 
-def test_the_bias_moves_to_the_gemm_rows_and_matches():
-    m = linear(["n", "t", 16])
+@pytest.mark.parametrize("activation", ["Relu", "Sigmoid", None])
+def test_the_bias_moves_to_the_gemm_rows_and_matches(activation):
+    m = linear(["n", "t", 16], activation=activation)
     mod = _relax(m)
-    assert _bias_ranks(mod) == [3]
+    assert _ranks(mod, "relax.add") == [3]
     folded = gemm_rows.fold()(mod)
     assert relax.analysis.check_well_formed(folded)
-    assert _bias_ranks(folded) == [2]  # beside the GEMM over n * t rows: FuseOps fuses it there
-    assert [len(c.args[0].ty.shape.values) for c in calls(folded, "relax.matmul")] == [2]
+    # beside the GEMM over n * t rows, FuseOps fuses them into it; an add that is the output stays
+    assert _ranks(folded, "relax.add") == [3 if activation is None else 2]
+    if activation:
+        assert _ranks(folded, f"relax.{'nn.' if activation == 'Relu' else ''}{activation.lower()}") == [2]
+    assert [len(c.args[0].ty.shape.values) for c in calls(folded, "relax.matmul")] == [3 if activation is None else 2]
     tvm.ir.assert_structural_equal(folded, gemm_rows.fold()(folded))
+    if activation is None:
+        return
     tgt = targets.parse("host")
     with tgt.tvm_target():
         legal = tvm.transform.Sequential(legalize_passes(tgt))(mod)

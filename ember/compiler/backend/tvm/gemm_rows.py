@@ -10,12 +10,14 @@ itself, with the add on the 2-D side:
 
     add(matmul(a, W), b)  ->  reshape(add(matmul(reshape(a, [rows, K]), W), b), [..., M, N])
 
-where b is a constant that broadcasts along N only. The add then fuses into the
-GEMM, and the reshapes are views. `fold()` is the module pass.
+where b is a constant that broadcasts along N only; an activation read only
+from it (Relu, Sigmoid, ...) moves to the 2-D side as well. They then fuse into
+the GEMM, and the reshapes are views. `fold()` is the module pass.
 """
 
 from __future__ import annotations
 
+from ember.compiler.backend.tvm.permutes import UNARY
 from ember.compiler.backend.tvm.relax_util import read_counts
 
 
@@ -63,7 +65,8 @@ def fold():
         return a, dims, int(w.value.shape[1])
 
     def pairs(func) -> dict:
-        """matmul var -> (its call, a's dims, N, the bias) for each GEMM whose one reader is a bias add."""
+        """matmul var -> (its call, a's dims, N, the bias) for each GEMM whose one reader is a bias add
+        (one inside the dataflow block: a block's output stays as written)."""
         uses, gemms, out = read_counts(func), {}, {}
         for block in getattr(func.body, "blocks", []):
             for b in block.bindings if isinstance(block, relax.DataflowBlock) else []:
@@ -71,7 +74,7 @@ def fold():
                 found = gemm_by_constant(value) if isinstance(b, relax.VarBinding) else None
                 if found is not None and isinstance(b.var, relax.DataflowVar) and uses.get(b.var, 0) == 1:
                     gemms[b.var] = (value, *found[1:])
-                elif isinstance(value, relax.Call) and value.op.same_as(add):
+                elif isinstance(value, relax.Call) and value.op.same_as(add) and isinstance(b.var, relax.DataflowVar):
                     for x, c in (value.args, reversed(value.args)):
                         if x in gemms and (bias := _row_bias(c, gemms[x][2], len(gemms[x][1]))) is not None:
                             out[x] = (*gemms[x], bias)
@@ -83,6 +86,8 @@ def fold():
         def __init__(self, mod, func):
             super().__init__(mod)
             self.gemms = pairs(func)
+            self.uses = read_counts(func)
+            self.rows = {}  # new var -> (its 2-D value, the dims it is reshaped to)
 
         def visit_var_binding_(self, binding):
             if binding.var in self.gemms:
@@ -93,7 +98,19 @@ def fold():
                 if x is not None:
                     self.set_var_remap(binding.var, self._with_bias(*self.gemms[x]))
                     return
+            if (isinstance(value, relax.Call) and getattr(value.op, "name", "") in UNARY and len(value.args) == 1
+                    and isinstance(binding.var, relax.DataflowVar)  # a block's output stays as written
+                    and self.uses.get(value.args[0], 0) == 1 and self.visit_expr(value.args[0]) in self.rows):
+                z, dims = self.rows[self.visit_expr(value.args[0])]  # an activation: on the rows too
+                u = self.builder_.emit(relax.Call(value.op, [z], value.attrs, value.ty_args))
+                self.set_var_remap(binding.var, self._reshaped(u, dims))
+                return
             super().visit_var_binding_(binding)
+
+        def _reshaped(self, z, dims):
+            out = self.builder_.emit(relax.op.reshape(z, relax.ShapeExpr(dims)))
+            self.rows[out] = (z, dims)
+            return out
 
         def _with_bias(self, gemm, dims, n, bias):
             rows = dims[0]
@@ -102,7 +119,7 @@ def fold():
             a = self.builder_.emit(relax.op.reshape(self.visit_expr(gemm.args[0]), relax.ShapeExpr([rows, dims[-1]])))
             y = self.builder_.emit(relax.Call(gemm.op, [a, gemm.args[1]], gemm.attrs, gemm.ty_args))
             z = self.builder_.emit(relax.op.add(y, relax.const(bias, "float32")))
-            return self.builder_.emit(relax.op.reshape(z, relax.ShapeExpr([*dims[:-1], n])))
+            return self._reshaped(z, [*dims[:-1], n])
 
     @tvm.transform.module_pass(opt_level=0, name="EmberGemmRows")
     def _pass(mod, _ctx):
