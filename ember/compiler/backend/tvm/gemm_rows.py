@@ -18,7 +18,7 @@ the GEMM, and the reshapes are views. `fold()` is the module pass.
 from __future__ import annotations
 
 from ember.compiler.backend.tvm.permutes import UNARY
-from ember.compiler.backend.tvm.relax_util import read_counts
+from ember.compiler.backend.tvm.relax_util import read_counts, rewrite_functions
 
 
 def _symbolic_rows(a) -> list | None:
@@ -100,8 +100,9 @@ def fold():
                     return
             if (isinstance(value, relax.Call) and getattr(value.op, "name", "") in UNARY and len(value.args) == 1
                     and isinstance(binding.var, relax.DataflowVar)  # a block's output stays as written
-                    and self.uses.get(value.args[0], 0) == 1 and self.visit_expr(value.args[0]) in self.rows):
-                z, dims = self.rows[self.visit_expr(value.args[0])]  # an activation: on the rows too
+                    and self.uses.get(value.args[0], 0) == 1
+                    and (on_rows := self.rows.get(self.visit_expr(value.args[0]))) is not None):
+                z, dims = on_rows  # an activation: on the rows too
                 u = self.builder_.emit(relax.Call(value.op, [z], value.attrs, value.ty_args))
                 self.set_var_remap(binding.var, self._reshaped(u, dims))
                 return
@@ -123,11 +124,6 @@ def fold():
 
     @tvm.transform.module_pass(opt_level=0, name="EmberGemmRows")
     def _pass(mod, _ctx):
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                f = Rows(mod, func)
-                f.builder_.update_func(gv, f.visit_expr(func))
-                mod = f.builder_.get()
-        return mod
+        return rewrite_functions(mod, Rows)
 
     return _pass

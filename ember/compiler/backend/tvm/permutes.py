@@ -20,7 +20,7 @@ DB detector's head two full copies of each map. `fold()` is the module pass.
 
 from __future__ import annotations
 
-from ember.compiler.backend.tvm.relax_util import read_counts
+from ember.compiler.backend.tvm.relax_util import read_counts, rewrite_functions
 
 # elementwise ops a permute moves below: unary, and binary with a constant operand
 UNARY = frozenset({"relax.nn.relu", "relax.sigmoid", "relax.tanh", "relax.exp", "relax.negative", "relax.nn.silu",
@@ -128,11 +128,6 @@ def fold():
 
     @tvm.transform.module_pass(opt_level=0, name="EmberFoldPermutes")
     def _pass(mod, _ctx):
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                f = Fold(mod, func)
-                f.builder_.update_func(gv, f.visit_expr(func))
-                mod = f.builder_.get()
-        return relax.transform.DeadCodeElimination()(mod)
+        return relax.transform.DeadCodeElimination()(rewrite_functions(mod, Fold))
 
     return _pass

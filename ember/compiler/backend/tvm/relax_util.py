@@ -79,6 +79,18 @@ def calls(mod, op_name: str) -> list:
     return found
 
 
+def rewrite_functions(mod, mutator):
+    """`mod` with each Relax function rewritten by `mutator(mod, func)`, a PyExprMutator."""
+    from tvm import relax
+
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            m = mutator(mod, func)
+            m.builder_.update_func(gv, m.visit_expr(func))
+            mod = m.builder_.get()
+    return mod
+
+
 def read_counts(func) -> dict:
     """Times each variable is read in the Relax function `func`."""
     from tvm import relax
