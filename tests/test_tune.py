@@ -32,7 +32,13 @@ def test_tune_then_compile_with_db(tmp_path, capsys):
     e2e = report["end_to_end"]  # both builds of the model timed, VM included
     assert e2e["default_ms"] > 0 and e2e["tuned_ms"] > 0
     assert sum(t["trials"] for t in report["tasks"]) >= 4
-    assert (db / "report" / "tuning-report.md").read_text().startswith("# Tuning report")
+    md = (db / "report" / "tuning-report.md").read_text()
+    assert md.startswith("# Tuning report")
+    named = {t["name"]: t for t in report["tasks"] if t["decision_names"]}  # the conv's and the Gemm's
+    conv = next(t for name, t in named.items() if "conv2d" in name)
+    assert conv["decision_names"] == ["rows per register tile", "reduction steps unrolled"]
+    assert all(len(t["default_decisions"]) == len(t["decision_names"]) for t in named.values())
+    assert "rows per register tile" in md
     verdicts = json.loads((db / END_TO_END).read_text())  # the timing, kept for compile to heed
     assert list(verdicts.values()) == [e2e]
     out = tmp_path / "art"

@@ -45,7 +45,7 @@ def test_the_default_decisions_give_the_default_kernel(tasks):
     for t in spaces:
         sch = tvm.s_tir.Schedule(t.dispatched[0])
         schedule.design_space(sch)
-        rows, unroll = schedule.decisions(sch.trace)
+        (_, rows), (_, unroll) = schedule.decisions(sch.trace)
         fresh = tvm.s_tir.Schedule(t.dispatched[0])
         name, _ = schedule._kernel(schedule._blocks(fresh))
         mr = int(fresh.get(fresh.get_sblock(name)).annotations["ember_mr"])
@@ -79,6 +79,40 @@ def test_another_decision_is_another_kernel_that_computes_the_same(tasks):
         lib["main"](*args, out)
         results.append(out.numpy())
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-5)
+    assert np.abs(results[0]).max() > 0
+
+
+def test_a_depthwise_kernels_tile_is_searched_and_computes_the_same():
+    """The depthwise convolution's register tile (pixels x channels) is a pair of decisions:
+    the rule's give the default kernel; the largest ones another kernel with the same values."""
+    import numpy as np
+    from tvm import te
+
+    from ember.compiler.backend.tvm import kernels
+
+    x, wt = te.placeholder((1, 10, 16, 64), name="x"), te.placeholder((3, 3, 64), name="wt")
+    func = te.create_prim_func([x, wt, kernels.depthwise_nhwc(x, wt, (1, 1), (1, 1, 1, 1), (1, 1))])
+    tvm_target = targets.parse("host").tvm_target()
+    assert schedule.has_design_space(func)
+    sch = tvm.s_tir.Schedule(func)
+    schedule.design_space(sch)
+    assert schedule.decisions(sch.trace) == [("pixels per register tile", 8), ("channels per register tile", 16)]
+    assert _llvm(sch, tvm_target) == _llvm(schedule.default_schedule(func), tvm_target)
+    trace = sch.trace
+    for inst in [i for i in sch.trace.insts if i.kind.name == "SampleCategorical"]:
+        trace = trace.with_decision(inst, len(inst.attrs[0]) - 1, remove_postproc=True)
+    varied = tvm.s_tir.Schedule(func)
+    trace.apply_to_schedule(varied, remove_postproc=True)
+    assert [v for _, v in schedule.decisions(varied.trace)] == [16, 64]
+    rng = np.random.default_rng(3)
+    args = [rng.standard_normal((1, 10, 16, 64)).astype(np.float32), rng.standard_normal((3, 3, 64)).astype(np.float32)]
+    results = []
+    for s in (schedule.default_schedule(func), varied):
+        lib = tvm.tirx.build(s.mod["main"].with_attr("global_symbol", "main"), target=tvm_target)
+        out = tvm.runtime.tensor(np.zeros((1, 10, 16, 64), np.float32))
+        lib["main"](*(tvm.runtime.tensor(a) for a in args), out)
+        results.append(out.numpy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-6)
     assert np.abs(results[0]).max() > 0
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ember.compiler.backend.tvm.schedule import DECISIONS
 from ember.fileutil import atomic_write_text
 
 
@@ -20,8 +19,10 @@ class TaskStat:
     default_ms: float | None = None
     best_ms: float | None = None
     trials: int = 0
-    # Ember's design space (schedule.DECISIONS): the rule's values, and the best record's
-    # (None: the best is the default schedule, or the kernel is searched in the generic space)
+    # Ember's design space (schedule.decision_names): the decisions' names, the rule's values, and
+    # the best record's (None: the best is the default schedule, or the kernel is searched in
+    # MetaSchedule's generic space)
+    decision_names: list[str] | None = None
     default_decisions: list[int] | None = None
     tuned_decisions: list[int] | None = None
 
@@ -66,7 +67,7 @@ class TuneReport:
                 "default_estimate_ms": None if default is None else round(default, 4), "tuned_estimate_ms": round(self.estimate_ms(), 4),
                 "tasks": [{"name": t.name, "weight": t.weight, "trials": t.trials,
                            "default_ms": t.default_ms, "best_ms": t.best_ms,
-                           "default_decisions": t.default_decisions, "tuned_decisions": t.tuned_decisions,
+                           "decision_names": t.decision_names, "default_decisions": t.default_decisions, "tuned_decisions": t.tuned_decisions,
                            "share": round(t.weight * (t.current_ms() or 0.0) / total, 4)} for t in self.tasks],
                 "end_to_end": self.end_to_end,
                 "warm_start": {"from": self.warm_start_from, "tasks": self.warm_start} if self.warm_start_from else None,
@@ -79,7 +80,7 @@ class TuneReport:
                  f"{d['seconds']} s{' (interrupted)' if self.interrupted else ''}", "",
                  self.summary() + " (kernel time: the sum over kernels of calls x best latency, "
                  "without the VM's own overhead)", "", *self._end_to_end_lines(),
-                 f"Decisions of Ember's kernels ({'; '.join(DECISIONS)}): default -> best record "
+                 "Decisions of Ember's kernels: default -> best record "
                  "('=': the default schedule is still the best). "
                  f"Seed: {'none (random)' if self.seed is None else self.seed}.", "",
                  "| task | calls | trials | default ms | tuned ms | share | decisions |",
@@ -150,5 +151,6 @@ def _decisions(t: dict[str, Any]) -> str:
     default, tuned = t.get("default_decisions"), t.get("tuned_decisions")
     if not default:
         return ""
-    text = "/".join(map(str, default))
-    return text + " -> " + ("=" if tuned is None else "/".join(map(str, tuned)))
+    names = t.get("decision_names") or [""] * len(default)
+    return "; ".join(f"{name} {d} -> {'=' if tuned is None else tuned[i]}".strip()
+                     for i, (name, d) in enumerate(zip(names, default)))

@@ -282,19 +282,23 @@ def tune_contexts(tasks, work_dir: str, num_threads: int, seed: int | None = Non
 
 
 def _record_decisions(report: TuneReport, extracted, ms_db) -> None:
-    """Per task of Ember's design space: the default schedule's decisions and the best
-    record's (None where the best is the default schedule itself)."""
+    """Per task of Ember's design space: the default schedule's decisions (names and values)
+    and the best record's values (None where the best is the default schedule itself)."""
     for stat, task in zip(report.tasks, extracted):
         mod = task.dispatched[0]
         if not schedule.has_design_space(mod["main"]):
             continue
         sch = tvm.s_tir.Schedule(mod)
         schedule.design_space(sch)
-        stat.default_decisions = schedule.decisions(sch.trace)
+        default = schedule.decisions(sch.trace)
+        if not default:  # nothing to vary in this kernel (run-time extents)
+            continue
+        stat.decision_names = [name for name, _ in default]
+        stat.default_decisions = [v for _, v in default]
         if ms_db.has_workload(mod):
             best = ms_db.get_top_k(ms_db.commit_workload(mod), 1)
             tuned = schedule.decisions(best[0].trace) if best else []
-            stat.tuned_decisions = tuned or None
+            stat.tuned_decisions = [v for _, v in tuned] or None
 
 
 def _finish(report: TuneReport, t0: float, report_dir: str | None, say) -> TuneReport:

@@ -118,42 +118,46 @@ def _product(values) -> int:
     return out
 
 
-# The decisions the default schedules take by rule and a tuning search may vary (`space=True`):
-# sampled instructions in the schedule's trace, in this order, whose default decision is the rule's.
-# NR (the packed weight panel's width) is not among them: the packing is fixed before scheduling.
-DECISIONS = ("rows per register tile", "reduction steps unrolled")
+# The decisions the default schedules take by rule and a tuning search may vary (`space`: a list
+# the schedule appends the names of the decisions it samples to): sampled instructions in the
+# schedule's trace whose default decision is the rule's; `design_space` records their names in the
+# trace (DECISIONS_KEY), so a stored record says what it chose. NR (the packed weight panel's width)
+# is not among them: the packing is fixed before scheduling.
+DECISIONS_KEY = "ember_decisions"
 
 
-def _choice(sch, default: int, candidates: list[int]):
-    """A sampled value among `candidates`, `default` its decision. A categorical, not a
-    sampled tile: a tile of 1 would drop loops the recorded schedule steps expect
-    (reverse_compute_at makes none for a unit extent), so a trace could not replay it."""
+def _choice(sch, default: int, candidates: list[int], name: str, space: list[str]):
+    """A sampled value among `candidates` named `name` (appended to `space`), `default` its
+    decision. A categorical, not a sampled tile: a tile of 1 would drop loops the recorded
+    schedule steps expect (reverse_compute_at makes none for a unit extent), so a trace could
+    not replay it."""
     values = sorted(set(candidates) | {default})
+    space.append(name)
     return sch.sample_categorical(values, [1.0 / len(values)] * len(values), decision=values.index(default))
 
 
-def _rows_split(sch, m, mr: int, space: bool, budget: int = 16):
+def _rows_split(sch, m, mr: int, space: list[str] | None, budget: int = 16):
     """Split the row loop into tiles of `mr` rows: a fixed split, or (`space`, static
     rows) a sampled one among the divisors of the rows up to `budget` (default `mr`)."""
     ext = _extent(sch, m)
-    if space and ext and ext % mr == 0 and mr >= 2:
+    if space is not None and ext and ext % mr == 0 and mr >= 2:
         options = [d for d in range(2, min(budget, ext) + 1) if ext % d == 0]
-        return sch.split(m, [None, _choice(sch, mr, options)])
+        return sch.split(m, [None, _choice(sch, mr, options, "rows per register tile", space)])
     return sch.split(m, [None, mr])
 
 
-def _reduction_unroll(sch, ks: list, space: bool) -> tuple[list, list]:
+def _reduction_unroll(sch, ks: list, space: list[str] | None) -> tuple[list, list]:
     """(`space`, static innermost reduction) That loop split into an outer part and an
     unrolled inner part of a sampled length (default 1: nothing unrolled)."""
     ext = _extent(sch, ks[-1]) if ks else None
-    if not (space and ext and ext > 1):
+    if not (space is not None and ext and ext > 1):
         return ks, []
     options = [u for u in (1, 2, 4, 8) if ext % u == 0]
-    ko, ki = sch.split(ks[-1], [None, _choice(sch, 1, options)])
+    ko, ki = sch.split(ks[-1], [None, _choice(sch, 1, options, "reduction steps unrolled", space)])
     return [*ks[:-1], ko], [ki]
 
 
-def schedule_gemm(sch, block, space: bool = False) -> None:
+def schedule_gemm(sch, block, space: list[str] | None = None) -> None:
     ann = sch.get(block).annotations
     mr, nr = int(ann["ember_mr"]), int(ann["ember_nr"])
     loops = sch.get_loops(block)
@@ -183,7 +187,7 @@ def schedule_gemm(sch, block, space: bool = False) -> None:
         sch.unroll(loop)
 
 
-def schedule_qgemm(sch, block, space: bool = False) -> None:
+def schedule_qgemm(sch, block, space: list[str] | None = None) -> None:
     """The int8 and bf16 GEMMs: like `schedule_gemm`, with the reduction in groups of
     the instruction's depth and the innermost step tensorized with the
     target's dot-product instruction (or vectorized int32 loops without
@@ -257,7 +261,10 @@ def _schedule_pad(sch, block) -> None:
             _tail(sch, p, 1)
 
 
-def schedule_depthwise(sch, block) -> None:
+def schedule_depthwise(sch, block, space: list[str] | None = None) -> None:
+    """A register tile of (pixels along x) x (channels, vectorized), accumulated over the
+    window, parallel over output rows. `space`: the tile's pixels (divisors of the width up
+    to 16) and channels (1, 2 or 4 vectors) are sampled decisions."""
     # read the input through the padding condition (lane-invariant: it
     # stays a branch, not a masked load) instead of copying it padded
     for p in sch.get_producers(block):
@@ -268,11 +275,18 @@ def schedule_depthwise(sch, block) -> None:
     lanes = 16 if cext % 16 == 0 else 8 if cext % 8 == 0 else 4 if cext % 4 == 0 else 1
     xext = _extent(sch, x) or 1
     xr = next(r for r in (8, 7, 4, 2, 1) if xext % r == 0)
+    vector = lanes > 1
+    if space is not None and xr >= 2 and vector and _extent(sch, x) and _extent(sch, c):
+        # a tile of 1 pixel is left out: reverse_compute_at makes no loop for it (see _choice)
+        xr = _choice(sch, xr, [r for r in range(2, min(16, xext) + 1) if xext % r == 0], "pixels per register tile",
+                     space)
+        lanes = _choice(sch, lanes, [lanes * v for v in (1, 2, 4) if cext % (lanes * v) == 0],
+                        "channels per register tile", space)
     xo, xi = sch.split(x, [None, xr])
     co, ci = sch.split(c, [None, lanes])
     sch.reorder(b, y, xo, co, ky, kx, xi, ci)
     wb = sch.cache_write(block, 0, "local")
-    _register_tile(sch, block, wb, at=co, outer=[b, y], rows=xi, lanes=ci if lanes > 1 else None, reduction=ky)
+    _register_tile(sch, block, wb, at=co, outer=[b, y], rows=xi, lanes=ci if vector else None, reduction=ky)
 
 
 def _lane_reduction(sch, name: str, lanes: int = 16):
@@ -463,7 +477,7 @@ def schedule_generic(sch) -> None:
             _tail(sch, b, 1)
 
 
-def schedule_winograd(sch, block, space: bool = False) -> None:
+def schedule_winograd(sch, block, space: list[str] | None = None) -> None:
     """The three stages: input transform parallel over tiles (positions
     unrolled, channels vectorized, padding read in place), the GEMM as
     `schedule_gemm`, the output transform with its epilogue parallel
@@ -503,7 +517,7 @@ def _blocks(sch) -> list[str]:
 _KERNELS = ((winograd.GEMM, schedule_winograd), (kernels.QGEMM, schedule_qgemm), (kernels.GEMM, schedule_gemm),
             (kernels.DEPTHWISE, schedule_depthwise), (kernels.SOFTMAX, schedule_softmax),
             (kernels.LAYERNORM, schedule_layer_norm))
-_SPACES = (winograd.GEMM, kernels.QGEMM, kernels.GEMM)  # the kernels whose schedules have DECISIONS
+_SPACES = (winograd.GEMM, kernels.QGEMM, kernels.GEMM, kernels.DEPTHWISE)  # the kernels whose schedules have decisions
 
 
 def _kernel(names: list[str]):
@@ -548,18 +562,26 @@ def has_design_space(func) -> bool:
 
 def design_space(sch):
     """MetaSchedule's space of Ember's schedule for one kernel (a ScheduleFn): the default
-    schedule with its DECISIONS as sampled instructions whose default decisions are the
-    rule's, so a search explores variants of the kernel and starts from the default."""
+    schedule with its decisions as sampled instructions whose default decisions are the
+    rule's, so a search explores variants of the kernel and starts from the default. The
+    decisions' names are an annotation of the function's root block (DECISIONS_KEY; the kernel's
+    own block may be gone, replaced by a tensor intrinsic's)."""
     name, fn = _kernel(_blocks(sch))
-    fn(sch, sch.get_sblock(name), space=True)
+    taken: list[str] = []
+    fn(sch, sch.get_sblock(name), space=taken)
+    if taken:
+        sch.annotate(sch.get_sblock("root"), DECISIONS_KEY, ";".join(taken))
     return sch
 
 
-def decisions(trace) -> list[int]:
-    """The values of DECISIONS sampled in a trace, in order; empty for a trace without
-    them (a default schedule's)."""
-    return [int(inst.attrs[0][int(trace.decisions[inst])]) for inst in trace.insts
-            if inst.kind.name == "SampleCategorical"]
+def decisions(trace) -> list[tuple[str, int]]:
+    """(name, value) of each decision sampled in a trace, in order; empty for a trace
+    without them (a default schedule's)."""
+    values = [int(inst.attrs[0][int(trace.decisions[inst])]) for inst in trace.insts
+              if inst.kind.name == "SampleCategorical"]
+    names = next((str(inst.inputs[1]).strip('"').split(";") for inst in trace.insts
+                  if inst.kind.name == "Annotate" and inst.attrs and str(inst.attrs[0]) == DECISIONS_KEY), [])
+    return list(zip(names, values)) if len(names) == len(values) else [("", v) for v in values]
 
 
 def choice_mutator():
