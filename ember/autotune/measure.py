@@ -14,6 +14,7 @@ import numpy as np
 import tvm
 from tvm import relax
 from tvm.driver import build as tvm_build
+from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 from tvm.support import cc
@@ -143,8 +144,43 @@ def builder(tgt):
     """MetaSchedule's builder for the candidates: `build_candidate` in worker
     processes, exported with the target's cross linker where it has one."""
     linker = tgt.info.linker if tgt.cross_compiler() is not None else None
-    return ms.builder.LocalBuilder(timeout_sec=300, f_build=build_candidate,
-                                   f_export=functools.partial(export_shared, linker) if linker else None)
+    return PooledBuilder(build_candidate, functools.partial(export_shared, linker) if linker else None,
+                         timeout_sec=300)
+
+
+@derived_object
+class PooledBuilder(ms.builder.PyBuilder):
+    """MetaSchedule's LocalBuilder, keeping its worker processes between batches. LocalBuilder
+    starts new ones for every batch (each imports TVM and this module: on 2 cores, a third of a
+    batch's build time went to that); these are replaced every `restart` batches instead (what
+    LocalBuilder's fresh start guards against: memory that grows in long-lived workers)."""
+
+    def __init__(self, f_build, f_export, timeout_sec: float, max_workers: int | None = None, restart: int = 32):
+        super().__init__()
+        self.f_build, self.f_export, self.timeout_sec = f_build, f_export, timeout_sec
+        self.max_workers, self.restart = max_workers or os.cpu_count() or 1, restart
+        self.pool, self.batches = None, 0
+
+    def build(self, build_inputs):
+        from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+        from tvm.s_tir.meta_schedule.builder import local_builder
+
+        if self.pool is None or self.batches >= self.restart:
+            if self.pool is not None:
+                self.pool.shutdown()
+            self.pool, self.batches = PopenPoolExecutor(max_workers=self.max_workers, timeout=self.timeout_sec), 0
+        self.batches += 1
+        jobs = [(self.f_build, self.f_export, b.mod, b.target, local_builder._serialize_params(b.params))
+                for b in build_inputs]
+        results = []
+        for r in self.pool.map_with_error_catching(lambda job: local_builder._worker_func(*job), jobs):
+            if r.status == StatusKind.COMPLETE:
+                results.append(ms.builder.BuilderResult(r.value, None))
+            elif r.status == StatusKind.TIMEOUT:
+                results.append(ms.builder.BuilderResult(None, f"build timed out after {self.timeout_sec} s"))
+            else:
+                results.append(ms.builder.BuilderResult(None, f"build failed: {r.value}"))
+        return results
 
 
 def runner(rpc: dict[str, Any] | None):

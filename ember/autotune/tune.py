@@ -273,9 +273,15 @@ def tune_contexts(tasks, work_dir: str, num_threads: int, seed: int | None = Non
     for task, logger, rand_state in zip(tasks, get_loggers_from_work_dir(work_dir, [t.task_name for t in tasks]),
                                         fork_seed(seed, n=len(tasks))):
         ember = schedule.has_design_space(task.dispatched[0]["main"])
+        search = strategy
+        if ember and strategy == "evolutionary":
+            # Ember's spaces hold tens of kernels, not millions: MetaSchedule's population of 512
+            # evolved 4 times spent a third of a search's time on mutations that found nothing new
+            search = ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16,
+                                                           genetic_num_iters=2)
         contexts.append(ms.TuneContext(mod=task.dispatched[0], target=task.target,
                                        space_generator=space if ember else "post-order-apply",
-                                       search_strategy=strategy, task_name=task.task_name, logger=logger,
+                                       search_strategy=search, task_name=task.task_name, logger=logger,
                                        rand_state=rand_state, num_threads=num_threads).clone())
         weights.append(task.weight)
     return contexts, weights
