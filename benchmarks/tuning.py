@@ -4,7 +4,9 @@
 
 For each model (default: SqueezeNet and ResNet-50 from the onnx wheel with
 seeded random weights, MobileNetV2 exported from PyTorch, the real MiniLM
-sentence encoder): onnxruntime latency (2 threads), Ember latency with its
+sentence encoder; also any model with real weights of ember/models/wheels.py,
+by name, specialized to its first size for tuning, compiling and timing alike):
+onnxruntime latency (2 threads), Ember latency with its
 default schedules (no tuning), then `ember tune` for the stated time budget
 and Ember latency with the tuning database, with the tuning wall time and
 the ratios Ember time / onnxruntime time (lower is better; < 1 is faster than
@@ -35,28 +37,40 @@ import ember
 DEFAULT = ["squeezenet", "resnet50", "mobilenet_v2", "minilm"]
 
 
-def bench(name, m, feeds, budget, tune_seconds, db_dir: Path) -> dict:
+def bench(name, m, feeds, budget, tune_seconds, db_dir: Path, shapes: dict | None = None) -> dict:
     row: dict = {"model": name}
     ref, _ = run_onnxruntime(m, feeds)
     sess = session(m, threads=2)
-    cm = ember.compile(m)
+    cm = ember.compile(m, input_shapes=shapes)
     row["err_untuned"] = max_error(cm.run(feeds), ref)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.onnx"
         onnx.save(m, path)
         db = db_dir / name
         t0 = time.perf_counter()
-        report = tune(path, db=str(db), seconds=tune_seconds, report_dir=str(db / "report"),
+        report = tune(path, db=str(db), seconds=tune_seconds, report_dir=str(db / "report"), input_shapes=shapes,
                       progress=lambda msg: print(f"   {name}: {msg}", file=sys.stderr, flush=True))
         row["tune_s"] = time.perf_counter() - t0
         row["trials"] = sum(t.trials for t in report.tasks)
-        tuned = ember.compile(path, db=str(db))
+        tuned = ember.compile(path, db=str(db), input_shapes=shapes)
     row["err_tuned"] = max_error(tuned.run(feeds), ref)
     # timed in turn, after tuning: the machine's state drifts over minutes
     t = timed_together({"ort": lambda: sess.run(None, feeds), "untuned": lambda: cm.run(feeds),
                         "tuned": lambda: tuned.run(feeds)}, budget)
     row.update(ort_ms=t["ort"] * 1e3, untuned_ms=t["untuned"] * 1e3, tuned_ms=t["tuned"] * 1e3)
     return row
+
+
+def _models(names: list[str]):
+    """(name, model, feeds, input shapes or None): the benchmark models, then the wheels' models."""
+    from ember.models import wheels
+
+    for name, m, feeds in models([n for n in names if n not in wheels.MODELS] or ["-"] if names else None):
+        yield name, m, feeds, None
+    for name in (n for n in names if n in wheels.MODELS):
+        wm = wheels.MODELS[name]
+        feeds = wheels.feeds(wm, wm.sizes[0])
+        yield name, onnx.load(str(wheels.path(name))), feeds, {k: v.shape for k, v in feeds.items()}
 
 
 def main() -> int:
@@ -69,9 +83,9 @@ def main() -> int:
     os.environ.setdefault("TVM_NUM_THREADS", "2")
     seconds = parse_duration(args.tune_time)
     rows = []
-    for name, m, feeds in models(args.models):
+    for name, m, feeds, shapes in _models(args.models):
         print(f".. {name}", file=sys.stderr, flush=True)
-        rows.append(bench(name, m, feeds, args.budget, seconds, Path(args.db_dir)))
+        rows.append(bench(name, m, feeds, args.budget, seconds, Path(args.db_dir), shapes))
     head = (f"{'model':13s} {'ORT ms':>8s} {'untuned ms':>10s} {'tuned ms':>9s} {'untuned/ORT':>11s} "
             f"{'tuned/ORT':>9s} {'tune s':>7s} {'trials':>6s} {'max err':>8s}")
     print(f"2 threads; tuning budget {args.tune_time} per model; ratios: Ember time / onnxruntime time")
