@@ -32,8 +32,14 @@ def compile_and_check(tmp_path, m: onnx.ModelProto, feeds: dict):
     return proc
 
 
+# The plain conv + big-FC classics (AlexNet, ZFNet-512, VGG-19) and Inception v1 (v2's kind) took
+# 2.4 minutes of CI here without covering a layer kind the others do not; benchmarks/
+# optimization_levels.py runs and checks all nine.
+SUITE = ("densenet121", "inception_v2", "resnet50", "shufflenet", "squeezenet")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", zoo.LIGHT_MODELS)
+@pytest.mark.parametrize("name", SUITE)
 def test_light_models(tmp_path, name):
     m = zoo.light_model(name, seed=0, logits=True)
     feeds, other = zoo.random_inputs(m, seed=1), zoo.random_inputs(m, seed=2)
