@@ -34,12 +34,19 @@ def default_schedule(func, tgt, tvm_target):
 
 def measure_schedules(extracted, schedules, tgt, tvm_target, builder, runner) -> list[tuple[Any, float] | None]:
     """(schedule, mean seconds) for each task's schedule (None: none, or it failed to
-    build or run), built and timed by MetaSchedule's builder and runner."""
-    todo = [i for i, sch in enumerate(schedules) if sch is not None]
+    build or run; a kernel over run-time sizes, a shape computation's, cannot be timed alone),
+    built and timed by MetaSchedule's builder and runner."""
+    args = {}
+    for i, sch in enumerate(schedules):
+        if sch is not None:
+            try:
+                args[i] = ms.arg_info.ArgInfo.from_prim_func(extracted[i].dispatched[0]["main"])
+            except Exception:  # a symbolic shape: no tensors to time it on
+                pass
+    todo = sorted(args)
     built = builder.build([ms.builder.BuilderInput(schedules[i].mod, tvm_target) for i in todo])
     ok = [(i, b) for i, b in zip(todo, built) if b.error_msg is None]
-    inputs = [ms.runner.RunnerInput(b.artifact_path, device_type=for_target(tgt).DEVICE,
-                                    args_info=ms.arg_info.ArgInfo.from_prim_func(extracted[i].dispatched[0]["main"]))
+    inputs = [ms.runner.RunnerInput(b.artifact_path, device_type=for_target(tgt).DEVICE, args_info=args[i])
               for i, b in ok]
     out: list[tuple[Any, float] | None] = [None] * len(extracted)
     for (i, _), future in zip(ok, runner.run(inputs)):
