@@ -273,13 +273,40 @@ def exp_f32(x):
 def softmax_last_axis(x):
     """TE: softmax over the last axis of a float32 tensor: row maximum, e^(x - max)
     stored once, its sum, and the quotient (TVM's computed e^(x - max) twice,
-    with libm's scalar expf). Any dim may be symbolic."""
+    with libm's scalar expf). Any dim may be symbolic. A run-time row length: the maximum and
+    the sum run over its whole vectors (`ROW_VECTOR`, summed in vector lanes) and then over the
+    rest, one by one; the exponentials and quotients are plain loops LLVM vectorizes (over the
+    whole row TVM ran them scalar: 3x the static kernel's time over 384 tokens)."""
     *outer, n = list(x.shape)
+    if not isinstance(n, (int, tirx.IntImm)):
+        return _softmax_run_time_rows(x, outer, n)
     k = te.reduce_axis((0, n), name="k")
     top = te.compute(outer, lambda *i: te.max(x[(*i, k)], axis=k), name=SOFTMAX_STAGES + "max")
     e = te.compute(x.shape, lambda *i: exp_f32(x[i] - top[i[:-1]]), name=SOFTMAX_STAGES + "exp")
     j = te.reduce_axis((0, n), name="j")
     total = te.compute(outer, lambda *i: te.sum(e[(*i, j)], axis=j), name=SOFTMAX_STAGES + "sum")
+    return te.compute(x.shape, lambda *i: e[i] / total[i[:-1]], name=SOFTMAX)
+
+
+ROW_VECTOR = 16  # a run-time row's reductions run over whole vectors of this many lanes, then the rest
+
+
+def _softmax_run_time_rows(x, outer, n):
+    whole = tirx.floordiv(n, ROW_VECTOR) * ROW_VECTOR
+    rest = n - whole
+
+    def reduce(stage, combine, value):
+        k = te.reduce_axis((0, whole), name="k")
+        r = te.reduce_axis((0, rest), name="r")
+        main = te.compute(outer, lambda *i: combine(value(i, k), axis=k), name=stage)
+        tail = te.compute(outer, lambda *i: combine(value(i, whole + r), axis=r), name=stage + "_rest")
+        return main, tail
+
+    top_main, top_rest = reduce(SOFTMAX_STAGES + "max", te.max, lambda i, k: x[(*i, k)])
+    top = te.compute(outer, lambda *i: tirx.max(top_main[i], top_rest[i]), name=SOFTMAX_STAGES + "top")
+    e = te.compute(x.shape, lambda *i: exp_f32(x[i] - top[i[:-1]]), name=SOFTMAX_STAGES + "exp")
+    sum_main, sum_rest = reduce(SOFTMAX_STAGES + "sum", te.sum, lambda i, k: e[(*i, k)])
+    total = te.compute(outer, lambda *i: sum_main[i] + sum_rest[i], name=SOFTMAX_STAGES + "total")
     return te.compute(x.shape, lambda *i: e[i] / total[i[:-1]], name=SOFTMAX)
 
 

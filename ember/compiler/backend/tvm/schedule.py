@@ -30,6 +30,18 @@ def _extent(sch, loop) -> int | None:
     return int(ext) if isinstance(ext, tirx.IntImm) else None
 
 
+def _whole_vectors(sch, loop, lanes: int) -> bool:
+    """Whether a loop's extent is a multiple of `lanes` longer than one vector (static), or a
+    run-time count of whole vectors (a softmax row's, `kernels.ROW_VECTOR`)."""
+    from tvm import tirx
+    from tvm.sym import Analyzer
+
+    ext = sch.get(loop).extent
+    if isinstance(ext, tirx.IntImm):
+        return int(ext) % lanes == 0 and int(ext) > lanes
+    return Analyzer().can_prove_equal(tirx.floormod(ext, lanes), 0)
+
+
 def _inline_epilogue(sch, block) -> None:
     """Fold the elementwise consumers of `block` into it, one after another;
     the other operands they compute first (a residual's dequantization) are
@@ -294,8 +306,7 @@ def _lane_reduction(sch, name: str, lanes: int = 16):
     become a vectorizable block; returns it (or None when the row is too short)."""
     block = sch.get_sblock(name)
     k = sch.get_loops(block)[-1]
-    ext = _extent(sch, k) or 0
-    width = next((w for w in (lanes, lanes // 2, lanes // 4) if w > 1 and ext % w == 0 and ext > w), None)
+    width = next((w for w in (lanes, lanes // 2, lanes // 4) if w > 1 and _whole_vectors(sch, k, w)), None)
     if width is None:
         return None
     _, ki = sch.split(k, [None, width])
@@ -314,7 +325,7 @@ def _schedule_rows(sch, block, prefix: str) -> None:
     partials = {name: _lane_reduction(sch, name) for name in reductions}
     _inline_epilogue(sch, block)
     *outer, _ = sch.get_loops(block)
-    row = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    row = _parallel_rows(sch, outer)
     for name in stages:
         sch.compute_at(sch.get_sblock(name), row)
         if partials.get(name) is not None:
@@ -325,10 +336,29 @@ def _schedule_rows(sch, block, prefix: str) -> None:
             lanes, steps = sch.get_loops(partial)[-2:]
             sch.reorder(steps, lanes)
             sch.vectorize(lanes)
+            if _extent(sch, steps) is None:  # a run-time count of steps, maybe none: start the lanes before
+                sch.decompose_reduction(partial, steps)
     for name in stages:
         if name not in reductions and len(sch.get_loops(sch.get_sblock(name))) > 1:
             _tail(sch, sch.get_sblock(name), 1)
+        elif name in reductions and partials.get(name) is None:
+            loops = sch.get_loops(sch.get_sblock(name))
+            if len(loops) > 1 and _extent(sch, loops[-1]) is None:  # a run-time count, maybe 0: init first
+                sch.decompose_reduction(sch.get_sblock(name), loops[-1])
     _tail(sch, block, 1)
+
+
+def _parallel_rows(sch, loops):
+    """The loop to run rows in parallel over: `loops` fused. A fused loop binds its parts by
+    division and remainder, which must be by constants (quasi-affine) for `parallel`: with
+    run-time extents, at most one of them is fused (moved first), the others stay serial
+    outside (a batch, typically 1, before attention's run-time sequence of rows)."""
+    symbolic = [lp for lp in loops if _extent(sch, lp) is None]
+    if len(loops) > 1 and symbolic:
+        serial, fused = symbolic[:-1], [symbolic[-1], *(lp for lp in loops if _extent(sch, lp) is not None)]
+        sch.reorder(*serial, *fused)
+        loops = fused
+    return sch.fuse(*loops) if len(loops) > 1 else loops[0]
 
 
 def schedule_softmax(sch, block) -> None:
