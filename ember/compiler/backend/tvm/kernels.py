@@ -288,7 +288,7 @@ def softmax_last_axis(x):
     return te.compute(x.shape, lambda *i: e[i] / total[i[:-1]], name=SOFTMAX)
 
 
-ROW_VECTOR = 16  # a run-time row's reductions run over whole vectors of this many lanes, then the rest
+ROW_VECTOR = 16  # lanes a row reduction is summed in (schedule._lane_reduction); a run-time row: its whole vectors, then the rest
 
 
 def _softmax_run_time_rows(x, outer, n):

@@ -301,7 +301,7 @@ def schedule_depthwise(sch, block, space: list[str] | None = None) -> None:
     _register_tile(sch, block, wb, at=co, outer=[b, y], rows=xi, lanes=ci if vector else None, reduction=ky)
 
 
-def _lane_reduction(sch, name: str, lanes: int = 16):
+def _lane_reduction(sch, name: str, lanes: int = kernels.ROW_VECTOR):
     """Split a row reduction's loop by `lanes` and rfactor it: the partial sums
     become a vectorizable block; returns it (or None when the row is too short)."""
     block = sch.get_sblock(name)
