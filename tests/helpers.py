@@ -106,6 +106,21 @@ def ort_run(m: onnx.ModelProto, feeds: dict) -> list:
     return sess.run(None, feeds)
 
 
+def legalized(m: onnx.ModelProto):
+    """The module the host CPU pipeline schedules for a model (optimized, lowered, legalized, fused)."""
+    import tvm
+    from ember import passes, targets
+    from ember.compiler.backend.tvm import lower, pipeline
+    from ember.compiler.ir import onnx_io
+
+    ir_model = onnx_io.as_ir(m)
+    passes.optimize(ir_model)
+    mod = lower.to_relax(ir_model)
+    tgt = targets.parse("host")
+    with tgt.tvm_target():
+        return tvm.transform.Sequential(pipeline.legalize_passes(tgt))(mod)
+
+
 def run_pass(m: onnx.ModelProto, spec: str):
     """Import, run a pipeline, verify; returns (ir_model, changed)."""
     import ember.passes  # noqa: F401

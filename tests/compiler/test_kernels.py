@@ -6,10 +6,9 @@ import time
 import numpy as np
 import pytest
 import tvm
-from ember import passes
 from ember.compiler.backend.tvm import kernels, lower, pipeline, schedule
 from ember.compiler.ir import onnx_io
-from helpers import init, model, ort_run, tensor
+from helpers import init, legalized, model, ort_run, tensor
 from onnx import helper as h
 
 import ember
@@ -35,19 +34,9 @@ def _conv_model(c, o, hw, k, stride=1, pad=0, dilation=1, group=1, act=None, see
     return model(nodes, [tensor("x", [1, c, hw, hw])], [tensor(out, [1, o, oh, oh])], inits)
 
 
-def _legalized(m):
-    """The module the CPU pipeline schedules for a model (legalized, fused)."""
-    ir_model = onnx_io.as_ir(m)
-    passes.optimize(ir_model)
-    mod = lower.to_relax(ir_model)
-    tgt = targets.parse("host")
-    with tgt.tvm_target():
-        return tvm.transform.Sequential(pipeline.legalize_passes(tgt))(mod)
-
-
 def _functions(m):
     """Names of the PrimFuncs the CPU pipeline produces for a model."""
-    return [gv.name_hint for gv, f in _legalized(m).functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    return [gv.name_hint for gv, f in legalized(m).functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
 
 
 def _check(m, feeds, rtol=1e-4, atol=1e-4):
@@ -70,15 +59,33 @@ def test_conv2d_kernel_matches_onnxruntime(c, o, hw, k, stride, pad, dilation):
     _check(m, {"x": x})
 
 
-def test_depthwise_kernel_and_grouped_fallback():
+def test_depthwise_kernel():
     dw = _conv_model(16, 16, 10, 3, 2, 1, group=16, act="clip")
     assert any("ember_depthwise" in f for f in _functions(dw))
     x = np.random.default_rng(2).standard_normal((1, 16, 10, 10)).astype(np.float32) * 4
     _check(dw, {"x": x})
-    grouped = _conv_model(8, 8, 6, 3, 1, 1, group=2)  # neither dense nor depthwise: TVM's own lowering
-    names = _functions(grouped)
-    assert not any("ember_conv2d" in f or "ember_depthwise" in f for f in names)
-    _check(grouped, {"x": np.random.default_rng(3).standard_normal((1, 8, 6, 6)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("c, o, groups, k, stride", [
+    (8, 8, 2, 3, 1),      # 4 output channels a group: one GEMM over block-diagonal weights
+    (64, 64, 8, 3, 2),    # 8 a group (RegNet's width): GEMM groups of two groups
+    (64, 128, 4, 1, 1),   # 32 a group: one GEMM group each, two panels
+    (24, 12, 3, 5, 1),    # 4 a group, 3 groups: no whole vector; dense, cropped
+])
+def test_grouped_conv_runs_on_the_gemm_kernel(c, o, groups, k, stride):
+    m = _conv_model(c, o, 9, k, stride, k // 2, group=groups, act="relu")
+    assert any("ember_conv2d" in f for f in _functions(m))
+    x = np.random.default_rng(3).standard_normal((2, c, 9, 9)).astype(np.float32)
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "n"  # a run-time batch
+    m.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "n"
+    _check(m, {"x": x})
+
+
+def test_group_span_fills_whole_vectors():
+    assert kernels.group_span(groups=8, cog=8, lanes=16) == 2
+    assert kernels.group_span(groups=4, cog=16, lanes=16) == 1
+    assert kernels.group_span(groups=3, cog=4, lanes=16) == 3  # none do: one dense GEMM
+    assert kernels.group_span(groups=6, cog=4, lanes=8) == 2
 
 
 def test_matmul_kernels_constant_and_batched():
@@ -186,7 +193,7 @@ def test_an_epilogue_that_forks_and_joins_runs_inside_the_kernel(group):
               [tensor("x", [1, 16, 12, 12])], [tensor("y", None)],
               [init("w", rng.standard_normal((16, 16 // group, 3, 3)).astype(np.float32)),
                init("b", rng.standard_normal(16).astype(np.float32))], opset=17)
-    mod = _legalized(m)
+    mod = legalized(m)
     kernel = next(f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "ember" in gv.name_hint)
     sch = schedule.default_schedule(kernel)
     names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
@@ -275,11 +282,11 @@ def test_chained_selects_are_not_inlined_into_an_exponential_expression():
     """A NaN-keeping Relu reads its operand twice: inlining 12 of them into one
     expression held 2**12 copies of the first (the build took minutes from 8)."""
     m = _relu_chain(12)
-    (func,) = [f for gv, f in _legalized(m).functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    (func,) = [f for gv, f in legalized(m).functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     sch = schedule.default_schedule(func)
     assert len(str(sch.mod)) < 8 * schedule.INLINE_BUDGET  # 2**12 copies print as megabytes
     assert len(schedule._blocks(sch)) > 1  # some Relus keep a buffer
-    short = schedule.default_schedule(next(f for gv, f in _legalized(_relu_chain(2)).functions_items()
+    short = schedule.default_schedule(next(f for gv, f in legalized(_relu_chain(2)).functions_items()
                                            if isinstance(f, tvm.tirx.PrimFunc)))
     assert len(schedule._blocks(short)) == 1  # a short chain is still one loop nest
     x = np.random.default_rng(7).standard_normal((2, 64)).astype(np.float32) * 4
@@ -327,7 +334,7 @@ def test_a_forked_step_never_collects_the_parents_onnxruntime_garbage():
 
 def _winograd_funcs(m):
     """The legalized and fused PrimFuncs holding a Winograd convolution."""
-    return [f for gv, f in _legalized(m).functions_items()
+    return [f for gv, f in legalized(m).functions_items()
             if isinstance(f, tvm.tirx.PrimFunc) and "winograd" in gv.name_hint]
 
 
@@ -400,7 +407,7 @@ def test_softmax_over_run_time_rows_takes_its_schedule_and_matches():
     kernel's time at 384 tokens)."""
     m = model([h.make_node("Softmax", ["x"], ["y"], axis=-1)], [tensor("x", ["b", 4, "n", "n"])],
               [tensor("y", ["b", 4, "n", "n"])])
-    func = next(f for gv, f in _legalized(m).functions_items() if gv.name_hint.startswith("ember_softmax"))
+    func = next(f for gv, f in legalized(m).functions_items() if gv.name_hint.startswith("ember_softmax"))
     sch = tvm.s_tir.Schedule(func)
     schedule.schedule_softmax(sch, sch.get_sblock(kernels.SOFTMAX))
     script = sch.mod["main"].script()
@@ -411,25 +418,6 @@ def test_softmax_over_run_time_rows_takes_its_schedule_and_matches():
         got = cm.run({"x": x})["y"]
         e = np.exp(x.astype(np.float64) - x.max(-1, keepdims=True))
         np.testing.assert_allclose(got, e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
-
-
-def test_exp_is_within_two_ulp():
-    from tvm import te
-    from tvm.s_tir import Schedule
-
-    n = 1 << 16
-    a = te.placeholder((n,), "float32", name="a")
-    b = te.compute((n,), lambda i: kernels.exp_f32(a[i]), name="b")
-    sch = Schedule(te.create_prim_func([a, b]))
-    _, inner = sch.split(sch.get_loops(sch.get_sblock("b"))[0], [None, 16])
-    sch.vectorize(inner)
-    f = tvm.compile(sch.mod, target=targets.parse("host").tvm_target())
-    x = np.linspace(-87.3, 88.3, n).astype(np.float32)
-    out = tvm.runtime.tensor(np.zeros(n, np.float32))
-    f(tvm.runtime.tensor(x), out)
-    want = np.exp(x.astype(np.float64))
-    ulps = np.abs(out.numpy() - want) / np.spacing(want.astype(np.float32)).astype(np.float64)
-    assert ulps.max() <= 2.0, ulps.max()
 
 
 def test_layer_norm_kernel():

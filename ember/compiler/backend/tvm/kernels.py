@@ -6,7 +6,7 @@ only), so untuned code runs tens of times slower than onnxruntime. Ember
 replaces their legalization with register-blocked GEMM formulations, as
 MLAS and oneDNN do:
 
-- conv2d (NHWC, groups=1): a direct GEMM over the zero-padded input (rows:
+- conv2d (NHWC, dense or grouped): a direct GEMM over the zero-padded input (rows:
   output pixels, columns: output channels, reduction: ky, kx, c; channels
   are contiguous in NHWC, so no im2col copy), times the weights packed once
   at build time into [N/NR, K, NR] panels;
@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tvm import te, tirx
+
+from ember.compiler.backend.tvm.vector_math import exp_f32, f32 as _f32
 
 GEMM = "ember_gemm"
 DEPTHWISE = "ember_depthwise"
@@ -105,6 +107,26 @@ def pack_weights(w, nr: int, layout: str):
     return te.compute((padded(n, nr) // nr, k_total, nr), f, name="ember_pack")
 
 
+def group_span(groups: int, cog: int, lanes: int) -> int:
+    """How many of a grouped convolution's `groups` (of `cog` output channels each) one GEMM
+    group spans: the fewest whose output channels fill whole vectors of `lanes` (`groups`, one
+    dense GEMM, when none do). Spanning s groups multiplies the products by s (the weights
+    between them are zeros) and buys whole-vector register tiles that stay inside a group."""
+    return next((s for s in range(1, groups + 1) if groups % s == 0 and s * cog % lanes == 0), groups)
+
+
+def group_weights(w, groups: int, span: int):
+    """TE: grouped weights [O, KH, KW, C/groups] (OHWI) -> [O, KH, KW, span * C/groups]: each
+    output channel reads the input channels of the `span` groups its GEMM group spans, zeros
+    where they are not its own group's (a block-diagonal weight)."""
+    o, kh, kw, cig = static_ints(w.shape)
+    cog = o // groups
+    zero = tirx.const(0, w.dtype)
+    return te.compute((o, kh, kw, span * cig),
+                      lambda oi, y, x, i: tirx.if_then_else(i // cig == (oi // cog) % span, w[oi, y, x, i % cig], zero),
+                      name="ember_group")
+
+
 def pad_nhwc(x, padding):
     """TE: zero-pad an NHWC tensor spatially (no-op without padding)."""
     if not any(padding):
@@ -157,25 +179,31 @@ def run_time_rows(rows, mr: int, pad: bool = True):
     return tirx.floordiv(tirx.max(rows, 0) + (mr - 1), mr) * mr, lambda i: tirx.min(i, last)
 
 
-def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int, pad_rows: bool = True):
-    """TE: NHWC conv2d (groups=1) as a direct GEMM: rows are output pixels,
+def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int, pad_rows: bool = True,
+                groups: int = 1):
+    """TE: NHWC conv2d as a direct GEMM: rows are output pixels,
     columns output channels, the reduction runs over (ky, kx, c) of the
     zero-padded input, whose channels are contiguous: no im2col copy. Batch and
-    spatial dims may be symbolic (a symbolic width: see `run_time_rows`); channels are static."""
-    b, h, w, c = list(x.shape)
-    c = int(c)
+    spatial dims may be symbolic (a symbolic width: see `run_time_rows`); channels are static.
+    With `groups` > 1, a GEMM column reads the input channels of its group only (weights from
+    `group_weights`); a group's columns are whole panels, so a register tile stays in one group."""
+    b, h, w, _ = list(x.shape)
     kh, kw = kernel
+    panels, k_total, nr = static_ints(wp.shape)
+    c = k_total // (kh * kw)  # the input channels a column reads
+
+    def channel(j, rc):  # of the input, for column j's reduction step rc
+        return rc if groups == 1 else j // nr // (panels // groups) * c + rc
     (sh, sw), (dh, dw) = strides, dilation
     oh, ow = conv_out_hw(h, w, kernel, strides, padding, dilation)
     owp, col = run_time_rows(ow, mr, pad_rows)
-    nr = static_ints(wp.shape)[2]
     xp = pad_nhwc(x, padding)
     ry = te.reduce_axis((0, kh), name="ky")
     rx = te.reduce_axis((0, kw), name="kx")
     rc = te.reduce_axis((0, c), name="kc")
     out = te.compute(
-        (b, oh, owp, static_ints(wp.shape)[0] * nr),
-        lambda bi, y, xx, j: te.sum(xp[bi, y * sh + ry * dh, col(xx) * sw + rx * dw, rc]
+        (b, oh, owp, panels * nr),
+        lambda bi, y, xx, j: te.sum(xp[bi, y * sh + ry * dh, col(xx) * sw + rx * dw, channel(j, rc)]
                                     * wp[j // nr, (ry * kw + rx) * c + rc, j % nr], axis=[ry, rx, rc]),
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
     return _crop(out, n, None if owp is ow else ow)
@@ -239,35 +267,10 @@ def depthwise_nhwc(x, wt, strides, padding, dilation, acc_dtype: str | None = No
         name=DEPTHWISE)
 
 
-# ---- softmax over the last axis, with an exp that vectorizes ----
+# ---- softmax over the last axis, with an exp that vectorizes (vector_math.exp_f32) ----
 
 SOFTMAX = "ember_softmax"
 SOFTMAX_STAGES = "ember_smx_"  # its row stages: maximum, exponentials, sum
-_EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
-             5.0000001201e-1)  # Cephes expf
-_EXP_HI, _EXP_LO = 88.3762626647949, -87.3365447504  # float32's overflow, and its smallest normal
-
-
-def _f32(v):
-    return tirx.const(v, "float32")
-
-
-def exp_f32(x):
-    """TIR expression: e^x in float32, Cephes' expf (within 2 ulp): x = n ln2 + r,
-    a degree-7 polynomial for e^r, 2^n written into the exponent bits. Plain
-    arithmetic, so it vectorizes (LLVM scalarizes llvm.exp into libm calls).
-    NaN stays NaN, e^x is 0 below -87.3 (float32 normals) and inf above 88.4."""
-    c = tirx.max(tirx.min(x, _f32(_EXP_HI)), _f32(_EXP_LO))
-    n = tirx.floor(c * _f32(1.44269504088896341) + _f32(0.5))
-    r = c - n * _f32(0.693359375) - n * _f32(-2.12194440e-4)
-    p = _f32(_EXP_POLY[0])
-    for coefficient in _EXP_POLY[1:]:
-        p = p * r + _f32(coefficient)
-    e = (p * r * r + r + _f32(1.0)) * tirx.reinterpret("float32", (n.astype("int32") + 127) << 23)
-    e = tirx.Select(x > _f32(_EXP_HI), _f32(float("inf")), tirx.Select(x < _f32(_EXP_LO), _f32(0.0), e))
-    # NaN from its bits: TVM simplifies x != x away, and tirx.isnan does not vectorize
-    nan = (tirx.reinterpret("int32", x) & tirx.const(0x7FFFFFFF, "int32")) > tirx.const(0x7F800000, "int32")
-    return tirx.Select(nan, x, e)
 
 
 def softmax_last_axis(x):

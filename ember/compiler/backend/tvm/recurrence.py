@@ -127,15 +127,15 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
     # GRU without linear_before_reset: the h gate's GEMV reads r * h, so the first one stops at 2H
     first = 2 * H if kind == "GRU" and not linear_before_reset else GH
 
-    def sigmoid(v):
-        return T.float32(1) / (T.float32(1) + T.exp(-v))
+    from ember.compiler.backend.tvm.vector_math import sigmoid_f32 as sigmoid
+    from ember.compiler.backend.tvm.vector_math import tanh_f32
 
     def activate(v):
         if act == "relu":
             return T.max(v, T.float32(0))
         if act == "sigmoid":
             return sigmoid(v)
-        return T.tanh(v)
+        return tanh_f32(v)
 
     @T.prim_func(private=True)
     def recurrence(p_proj: T.handle, rt: T.Buffer((H, GH), r_dtype), rb: T.Buffer((GH,), "float32"),
@@ -202,9 +202,9 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
                 if kind == "LSTM":  # ONNX's gate order: i, o, f, c
                     for j in range(H):
                         c = sigmoid(proj[t, b, 2 * H + j] + gates[2 * H + j]) * yc[b, j] + sigmoid(
-                            proj[t, b, j] + gates[j]) * T.tanh(proj[t, b, 3 * H + j] + gates[3 * H + j])
+                            proj[t, b, j] + gates[j]) * tanh_f32(proj[t, b, 3 * H + j] + gates[3 * H + j])
                         yc[b, j] = c
-                        yh[b, j] = sigmoid(proj[t, b, H + j] + gates[H + j]) * T.tanh(c)
+                        yh[b, j] = sigmoid(proj[t, b, H + j] + gates[H + j]) * tanh_f32(c)
                         y[t, b, j] = yh[b, j]
                 if kind == "GRU":  # z, r, h
                     if not linear_before_reset:
@@ -215,14 +215,14 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
                                 gates[2 * H + j] = gates[2 * H + j] + rh[k] * rt[k, 2 * H + j]
                         for j in range(H):
                             z = sigmoid(proj[t, b, j] + gates[j])
-                            yh[b, j] = (T.float32(1) - z) * T.tanh(proj[t, b, 2 * H + j] + gates[2 * H + j]) \
+                            yh[b, j] = (T.float32(1) - z) * tanh_f32(proj[t, b, 2 * H + j] + gates[2 * H + j]) \
                                 + z * yh[b, j]
                             y[t, b, j] = yh[b, j]
                     else:
                         for j in range(H):
                             z = sigmoid(proj[t, b, j] + gates[j])
                             r = sigmoid(proj[t, b, H + j] + gates[H + j])
-                            yh[b, j] = (T.float32(1) - z) * T.tanh(proj[t, b, 2 * H + j] + r * gates[2 * H + j]) \
+                            yh[b, j] = (T.float32(1) - z) * tanh_f32(proj[t, b, 2 * H + j] + r * gates[2 * H + j]) \
                                 + z * yh[b, j]
                             y[t, b, j] = yh[b, j]
                 if kind == "RNN":

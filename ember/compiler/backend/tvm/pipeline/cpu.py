@@ -8,6 +8,7 @@ every kernel no tuning record covers gets Ember's default schedule
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tvm.relax.backend.cpu_generic import pipeline as tvm_pipeline  # noqa: F401  (the kind's TVM pipeline)
@@ -30,7 +31,32 @@ def legalize_overrides(target, precision: str = "fp32") -> dict[str, Any]:
     bf16_dots = bf16_available(target) if precision == "bf16" else None
     return {**nan_safe_overrides(), GELU: _gelu, ROUND: _round, SOFTMAX: _softmax, LAYER_NORM: _layer_norm,
             CONV2D: _conv2d(lanes, dots, bf16_dots), MATMUL: _matmul(lanes, dots, bf16_dots),
-            SUM: _wide_sum(SUM), MEAN: _wide_sum(MEAN)}
+            SUM: _wide_sum(SUM), MEAN: _wide_sum(MEAN), **_vector_math()}
+
+
+def _vector_math() -> dict[str, Any]:
+    """exp, sigmoid, tanh and the activations built on them, float32, on `vector_math`'s
+    arithmetic: TVM's call libm's scalar expf per element (7-13x slower over a tensor)."""
+    from tvm import te
+
+    from ember.compiler.backend.tvm.vector_math import exp_f32, f32, sigmoid_f32, tanh_f32
+
+    def gelu_tanh(v):
+        return f32(0.5) * v * (f32(1.0) + tanh_f32(f32((2 / math.pi) ** 0.5) * (v + f32(0.044715) * v * v * v)))
+
+    def elementwise(op: str, f, name: str):
+        def legalize(bb, call):
+            x = call.args[0]
+            if str(x.ty.dtype) != "float32":
+                return _default(op)(bb, call)
+            return bb.call_te(lambda t: te.compute(t.shape, lambda *i: f(t(*i)), name=name), x,
+                              primfunc_name_hint=name)
+        return legalize
+
+    table = {"relax.exp": (exp_f32, "exp"), "relax.sigmoid": (sigmoid_f32, "sigmoid"),
+             "relax.tanh": (tanh_f32, "tanh"), "relax.nn.silu": (lambda v: v * sigmoid_f32(v), "silu"),
+             "relax.nn.gelu_tanh": (gelu_tanh, "gelu_tanh")}
+    return {op: elementwise(op, f, name) for op, (f, name) in table.items()}
 
 
 # float32 sums over at least this many elements (or a run-time count) accumulate in float64
@@ -236,7 +262,8 @@ def _conv2d(lanes: int, dots=(), bf16_dots=None):
             return _default(CONV2D)(bb, call)
         c, ci = (dims[1], ws[1]) if nchw else (dims[3], ws[3])
         dense, depthwise = a.groups == 1, a.groups == c == ws[0] and ci == 1
-        if not (dense or depthwise):
+        grouped = not (dense or depthwise) and c == a.groups * ci and ws[0] % a.groups == 0
+        if not (dense or depthwise or grouped):
             return _default(CONV2D)(bb, call)
         if dense and bf16_dots is not None:
             return _qconv2d(bb, call, x, w, nchw, bf16_dots, lanes)
@@ -248,13 +275,20 @@ def _conv2d(lanes: int, dots=(), bf16_dots=None):
             tiles = kernels.gemm_tiles(xs[0] * winograd.tiles(oh) * winograd.tiles(ow), o, lanes)
             u = bb.emit_te(winograd.transform_weights, w, tiles.nr, primfunc_name_hint="ember_pack")
             out = bb.call_te(winograd.conv2d_nhwc, x, u, padding, tiles.mr, o, primfunc_name_hint="ember_winograd")
-        elif dense:
+        elif dense or grouped:
+            # grouped: one GEMM group spans as many groups as fill whole vectors (their weights
+            # block-diagonal), so its register tiles never cross a group
+            span = kernels.group_span(a.groups, o // a.groups, lanes)
+            if grouped:
+                w = bb.emit_te(kernels.group_weights, w, a.groups, span, primfunc_name_hint="ember_pack")
             # a tile divides the output row where its width is static (the batch or height may not
             # be); a symbolic width is padded to a multiple of a short tile (kernels.run_time_rows)
-            tiles = kernels.gemm_tiles(ow if isinstance(ow, int) else _run_time_rows(kh * kw * xs[3]), o, lanes)
+            rows = ow if isinstance(ow, int) else _run_time_rows(kh * kw * span * ci)
+            tiles = kernels.gemm_tiles(rows, o // (a.groups // span), lanes)
             wp = bb.emit_te(kernels.pack_weights, w, tiles.nr, "OHWI", primfunc_name_hint="ember_pack")
             out = bb.call_te(kernels.conv2d_nhwc, x, wp, (kh, kw), strides, padding, dilation, tiles.mr, o,
-                             schedule.crop_schedules(ow, tiles.mr), primfunc_name_hint="ember_conv2d")
+                             schedule.crop_schedules(ow, tiles.mr), a.groups // span,
+                             primfunc_name_hint="ember_conv2d")
         else:
             wt = bb.emit_te(kernels.depthwise_weights, w, primfunc_name_hint="ember_pack")
             out = bb.call_te(kernels.depthwise_nhwc, x, wt, strides, padding, dilation,
