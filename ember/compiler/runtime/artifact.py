@@ -25,6 +25,9 @@ from ember.fileutil import atomic_write_text
 from ember.compiler.runtime.isolate import mark_pool_started
 
 FORMAT_VERSION = 1
+# dtypes numpy and TVM name alike and both hold as they are (no storage.py narrowing)
+PLAIN_DTYPES = frozenset({"bool", "float16", "float32", "float64", "int8", "int16", "int32", "int64",
+                          "uint8", "uint16", "uint32", "uint64"})
 LIBRARY = "model.so"
 METADATA = "ember.json"
 
@@ -50,6 +53,8 @@ class CompiledModel:
         self._vm = None
         self._main = None  # the VM's "main", looked up once
         self._staged: list = []  # device tensors the inputs are copied into, reused across runs
+        self._host = False  # whether the VM runs on this machine's CPU (outputs read in place)
+        self._plain: list | None = None  # per input: its numpy dtype where numpy and TVM share it
 
     # ---- signature ----------------------------------------------------
     @property
@@ -80,6 +85,7 @@ class CompiledModel:
                                     "directly (use `ember run --emulate` or `--rpc`)")
             dev = tvm.device(device_name(target), 0)
             self._device = dev
+            self._host = device_name(target) == "cpu"
             try:
                 self._vm = VirtualMachine(self._module, dev)
             except Exception as e:  # TVM fails to load some executables it built (empty constants)
@@ -90,43 +96,61 @@ class CompiledModel:
 
     def check_inputs(self, inputs: dict[str, Any]) -> list[np.ndarray]:
         expected = self.input_names
-        unknown = [k for k in inputs if k not in expected]
-        if unknown:
-            raise RuntimeInputError(f"unknown input {unknown[0]!r}; the model takes {', '.join(expected) or 'no inputs'}")
-        missing = [k for k in expected if k not in inputs]
-        if missing:
+        if len(inputs) != len(expected) or any(k not in inputs for k in expected):
+            unknown = [k for k in inputs if k not in expected]
+            if unknown:
+                raise RuntimeInputError(f"unknown input {unknown[0]!r}; the model takes {', '.join(expected) or 'no inputs'}")
+            missing = [k for k in expected if k not in inputs]
             raise RuntimeInputError(f"missing input {missing[0]!r}; the model takes {', '.join(expected)}")
+        if self._plain is None:
+            self._plain = [np.dtype(s["dtype"]) if s["dtype"] in PLAIN_DTYPES else None for s in self.inputs]
         arrays = []
-        for spec in self.inputs:
-            a = np.asarray(inputs[spec["name"]])
+        for spec, plain in zip(self.inputs, self._plain):
+            a = inputs[spec["name"]]
+            if type(a) is not np.ndarray:
+                a = np.asarray(a)
+            if plain is not None and a.dtype == plain:  # a.dtype.name costs microseconds; a small model runs in tens
+                arrays.append(a if a.flags.c_contiguous else np.require(a, requirements="C"))
+                self._check_shape(spec, a)
+                continue
             if spec["dtype"] and a.dtype.name != spec["dtype"]:
                 raise RuntimeInputError(f"input {spec['name']!r} must be {spec['dtype']}, got {a.dtype}")
-            shape = spec["shape"]
-            if shape is not None:
-                if a.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, a.shape)):
-                    want = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-                    raise RuntimeInputError(f"input {spec['name']!r} must have shape {want}, got {list(a.shape)}")
+            self._check_shape(spec, a)
             narrow_type = storage.by_name(a.dtype.name)
             if narrow_type is not None:  # stored in bytes (storage.py)
                 a = storage.to_storage(a, narrow_type)
             arrays.append(np.require(a, requirements="C"))  # keeps 0-d arrays 0-d
         return arrays
 
+    @staticmethod
+    def _check_shape(spec: dict[str, Any], a: np.ndarray) -> None:
+        shape = spec["shape"]
+        if shape is not None:
+            if a.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, a.shape)):
+                want = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+                raise RuntimeInputError(f"input {spec['name']!r} must have shape {want}, got {list(a.shape)}")
+
     def _stage(self, arrays: list[np.ndarray]) -> list:
         """The inputs on the device, copied into tensors kept from the last run
         when shape and dtype match (a fresh allocation per run costs page faults
-        that show on small models)."""
+        that show on small models). On the host, bytes are copied directly: TVM's
+        `copyfrom` checks cost 6 us an input."""
+        import ctypes
+
         import tvm
+        from tvm.runtime import _ffi_api
 
         if len(self._staged) != len(arrays):
             self._staged = [None] * len(arrays)
         for i, a in enumerate(arrays):
-            t = self._staged[i]
-            if t is None or tuple(t.shape) != a.shape or t.dtype != a.dtype.name:
-                self._staged[i] = tvm.runtime.tensor(a, self._device)
+            kept = self._staged[i]
+            if kept is None or kept[1] != a.shape or kept[2] != a.dtype:
+                self._staged[i] = (tvm.runtime.tensor(a, self._device), a.shape, a.dtype)
+            elif self._host and a.dtype.kind in "biuf" and a.dtype.isbuiltin:  # C-contiguous (check_inputs)
+                _ffi_api.TVMTensorCopyFromBytes(kept[0], ctypes.c_void_p(a.ctypes.data), a.nbytes)
             else:
-                t.copyfrom(a)
-        return self._staged
+                kept[0].copyfrom(a)
+        return [kept[0] for kept in self._staged]
 
     def _main_function(self):
         if self._main is None:
@@ -147,7 +171,7 @@ class CompiledModel:
             from ember.errors import first_line
 
             raise RuntimeInputError(f"the model failed at run time: {first_line(e)}") from None
-        return dict(zip(self.output_names, vm_outputs(result, self.outputs)))
+        return dict(zip(self.output_names, vm_outputs(result, self.outputs, self._host)))
 
     __call__ = run
 
@@ -203,13 +227,14 @@ def cuda_present() -> bool:
     return bool(tvm.cuda(0).exist)
 
 
-def vm_outputs(result, specs: list[dict[str, Any]]) -> list:
-    """The VM's result as the outputs `specs` describe, in order (see `_output`)."""
+def vm_outputs(result, specs: list[dict[str, Any]], host: bool = False) -> list:
+    """The VM's result as the outputs `specs` describe, in order (see `_output`); `host`: the
+    tensors are in this process's memory."""
     computed = [s for s in specs if not s.get("empty")]
     values = [] if not computed else [result] if len(computed) == 1 else list(result)
     if len(values) != len(computed):
         raise ArtifactError(f"model returned {len(values)} outputs, metadata lists {len(computed)}")
-    return with_empty_outputs([_output(v, spec) for v, spec in zip(values, computed)], specs)
+    return with_empty_outputs([_output(v, spec, host) for v, spec in zip(values, computed)], specs)
 
 
 def array_outputs(arrays: list[np.ndarray], specs: list[dict[str, Any]]) -> list:
@@ -241,11 +266,14 @@ def _empty_output(spec: dict[str, Any]) -> np.ndarray:
     return np.empty(spec["shape"], storage.numpy_type(narrow_type) if narrow_type is not None else spec["dtype"])
 
 
-def _output(value, spec: dict[str, Any]):
+def _output(value, spec: dict[str, Any], host: bool = False):
     """One VM result as the user sees it: a numpy array (ml_dtypes for narrow types), or a
-    list of them for a sequence output."""
+    list of them for a sequence output. A host tensor of a type numpy shares is copied out
+    through DLPack (TVM's `numpy()` costs 6 us); a copy, as the VM may reuse its memory."""
     from tvm.runtime import ShapeTuple
 
+    if host and spec.get("dtype") in PLAIN_DTYPES and not spec.get("sequence") and not isinstance(value, ShapeTuple):
+        return np.from_dlpack(value).copy()
     if spec.get("sequence"):
         return [_output(v, {**spec, "sequence": False}) for v in value]
     if isinstance(value, ShapeTuple):  # a shape computed at run time (e.g. a Shape output)
