@@ -11,7 +11,7 @@ from ember.passes.manager import Instrument, Pass, PassContext, PassManager, par
 LEVELS: dict[int, str] = {
     0: "",
     1: "cleanup",
-    2: "cleanup,fold-batchnorm,fold-affine,merge-transposes,fuse-layernorm,fuse-gelu,fuse-silu,fuse-attention,hoist-quantize,drop-saturated-clips,int8-compute,"
+    2: "cleanup,fold-pad,fold-batchnorm,fold-affine,merge-transposes,fuse-layernorm,fuse-gelu,fuse-silu,fuse-attention,hoist-quantize,drop-saturated-clips,int8-compute,"
        "cleanup",
 }
 LEVELS[3] = LEVELS[2]  # later issues (layout, quantization) extend -O3

@@ -223,3 +223,40 @@ def test_ember_ops_follow_the_model_opset():
     assert [o.version for o in exported.functions[0].opset_import] == [21]
     feeds = {"x": rand(3, 7)}
     np.testing.assert_allclose(ember.compile(m).run(feeds)["y"], ort_run(m, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+def pad_conv(pads, mode="constant", value=None, opset=17, bias=True, conv_pads=(0, 1, 0, 1), axes=None):
+    inputs = ["x", "p"] + (["v"] if value is not None or axes is not None else []) + (["axes"] if axes is not None else [])
+    if value is None and axes is not None:
+        inputs[2] = ""
+    inits = [init("w", rand(4, 3, 3, 3)), init("p", np.array(pads, np.int64))]
+    if value is not None:
+        inits.append(init("v", np.array(value, np.float32)))
+    if axes is not None:
+        inits.append(init("axes", np.array(axes, np.int64)))
+    if bias:
+        inits.append(init("b", rand(4)))
+    nodes = [h.make_node("Pad", inputs, ["xp"], mode=mode),
+             h.make_node("Conv", ["xp", "w"] + (["b"] if bias else []), ["y"], pads=list(conv_pads), strides=[2, 2])]
+    return model(nodes, [tensor("x", [2, 3, 7, 8])], [tensor("y", None)], inits, opset=opset)
+
+
+@pytest.mark.parametrize("pads, kw", [
+    ([0, 0, 0, 1, 0, 0, 1, 1], {}),                       # TF "same" for stride 2: bottom/right
+    ([0, 0, 2, 0, 0, 0, 1, 3], {"bias": False}),
+    ([2, 1, 1, 0], {"axes": [2, 3], "opset": 18}),         # opset 18: pads over the axes named
+    ([0, 0, 1, 1, 0, 0, 1, 1], {"value": 0.0}),
+])
+def test_fold_pad_into_conv(pads, kw):
+    out = assert_pass(pad_conv(pads, **kw), "fold-pad", {"x": rand(2, 3, 7, 8)}, ["Conv"])
+    assert len(out.graph.nodes[0].attrs["pads"]) == 4
+
+
+@pytest.mark.parametrize("pads, kw", [
+    ([0, 1, 0, 0, 0, 0, 0, 0], {}),                        # pads channels
+    ([0, 0, 1, 1, 0, 0, 1, 1], {"value": 1.0}),            # not zeros
+    ([0, 0, 1, 1, 0, 0, 1, 1], {"mode": "reflect"}),
+    ([0, 0, -1, 0, 0, 0, 0, 0], {}),                       # crops
+])
+def test_fold_pad_must_not_fire(pads, kw):
+    assert_no_fire(pad_conv(pads, **kw), "fold-pad")
