@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from ember.compiler.backend.tvm import parallel_guard
 from ember.compiler.backend.tvm.pipeline import cpu, cuda
 from ember.compiler.backend.tvm.pipeline.common import _fold_integer_offsets
 from ember.compiler.backend.tvm.schedule import default_schedule_pass
@@ -55,7 +56,7 @@ def relax_pipeline(target, database=None, counts: dict[str, int] | None = None,
         if database is not None:
             passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
         passes.append(default_schedule_pass(counts, kind.schedule_func(tvm_target)))
-        return passes
+        return passes + [parallel_guard.guard_pass()]
 
     @tvm.transform.module_pass(opt_level=0, name="EmberPipeline")
     def _pipeline(mod, _ctx):
