@@ -32,3 +32,23 @@ def test_small_static_work_runs_serially(shape, parallel):
     out = tvm.runtime.tensor(np.zeros_like(x))
     lib(tvm.runtime.tensor(x), out)
     np.testing.assert_array_equal(out.numpy(), x * 2 + 1)
+
+
+def test_run_time_work_chooses_parallel_or_serial_when_it_runs():
+    """Over a run-time row count the lowered function holds the loop twice, parallel under a
+    test of its work, and computes the same at 1, 7 and 1000 rows."""
+    from tvm.tirx import compilation_pipeline
+
+    func = _scheduled(("n", 96))
+    tgt = targets.parse("host").tvm_target()
+    name = parallel_guard.register_tir_pipeline()
+    pipeline, host, _ = compilation_pipeline.get_tir_pipeline(name)
+    lowered = host()(pipeline(tvm.tirx.transform.BindTarget(tgt.with_host(tgt))(tvm.IRModule({"main": func}))))
+    text = lowered.script()
+    assert "T.parallel(" in text and f">= T.float64({parallel_guard.RUN_TIME_MIN_WORK}" in text
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=tgt, pipeline=name)
+    for rows in (1, 7, 1000):
+        x = np.random.default_rng(rows).standard_normal((rows, 96)).astype(np.float32)
+        out = tvm.runtime.tensor(np.zeros_like(x))
+        lib(tvm.runtime.tensor(x), out)
+        np.testing.assert_array_equal(out.numpy(), x * 2 + 1)
