@@ -52,3 +52,24 @@ def test_run_time_work_chooses_parallel_or_serial_when_it_runs():
         out = tvm.runtime.tensor(np.zeros_like(x))
         lib(tvm.runtime.tensor(x), out)
         np.testing.assert_array_equal(out.numpy(), x * 2 + 1)
+
+
+def test_inner_extents_bound_inside_the_loop_do_not_reach_its_condition():
+    """DETR's masked softmax over run-time rows: after lowering, the row loops' extents are values
+    bound inside the parallel loop, which its run-time condition must not read ("used before
+    definition" at build time)."""
+    from helpers import init, model, ort_run, tensor
+    from onnx import TensorProto
+    from onnx import helper as h
+
+    import ember
+
+    nodes = [h.make_node("Reshape", ["x", "rows"], ["r"]), h.make_node("Softmax", ["r"], ["s"], axis=-1),
+             h.make_node("IsNaN", ["s"], ["bad"]), h.make_node("Where", ["bad", "zero", "s"], ["y"])]
+    m = model(nodes, [tensor("x", ["n", 4, "h", "w"]), tensor("zero", [], TensorProto.FLOAT)], [tensor("y", None)],
+              [init("rows", np.array([0, 0, -1], np.int64))])  # softmax over h * w: an expression
+    cm = ember.compile(m)
+    for hw in (1, 3, 9):
+        feeds = {"x": np.random.default_rng(hw).standard_normal((2, 4, hw, hw + 1)).astype(np.float32),
+                 "zero": np.zeros((), np.float32)}
+        np.testing.assert_allclose(cm.run(feeds)["y"], ort_run(m, feeds)[0], rtol=1e-5, atol=1e-7)

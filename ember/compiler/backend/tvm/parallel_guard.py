@@ -20,24 +20,26 @@ from __future__ import annotations
 MIN_WORK = 1 << 12  # loop iterations (1 << 14 made some small convolutions slower)
 
 
-def _work(stmt):
+def _work(stmt, static: bool = False):
     """Iterations of the loops in `stmt` (a PrimExpr or int): a loop's extent times its
-    body's, a sequence's sum; other statements count once."""
+    body's, a sequence's sum; other statements count once. `static`: a loop of run-time
+    extent counts once (after lowering its extent may name a value bound inside `stmt`)."""
     from tvm import s_tir, tirx
 
     if isinstance(stmt, tirx.For):
-        return stmt.extent * _work(stmt.body)
+        extent = stmt.extent if not static or isinstance(stmt.extent, tirx.IntImm) else 1
+        return extent * _work(stmt.body, static)
     if isinstance(stmt, tirx.SeqStmt):
         total = 0
         for s in stmt.seq:
-            total = total + _work(s)
+            total = total + _work(s, static)
         return total
     if isinstance(stmt, s_tir.SBlockRealize):
-        return _work(stmt.block.body)
+        return _work(stmt.block.body, static)
     if isinstance(stmt, tirx.IfThenElse):
-        return _work(stmt.then_case)
+        return _work(stmt.then_case, static)
     body = getattr(stmt, "body", None)  # AttrStmt (flat statements: Bind, DeclBuffer have none)
-    return _work(body) if isinstance(body, tirx.Stmt) else 1
+    return _work(body, static) if isinstance(body, tirx.Stmt) else 1
 
 
 def _serial(loop):
@@ -128,7 +130,9 @@ def _run_time_guard(stmt, simplify):
         body = _run_time_guard(stmt.body, simplify)
         return stmt if body.same_as(stmt.body) else tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, body)
     if isinstance(stmt, tirx.For) and stmt.kind == tirx.ForKind.PARALLEL:
-        work = simplify(_work(stmt))
+        # the loop's own extent times its body's static work (an underestimate where inner
+        # extents are run-time values too: those loops then need more rows to go parallel)
+        work = simplify(stmt.extent * _work(stmt.body, static=True))
         if isinstance(work, (int, tirx.IntImm)):
             return stmt
         # compared in float64: on an integer condition TVM's analyzer bounds the sizes in the
