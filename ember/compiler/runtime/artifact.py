@@ -55,6 +55,7 @@ class CompiledModel:
         self._staged: list = []  # device tensors the inputs are copied into, reused across runs
         self._host = False  # whether the VM runs on this machine's CPU (outputs read in place)
         self._plain: list | None = None  # per input: its numpy dtype where numpy and TVM share it
+        self._names: list[str] = []  # the input names, with _plain
 
     # ---- signature ----------------------------------------------------
     @property
@@ -95,15 +96,16 @@ class CompiledModel:
         return self._vm
 
     def check_inputs(self, inputs: dict[str, Any]) -> list[np.ndarray]:
-        expected = self.input_names
+        if self._plain is None:
+            self._plain = [np.dtype(s["dtype"]) if s["dtype"] in PLAIN_DTYPES else None for s in self.inputs]
+            self._names = self.input_names
+        expected = self._names
         if len(inputs) != len(expected) or any(k not in inputs for k in expected):
             unknown = [k for k in inputs if k not in expected]
             if unknown:
                 raise RuntimeInputError(f"unknown input {unknown[0]!r}; the model takes {', '.join(expected) or 'no inputs'}")
             missing = [k for k in expected if k not in inputs]
             raise RuntimeInputError(f"missing input {missing[0]!r}; the model takes {', '.join(expected)}")
-        if self._plain is None:
-            self._plain = [np.dtype(s["dtype"]) if s["dtype"] in PLAIN_DTYPES else None for s in self.inputs]
         arrays = []
         for spec, plain in zip(self.inputs, self._plain):
             a = inputs[spec["name"]]

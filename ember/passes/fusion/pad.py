@@ -47,37 +47,34 @@ class PadConv(Rule):
     name = "pad-conv"
     pattern = Op("Conv", Op("Pad", X, PADS, VALUE, AXES, name="pad"), W, B, name="conv")
 
-    def _pads(self, m: Match) -> tuple[np.ndarray | None, str | None]:
-        """(the Conv's new pads, None) or (None, why not)."""
+    def check(self, m: Match) -> str | None:
         pad, conv = m["pad"], m["conv"]
         if _text(pad.attrs.get("mode", "constant")) != "constant":
-            return None, f"Pad mode {_text(pad.attrs['mode'])}"
+            return f"Pad mode {_text(pad.attrs['mode'])}"
         value = pad.attrs.get("value", 0.0) if m.opset < 11 else (
             0.0 if m["value"] is None else np.asarray(m.const("value")).reshape(-1))
         if np.any(np.asarray(value) != 0):
-            return None, "Pad value is not zero"
+            return "Pad value is not zero"
         if _text(conv.attrs.get("auto_pad", "NOTSET")) != "NOTSET":
-            return None, "Conv pads by auto_pad"
+            return "Conv pads by auto_pad"
         rank = m.const("w").ndim
         pads = _pad_amounts(m, rank)
         if pads is None or pads.size != 2 * rank:
-            return None, "Pad amounts are not constant"
+            return "Pad amounts are not constant"
         if np.any(pads < 0):
-            return None, "Pad crops"
+            return "Pad crops"
         if np.any(pads[[0, 1, rank, rank + 1]] != 0):
-            return None, "Pad pads the batch or channel dim"
-        spatial = rank - 2
-        conv_pads = np.asarray(conv.attrs.get("pads", [0] * 2 * spatial), np.int64)
-        return conv_pads + np.concatenate([pads[2:rank], pads[rank + 2:]]), None
-
-    def check(self, m: Match) -> str | None:
-        return self._pads(m)[1]
+            return "Pad pads the batch or channel dim"
+        return None
 
     def rewrite(self, m: Match, graph: Graph):
         conv = m["conv"]
-        pads, _ = self._pads(m)
-        new = graph.make_node("Conv", [m["x"], m["w"], m["b"]], attrs={**conv.attrs, "pads": [int(p) for p in pads]},
-                              before=m.root)
+        rank = m.const("w").ndim
+        pads = _pad_amounts(m, rank)
+        conv_pads = np.asarray(conv.attrs.get("pads", [0] * 2 * (rank - 2)), np.int64)
+        conv_pads = conv_pads + np.concatenate([pads[2:rank], pads[rank + 2:]])
+        new = graph.make_node("Conv", [m["x"], m["w"], m["b"]],
+                              attrs={**conv.attrs, "pads": [int(p) for p in conv_pads]}, before=m.root)
         new.attr_types.update(conv.attr_types)
         return [new.outputs[0]]
 

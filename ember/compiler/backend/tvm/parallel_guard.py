@@ -49,21 +49,17 @@ def _serial(loop):
                     loop.thread_binding, loop.annotations)
 
 
-def _parallel_loops(stmt) -> list:
-    """The parallel loops directly in `stmt` (not under another loop)."""
-    from tvm import tirx
-
-    if isinstance(stmt, tirx.SeqStmt):
-        return [lp for s in stmt.seq for lp in _parallel_loops(s)]
-    return [stmt] if isinstance(stmt, tirx.For) and stmt.kind == tirx.ForKind.PARALLEL else []
-
-
 def _replace(stmt, how):
-    """`stmt` with each parallel loop directly in it replaced by how(loop)."""
+    """`stmt` with each parallel loop directly in it (under sequences and attributes, not under
+    another loop) replaced by how(loop); `stmt` itself where nothing changed."""
     from tvm import tirx
 
     if isinstance(stmt, tirx.SeqStmt):
-        return tirx.SeqStmt([_replace(s, how) for s in stmt.seq])
+        seq = [_replace(s, how) for s in stmt.seq]
+        return stmt if all(a.same_as(b) for a, b in zip(seq, stmt.seq)) else tirx.SeqStmt(seq)
+    if isinstance(stmt, tirx.AttrStmt):
+        body = _replace(stmt.body, how)
+        return stmt if body.same_as(stmt.body) else tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, body)
     return how(stmt) if isinstance(stmt, tirx.For) and stmt.kind == tirx.ForKind.PARALLEL else stmt
 
 
@@ -85,12 +81,12 @@ def guard_func(func):
     block = realize.block
     simplify = Analyzer().simplify
 
-    def small(lp) -> bool:
+    def guarded(lp):
         work = simplify(_work(lp))
-        return isinstance(work, (int, tirx.IntImm)) and int(work) < MIN_WORK
-    if not any(small(lp) for lp in _parallel_loops(block.body)):
+        return _serial(lp) if isinstance(work, (int, tirx.IntImm)) and int(work) < MIN_WORK else lp
+    body = _replace(block.body, guarded)
+    if body.same_as(block.body):
         return func
-    body = _replace(block.body, lambda lp: _serial(lp) if small(lp) else lp)
     return func.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, _block(block, body)))
 
 
@@ -117,34 +113,26 @@ def guard_pass():
 RUN_TIME_MIN_WORK = MIN_WORK // 16
 
 
-def _run_time_guard(stmt, simplify):
-    """`stmt` (lowered TIR) with each parallel loop whose work depends on run-time sizes made
+def _run_time_guarded(loop, simplify):
+    """A lowered parallel loop whose work depends on run-time sizes made
     `if work >= RUN_TIME_MIN_WORK: parallel else serial` (the serial copy's definitions repeat
-    the parallel one's: ConvertSSA renames them)."""
+    the parallel one's: ConvertSSA renames them); other loops as they are."""
     from tvm import tirx
 
-    if isinstance(stmt, tirx.SeqStmt):
-        seq = [_run_time_guard(s, simplify) for s in stmt.seq]
-        return stmt if all(a.same_as(b) for a, b in zip(seq, stmt.seq)) else tirx.SeqStmt(seq)
-    if isinstance(stmt, tirx.AttrStmt):
-        body = _run_time_guard(stmt.body, simplify)
-        return stmt if body.same_as(stmt.body) else tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, body)
-    if isinstance(stmt, tirx.For) and stmt.kind == tirx.ForKind.PARALLEL:
-        # the loop's own extent times its body's static work (an underestimate where inner
-        # extents are run-time values too: those loops then need more rows to go parallel)
-        work = simplify(stmt.extent * _work(stmt.body, static=True))
-        if isinstance(work, (int, tirx.IntImm)):
-            return stmt
-        # compared in float64: on an integer condition TVM's analyzer bounds the sizes in the
-        # serial branch (work < 256 can mean an extent of 0) and then dies dividing by it
-        cond = work.astype("float64") >= tirx.const(RUN_TIME_MIN_WORK, "float64")
-        return tirx.IfThenElse(cond, stmt, _serial(stmt))
-    return stmt
+    # the loop's own extent times its body's static work (an underestimate where inner
+    # extents are run-time values too: those loops then need more rows to go parallel)
+    work = simplify(loop.extent * _work(loop.body, static=True))
+    if isinstance(work, (int, tirx.IntImm)):
+        return loop
+    # compared in float64: on an integer condition TVM's analyzer bounds the sizes in the
+    # serial branch (work < 256 can mean an extent of 0) and then dies dividing by it
+    cond = work.astype("float64") >= tirx.const(RUN_TIME_MIN_WORK, "float64")
+    return tirx.IfThenElse(cond, loop, _serial(loop))
 
 
 def run_time_guard_pass():
-    """Host module pass (after MakePackedAPI, where TVM's ConvertSSA applies): `_run_time_guard`
-    on every function, then ConvertSSA."""
+    """Host module pass (after MakePackedAPI, where TVM's ConvertSSA applies): `_run_time_guarded`
+    on every function's parallel loops, then ConvertSSA."""
     import tvm
     from tvm import tirx
     from tvm.sym import Analyzer
@@ -154,7 +142,8 @@ def run_time_guard_pass():
         changed = False
         for gv, func in list(mod.functions_items()):
             if isinstance(func, tirx.PrimFunc):
-                body = _run_time_guard(func.body, Analyzer().simplify)
+                simplify = Analyzer().simplify
+                body = _replace(func.body, lambda lp: _run_time_guarded(lp, simplify))
                 if not body.same_as(func.body):
                     mod[gv] = func.with_body(body)
                     changed = True
