@@ -275,20 +275,20 @@ SOFTMAX_STAGES = "ember_smx_"  # its row stages: maximum, exponentials, sum
 
 def softmax_last_axis(x):
     """TE: softmax over the last axis of a float32 tensor: row maximum, e^(x - max)
-    stored once, its sum, and the quotient (TVM's computed e^(x - max) twice,
-    with libm's scalar expf). Any dim may be symbolic. A run-time row length: the maximum and
-    the sum run over its whole vectors (`ROW_VECTOR`, summed in vector lanes) and then over the
-    rest, one by one; the exponentials and quotients are plain loops LLVM vectorizes (over the
-    whole row TVM ran them scalar: 3x the static kernel's time over 384 tokens)."""
+    stored once, its sum, and e^(x - max) times the sum's reciprocal (TVM's computed e^(x - max)
+    twice, with libm's scalar expf, and divided). Any dim may be symbolic. A row whose length
+    is a run-time value or a static one 16 does not divide: the maximum and the sum run over its
+    whole vectors (`ROW_VECTOR`, summed in vector lanes) and then over the rest, one by one; the
+    elementwise passes are cut at the last whole vector (`schedule._row_tail`)."""
     *outer, n = list(x.shape)
-    if not isinstance(n, (int, tirx.IntImm)):
+    if not isinstance(n, (int, tirx.IntImm)) or (int(n) > ROW_VECTOR and int(n) % ROW_VECTOR):
         return _softmax_run_time_rows(x, outer, n)
     k = te.reduce_axis((0, n), name="k")
     top = te.compute(outer, lambda *i: te.max(x[(*i, k)], axis=k), name=SOFTMAX_STAGES + "max")
     e = te.compute(x.shape, lambda *i: exp_f32(x[i] - top[i[:-1]]), name=SOFTMAX_STAGES + "exp")
     j = te.reduce_axis((0, n), name="j")
     total = te.compute(outer, lambda *i: te.sum(e[(*i, j)], axis=j), name=SOFTMAX_STAGES + "sum")
-    return te.compute(x.shape, lambda *i: e[i] / total[i[:-1]], name=SOFTMAX)
+    return _normalized(x.shape, lambda i: e[i], total)
 
 
 ROW_VECTOR = 16  # lanes a row reduction is summed in (schedule._lane_reduction); a run-time row: its whole vectors, then the rest
@@ -307,10 +307,28 @@ def _softmax_run_time_rows(x, outer, n):
 
     top_main, top_rest = reduce(SOFTMAX_STAGES + "max", te.max, lambda i, k: x[(*i, k)])
     top = te.compute(outer, lambda *i: tirx.max(top_main[i], top_rest[i]), name=SOFTMAX_STAGES + "top")
-    e = te.compute(x.shape, lambda *i: exp_f32(x[i] - top[i[:-1]]), name=SOFTMAX_STAGES + "exp")
-    sum_main, sum_rest = reduce(SOFTMAX_STAGES + "sum", te.sum, lambda i, k: e[(*i, k)])
-    total = te.compute(outer, lambda *i: sum_main[i] + sum_rest[i], name=SOFTMAX_STAGES + "total")
-    return te.compute(x.shape, lambda *i: e[i] / total[i[:-1]], name=SOFTMAX)
+    if isinstance(n, (int, tirx.IntImm)):  # e^(x - max) kept in a row buffer
+        e = te.compute(x.shape, lambda *i: exp_f32(x[i] - top[i[:-1]]), name=SOFTMAX_STAGES + "exp")
+        sum_main, sum_rest = reduce(SOFTMAX_STAGES + "sum", te.sum, lambda i, k: e[(*i, k)])
+        return _normalized(x.shape, lambda i: e[i], sum_main, sum_rest)
+    # computed twice: a row buffer of run-time length is allocated from TVM's workspace pool for
+    # every row (1.3 ms against 1.1 over 4 x 799 x 799)
+    sum_main, sum_rest = reduce(SOFTMAX_STAGES + "sum", te.sum, lambda i, k: exp_f32(x[(*i, k)] - top[i]))
+    return _normalized(x.shape, lambda i: exp_f32(x[i] - top[i[:-1]]), sum_main, sum_rest)
+
+
+def _normalized(shape, e, *sums):
+    """TE: e(index) times the reciprocal of the sum of `sums` (per row): a multiply per element,
+    not a divide."""
+    outer = list(shape)[:-1]
+
+    def total(i):
+        out = sums[0][i]
+        for part in sums[1:]:
+            out = out + part[i]
+        return out
+    inv = te.compute(outer, lambda *i: _f32(1.0) / total(i), name=SOFTMAX_STAGES + "inv")
+    return te.compute(shape, lambda *i: e(i) * inv[i[:-1]], name=SOFTMAX)
 
 
 LAYERNORM = "ember_layernorm"

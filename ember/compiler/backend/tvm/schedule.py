@@ -339,13 +339,40 @@ def _schedule_rows(sch, block, prefix: str) -> None:
             if _extent(sch, steps) is None:  # a run-time count of steps, maybe none: start the lanes before
                 sch.decompose_reduction(partial, steps)
     for name in stages:
-        if name not in reductions and len(sch.get_loops(sch.get_sblock(name))) > 1:
-            _tail(sch, sch.get_sblock(name), 1)
+        if name not in reductions:
+            _row_tail(sch, sch.get_sblock(name), row)
         elif name in reductions and partials.get(name) is None:
             loops = sch.get_loops(sch.get_sblock(name))
             if len(loops) > 1 and _extent(sch, loops[-1]) is None:  # a run-time count, maybe 0: init first
                 sch.decompose_reduction(sch.get_sblock(name), loops[-1])
-    _tail(sch, block, 1)
+    _row_tail(sch, block, row)
+
+
+def _row_tail(sch, block, row, lanes: int = kernels.ROW_VECTOR) -> None:
+    """Vectorize an elementwise pass over a row (the innermost loop of `block`, under the loop
+    `row`; nothing for a per-row stage, whose innermost loop is `row` itself). A row of whole vectors: as `_tail`. Another is cut at its last whole vector: the whole
+    vectors without a predicate, then the rest (a split alone leaves a predicate on every lane,
+    and TVM's vectorizer turns such a loop into scalar code: 5x the time over 799 columns). A
+    static length is cut here (`loop_partition`); a run-time one by TVM's LoopPartition pass, told
+    by `pragma_loop_partition_hint` (the primitive refuses run-time extents; the pass misses a
+    static loop, whose variable TVM's NarrowDataType renames away from the hint first)."""
+    from tvm import tirx
+
+    inner = sch.get_loops(block)[-1]
+    if sch.get(inner).same_as(sch.get(row)):
+        return
+    ext = sch.get(inner).extent
+    static = isinstance(ext, tirx.IntImm)
+    if static and (int(ext) % lanes == 0 or int(ext) <= lanes):
+        _tail(sch, block, 1)
+        return
+    if static:
+        main, _ = sch.loop_partition(inner, [int(ext) // lanes * lanes, None])
+        sch.vectorize(sch.split(main, [None, lanes])[1])
+        return
+    vectors, inner = sch.split(inner, [None, lanes])
+    sch.annotate(vectors, "pragma_loop_partition_hint", 1)
+    sch.vectorize(inner)
 
 
 def _parallel_rows(sch, loops):
