@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tvm
 from ember import targets
-from ember.compiler.backend.tvm import parallel_guard, schedule
+from ember.compiler.backend.tvm import parallel_guard, schedule, tir_pipeline
 
 
 def _scheduled(shape):
@@ -41,7 +41,7 @@ def test_run_time_work_chooses_parallel_or_serial_when_it_runs():
 
     func = _scheduled(("n", 96))
     tgt = targets.parse("host").tvm_target()
-    name = parallel_guard.register_tir_pipeline()
+    name = tir_pipeline.register()
     pipeline, host, _ = compilation_pipeline.get_tir_pipeline(name)
     lowered = host()(pipeline(tvm.tirx.transform.BindTarget(tgt.with_host(tgt))(tvm.IRModule({"main": func}))))
     text = lowered.script()

@@ -223,18 +223,32 @@ def matmul_packed(a, wp, mr: int, n: int, pad_rows: bool = True):
     return _crop(out, n, None if rows is a_shape[-2] else a_shape[-2])
 
 
-def batch_matmul(a, b, mr: int, nr: int, pad_rows: bool = True):
+def batch_matmul(a, b, mr: int, nr: int, pad_rows: bool = True, n=None):
     """TE: A [..., M, K] x B [..., K, N] (same batch dims, B read in place:
-    its rows are contiguous along N, the vector dimension). Only N must be static
-    (a symbolic M: see `run_time_rows`)."""
-    m = a.shape[-2]
+    its rows are contiguous along N, the vector dimension). M may be symbolic (see
+    `run_time_rows`). `n`: the columns wanted where B's are zero-padded to whole tiles
+    (`pad_columns`: a run-time count, attention's scores over a sequence of any length);
+    the result is cropped to them."""
+    m, cols = a.shape[-2], b.shape[-1]
     rows, row = run_time_rows(m, mr, pad_rows)
     r = te.reduce_axis((0, a.shape[-1]), name="k")
     out = te.compute(
-        (*list(a.shape)[:-2], rows, int(b.shape[-1])),
+        (*list(a.shape)[:-2], rows, cols),
         lambda *i: te.sum(a[(*i[:-2], row(i[-2]), r)] * b[(*i[:-2], r, i[-1])], axis=r),
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
-    return out if rows is m else _crop(out, int(b.shape[-1]), m)
+    if rows is m and n is None:
+        return out
+    return te.compute((*list(out.shape)[:-2], m, cols if n is None else n), lambda *i: out[i], name=CROP)
+
+
+def pad_columns(b, nr: int):
+    """TE: B [..., K, N], N a run-time count, with zero columns up to a multiple of `nr`: a GEMM
+    over it then runs whole register tiles (its accumulators keep a static size, its loads no
+    predicate) and crops (`batch_matmul`)."""
+    n = b.shape[-1]
+    cols = tirx.floordiv(n + (nr - 1), nr) * nr
+    return te.compute((*list(b.shape)[:-1], cols), lambda *i: tirx.if_then_else(i[-1] < n, b[i], _f32(0.0)),
+                      name=PAD)
 
 
 def _as(v, dtype: str | None):

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from ember.compiler import ir
-from ember.compiler.backend.tvm import ember_ops, frontend_fixes, int8_lowering, missing_ops, narrow, parallel_guard, recurrence
+from ember.compiler.backend.tvm import ember_ops, frontend_fixes, int8_lowering, missing_ops, narrow, recurrence, tir_pipeline
 from ember.compiler.backend.tvm.pipeline import for_target, relax_pipeline
 from ember.compiler.backend.tvm.relax_util import same_dims
 from ember.compiler.ir import custom_ops, onnx_io
@@ -564,7 +564,7 @@ def build(mod, target, database=None, counts: dict[str, int] | None = None,
             with tvm.transform.PassContext(opt_level=3), tvm_target, quiet_native_stderr():
                 ex = (tvm.compile(mod, target=tvm_target) if generic
                       else tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline,
-                                       tir_pipeline=parallel_guard.register_tir_pipeline()))
+                                       tir_pipeline=tir_pipeline.register()))
     except Exception as e:
         what = "TVM's generic pipeline" if generic else "TVM build"
         raise CompileError(f"{what} failed for {target.describe()}: {first_line(e)}") from None

@@ -12,7 +12,7 @@ a small kernel (a 2 x 3 x 3 x 112 convolution, a bias add over one frame).
   `run_time_guard_pass` puts the loop nest twice, parallel where the work is at least
   `RUN_TIME_MIN_WORK`, serial otherwise (TVM's ConvertSSA renames the copy's definitions;
   before lowering TVM 0.27 offers no way to). It runs in Ember's TIR pipeline
-  (`register_tir_pipeline`). A bias add over one frame: 5.9 us always parallel, 0.01 us guarded.
+  (`tir_pipeline.py`). A bias add over one frame: 5.9 us always parallel, 0.01 us guarded.
 """
 
 from __future__ import annotations
@@ -150,20 +150,3 @@ def run_time_guard_pass():
         return tirx.transform.ConvertSSA()(mod) if changed else mod
 
     return _pass
-
-
-TIR_PIPELINE = "ember"
-
-
-def register_tir_pipeline() -> str:
-    """TVM's default TIR pipeline with `run_time_guard_pass` before the host finalization;
-    its name, for tvm.compile(tir_pipeline=...)."""
-    import tvm
-    from tvm.tirx import compilation_pipeline
-
-    def factory(**kwargs):
-        pipeline, host, device = compilation_pipeline.get_tir_pipeline("default", **kwargs)
-        return pipeline, lambda: tvm.transform.Sequential([run_time_guard_pass(), host()]), device
-
-    compilation_pipeline.register_tir_pipeline(TIR_PIPELINE, factory)
-    return TIR_PIPELINE

@@ -181,6 +181,15 @@ def schedule_gemm(sch, block, space: list[str] | None = None) -> None:
     mo, mi = _rows_split(sch, m, mr, space, budget=max(2, 32 // max(1, nr // 16)))
     no, ni = sch.split(n, [None, nr])
     ks, unrolled = _reduction_unroll(sch, ks, space)
+    if not columns:
+        # a run-time column count (attention's scores, kernels.batch_matmul): the rows in
+        # parallel, the column tiles inside, the last one cut by TVM's LoopPartition
+        sch.reorder(*rows, mo, no, *ks, *unrolled, mi, ni)
+        sch.annotate(no, "pragma_loop_partition_hint", 1)
+        wb = _accumulators(sch, block)
+        _register_tile(sch, block, wb, at=no, outer=[_parallel_rows(sch, [*rows, mo])], rows=mi, lanes=ni,
+                       reduction=ks[0])
+        return
     if 0 < weights <= WEIGHTS_IN_CACHE and columns >= 256:
         # many panels, all in cache: sweep them for each row tile (it stays in L1) rather than
         # reading every input row once per panel
@@ -189,11 +198,7 @@ def schedule_gemm(sch, block, space: list[str] | None = None) -> None:
         # one weight panel (K x NR) stays in cache while the rows stream past it
         outer = [no, *rows, mo]
     sch.reorder(*outer, *ks, *unrolled, mi, ni)
-    wb = sch.cache_write(block, 0, "local")
-    crop = [c for c in sch.get_consumers(wb) if sch.get(c).name_hint.startswith(kernels.CROP)]
-    if crop:  # padded columns (rows): the crop reads the accumulators directly
-        sch.compute_inline(wb)
-        wb = crop[0]
+    wb = _accumulators(sch, block)
     _register_tile(sch, block, wb, at=outer[-1], outer=outer, rows=mi, lanes=ni, reduction=ks[0])
     for loop in unrolled:
         sch.unroll(loop)
@@ -225,11 +230,7 @@ def schedule_qgemm(sch, block, space: list[str] | None = None) -> None:
         no, nv, ni = sch.split(n, [None, nr // lanes, lanes])
         inner = ni
         sch.reorder(no, *rows, mo, *ks, mi, nv, ni, ki)
-    wb = sch.cache_write(block, 0, "local")
-    fix = [c for c in sch.get_consumers(wb) if sch.get(c).name_hint.startswith((kernels.CROP, kernels.QFIX))]
-    if fix:  # the correction / crop reads the accumulators directly
-        sch.compute_inline(wb)
-        wb = fix[0]
+    wb = _accumulators(sch, block, (kernels.CROP, kernels.QFIX))
     if pairs:
         sch.transform_layout(block, ("write", 0), _pair_blocks(len(rows) + 2))
     _register_tile(sch, block, wb, at=mo, outer=[no, *rows, mo], rows=mi, lanes=None, reduction=ks[0])
@@ -240,6 +241,18 @@ def schedule_qgemm(sch, block, space: list[str] | None = None) -> None:
         sch.tensorize(inner, register(intrin, int(ann.get("ember_step", 1))))
     else:
         sch.vectorize(ni)
+
+
+def _accumulators(sch, block, readers: tuple[str, ...] = (kernels.CROP,)):
+    """The block that writes a GEMM's register tile out: a local cache of its output, or where
+    a crop of padded rows or columns (or an int8 correction, `readers`) follows, that block,
+    reading the accumulators directly."""
+    wb = sch.cache_write(block, 0, "local")
+    fix = [c for c in sch.get_consumers(wb) if sch.get(c).name_hint.startswith(readers)]
+    if not fix:
+        return wb
+    sch.compute_inline(wb)
+    return fix[0]
 
 
 def _pair_blocks(ndim: int):

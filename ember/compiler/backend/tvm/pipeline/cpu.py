@@ -334,25 +334,28 @@ def _static_last(x) -> bool:
 
 
 def _symbolic_batch_matmul(bb, call, lanes: int):
-    """A [..., M, K] x B [..., K, N] with symbolic batch dims, M or K (attention's
-    weights x values): Ember's batched kernel where N is static and its tile width
-    divides it, TVM's otherwise."""
+    """A [..., M, K] x B [..., K, N] with symbolic batch dims, M, K or N (attention's scores and
+    weights x values): Ember's batched kernel where N is static and its tile width divides it,
+    or N is a run-time count (tiles of one vector: the last one is cut); TVM's otherwise."""
     import tvm_ffi
     from tvm import tirx
 
     a, b = call.args
     ash, bsh = (list(getattr(getattr(v.ty, "shape", None), "values", None) or []) for v in (a, b))
     if (len(ash) < 3 or len(ash) != len(bsh) or str(a.ty.dtype) != "float32" or str(b.ty.dtype) != "float32"
-            or not _default_dtype(call.attrs.out_dtype) or not isinstance(bsh[-1], tirx.IntImm)
+            or not _default_dtype(call.attrs.out_dtype)
             or not all(tvm_ffi.structural_equal(x, y) for x, y in zip(ash[:-2], bsh[:-2]))):
         return _default(MATMUL)(bb, call)
-    n = int(bsh[-1])
+    static = isinstance(bsh[-1], tirx.IntImm)
+    n = int(bsh[-1]) if static else lanes
     tiles = kernels.gemm_tiles(_run_time_rows(int(ash[-1])) if isinstance(ash[-1], tirx.IntImm) else ANY_ROWS, n,
                                lanes)
     if n % tiles.nr:
         return _default(MATMUL)(bb, call)
+    if not static:  # a run-time column count: B padded to whole tiles (a small copy: K x N)
+        b = bb.emit_te(kernels.pad_columns, b, tiles.nr, primfunc_name_hint="ember_pad")
     return bb.call_te(kernels.batch_matmul, a, b, tiles.mr, tiles.nr, schedule.crop_schedules(ash[-2], tiles.mr),
-                      primfunc_name_hint="ember_batch_matmul")
+                      None if static else bsh[-1], primfunc_name_hint="ember_batch_matmul")
 
 
 def _matmul(lanes: int, dots=(), bf16_dots=None):
