@@ -115,8 +115,8 @@ def legalized(m: onnx.ModelProto):
 
     ir_model = onnx_io.as_ir(m)
     passes.optimize(ir_model)
-    mod = lower.to_relax(ir_model)
     tgt = targets.parse("host")
+    mod = lower.to_relax(ir_model, tgt)
     with tgt.tvm_target():
         return tvm.transform.Sequential(pipeline.legalize_passes(tgt))(mod)
 

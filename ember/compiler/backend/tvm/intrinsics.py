@@ -114,6 +114,21 @@ def available(target) -> tuple[DotIntrin, ...]:
     return ()
 
 
+def byte_dot(intrin: DotIntrin, acc, word, b):
+    """TIR: vpdpbusd (`intrin`: VNNI_512 or VNNI_256, L lanes) of the int32xL accumulators
+    `acc`, four uint8 activations packed in the int32 `word` (broadcast to every lane) and the
+    int8x(4L) weights `b`: acc[i] + sum_k a[k] * b[i, k]."""
+    from tvm import tirx
+
+    L = intrin.lanes
+    a = tirx.Broadcast(word, L)
+    if _llvm_major() < 21:  # LLVM before 21 declares it on int32 lanes
+        args = (acc, a, tirx.reinterpret(f"int32x{L}", b))
+    else:
+        args = (acc, tirx.reinterpret(f"int8x{4 * L}", a), b)
+    return tirx.call_llvm_pure_intrin(f"int32x{L}", _LLVM[intrin.name], *args)
+
+
 def bf16_available(target) -> tuple[DotIntrin, ...]:
     """The bf16 dot-product instructions an ember Target's CPU has (empty: the
     bf16 kernels convert to float32 and multiply-add in plain vector loops)."""

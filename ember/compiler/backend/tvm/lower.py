@@ -19,6 +19,7 @@ import onnx
 
 from ember.compiler import ir
 from ember.compiler.backend.tvm import ember_ops, frontend_fixes, int8_lowering, missing_ops, narrow, recurrence, tir_pipeline
+from ember.compiler.backend.tvm.intrinsics import available
 from ember.compiler.backend.tvm.pipeline import for_target, relax_pipeline
 from ember.compiler.backend.tvm.relax_util import same_dims
 from ember.compiler.ir import custom_ops, onnx_io
@@ -384,7 +385,8 @@ def to_relax(model: ir.Model, target=None):
     with quiet_native_stderr():
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                    _ember_converters(model.opset, for_target(target).KERNEL_ASSERTS, shapes):
+                    _ember_converters(model.opset, for_target(target).KERNEL_ASSERTS, shapes,
+                                      available(target) if target is not None else ()):
                 warnings.simplefilter("ignore")
                 return from_onnx(proto, opset=model.opset, keep_params_in_input=False)
         except Exception as e:  # TVM raises many types; all mean "could not import"
@@ -515,14 +517,14 @@ def _typed(converter: type, known: dict[str, tuple], symbols: _Symbols) -> type:
 
 
 @contextlib.contextmanager
-def _ember_converters(opset: int, kernel_asserts: bool, shapes: tuple[dict, dict] | None = None):
+def _ember_converters(opset: int, kernel_asserts: bool, shapes: tuple[dict, dict] | None = None, dots=()):
     """TVM's frontend looks converters up by op type through a module-level
     function; extend its table with ember's own ops for this one import."""
     from tvm.relax.frontend.onnx import onnx_frontend
 
     original = onnx_frontend._get_convert_map
     extra = {**ember_ops.relax_converters(kernel_asserts), **frontend_fixes.converters(), **int8_lowering.converters(opset),
-             **narrow.converters(), **missing_ops.converters(), **recurrence.converters()}
+             **narrow.converters(), **missing_ops.converters(), **recurrence.converters(dots)}
     table = {**original(), **extra}
     if shapes:
         symbols = _Symbols(shapes[1])
