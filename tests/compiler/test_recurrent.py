@@ -16,7 +16,9 @@ import ember
 SEQ, BATCH, INPUT, HIDDEN = 4, 3, 5, 6
 
 
-def recurrent(kind, direction="forward", layout=0, lens=False, extra=(), seq=SEQ, batch=BATCH, **attrs):
+def recurrent(kind, direction="forward", layout=0, lens=False, extra=(), seq=SEQ, batch=BATCH, hidden=HIDDEN,
+              **attrs):
+    HIDDEN = hidden  # noqa: N806
     gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[kind]
     dirs = 2 if direction == "bidirectional" else 1
     SEQ, BATCH = seq, batch  # noqa: N806  (symbolic names where the test asks)
@@ -83,6 +85,9 @@ KERNEL_CASES = {
     "gru-reverse-lens": dict(kind="GRU", direction="reverse", lens=True),
     "gru-lbr-bidir": dict(kind="GRU", direction="bidirectional", linear_before_reset=1, extra=("initial_h",)),
     "rnn-relu": dict(kind="RNN", activations=["Relu"]),
+    # a hidden size of whole vectors: the GEMV over register blocks, the cell in vectors
+    "lstm-bidir-lens-h16": dict(kind="LSTM", direction="bidirectional", lens=True, hidden=16),
+    "rnn-sigmoid-h32": dict(kind="RNN", hidden=32, activations=["Sigmoid"], extra=("initial_h",)),  # tanh: chaotic
 }
 
 
@@ -94,6 +99,10 @@ def test_one_artifact_runs_any_sequence_length(case):
     m = recurrent(**KERNEL_CASES[case], seq="seq", batch="batch")
     cm = ember.compile(m)
     assert cm.metadata["inputs"][0]["shape"] == ["seq", "batch", INPUT]
+    if KERNEL_CASES[case].get("hidden", HIDDEN) % 16 == 0:
+        kernel = next(f.script() for gv, f in legalized(m).functions_items()
+                      if gv.name_hint.startswith(("ember_lstm", "ember_rnn", "ember_gru")))
+        assert "T.vectorized" in kernel
     for seq, batch in [(1, 1), (7, 3), (300, 2)]:
         feeds = feeds_for(m, seq, batch)
         got, want = cm.run(feeds), ort_run(m, feeds)

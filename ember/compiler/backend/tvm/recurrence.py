@@ -155,6 +155,10 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
     V = next((v for v in (4, 2, 1) if GH % (v * L) == 0), 1)  # accumulator vectors a block keeps
     acc_vec, b_vec = f"int32x{L}", f"int8x{4 * L}"
     dots = dot is not None
+    VL = 16 if H % 16 == 0 else 1  # lanes the per-step elementwise loops over h run in
+    # float32: columns a register block of the GEMV keeps (0: plain loops)
+    FB = next((w for w in (64, 32, 16) if GH % w == 0), 0) if not quantized and kind != "GRU" else 0
+    blocked = FB > 0
     # GRU without linear_before_reset: the h gate's GEMV reads r * h, so the first one stops at 2H
     first = 2 * H if kind == "GRU" and not linear_before_reset else GH
 
@@ -189,6 +193,7 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
         q = T.alloc_buffer((3,), "float32")  # quantized: min, max, scale of h
         hu = T.alloc_buffer((H,), "uint8")  # dot: h quantized
         block = T.alloc_buffer((V * L,), "int32", scope="local")  # dot: a block's accumulators
+        fblock = T.alloc_buffer((max(FB, 1),), "float32", scope="local")  # blocked: a float32 block's
         for b in range(batch):
             n = T.int64(0)
             if has_lens:
@@ -216,9 +221,10 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
                         q[1] = T.max(q[1], yh[b, k])
                     q[2] = T.if_then_else(q[1] == q[0], T.float32(1), (q[1] - q[0]) / T.float32(255))
                     q[0] = T.round(T.max(T.min(T.float32(0) - q[0] / q[2], T.float32(255)), T.float32(0)))
-                    for k in range(H):
-                        hq[k] = T.Cast("int32", T.round(T.max(T.min(yh[b, k] / q[2], T.float32(255) - q[0]),
-                                                              T.float32(0) - q[0])))
+                    for k0 in range(H // VL):
+                        for k1 in T.vectorized(VL):
+                            hq[k0 * VL + k1] = T.Cast("int32", T.round(T.max(T.min(
+                                yh[b, k0 * VL + k1] / q[2], T.float32(255) - q[0]), T.float32(0) - q[0])))
                     if dots:
                         for k in range(H):
                             hu[k] = T.Cast("uint8", hq[k] + T.Cast("int32", q[0]))
@@ -241,6 +247,15 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
                                 acc[g] = acc[g] + hq[k] * T.Cast("int32", rt[k, g])
                     for g in range(GH):
                         gates[g] = rb[g] + T.Cast("float32", acc[g]) * (q[2] * rs[g])
+                elif blocked:  # FB columns of gates in registers over the whole reduction
+                    for go in range(GH // FB):
+                        for gi in T.vectorized(FB):
+                            fblock[gi] = rb[go * FB + gi]
+                        for k in range(H):
+                            for gi in T.vectorized(FB):
+                                fblock[gi] = fblock[gi] + yh[b, k] * rt[k, go * FB + gi]
+                        for gi in T.vectorized(FB):
+                            gates[go * FB + gi] = fblock[gi]
                 else:
                     for g in range(GH):
                         gates[g] = rb[g]
@@ -248,12 +263,13 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
                         for g in range(first):
                             gates[g] = gates[g] + yh[b, k] * T.Cast("float32", rt[k, g])
                 if kind == "LSTM":  # ONNX's gate order: i, o, f, c
-                    for j in range(H):
-                        c = sigmoid(proj[t, b, 2 * H + j] + gates[2 * H + j]) * yc[b, j] + sigmoid(
-                            proj[t, b, j] + gates[j]) * tanh_f32(proj[t, b, 3 * H + j] + gates[3 * H + j])
-                        yc[b, j] = c
-                        yh[b, j] = sigmoid(proj[t, b, H + j] + gates[H + j]) * tanh_f32(c)
-                        y[t, b, j] = yh[b, j]
+                    for j0 in range(H // VL):
+                        for j1 in T.vectorized(VL):
+                            j = T.meta_var(j0 * VL + j1)  # substituted: bindings here computed wrong values
+                            yc[b, j] = sigmoid(proj[t, b, 2 * H + j] + gates[2 * H + j]) * yc[b, j] + sigmoid(
+                                proj[t, b, j] + gates[j]) * tanh_f32(proj[t, b, 3 * H + j] + gates[3 * H + j])
+                            yh[b, j] = sigmoid(proj[t, b, H + j] + gates[H + j]) * tanh_f32(yc[b, j])
+                            y[t, b, j] = yh[b, j]
                 if kind == "GRU":  # z, r, h
                     if not linear_before_reset:
                         for j in range(H):
