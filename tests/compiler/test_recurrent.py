@@ -87,6 +87,8 @@ KERNEL_CASES = {
     "rnn-relu": dict(kind="RNN", activations=["Relu"]),
     # a hidden size of whole vectors: the GEMV over register blocks, the cell in vectors
     "lstm-bidir-lens-h16": dict(kind="LSTM", direction="bidirectional", lens=True, hidden=16),
+    "gru-lens-h16": dict(kind="GRU", lens=True, hidden=16, extra=("initial_h",)),
+    "gru-lbr-bidir-h16": dict(kind="GRU", direction="bidirectional", linear_before_reset=1, hidden=16),
     "rnn-sigmoid-h32": dict(kind="RNN", hidden=32, activations=["Sigmoid"], extra=("initial_h",)),  # tanh: chaotic
 }
 

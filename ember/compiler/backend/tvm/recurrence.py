@@ -155,12 +155,13 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
     V = next((v for v in (4, 2, 1) if GH % (v * L) == 0), 1)  # accumulator vectors a block keeps
     acc_vec, b_vec = f"int32x{L}", f"int8x{4 * L}"
     dots = dot is not None
-    VL = 16 if H % 16 == 0 else 1  # lanes the per-step elementwise loops over h run in
-    # float32: columns a register block of the GEMV keeps (0: plain loops)
-    FB = next((w for w in (64, 32, 16) if GH % w == 0), 0) if not quantized and kind != "GRU" else 0
-    blocked = FB > 0
     # GRU without linear_before_reset: the h gate's GEMV reads r * h, so the first one stops at 2H
     first = 2 * H if kind == "GRU" and not linear_before_reset else GH
+    VL = 16 if H % 16 == 0 else 1  # lanes the per-step elementwise loops over h run in
+    # float32: columns a register block of the GEMV keeps (0: plain loops)
+    FB = next((w for w in (64, 32, 16) if first % w == 0), 0) if not quantized else 0
+    HB = 16 if H % 16 == 0 else 0  # GRU without linear_before_reset: the columns a block of r * h's GEMV keeps
+    blocked, rh_blocked = FB > 0, HB > 0
 
     from ember.compiler.backend.tvm.vector_math import sigmoid_f32 as sigmoid
     from ember.compiler.backend.tvm.vector_math import tanh_f32
@@ -193,7 +194,8 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
         q = T.alloc_buffer((3,), "float32")  # quantized: min, max, scale of h
         hu = T.alloc_buffer((H,), "uint8")  # dot: h quantized
         block = T.alloc_buffer((V * L,), "int32", scope="local")  # dot: a block's accumulators
-        fblock = T.alloc_buffer((max(FB, 1),), "float32", scope="local")  # blocked: a float32 block's
+        fblock = T.alloc_buffer((max(FB, HB, 1),), "float32", scope="local")  # blocked: a float32 block's
+        zt = T.alloc_buffer((H,), "float32")  # GRU: the update gate
         for b in range(batch):
             n = T.int64(0)
             if has_lens:
@@ -248,7 +250,7 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
                     for g in range(GH):
                         gates[g] = rb[g] + T.Cast("float32", acc[g]) * (q[2] * rs[g])
                 elif blocked:  # FB columns of gates in registers over the whole reduction
-                    for go in range(GH // FB):
+                    for go in range(first // FB):
                         for gi in T.vectorized(FB):
                             fblock[gi] = rb[go * FB + gi]
                         for k in range(H):
@@ -256,6 +258,8 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
                                 fblock[gi] = fblock[gi] + yh[b, k] * rt[k, go * FB + gi]
                         for gi in T.vectorized(FB):
                             gates[go * FB + gi] = fblock[gi]
+                    for g in range(first, GH):
+                        gates[g] = rb[g]
                 else:
                     for g in range(GH):
                         gates[g] = rb[g]
@@ -272,23 +276,39 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
                             y[t, b, j] = yh[b, j]
                 if kind == "GRU":  # z, r, h
                     if not linear_before_reset:
-                        for j in range(H):
-                            rh[j] = sigmoid(proj[t, b, H + j] + gates[H + j]) * yh[b, j]
-                        for k in range(H):
-                            for j in range(H):
-                                gates[2 * H + j] = gates[2 * H + j] + rh[k] * rt[k, 2 * H + j]
-                        for j in range(H):
-                            z = sigmoid(proj[t, b, j] + gates[j])
-                            yh[b, j] = (T.float32(1) - z) * tanh_f32(proj[t, b, 2 * H + j] + gates[2 * H + j]) \
-                                + z * yh[b, j]
-                            y[t, b, j] = yh[b, j]
+                        for j0 in range(H // VL):
+                            for j1 in T.vectorized(VL):
+                                j = T.meta_var(j0 * VL + j1)
+                                rh[j] = sigmoid(proj[t, b, H + j] + gates[H + j]) * yh[b, j]
+                        if rh_blocked:
+                            for go in range(H // HB):
+                                for gi in T.vectorized(HB):
+                                    fblock[gi] = gates[2 * H + go * HB + gi]
+                                for k in range(H):
+                                    for gi in T.vectorized(HB):
+                                        fblock[gi] = fblock[gi] + rh[k] * rt[k, 2 * H + go * HB + gi]
+                                for gi in T.vectorized(HB):
+                                    gates[2 * H + go * HB + gi] = fblock[gi]
+                        else:
+                            for k in range(H):
+                                for j in range(H):
+                                    gates[2 * H + j] = gates[2 * H + j] + rh[k] * rt[k, 2 * H + j]
+                        for j0 in range(H // VL):
+                            for j1 in T.vectorized(VL):
+                                j = T.meta_var(j0 * VL + j1)
+                                zt[j] = sigmoid(proj[t, b, j] + gates[j])
+                                yh[b, j] = (T.float32(1) - zt[j]) * tanh_f32(proj[t, b, 2 * H + j] + gates[2 * H + j]) \
+                                    + zt[j] * yh[b, j]
+                                y[t, b, j] = yh[b, j]
                     else:
-                        for j in range(H):
-                            z = sigmoid(proj[t, b, j] + gates[j])
-                            r = sigmoid(proj[t, b, H + j] + gates[H + j])
-                            yh[b, j] = (T.float32(1) - z) * tanh_f32(proj[t, b, 2 * H + j] + r * gates[2 * H + j]) \
-                                + z * yh[b, j]
-                            y[t, b, j] = yh[b, j]
+                        for j0 in range(H // VL):
+                            for j1 in T.vectorized(VL):
+                                j = T.meta_var(j0 * VL + j1)
+                                zt[j] = sigmoid(proj[t, b, j] + gates[j])
+                                yh[b, j] = (T.float32(1) - zt[j]) * tanh_f32(
+                                    proj[t, b, 2 * H + j] + sigmoid(proj[t, b, H + j] + gates[H + j]) * gates[2 * H + j]) \
+                                    + zt[j] * yh[b, j]
+                                y[t, b, j] = yh[b, j]
                 if kind == "RNN":
                     for j in range(H):
                         yh[b, j] = activate(proj[t, b, j] + gates[j])
