@@ -335,8 +335,7 @@ def _static_last(x) -> bool:
 
 def _symbolic_batch_matmul(bb, call, lanes: int):
     """A [..., M, K] x B [..., K, N] with symbolic batch dims, M, K or N (attention's scores and
-    weights x values): Ember's batched kernel where N is static and its tile width divides it,
-    or N is a run-time count (tiles of one vector: the last one is cut); TVM's otherwise."""
+    weights x values): Ember's batched kernel (`_batch_matmul`; a run-time N: tiles of one vector)."""
     import tvm_ffi
     from tvm import tirx
 
@@ -347,15 +346,26 @@ def _symbolic_batch_matmul(bb, call, lanes: int):
             or not all(tvm_ffi.structural_equal(x, y) for x, y in zip(ash[:-2], bsh[:-2]))):
         return _default(MATMUL)(bb, call)
     static = isinstance(bsh[-1], tirx.IntImm)
-    n = int(bsh[-1]) if static else lanes
-    tiles = kernels.gemm_tiles(_run_time_rows(int(ash[-1])) if isinstance(ash[-1], tirx.IntImm) else ANY_ROWS, n,
-                               lanes)
-    if n % tiles.nr:
+    tiles = kernels.gemm_tiles(_run_time_rows(int(ash[-1])) if isinstance(ash[-1], tirx.IntImm) else ANY_ROWS,
+                               int(bsh[-1]) if static else lanes, lanes)
+    return _batch_matmul(bb, call, tiles, bsh[-1], schedule.crop_schedules(ash[-2], tiles.mr))
+
+
+def _batch_matmul(bb, call, tiles, n, pad_rows: bool = True):
+    """Ember's batched kernel for A [..., M, K] x B [..., K, N] where the tile width divides N or
+    N is a run-time count: B then padded to whole column tiles (a small copy: K x N, fused with a
+    transpose before it) and the result cropped. TVM's kernel for a static N the tile width does
+    not divide (its crop would cut every tile: scalar stores, 5x TVM's time over 799 columns)."""
+    from tvm import tirx
+
+    a, b = call.args
+    static = isinstance(n, (int, tirx.IntImm))
+    if static and int(n) % tiles.nr:
         return _default(MATMUL)(bb, call)
-    if not static:  # a run-time column count: B padded to whole tiles (a small copy: K x N)
+    if not static:
         b = bb.emit_te(kernels.pad_columns, b, tiles.nr, primfunc_name_hint="ember_pad")
-    return bb.call_te(kernels.batch_matmul, a, b, tiles.mr, tiles.nr, schedule.crop_schedules(ash[-2], tiles.mr),
-                      None if static else bsh[-1], primfunc_name_hint="ember_batch_matmul")
+    return bb.call_te(kernels.batch_matmul, a, b, tiles.mr, tiles.nr, pad_rows, None if static else n,
+                      primfunc_name_hint="ember_batch_matmul")
 
 
 def _matmul(lanes: int, dots=(), bf16_dots=None):
@@ -396,10 +406,7 @@ def _matmul(lanes: int, dots=(), bf16_dots=None):
         if as_ is None or bs is None:
             return _symbolic_batch_matmul(bb, call, lanes)
         if usable and as_[:-2] == bs[:-2]:
-            tiles = kernels.gemm_tiles(as_[-2], bs[-1], lanes)
-            if bs[-1] % tiles.nr == 0:
-                return bb.call_te(kernels.batch_matmul, a, b, tiles.mr, tiles.nr,
-                                  primfunc_name_hint="ember_batch_matmul")
+            return _batch_matmul(bb, call, kernels.gemm_tiles(as_[-2], bs[-1], lanes), bs[-1])
         return _default(MATMUL)(bb, call)
 
     return legalize
