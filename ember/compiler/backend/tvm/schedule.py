@@ -363,8 +363,9 @@ def _schedule_rows(sch, block, prefix: str) -> None:
 
 def _row_tail(sch, block, row, lanes: int = kernels.ROW_VECTOR) -> None:
     """Vectorize an elementwise pass over a row (the innermost loop of `block`, under the loop
-    `row`; nothing for a per-row stage, whose innermost loop is `row` itself). A row of whole vectors: as `_tail`. Another is cut at its last whole vector: the whole
-    vectors without a predicate, then the rest (a split alone leaves a predicate on every lane,
+    `row`; nothing for a per-row stage, whose innermost loop is `row` itself). A row of whole
+    vectors: as `_tail`. Another is cut at its last whole vector: the whole vectors without a
+    predicate, then the rest (a split alone leaves a predicate on every lane,
     and TVM's vectorizer turns such a loop into scalar code: 5x the time over 799 columns). A
     static length is cut here (`loop_partition`); a run-time one by TVM's LoopPartition pass, told
     by `pragma_loop_partition_hint` (the primitive refuses run-time extents; the pass misses a
