@@ -142,7 +142,7 @@ def _kernel(kind: str, hidden: int, reverse: bool, has_lens: bool, linear_before
     `byte_dot_for`): rt packed by `pack_for_dot`, and each step's GEMV is h's uint8 values times
     it on the VNNI instruction, in registers over blocks of columns, minus h's zero point times
     R's column sums (the same integers as (h - zero point) x R, as onnxruntime's u8s8 GEMM);
-    without, plain int32 loops (7x the time of the instruction over 256 x 1024)."""
+    without, plain int32 loops (the whole kernel 2.4x the time over 64 steps of a 256-wide LSTM)."""
     from tvm.script import tirx as T
 
     from ember.compiler.backend.tvm.intrinsics import byte_dot
