@@ -13,13 +13,11 @@ from ember.models import wheels as W
 
 pytestmark = [pytest.mark.wheels, pytest.mark.slow]
 
-# compiled with their symbolic dims; the OCR models' symbolic builds take minutes (the
-# benchmark runs them): here they are specialized to their first size. ddddocr's takes 12
-# minutes of one core: its int8 convolutions' requantization epilogues over a run-time width
-# make index expressions TVM's simplifiers take minutes over
+# compiled with their symbolic dims; the OCR detector's symbolic build takes three minutes
+# (the benchmark runs it): here it is specialized to its first size
 SYMBOLIC = ["captcha-crnn", "doc-orientation", "nsfw-resnet50", "melspectrogram", "speech-embedding",
-            "wakeword-lstm", "vad-fsmn", "layout-picodet", "tashkeel-bilstm"]
-SPECIALIZED = ["ocr-det-tiny", "ocr-rec-tiny", "captcha-ddddocr"]
+            "wakeword-lstm", "vad-fsmn", "layout-picodet", "tashkeel-bilstm", "ocr-rec-tiny", "captcha-ddddocr"]
+SPECIALIZED = ["ocr-det-tiny"]
 REFUSED = [m.name for m in W.MODELS.values() if m.refused]
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from ember.compiler.backend.tvm import parallel_guard
+from ember.compiler.backend.tvm.broadcast_operands import isolate_broadcast_operands
 from ember.compiler.backend.tvm.pipeline import cpu, cuda
 from ember.compiler.backend.tvm.pipeline.common import _fold_integer_offsets
 from ember.compiler.backend.tvm.schedule import default_schedule_pass
@@ -88,6 +89,7 @@ def legalize_passes(target, precision: str = "fp32") -> list:
             relax.transform.LegalizeOps(kind.legalize_overrides(target, precision)),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
+            isolate_broadcast_operands(),
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
             # reshapes become views before scheduling: a scheduled one no longer reads as a reshape, and
