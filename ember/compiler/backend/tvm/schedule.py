@@ -514,8 +514,6 @@ def _extent_is_one(extent) -> bool:
 def schedule_generic(sch) -> None:
     """Inline elementwise blocks, then run each remaining block's outer
     spatial loops in parallel and vectorize its innermost loop."""
-    from tvm import tirx
-
     root = sch.get_sblock("root")
     # an opaque block (hand-written TIR: sorts, NMS) may read a buffer in ways
     # inlining does not see; then nothing is inlined (TVM's NMS broke otherwise)
@@ -525,27 +523,59 @@ def schedule_generic(sch) -> None:
     for b in sch.get_child_blocks(root):
         if _reduce_across_rows(sch, b) or _transpose_tiles(sch, b):
             continue
-        loops = sch.get_loops(b)
-        spatial = []
-        for lp, iv in zip(loops, sch.get(b).iter_vars):
-            if iv.iter_type != tirx.IterVar.DataPar:
+        _parallel_block(sch, b)
+
+
+def _parallel_block(sch, b) -> None:
+    """A block's outer spatial loops fused and parallel (enough of them to give the threads
+    work), and its innermost loop vectorized where all its loops are spatial."""
+    from tvm import tirx
+
+    loops = sch.get_loops(b)
+    spatial = []
+    for lp, iv in zip(loops, sch.get(b).iter_vars):
+        if iv.iter_type != tirx.IterVar.DataPar:
+            break
+        spatial.append(lp)
+    if not spatial:
+        return
+    try:
+        outer, total = [], 1
+        for lp in spatial[:-1] if len(spatial) > 1 else spatial:
+            outer.append(lp)
+            total *= _extent(sch, lp) or 1
+            if total >= 64:
                 break
-            spatial.append(lp)
-        if not spatial:
-            continue
-        try:
-            # parallel over enough outer loops to give the threads work
-            outer, total = [], 1
-            for lp in spatial[:-1] if len(spatial) > 1 else spatial:
-                outer.append(lp)
-                total *= _extent(sch, lp) or 1
-                if total >= 64:
-                    break
-            sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
-        except Exception:
-            continue
-        if len(spatial) == len(loops) and len(spatial) > 1:
-            _tail(sch, b, 1)
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+    except Exception:
+        return
+    if len(spatial) == len(loops) and len(spatial) > 1:
+        _tail(sch, b, 1)
+
+
+def _untouched(sch, block) -> bool:
+    """Whether a block's loops are all as legalization wrote them: serial, none annotated."""
+    from tvm import tirx
+
+    loops = sch.get_loops(block)
+    return bool(loops) and all(sch.get(lp).kind == tirx.ForKind.SERIAL and not sch.get(lp).annotations
+                               for lp in loops)
+
+
+def _schedule_rest(sch) -> None:
+    """The blocks a kernel's schedule left as they were, after it: an epilogue that broadcasts the
+    kernel's output over a larger map (an SE block's gate, a 1x1 convolution of the pooled map,
+    times the feature map) cannot fold into the tile's writeback, and ran as serial scalar loops,
+    one pass over the map per op. They are inlined into one another and run like the generic
+    schedule's blocks."""
+    root = sch.get_sblock("root")
+    rest = [b for b in sch.get_child_blocks(root) if _untouched(sch, b)]
+    names = {sch.get(b).name_hint for b in rest}
+    _inline_elementwise(sch, [b for b in rest if sch.get_consumers(b)
+                              and all(sch.get(c).name_hint in names for c in sch.get_consumers(b))])
+    for b in sch.get_child_blocks(root):
+        if _untouched(sch, b):
+            _parallel_block(sch, b)
 
 
 def schedule_winograd(sch, block, space: list[str] | None = None) -> None:
@@ -612,6 +642,7 @@ def default_schedule(func):
     if kernel is not None:
         try:
             kernel[1](sch, sch.get_sblock(kernel[0]))
+            _schedule_rest(sch)
             return sch
         except Exception:
             sch = _sch(func)  # a failed step may leave the schedule half-applied
@@ -640,6 +671,7 @@ def design_space(sch):
     name, fn = _kernel(_blocks(sch))
     taken: list[str] = []
     fn(sch, sch.get_sblock(name), space=taken)
+    _schedule_rest(sch)
     if taken:
         sch.annotate(sch.get_sblock("root"), DECISIONS_KEY, ";".join(taken))
     return sch
