@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 
+from ember.compiler.backend.tvm.relax_util import static_shape
+
 SMALL = 4096  # elements: per-channel vectors, scalars, short masks
 REUSE = 16  # the consumer's output is this many times the operand's, or more
 MIN_OPS = 3  # kernels that compute: one or two inlined cost less than a kernel call
@@ -57,16 +59,10 @@ def _primitive(func) -> bool:
     return bool(func.attrs and func.attrs.get("Primitive"))
 
 
-def _elements(sinfo) -> int | None:
-    """The element count of a tensor's static shape, else None."""
-    from tvm import relax, tirx
-
-    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None:
-        return None
-    dims = getattr(sinfo.shape, "values", None)
-    if dims is None or not all(isinstance(d, tirx.IntImm) for d in dims):
-        return None
-    return math.prod(int(d) for d in dims)
+def _elements(var) -> int | None:
+    """The element count of a tensor variable's static shape, else None."""
+    shape = static_shape(var)
+    return None if shape is None else math.prod(shape)
 
 
 def _reads(value) -> list:
@@ -104,11 +100,11 @@ def _moves_data(func) -> bool:
 
 def _small_kernel(mod, binding) -> bool:
     """An elementwise, broadcast or injective kernel of a small static output."""
-    pattern, size = _pattern(mod, binding), _elements(binding.var.ty)
+    pattern, size = _pattern(mod, binding), _elements(binding.var)
     return pattern is not None and pattern <= _INJECTIVE and size is not None and size <= SMALL
 
 
-def _chains(mod, bindings) -> list[list[int]]:
+def _chains(mod, bindings, reads, readers, position) -> list[list[int]]:
     """The groups of small kernels one call can replace (binding indices, in order).
 
     Small kernels connected as producer and consumer join one group if they are ready at the same
@@ -120,7 +116,6 @@ def _chains(mod, bindings) -> list[list[int]]:
 
     small = [i for i, b in enumerate(bindings) if _small_kernel(mod, b)]
     where = {bindings[i].var: i for i in small}
-    position = {b.var: i for i, b in enumerate(bindings)}
     ready: dict[int, int] = {}
     root = {i: i for i in small}
 
@@ -137,20 +132,14 @@ def _chains(mod, bindings) -> list[list[int]]:
         return list(found.values())
 
     for i in small:
-        reads = _reads(bindings[i].value)
-        ready[i] = max([ready[where[v]] if v in where else position.get(v, -1) for v in reads] + [-1])
-        for v in reads:
+        ready[i] = max([ready[where[v]] if v in where else position.get(v, -1) for v in reads[i]] + [-1])
+        for v in reads[i]:
             if v in where and ready[where[v]] == ready[i]:
                 root[find(i)] = find(where[v])
-    readers: dict[int, list[int]] = {}
-    for j, b in enumerate(bindings):
-        for v in _reads(b.value):
-            if v in where:
-                readers.setdefault(where[v], []).append(j)
     for members in sorted(groups(), key=lambda g: -g[-1]):
         if not all(isinstance(bindings[i].var, relax.DataflowVar) for i in members):
             continue
-        users = {j for i in members for j in readers.get(i, [])} - set(members)
+        users = {j for i in members for j in readers.get(bindings[i].var, [])} - set(members)
         if not users or not all(j in root for j in users) or len({find(j) for j in users}) != 1:
             continue
         other = find(next(iter(users)))
@@ -164,14 +153,15 @@ def _isolate(bb, mod, block):
     from tvm import relax
 
     bindings = list(block.bindings)
+    reads = [_reads(b.value) for b in bindings]
     readers: dict = {}  # variable -> indices of the bindings that read it
-    for j, b in enumerate(bindings):
-        for v in _reads(b.value):
+    for j, vs in enumerate(reads):
+        for v in vs:
             readers.setdefault(v, []).append(j)
     position = {b.var: i for i, b in enumerate(bindings)}
     units = [[i] for i in range(len(bindings))]  # what is emitted together: a binding, or a chain
-    calls: dict[int, list] = {}  # a chain's first index -> the bindings that replace it
-    for chain in _chains(mod, bindings):
+    chains: dict[int, tuple] = {}  # a chain's first index -> (chain, exported indices, inputs)
+    for chain in _chains(mod, bindings, reads, readers, position):
         if sum(not _moves_data(mod[bindings[i].value.args[0]]) for i in chain) < MIN_OPS:
             continue
         members = set(chain)
@@ -182,23 +172,25 @@ def _isolate(bb, mod, block):
         # what the chain reads from outside, constants too: a primitive function takes them as parameters
         inputs = list(dict.fromkeys(a for i in chain for a in bindings[i].value.args[1].fields
                                     if not (a in position and position[a] in members)))
-        gvar = bb.add_func(_function(bindings, chain, exported, inputs), _name(mod, bindings, chain))
-        calls[chain[0]] = _call(bb, gvar, inputs, [bindings[i].var for i in exported])
+        chains[chain[0]] = (chain, exported, inputs)
         for i in chain:
             units[i] = None
         units[chain[0]] = chain
-    if not calls:
-        return block
-    order = _topological([u for u in units if u is not None], bindings, position)
+    order = _topological([u for u in units if u is not None], reads, position) if chains else None
     if order is None:
         return block
     out = []
     for unit in order:
-        out.extend(calls[unit[0]] if unit[0] in calls else [bindings[unit[0]]])
+        if unit[0] not in chains:
+            out.append(bindings[unit[0]])
+            continue
+        chain, exported, inputs = chains[unit[0]]
+        gvar = bb.add_func(_function(bindings, chain, exported, inputs), _name(mod, bindings, chain))
+        out.extend(_call(bb, gvar, inputs, [bindings[i].var for i in exported]))
     return relax.DataflowBlock(out, block.span)
 
 
-def _topological(units: list[list[int]], bindings, position) -> list[list[int]] | None:
+def _topological(units: list[list[int]], reads, position) -> list[list[int]] | None:
     """The units in an order where each comes after what it reads, nearest the original order
     (None if there is none: a cycle)."""
     import heapq
@@ -207,7 +199,7 @@ def _topological(units: list[list[int]], bindings, position) -> list[list[int]] 
     needs = [set() for _ in units]
     for k, unit in enumerate(units):
         for i in unit:
-            needs[k] |= {unit_of[position[v]] for v in _reads(bindings[i].value) if v in position} - {k}
+            needs[k] |= {unit_of[position[v]] for v in reads[i] if v in position} - {k}
     waiting = [len(n) for n in needs]
     feeds: list[list[int]] = [[] for _ in units]
     for k, n in enumerate(needs):
@@ -228,7 +220,7 @@ def _topological(units: list[list[int]], bindings, position) -> list[list[int]] 
 
 def _broadcasts(operand, result) -> bool:
     """Whether a kernel producing `result` reads each element of `operand` REUSE times or more."""
-    small, big = _elements(operand.ty), _elements(result.ty)
+    small, big = _elements(operand), _elements(result)
     return small is not None and (big is None or big >= REUSE * small)
 
 
