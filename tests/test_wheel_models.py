@@ -13,11 +13,11 @@ from ember.models import wheels as W
 
 pytestmark = [pytest.mark.wheels, pytest.mark.slow]
 
-# compiled with their symbolic dims; the OCR detector's symbolic build takes three minutes
-# (the benchmark runs it): here it is specialized to its first size
+# compiled with their symbolic dims (SPECIALIZED: to their first size)
 SYMBOLIC = ["captcha-crnn", "doc-orientation", "nsfw-resnet50", "melspectrogram", "speech-embedding",
-            "wakeword-lstm", "vad-fsmn", "layout-picodet", "tashkeel-bilstm", "ocr-rec-tiny", "captcha-ddddocr"]
-SPECIALIZED = ["ocr-det-tiny"]
+            "wakeword-lstm", "vad-fsmn", "layout-picodet", "tashkeel-bilstm", "ocr-rec-tiny", "captcha-ddddocr",
+            "ocr-det-tiny"]
+SPECIALIZED: list[str] = []
 REFUSED = [m.name for m in W.MODELS.values() if m.refused]
 
 

@@ -633,6 +633,40 @@ def test_a_row_count_tvm_cannot_sign_keeps_the_accumulators_in_registers():
     np.testing.assert_allclose(ember.compile(m).run({"x": x})["y"], ort_run(m, {"x": x})[0], rtol=1e-5, atol=1e-5)
 
 
+def test_a_convolution_over_run_time_extents_indexes_its_tile_statically():
+    """A convolution after a strided one reads dims ((h - 1) >> 1) + 1: the parallel loop fused
+    over batch x rows x column tiles had quotients TVM could not sign, buffer compaction indexed
+    the register tile by min(q, 0) + ..., and LLVM took seconds per kernel (HF RegNet's symbolic
+    build: 75 s, 11 s with the fix). The GEMM runs over `kernels.counted` extents: the tile's
+    indices after compaction are its own loops."""
+    import re
+
+    from tvm import s_tir, tirx
+
+    rng = np.random.default_rng(9)
+    nodes = [h.make_node("Conv", ["x", "k1"], ["a"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             h.make_node("Conv", ["a", "k2", "b2"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             h.make_node("Relu", ["c"], ["y"])]
+    m = model(nodes, [tensor("x", ["n", 8, "h", "w"])], [tensor("y", None)],
+              [init("k1", rng.standard_normal((16, 8, 3, 3)).astype(np.float32)),
+               init("k2", rng.standard_normal((16, 16, 3, 3)).astype(np.float32)),
+               init("b2", rng.standard_normal(16).astype(np.float32))])
+    convs = [(gv.name_hint, f) for gv, f in legalized(m).functions_items() if "conv2d" in gv.name_hint]
+    assert len(convs) == 2
+    for name, func in convs:
+        mod = tvm.IRModule({"main": schedule.default_schedule(func).mod["main"]})
+        for p in (s_tir.transform.LowerInitBlock(), s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+                  s_tir.transform.ConvertBlocksToOpaque(), s_tir.transform.CompactBufferAllocation(),
+                  tirx.transform.StmtSimplify()):
+            mod = p(mod)
+        indices = re.findall(r"_local\[([^\]]*)\]", mod.script())
+        assert indices and not [i for i in indices if "//" in i or "min" in i], (name, indices)
+    cm = ember.compile(m)
+    for shape in ((1, 8, 23, 37), (2, 8, 16, 9)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(cm.run({"x": x})["y"], ort_run(m, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
 def test_run_time_rows_match_onnxruntime_at_every_remainder():
     """The padded rows re-read the last row and are cropped: every count modulo the tile,
     through a fused bias + relu epilogue, for a GEMM over batch x sequence rows, a convolution

@@ -153,13 +153,29 @@ def conv_out_hw(h, w, kernel, strides, padding, dilation):
     return (oh if isinstance(oh, int) else simplify(oh)), (ow if isinstance(ow, int) else simplify(ow))
 
 
-def _crop(out, n: int, rows=None):
-    """TE: the first n columns of a GEMM computed on zero-padded weights (and its first
-    `rows` rows where it ran over rows padded to a multiple of its tile)."""
-    if int(out.shape[-1]) == n and rows is None:
+def _crop(out, shape):
+    """TE: the `shape` corner of a GEMM's result: its first columns where it ran on zero-padded
+    weights, its first rows where it ran over rows padded to a multiple of its tile, the run-time
+    leading dims it ran over as `counted` (the same values); `out` itself where nothing differs."""
+    def same(a, b):
+        return int(a) == int(b) if _static(a) and _static(b) else not _static(a) and a.same_as(b)
+    if all(same(a, b) for a, b in zip(out.shape, shape)):
         return out
-    shape = list(out.shape)
-    return te.compute((*shape[:-2], shape[-2] if rows is None else rows, n), lambda *i: out[i], name=CROP)
+    return te.compute(tuple(shape), lambda *i: out[i], name=CROP)
+
+
+def _static(d) -> bool:
+    return isinstance(d, (int, tirx.IntImm))
+
+
+def counted(d):
+    """A GEMM's extent over a run-time dim d (a batch, an output height) as max(d, 0), the same
+    value: TVM's analyzer then knows it is not negative, and so are the quotients of the
+    parallel loop fused over such extents. Without that, buffer compaction offsets the register
+    tile by max(0, q) for a quotient q it cannot sign and indexes it by min(q, 0) * tile + ...,
+    lowered to floor-division fix-ups LLVM took seconds per kernel to compile (HF RegNet's
+    symbolic build: 75 s, 11 s with counted extents)."""
+    return d if _static(d) else tirx.max(d, 0)
 
 
 def run_time_rows(rows, mr: int, pad: bool = True):
@@ -202,11 +218,11 @@ def conv2d_nhwc(x, wp, kernel, strides, padding, dilation, mr: int, n: int, pad_
     rx = te.reduce_axis((0, kw), name="kx")
     rc = te.reduce_axis((0, c), name="kc")
     out = te.compute(
-        (b, oh, owp, panels * nr),
+        (counted(b), counted(oh), owp, panels * nr),
         lambda bi, y, xx, j: te.sum(xp[bi, y * sh + ry * dh, col(xx) * sw + rx * dw, channel(j, rc)]
                                     * wp[j // nr, (ry * kw + rx) * c + rc, j % nr], axis=[ry, rx, rc]),
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
-    return _crop(out, n, None if owp is ow else ow)
+    return _crop(out, (b, oh, ow, n))
 
 
 def matmul_packed(a, wp, mr: int, n: int, pad_rows: bool = True):
@@ -217,10 +233,10 @@ def matmul_packed(a, wp, mr: int, n: int, pad_rows: bool = True):
     rows, row = run_time_rows(a_shape[-2], mr, pad_rows)
     r = te.reduce_axis((0, k_total), name="k")
     out = te.compute(
-        (*a_shape[:-2], rows, packed_shape[0] * nr),
+        (*map(counted, a_shape[:-2]), rows, packed_shape[0] * nr),
         lambda *i: te.sum(a[(*i[:-2], row(i[-2]), r)] * wp[i[-1] // nr, r, i[-1] % nr], axis=r),
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
-    return _crop(out, n, None if rows is a_shape[-2] else a_shape[-2])
+    return _crop(out, (*a_shape[:-1], n))
 
 
 def batch_matmul(a, b, mr: int, nr: int, pad_rows: bool = True, n=None):
@@ -233,12 +249,10 @@ def batch_matmul(a, b, mr: int, nr: int, pad_rows: bool = True, n=None):
     rows, row = run_time_rows(m, mr, pad_rows)
     r = te.reduce_axis((0, a.shape[-1]), name="k")
     out = te.compute(
-        (*list(a.shape)[:-2], rows, cols),
+        (*map(counted, list(a.shape)[:-2]), rows, cols),
         lambda *i: te.sum(a[(*i[:-2], row(i[-2]), r)] * b[(*i[:-2], r, i[-1])], axis=r),
         name=GEMM, attrs={"ember_mr": mr, "ember_nr": nr})
-    if rows is m and n is None:
-        return out
-    return te.compute((*list(out.shape)[:-2], m, cols if n is None else n), lambda *i: out[i], name=CROP)
+    return _crop(out, (*list(a.shape)[:-2], m, cols if n is None else n))
 
 
 def pad_columns(b, nr: int):
@@ -459,14 +473,12 @@ def _qstage(x, padding, cpad: int, flip: bool):
     return te.compute((b, h + pt + pb, w + pl + pr, cpad), value, name=PAD)
 
 
-def _qout(acc, wsum, flip_sign: int, n: int, rows=None):
-    """TE: the int32 result: flipped inputs add +-128 * sum(w) to every
-    output, taken off here; padded columns (and `rows`: padded rows) cropped."""
+def _qout(acc, wsum, flip_sign: int, shape):
+    """TE: the int32 result, of `shape`: flipped inputs add +-128 * sum(w) to every
+    output, taken off here; padded columns and rows cropped (`_crop`)."""
     if flip_sign:
-        shape = list(acc.shape)
-        return te.compute((*shape[:-2], shape[-2] if rows is None else rows, n),
-                          lambda *i: acc[i] - wsum[i[-1]] * flip_sign, name=QFIX)
-    return _crop(acc, n, rows)
+        return te.compute(tuple(shape), lambda *i: acc[i] - wsum[i[-1]] * flip_sign, name=QFIX)
+    return _crop(acc, shape)
 
 
 def _qattrs(mr: int, nr: int, dot: str, lanes: int, step: int) -> dict:
@@ -494,13 +506,13 @@ def qconv2d_nhwc(x, wp, wsum, kernel, strides, padding, dilation, mr: int, n: in
     rco = te.reduce_axis((0, cpad // depth), name="kco")
     rci = te.reduce_axis((0, depth), name="kci")
     acc = te.compute(
-        (b, oh, owp, static_ints(wp.shape)[0] * nr),
+        (counted(b), counted(oh), owp, static_ints(wp.shape)[0] * nr),
         lambda bi, y, xx, j: te.sum(
             widen(xp[bi, y * sh + ry * dh, col(xx) * sw + rx * dw, rco * depth + rci])
             * widen(wp[j // nr, (ry * kw + rx) * (cpad // depth) + rco, j % nr, rci]),
             axis=[ry, rx, rco, rci]),
         name=QGEMM, attrs=_qattrs(mr, nr, dot, lanes, sw))
-    return _qout(acc, wsum, _flip_sign(x.dtype, flip), n, None if owp is ow else ow)
+    return _qout(acc, wsum, _flip_sign(x.dtype, flip), (b, oh, ow, n))
 
 
 def _flip_sign(dtype: str, flip: bool) -> int:
@@ -544,4 +556,4 @@ def qmatmul_packed(a, wp, wsum, mr: int, n: int, flip: bool, dot: str = "", lane
         name=QGEMM, attrs=_qattrs(mr, nr, dot, lanes, 1))
     if rows is not None:  # crop the padded rows (and columns), correcting a flip on the way
         return te.compute((rows, n), lambda i, j: acc[i, j] - (wsum[j] * delta if delta else 0), name=QFIX)
-    return _qout(acc, wsum, delta, n)
+    return _qout(acc, wsum, delta, (*list(acc.shape)[:-1], n))
