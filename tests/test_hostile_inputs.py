@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from helpers import conv_relu_gemm, init, model, tensor
+from helpers import conv_relu_gemm, init, model, ort_run, tensor
 from onnx import TensorProto as T
 from onnx import helper as h
 
@@ -207,11 +207,30 @@ def test_runtime_index_out_of_range(gather_models, op, feeds):
         gather_models[op].run(feeds)
 
 
+@pytest.mark.parametrize("op, axis, data, idx, feeds", [
+    ("Gather", 0, [5, "c"], ["k"], {"d": D53, "i": np.array([0, 5, 1])}),
+    ("GatherElements", 1, ["r", 3], ["r", "k"], {"d": np.ones((2, 3), np.float32), "i": np.array([[0, 3], [1, 2]])}),
+    ("GatherND", None, [4, 3], ["k", 2], {"d": np.ones((4, 3), np.float32), "i": np.array([[0, 1], [1, 3], [0, 0]])}),
+], ids=["gather", "gatherelements", "gathernd"])
+def test_indices_of_a_run_time_count_are_checked(op, axis, data, idx, feeds):
+    """Only the dims the indices address must be static for the check: an index count (a
+    sequence) or another data dim of run-time size once left the indices unchecked, and an
+    out-of-range one read outside the data."""
+    attrs = {} if axis is None else {"axis": axis}
+    m = model([h.make_node(op, ["d", "i"], ["y"], **attrs)], [tensor("d", data), tensor("i", idx, T.INT64)],
+              [tensor("y", None)])
+    cm = ember.compile(m)
+    with pytest.raises(RuntimeInputError, match="out of range"):
+        cm.run(feeds)
+    ok = {"d": feeds["d"], "i": np.minimum(feeds["i"], 1)}
+    np.testing.assert_array_equal(cm.run(ok)["y"], ort_run(m, ok)[0])
+
+
 def test_index_checks_run_in_a_kernel_on_cpus_and_on_the_vm_on_cuda():
     """CPU artifacts may run where only the TVM runtime is (a board, the
     emulator): the check is compiled into a kernel there. On CUDA the flag
     sits in GPU memory, which the VM's assert_op reads (GPU artifacts run
-    where TVM is installed)."""
+    where TVM is installed). On a CPU the check is one kernel call, no flag reduced beside it."""
     from ember import targets
     from ember.compiler import driver
 
@@ -220,6 +239,7 @@ def test_index_checks_run_in_a_kernel_on_cpus_and_on_the_vm_on_cuda():
     for target, kernel in ((targets.host(), True), (targets.parse("cuda", mcpu="sm_80"), False)):
         text = driver.lower_model(m, target)[1].script()
         assert ("ember_check_bounds" in text, "R.assert_op" in text) == (kernel, not kernel), target.describe()
+        assert ("R.min(" in text) == (not kernel), text
 
 
 def test_runtime_indices_in_range_are_correct(gather_models):

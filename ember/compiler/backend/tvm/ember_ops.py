@@ -8,20 +8,32 @@ from functools import cache
 from ember.compiler.backend.tvm.relax_util import same_dims
 
 @cache
-def _checked_copy(dtype: str, what: str):
-    """TIR: y = x (1-D), after asserting flag != 0 with message `what` (parsed
-    once per dtype and message: a model checks many tensors alike)."""
+def _checked_copy(dtype: str, what: str, bounds: tuple[int, ...] | None):
+    """TIR: y = x (1-D) in one serial pass that asserts each value with message `what`: within
+    [-b, b) for b = bounds[i % len(bounds)] (indices; GatherND's last axis walks the bounds), or
+    not zero (divisors, `bounds` None). Parsed once per dtype, message and bounds: a model checks
+    many tensors alike. One kernel: the reduction, flag and copy it replaces cost three calls per
+    checked Gather (an embedding lookup over a run-time sequence), more than the lookup itself."""
     from tvm.script import tirx as T
 
+    def ok(v, i):
+        if bounds is None:
+            return v != T.cast(0, dtype)
+        b = T.cast(bounds[0], dtype)
+        for k in range(1, len(bounds)):  # a static choice by position (GatherND: few bounds)
+            b = T.Select(i % len(bounds) == k, T.cast(bounds[k], dtype), b)
+        return T.And(v >= -b, v < b)
+
     @T.prim_func(private=True, s_tir=True)
-    def check(x_handle: T.handle, flag: T.Buffer((), "int32"), y_handle: T.handle):
+    def check(x_handle: T.handle, y_handle: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "ember.hand_scheduled": True})
         n = T.int64()
         x = T.match_buffer(x_handle, (n,), dtype)
         y = T.match_buffer(y_handle, (n,), dtype)
-        assert flag[()] != 0, what
         for i in range(n):
-            with T.sblock("copy"):
+            with T.sblock("check"):
                 vi = T.axis.spatial(n, i)
+                assert ok(x[vi], vi), what
                 y[vi] = x[vi]
 
     return check
@@ -75,22 +87,23 @@ def relax_converters(kernel_asserts: bool = True) -> dict[str, type]:
         def _impl_v1(cls, bb, inputs, attr, params):
             x = inputs[0]
             dtype = x.ty.dtype
-            if len(inputs) > 1 and inputs[1] is not None:
-                b = bb.emit(relax.op.astype(inputs[1], dtype))
+            what = attr.get("what", "runtime check failed")
+            what = what.decode() if isinstance(what, bytes) else str(what)
+            bounds = inputs[1] if len(inputs) > 1 else None
+            if kernel_asserts:
+                flat = bb.emit(relax.op.reshape(x, (-1,)))
+                values = None if bounds is None else tuple(int(b) for b in bounds.value.numpy().reshape(-1))
+                check = bb.add_func(_checked_copy(dtype, what, values).with_attr("op_pattern", 8), "ember_check_bounds")
+                out = bb.emit(relax.call_tir(check, [flat], flat.ty))  # opaque: FuseOps leaves it alone
+                return relax.op.reshape(out, x.ty.shape)
+            if bounds is not None:
+                b = bb.emit(relax.op.astype(bounds, dtype))
                 ok = relax.op.logical_and(relax.op.greater_equal(x, relax.op.negative(b)), relax.op.less(x, b))
             else:
                 ok = relax.op.not_equal(x, relax.const(0, dtype))
             flag = bb.emit(relax.op.min(relax.op.astype(ok, "int32")))
-            cond = bb.emit(relax.op.not_equal(flag, relax.const(0, "int32")))
-            what = attr.get("what", "runtime check failed")
-            what = what.decode() if isinstance(what, bytes) else str(what)
-            if not kernel_asserts:
-                bb.emit(relax.op.assert_op(cond, [], what))
-                return x
-            flat = bb.emit(relax.op.reshape(x, (-1,)))
-            check = bb.add_func(_checked_copy(dtype, what).with_attr("op_pattern", 8), "ember_check_bounds")  # opaque
-            out = bb.emit(relax.call_tir(check, [flat, bb.emit(relax.op.astype(cond, "int32"))], flat.ty))
-            return relax.op.reshape(out, x.ty.shape)
+            bb.emit(relax.op.assert_op(bb.emit(relax.op.not_equal(flag, relax.const(0, "int32"))), [], what))
+            return x
 
     return {"GeluErf": unary(relax.op.nn.gelu), "GeluTanh": unary(relax.op.nn.gelu_tanh),
             "Silu": unary(relax.op.nn.silu), "SDPA": Attention, "SDPAMasked": Attention, "CheckBounds": CheckBounds}

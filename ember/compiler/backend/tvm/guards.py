@@ -52,19 +52,22 @@ def _check(g: ir.Graph, node: ir.Node, index: int, bounds: np.ndarray | None, wh
 def _index_checks(g: ir.Graph, node: ir.Node) -> bool:
     if len(node.inputs) < 2 or node.inputs[1] is None or node.inputs[1].const is not None:
         return False
-    data, where = ir.static_shape(node.inputs[0]), _where(node)
-    if data is None:
+    # the dims the indices address must be static; the others (a batch, a sequence) may not be
+    data, idx, where = node.inputs[0].shape, node.inputs[1].shape, _where(node)
+    if data is None or idx is None:
         return False
     if node.op_type in INDEXED_BY_AXIS:
         axis = node.attrs.get("axis", 0) % len(data)
+        if not isinstance(data[axis], int):
+            return False
         _check(g, node, 1, np.array(data[axis]), f"{where}: index out of range for axis {axis} of size {data[axis]}")
         return True
     if node.op_type in ("GatherND", "ScatterND"):
-        idx = ir.static_shape(node.inputs[1])
-        if idx is None or not idx:
-            return False
         b = node.attrs.get("batch_dims", 0)
-        _check(g, node, 1, np.array(data[b:b + idx[-1]]), f"{where}: index out of range for dimensions {data[b:b + idx[-1]]}")
+        dims = tuple(data[b:b + idx[-1]]) if idx and isinstance(idx[-1], int) else None
+        if not dims or not all(isinstance(d, int) for d in dims):
+            return False
+        _check(g, node, 1, np.array(dims), f"{where}: index out of range for dimensions {dims}")
         return True
     return False
 

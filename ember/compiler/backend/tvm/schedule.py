@@ -738,6 +738,8 @@ def default_schedule_pass(counts: dict[str, int] | None = None, schedule=None):
         for gv, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc):
                 continue
+            if func.attrs and func.attrs.get("ember.hand_scheduled", False):
+                continue  # written with its loops (ember_ops' checks): neither tuned nor default
             if func.attrs and func.attrs.get("tirx.is_scheduled", False):
                 if counts is not None:
                     counts["tuned"] = counts.get("tuned", 0) + 1
