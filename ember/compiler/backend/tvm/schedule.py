@@ -15,6 +15,7 @@ never depends on a schedule.
 from __future__ import annotations
 
 from ember.compiler.backend.tvm import kernels, winograd
+from ember.compiler.backend.tvm.intrinsics import TILE_SCOPE
 
 
 def _sch(func):
@@ -230,7 +231,7 @@ def schedule_qgemm(sch, block, space: list[str] | None = None) -> None:
         no, nv, ni = sch.split(n, [None, nr // lanes, lanes])
         inner = ni
         sch.reorder(no, *rows, mo, *ks, mi, nv, ni, ki)
-    wb = _accumulators(sch, block, (kernels.CROP, kernels.QFIX), "local")
+    wb = _accumulators(sch, block, (kernels.CROP, kernels.QFIX))
     if pairs:
         sch.transform_layout(block, ("write", 0), _pair_blocks(len(rows) + 2))
     _register_tile(sch, block, wb, at=mo, outer=[no, *rows, mo], rows=mi, lanes=None, reduction=ks[0])
@@ -243,20 +244,13 @@ def schedule_qgemm(sch, block, space: list[str] | None = None) -> None:
         sch.vectorize(ni)
 
 
-# The storage scope of a register tile. TVM's LowerTVMBuiltin keeps a "global" allocation of a
-# static size under 1 KB on the stack (an alloca LLVM promotes to registers) but requests every
-# "local" one from the runtime's workspace pool, with a call to allocate and one to free per tile:
-# HF MobileNetV2's 1x1 convolutions over 8 channels run tiles of 64 FMAs each, and the model took
-# 1.15-1.25x the time. The tensorized int8/bf16 tiles keep "local": the instructions' descriptions
-# (`intrinsics.py`) declare their accumulators so.
-TILE_SCOPE = "global"
 
 
-def _accumulators(sch, block, readers: tuple[str, ...] = (kernels.CROP,), scope: str = TILE_SCOPE):
-    """The block that writes a GEMM's register tile out: a cache of its output in `scope`, or
+def _accumulators(sch, block, readers: tuple[str, ...] = (kernels.CROP,)):
+    """The block that writes a GEMM's register tile out: a cache of its output (in `TILE_SCOPE`), or
     where a crop of padded rows or columns (or an int8 correction, `readers`) follows, that block,
     reading the accumulators directly."""
-    wb = sch.cache_write(block, 0, scope)
+    wb = sch.cache_write(block, 0, TILE_SCOPE)
     fix = [c for c in sch.get_consumers(wb) if sch.get(c).name_hint.startswith(readers)]
     if not fix:
         return wb
