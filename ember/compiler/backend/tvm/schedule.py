@@ -244,8 +244,6 @@ def schedule_qgemm(sch, block, space: list[str] | None = None) -> None:
         sch.vectorize(ni)
 
 
-
-
 def _accumulators(sch, block, readers: tuple[str, ...] = (kernels.CROP,)):
     """The block that writes a GEMM's register tile out: a cache of its output (in `TILE_SCOPE`), or
     where a crop of padded rows or columns (or an int8 correction, `readers`) follows, that block,
