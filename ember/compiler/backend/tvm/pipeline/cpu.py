@@ -314,6 +314,19 @@ def _run_time_rows(k: int) -> int:
     return 8 if k <= 192 else ANY_ROWS
 
 
+def _dividing_tile(count, most: int) -> int | None:
+    """The largest row tile of at least ANY_ROWS and at most `most` rows that a run-time row count
+    provably divides (batch x 50 tokens: 5), or None. Such a tile needs no padded rows: the
+    padded form of batch x 50, floordiv(max(r, 0) + 7, 8) * 8, is one TVM cannot show covers the
+    rows (`schedule.crop_schedules`), and the GEMM kept a predicated tile whose accumulators live
+    in memory (whisper's projections at 2.5x their specialized time)."""
+    from tvm import tirx
+    from tvm.sym import Analyzer
+
+    prove = Analyzer().can_prove
+    return next((mr for mr in range(most, ANY_ROWS - 1, -1) if prove(tirx.floormod(count, mr) == 0)), None)
+
+
 def _dims(x) -> list | None:
     """`x`'s dims, ints where static and TIR expressions where symbolic; None for an unknown shape."""
     from tvm import tirx
@@ -397,12 +410,17 @@ def _matmul(lanes: int, dots=(), bf16_dots=None):
             return bb.call_te(kernels.matmul_packed, a, wp, tiles.mr, bs[1], primfunc_name_hint="ember_matmul")
         if (as_ is None and bs is not None and len(bs) == 2 and _static_last(a) and a.ty.dtype == "float32"
                 and b.ty.dtype == "float32" and _default_dtype(call.attrs.out_dtype)):
-            # rows of a run-time count (batch x sequence): a short register tile, rows padded to it
-            tiles = kernels.gemm_tiles(_run_time_rows(bs[0]), bs[1], lanes)
-            wp = bb.emit_te(kernels.pack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
-            return _over_rows(bb, a, bs[1], lambda rows: bb.call_te(
-                kernels.matmul_packed, rows, wp, tiles.mr, bs[1],
-                schedule.crop_schedules(rows.ty.shape.values[0], tiles.mr), primfunc_name_hint="ember_matmul"))
+            # rows of a run-time count (batch x sequence): a short register tile, rows padded to it,
+            # or where the count has a static factor (batch x 50 tokens), a tile dividing it
+            def gemm(rows):
+                count = rows.ty.shape.values[0]
+                mr = _dividing_tile(count, _run_time_rows(bs[0]))
+                tiles = kernels.gemm_tiles(mr or _run_time_rows(bs[0]), bs[1], lanes)
+                wp = bb.emit_te(kernels.pack_weights, b, tiles.nr, "KN", primfunc_name_hint="ember_pack")
+                pad = False if mr else schedule.crop_schedules(count, tiles.mr)
+                return bb.call_te(kernels.matmul_packed, rows, wp, tiles.mr, bs[1], pad,
+                                  primfunc_name_hint="ember_matmul")
+            return _over_rows(bb, a, bs[1], gemm)
         if as_ is None or bs is None:
             return _symbolic_batch_matmul(bb, call, lanes)
         if usable and as_[:-2] == bs[:-2]:
